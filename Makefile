@@ -1,0 +1,28 @@
+# Two commands do everything on a fresh machine:
+#   make demo   - compress LeNet-300-100 on MNIST (trains the baseline first if none is cached)
+#   make test   - run the test suite
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export WEIGHTZIP_DATA ?= $(abspath ../shared/data)
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/weightzip: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: the CPU build on this machine (a plain `torch` pulls CUDA wheels)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(BIN)/weightzip
+
+setup: $(BIN)/weightzip
+
+demo: setup
+	$(BIN)/python benchmarks/demo.py
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,3 @@
+from weightzip.cli import main
+
+main()
