@@ -1,0 +1,118 @@
+"""The public verbs: ``compress``, ``save``, ``load``. Thin glue over pipeline, codec and runtime."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__, parametrize
+from .pipeline import Pipeline, PipelineResult, check_finite
+from .recipe import Recipe, StorageConfig
+from .methods.base import StageContext
+
+
+@dataclass
+class _Loaders:
+    train: Any
+    val: Any
+    test: Any = None
+    task: str = "classify"
+    info: dict | None = None
+
+
+def compress(model: nn.Module, recipe: Recipe | str | Path, train_loader=None, val_loader=None, *,
+             loaders=None, device: str = "cpu", workdir: str | Path | None = None,
+             resume: bool = False, seed: int = 0, log=print, task: str = "classify") -> PipelineResult:
+    """Run ``recipe``'s stages on ``model`` (in place) and return the :class:`PipelineResult`.
+
+    Pass either ``train_loader``/``val_loader`` or a ``loaders`` object (``.train .val .test
+    .task``, as returned by :func:`weightzip.data.get_loaders`).
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = Recipe.from_yaml(recipe)
+    if loaders is None:
+        loaders = _Loaders(train_loader, val_loader, None, task)
+    ctx = StageContext(loaders=loaders, device=device, seed=seed, log=log)
+    return Pipeline(recipe, ctx, workdir=workdir, resume=resume).run(model)
+
+
+@dataclass
+class SaveReport:
+    path: Path
+    file_bytes: int
+    payload_bytes: int
+    baseline_bytes: int
+
+    @property
+    def file_ratio(self) -> float:
+        return self.baseline_bytes / self.file_bytes
+
+
+def encode_model(model: nn.Module, storage: StorageConfig | None = None) -> dict[str, Any]:
+    """Encode every tensor of the baked model into codec Formats (``{name: Format}``)."""
+    from .codec import encode
+
+    storage = storage or StorageConfig()
+    check_finite(model)
+    state = parametrize.effective_state(model)
+    hints = parametrize.storage_hints(model)
+    formats = {}
+    for name, t in state.items():
+        opts = {"name": name, "entropy": storage.entropy, "sparse": storage.sparse,
+                "float_dtype": storage.float_dtype if name not in hints else "float32"}
+        formats[name] = encode(t, hints.get(name), options=opts)
+    return formats
+
+
+def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
+         metrics: dict[str, Any] | None = None, storage: StorageConfig | None = None,
+         extra: dict[str, Any] | None = None) -> SaveReport:
+    """Write ``model`` (parametrizations baked) to a ``.wz`` file, atomically.
+
+    The manifest records the zoo name and constructor arguments (``model.wz_config``) or
+    ``"user model"``; the recipe; metrics; runtime settings such as activation quantizers.
+    """
+    from .analysis.size import baseline_bytes
+    from .codec import container
+
+    storage = storage or (recipe.storage if recipe is not None else StorageConfig())
+    formats = encode_model(model, storage)
+    cfg = getattr(model, "wz_config", None) or {"name": "user model", "class": type(model).__name__}
+    manifest = {
+        "weightzip_version": __version__,
+        "model": cfg,
+        "recipe": recipe.to_dict() if recipe is not None else None,
+        "metrics": metrics or {},
+        "runtime": getattr(model, "wz_runtime", {}) or {},
+        "baseline_bytes": baseline_bytes(model),
+        "extra": extra or {},
+    }
+    path = Path(path)
+    container.write(path, manifest, formats)
+    payload = sum(f.nbytes for f in formats.values())
+    return SaveReport(path, path.stat().st_size, payload, manifest["baseline_bytes"])
+
+
+def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") -> nn.Module:
+    """Load a ``.wz`` as a runnable ``nn.Module`` (see :func:`weightzip.runtime.load.load`)."""
+    from .runtime.load import load as _load
+
+    return _load(path, model=model, mode=mode)
+
+
+def load_checkpoint_model(path: str | Path, device: str = "cpu") -> nn.Module:
+    """Rebuild a zoo model (with its parametrizations) from a trainer/pipeline ``.pt`` checkpoint."""
+    from .registry import create_model
+
+    ck = torch.load(path, weights_only=True, map_location=device)
+    cfg = ck.get("model_config")
+    if not cfg:
+        raise ValueError(f"{path}: checkpoint has no model_config; build the model yourself and load ck['model']")
+    model = create_model(cfg["name"], **cfg.get("kwargs", {}))
+    if ck.get("parametrizations"):
+        parametrize.restore_parametrizations(model, ck["parametrizations"])
+    model.load_state_dict(ck["model"])
+    return model

@@ -1,0 +1,292 @@
+"""The one model-modification mechanism: ``torch.nn.utils.parametrize``.
+
+A compression stage never rewrites a module. It registers parametrizations on the tensors it
+touches; stacking pruning and quantization is two parametrizations on one tensor::
+
+    W_eff = Codebook(Mask(W))        # Mask: W * m ;  Codebook: C[codes] * m
+
+Every parametrization here derives :class:`WzParametrization`, which gives it
+
+* a registered ``kind`` so a checkpoint can rebuild the chain before ``load_state_dict``
+  (:func:`parametrization_spec` / :func:`restore_parametrizations`);
+* ``storage_hint()``: how its output should be stored, as plain numbers and tensors (never
+  codec types: methods and parametrizations do not import ``codec``).
+
+The baked model (what a ``.wz`` stores) is :func:`effective_state` : every tensor of the
+state_dict with parametrizations applied, plus :func:`storage_hints` per tensor.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize as P
+
+_PARAMETRIZATIONS: dict[str, type["WzParametrization"]] = {}
+
+
+def register_parametrization(cls: type["WzParametrization"]) -> type["WzParametrization"]:
+    """Class decorator: make a parametrization rebuildable from a checkpoint by its ``kind``."""
+    if not getattr(cls, "kind", None):
+        raise TypeError(f"{cls.__name__} needs a class attribute `kind`")
+    _PARAMETRIZATIONS[cls.kind] = cls
+    return cls
+
+
+class WzParametrization(nn.Module):
+    """Base class. Subclasses define ``kind``, ``forward(W) -> W'``, and usually ``storage_hint``.
+
+    ``init_args()`` returns the constructor arguments that are NOT tensors saved in the
+    state_dict (ints, floats, strings), so ``cls.from_spec(args, shapes)`` can rebuild an
+    instance whose buffers/parameters have the right shapes; ``load_state_dict`` then fills them.
+    """
+
+    kind: str = ""
+
+    def init_args(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_spec(cls, args: dict[str, Any], shapes: dict[str, tuple[int, ...]]):
+        """Rebuild with placeholder tensors of the recorded ``shapes`` (filled by load_state_dict)."""
+        tensors = {k: torch.zeros(s) for k, s in shapes.items()}
+        return cls(**args, **tensors)
+
+    def storage_hint(self) -> dict[str, Any]:
+        """How the output of this parametrization should be stored (merged along the chain)."""
+        return {}
+
+
+def ste(w: Tensor, wq: Tensor) -> Tensor:
+    """Straight-through estimator: value ``wq``, gradient of the identity w.r.t. ``w``."""
+    return w + (wq - w).detach()
+
+
+@register_parametrization
+class Mask(WzParametrization):
+    """Pruning mask: ``W' = W * m`` with ``m`` a {0,1} buffer of W's shape (saved with the model).
+
+    Gradients to pruned entries are zero, so they stay pruned under any optimizer without
+    weight decay; :func:`Mask.apply_` also zeroes the latent weights.
+    """
+
+    kind = "mask"
+
+    def __init__(self, mask: Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask.detach().to(torch.float32).clone())
+
+    def forward(self, w: Tensor) -> Tensor:
+        return w * self.mask
+
+    def storage_hint(self) -> dict[str, Any]:
+        return {"mask": self.mask.bool()}
+
+
+@register_parametrization
+class UniformQuant(WzParametrization):
+    """Symmetric uniform (fixed-point) fake quantization with STE.
+
+    ``W' = clamp(round(W / s), -2^(b-1), 2^(b-1) - 1) * s``; with ``power_of_two`` the scale is
+    ``s = 2^-f`` (fixed point with ``f`` fraction bits). ``scale`` is a buffer, set once when the
+    quantizer is attached (or recalibrated by the method), so the stored codes are exact.
+    """
+
+    kind = "uniform"
+
+    def __init__(self, bits: int, scale: Tensor):
+        super().__init__()
+        if not 2 <= int(bits) <= 16:
+            raise ValueError(f"uniform quantization needs 2 <= bits <= 16, got {bits}")
+        self.bits = int(bits)
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).reshape(()).clone())
+
+    def init_args(self) -> dict[str, Any]:
+        return {"bits": self.bits}
+
+    def forward(self, w: Tensor) -> Tensor:
+        qmax = 2 ** (self.bits - 1) - 1
+        wq = torch.clamp(torch.round(w / self.scale), -qmax - 1, qmax) * self.scale
+        return ste(w, wq)
+
+    def storage_hint(self) -> dict[str, Any]:
+        return {"kind": "uniform", "scale": float(self.scale), "bits": self.bits}
+
+
+@register_parametrization
+class Codebook(WzParametrization):
+    """Shared weights: ``W' = C[codes] * m``. The centroids ``C`` (k,) are a trainable Parameter.
+
+    The incoming W is ignored (its gradient is zero); the gradient of centroid j is the sum of
+    the gradients of the weights that use it - Deep Compression's centroid fine-tuning:
+    ``dL/dC_j = sum_{i: codes_i = j} dL/dW'_i``.
+    """
+
+    kind = "codebook"
+
+    def __init__(self, centroids: Tensor, codes: Tensor, mask: Tensor | None = None):
+        super().__init__()
+        self.centroids = nn.Parameter(centroids.detach().to(torch.float32).clone())
+        self.register_buffer("codes", codes.detach().to(torch.int64).clone())
+        m = torch.ones_like(codes, dtype=torch.float32) if mask is None else mask.to(torch.float32)
+        self.register_buffer("mask", m.detach().clone())
+
+    @classmethod
+    def from_spec(cls, args, shapes):
+        return cls(torch.zeros(shapes["centroids"]), torch.zeros(shapes["codes"], dtype=torch.int64),
+                   torch.zeros(shapes["mask"]))
+
+    def forward(self, w: Tensor) -> Tensor:
+        return self.centroids[self.codes] * self.mask  # W itself is no longer used
+
+    def storage_hint(self) -> dict[str, Any]:
+        k = self.centroids.numel()
+        return {"kind": "codebook", "bits": max(1, (k - 1).bit_length()), "mask": self.mask.bool()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Attaching, listing, rebuilding
+
+
+def attach(module: nn.Module, tensor_name: str, parametrization: WzParametrization) -> None:
+    """Register ``parametrization`` on ``module.<tensor_name>`` (stacked after existing ones)."""
+    if not isinstance(parametrization, WzParametrization):
+        raise TypeError("weightzip parametrizations must derive WzParametrization")
+    P.register_parametrization(module, tensor_name, parametrization)
+
+
+def chain(module: nn.Module, tensor_name: str) -> list[WzParametrization]:
+    """The parametrizations on ``module.<tensor_name>``, innermost first (empty if none)."""
+    if not P.is_parametrized(module, tensor_name):
+        return []
+    return list(module.parametrizations[tensor_name])
+
+
+def find(module: nn.Module, tensor_name: str, cls: type) -> WzParametrization | None:
+    """The last parametrization of type ``cls`` on the tensor, or None."""
+    found = [p for p in chain(module, tensor_name) if isinstance(p, cls)]
+    return found[-1] if found else None
+
+
+def original(module: nn.Module, tensor_name: str) -> Tensor:
+    """The latent (unparametrized) tensor: ``module.parametrizations[name].original``."""
+    if P.is_parametrized(module, tensor_name):
+        return module.parametrizations[tensor_name].original
+    return getattr(module, tensor_name)
+
+
+def remove_all(module: nn.Module, tensor_name: str, bake: bool = True) -> None:
+    """Remove the chain; with ``bake`` the tensor keeps its parametrized value."""
+    if P.is_parametrized(module, tensor_name):
+        P.remove_parametrizations(module, tensor_name, leave_parametrized=bake)
+
+
+def parametrized_tensors(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
+    """Yield ``(module_name, module, tensor_name)`` for every parametrized tensor."""
+    for mname, mod in model.named_modules():
+        if P.is_parametrized(mod):
+            for tname in list(mod.parametrizations.keys()):
+                yield mname, mod, tname
+
+
+def parametrization_spec(model: nn.Module) -> dict[str, list[dict[str, Any]]]:
+    """A weights-only-loadable description of every chain: ``{"mod.weight": [{kind, args, shapes}]}``."""
+    spec: dict[str, list[dict[str, Any]]] = {}
+    for mname, mod, tname in parametrized_tensors(model):
+        items = []
+        for p in chain(mod, tname):
+            if not isinstance(p, WzParametrization):
+                raise TypeError(f"{mname}.{tname}: parametrization {type(p).__name__} is not a weightzip one")
+            shapes = {n: list(t.shape) for n, t in list(p.named_parameters(recurse=False)) + list(p.named_buffers(recurse=False))}
+            items.append({"kind": p.kind, "args": p.init_args(), "shapes": shapes})
+        spec[f"{mname}.{tname}" if mname else tname] = items
+    return spec
+
+
+def restore_parametrizations(model: nn.Module, spec: dict[str, list[dict[str, Any]]]) -> None:
+    """Re-register the chains described by :func:`parametrization_spec` (before load_state_dict)."""
+    modules = dict(model.named_modules())
+    for key, items in spec.items():
+        mname, _, tname = key.rpartition(".")
+        mod = modules[mname]
+        for item in items:
+            if item["kind"] not in _PARAMETRIZATIONS:
+                raise KeyError(f"unknown parametrization kind {item['kind']!r} on {key}; "
+                               f"known: {sorted(_PARAMETRIZATIONS)} (import the method that defines it)")
+            cls = _PARAMETRIZATIONS[item["kind"]]
+            shapes = {k: tuple(v) for k, v in item["shapes"].items()}
+            # original tensor shape must be kept: registering needs a forward pass on it
+            attach(mod, tname, cls.from_spec(dict(item["args"]), shapes))
+
+
+def storage_hints(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Per parametrized tensor, the merged ``storage_hint`` of its chain (outer ones win)."""
+    hints: dict[str, dict[str, Any]] = {}
+    for mname, mod, tname in parametrized_tensors(model):
+        merged: dict[str, Any] = {}
+        for p in chain(mod, tname):
+            merged.update(p.storage_hint())
+        hints[f"{mname}.{tname}" if mname else tname] = merged
+    return hints
+
+
+@torch.no_grad()
+def effective_state(model: nn.Module) -> dict[str, Tensor]:
+    """The state_dict a plain (unparametrized) copy of ``model`` would have.
+
+    Parametrized tensors are replaced by their parametrized values under their plain names
+    (``fc1.weight`` instead of ``fc1.parametrizations.weight.original``); parametrization
+    buffers are dropped. Everything is detached and on the CPU.
+    """
+    out: dict[str, Tensor] = {}
+    parametrized = {(m, t) for m, _, t in parametrized_tensors(model)}
+    for mname, mod in model.named_modules():
+        prefix = f"{mname}." if mname else ""
+        for tname, _ in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
+            out[prefix + tname] = getattr(mod, tname).detach().cpu().clone()
+        for m, t in parametrized:
+            if m == mname:
+                out[prefix + t] = getattr(mod, t).detach().cpu().clone()
+    # drop the parametrization containers' own entries
+    return {k: v for k, v in out.items() if ".parametrizations." not in f".{k}"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation quantization (recorded in the model, re-installed by the runtime from the manifest)
+
+
+def _act_quant_hook(bits: int, clip: float):
+    levels = 2 ** int(bits) - 1
+
+    def hook(module, args):
+        x = args[0]
+        xc = torch.clamp(x, 0.0, clip) / clip
+        xq = torch.round(xc * levels) / levels * clip
+        return (ste(xc * clip, xq),) + tuple(args[1:])
+
+    return hook
+
+
+def install_activation_quant(model: nn.Module, spec: list[dict[str, Any]]) -> None:
+    """Quantize the INPUT of modules to k bits: ``a_q = round(clip(a, 0, c)/c (2^k-1)) / (2^k-1) c``.
+
+    ``spec`` items: ``{"module": name, "bits": k, "clip": c}``. The spec is stored in
+    ``model.wz_runtime["activation_quant"]`` so ``save`` writes it to the manifest and the
+    runtime re-installs the same quantizers (eval from the file = the trained accuracy).
+    Installing again replaces earlier hooks.
+    """
+    modules = dict(model.named_modules())
+    handles = getattr(model, "_wz_act_handles", [])
+    for h in handles:
+        h.remove()
+    handles = []
+    for item in spec:
+        if item["module"] not in modules:
+            raise KeyError(f"activation quantizer on unknown module {item['module']!r}")
+        handles.append(modules[item["module"]].register_forward_pre_hook(
+            _act_quant_hook(int(item["bits"]), float(item.get("clip", 1.0)))))
+    model._wz_act_handles = handles
+    runtime = dict(getattr(model, "wz_runtime", {}) or {})
+    runtime["activation_quant"] = [dict(i) for i in spec]
+    model.wz_runtime = runtime
