@@ -20,7 +20,8 @@ def test_alexnet_full_head_and_width():
     fcs = [tuple(m.weight.shape) for m in model.classifier if isinstance(m, nn.Linear)]
     assert fcs == [(4096, 4096), (4096, 4096), (10, 4096)]
     slim = create_model("alexnet_cifar", width=0.5, fc_sizes=[])
-    assert [m.out_channels for m in slim.features if isinstance(m, nn.Conv2d)] == [32, 96, 192, 128, 128]
+    convs = [m.out_channels for m in slim.features if isinstance(m, nn.Conv2d)]
+    assert convs == [32, 96, 192, 128, 128]
     assert tuple(slim.classifier[-1].weight.shape) == (10, 128 * 4 * 4)
     assert slim(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 

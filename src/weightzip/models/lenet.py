@@ -87,7 +87,7 @@ def lenet300_100(*, num_classes: int = 10, in_channels: int = 1, image_size: int
 @register_model("lenet5")
 def lenet5(*, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
            conv_channels: Sequence[int] = (20, 50), hidden: int = 500) -> LeNet5:
-    """LeNet-5 (Caffe variant), 431,080 parameters on MNIST (1,250 flattened features on 3x32x32)."""
+    """LeNet-5 (Caffe variant): 431,080 parameters on MNIST; 1,250 flat features on 3x32x32."""
     check_image_args("lenet5", num_classes, in_channels, image_size)
     channels = as_int_list("lenet5", "conv_channels", conv_channels)
     if len(channels) != 2:

@@ -68,6 +68,11 @@ class GateLayerNorm(nn.Module):
         return f"{self.num_gates} x {self.hidden_size}, eps={self.eps}"
 
 
+def _row_norm(w: torch.Tensor) -> torch.Tensor:
+    """``||w[r, :]||_2`` as a column [rows, 1], floored at 1e-12 so a zero row stays zero."""
+    return w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
 class LSTMLayer(nn.Module):
     """One LSTM layer, time-major: ``forward(x [T, B, I], state=None) -> (out [T, B, H], (h, c))``.
 
@@ -114,7 +119,7 @@ class LSTMLayer(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """``nn.LSTM``'s init: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)); WN gains = row norms."""
+        """``nn.LSTM`` init: weights, biases ~ U(-1/sqrt(H), 1/sqrt(H)); WN gains = row norms."""
         k = 1.0 / math.sqrt(self.hidden_size)
         for p in (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh):
             p.uniform_(-k, k)
@@ -130,8 +135,8 @@ class LSTMLayer(nn.Module):
         """
         w_ih, w_hh = self.weight_ih, self.weight_hh
         if self.norm == "weight":
-            w_ih = self.wn_gain_ih.unsqueeze(1) * w_ih / w_ih.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            w_hh = self.wn_gain_hh.unsqueeze(1) * w_hh / w_hh.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            w_ih = self.wn_gain_ih.unsqueeze(1) * w_ih / _row_norm(w_ih)  # [4H, I]
+            w_hh = self.wn_gain_hh.unsqueeze(1) * w_hh / _row_norm(w_hh)  # [4H, H]
         return w_ih, w_hh
 
     def _step_norm(self, norms: nn.Module, t: int) -> nn.Module:
@@ -169,7 +174,8 @@ class LSTMLayer(nn.Module):
                 gh = self.norm_hh(gh)
             gates = gx + gh if self.norm in ("none", "weight") else gx + gh + bias  # [B, 4H]
             if self.record_stats:
-                self.stats.append(gates.detach().abs().reshape(B, NUM_GATES, H).mean(dim=(0, 2)).cpu())
+                scale = gates.detach().abs().reshape(B, NUM_GATES, H).mean(dim=(0, 2))  # [4]
+                self.stats.append(scale.cpu())
             i, f, g, o = gates.chunk(NUM_GATES, dim=1)             # [B, H] each
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
@@ -214,7 +220,8 @@ class LSTMLM(nn.Module):
             if embed_size != hidden_size:
                 raise InvalidModelError(
                     f"lstm_lm: tie_weights=True needs embed_size == hidden_size, got "
-                    f"{embed_size} != {hidden_size}; set embed_size={hidden_size} or tie_weights=False")
+                    f"{embed_size} != {hidden_size}; "
+                    f"set embed_size={hidden_size} or tie_weights=False")
             self.decoder.weight = self.encoder.weight
 
     def init_hidden(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,8 +21,8 @@ from .common import as_int_list, check_dropout, check_image_args, make_activatio
 class MLP(nn.Module):
     """``forward(x [B, C, H, W] or [B, C*H*W]) -> logits [B, num_classes]``.
 
-    Hidden layer ``k`` lives in ``self.layers[k]`` as an ``nn.Sequential`` of ``fc`` (Linear),
-    optionally ``bn`` (BatchNorm1d), ``act``, optionally ``drop``; the output layer is ``self.head``.
+    Hidden layer ``k`` is ``self.layers[k]``, an ``nn.Sequential`` of ``fc`` (Linear), optionally
+    ``bn`` (BatchNorm1d), ``act``, optionally ``drop``; the output layer is ``self.head``.
     """
 
     def __init__(self, *, in_features: int, widths: Sequence[int], num_classes: int,
