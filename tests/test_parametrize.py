@@ -99,3 +99,10 @@ def test_activation_quant_levels():
     levels = torch.arange(4, dtype=torch.float32) / 3
     assert all(torch.isclose(levels, v, atol=0, rtol=0).any() for v in vals)
     assert m.wz_runtime["activation_quant"][0]["bits"] == 2
+
+
+def test_select_sees_through_parametrized_class():
+    m = tiny()
+    P.attach(m[0], "weight", P.Mask(torch.ones(6, 8)))
+    assert type(m[0]).__name__ == "ParametrizedLinear"
+    assert [n for n, _, _ in select(m, {"types": ["Linear"]})] == ["0", "2"]

@@ -29,6 +29,14 @@ DEFAULT_TYPES = ("Linear", "Conv2d", "LSTMLayer")
 DEFAULT_TENSORS = {"LSTMLayer": ("weight_ih", "weight_hh")}
 
 
+def type_name(module: nn.Module) -> str:
+    """The module's class name, seen through parametrize's ``Parametrized<Name>`` wrapper class."""
+    name = type(module).__name__
+    if name.startswith("Parametrized") and type(module).__bases__:
+        return type(module).__bases__[0].__name__
+    return name
+
+
 def _match(name: str, pattern: str) -> bool:
     if pattern.startswith("re:"):
         return re.search(pattern[3:], name) is not None
@@ -60,7 +68,7 @@ class Selection(BaseModel):
 
     def tensor_names(self, module: nn.Module) -> list[str]:
         if self.tensors is None:
-            return list(DEFAULT_TENSORS.get(type(module).__name__, ("weight",)))
+            return list(DEFAULT_TENSORS.get(type_name(module), ("weight",)))
         if self.tensors == ["*"]:
             return [n for n, p in _own_params(module) if p.is_floating_point()]
         return list(self.tensors)
@@ -88,7 +96,7 @@ def select(model: nn.Module, selection: Selection | dict | None = None) -> list[
         selection = Selection(**selection)
     modules = []
     for mname, mod in model.named_modules():
-        if type(mod).__name__ not in selection.types:
+        if type_name(mod) not in selection.types:
             continue
         if selection.names is not None and not any(_match(mname, p) for p in selection.names):
             continue
@@ -109,7 +117,7 @@ def select(model: nn.Module, selection: Selection | dict | None = None) -> list[
     if not out:
         raise ValueError(
             f"selection {selection.model_dump(exclude_defaults=True)} picks no tensor; module types "
-            f"present: {sorted({type(m).__name__ for _, m in model.named_modules()})}"
+            f"present: {sorted({type_name(m) for _, m in model.named_modules()})}"
         )
     return out
 
