@@ -19,7 +19,11 @@ $(BIN)/weightzip: pyproject.toml
 setup: $(BIN)/weightzip
 
 demo: setup
-	$(BIN)/python benchmarks/demo.py
+	mkdir -p runs/demo
+	$(BIN)/weightzip compress lenet300_100 --data mnist --recipe recipes/deep-compression.yaml \
+		--workdir runs/demo -o runs/demo/lenet300_100.wz --plot runs/demo/lenet300_100.png
+	$(BIN)/weightzip inspect runs/demo/lenet300_100.wz
+	$(BIN)/weightzip eval runs/demo/lenet300_100.wz --data mnist
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

@@ -1,0 +1,1 @@
+"""Tables (rich), plots (matplotlib, Agg) and Markdown reports."""

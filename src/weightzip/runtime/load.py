@@ -1,0 +1,96 @@
+"""``.wz`` -> runnable ``nn.Module``.
+
+    model = load("lenet5.wz")                 # zoo model rebuilt from the manifest, dense weights
+    model = load("lenet5.wz", mode="sparse")  # pruned Linear layers run as sparse CSR kernels
+    model = load("mine.wz", model=MyNet())    # a user model: the caller supplies the module
+
+Nothing here imports training code (``methods``, ``train``, ``pipeline``): a file loads
+with the codec, the zoo and this package only. Activation quantizers recorded in the manifest
+are re-installed, so evaluating the loaded model gives the accuracy it was trained to.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..codec import container
+from ..codec.formats import decode
+from ..errors import WeightzipFormatError
+
+MODES = ("dense", "sparse", "lut", "auto")
+
+
+def read_model_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a ``.wz``: ``(manifest, decoded dense state_dict, formats)``."""
+    manifest, formats = container.read(path)
+    state = {}
+    for name, fmt in formats.items():
+        try:
+            state[name] = decode(fmt)
+        except WeightzipFormatError:
+            raise
+        except Exception as e:  # a decoder bug or hostile stream must not crash with a raw error
+            raise WeightzipFormatError(f"{path}: tensor {name!r} cannot be decoded ({type(e).__name__}: {e})") from None
+    return manifest, state, formats
+
+
+def build_model(manifest: dict[str, Any], path: str | Path = "file") -> nn.Module:
+    """Rebuild the zoo model named in the manifest."""
+    from ..registry import create_model
+
+    cfg = manifest.get("model") or {}
+    name = cfg.get("name")
+    if not name or name == "user model":
+        cls = cfg.get("class", "?")
+        raise WeightzipFormatError(
+            f"{path} holds a user model (class {cls}); build that module yourself and pass it: "
+            f"weightzip.load({str(path)!r}, model={cls}(...))"
+        )
+    kwargs = cfg.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise WeightzipFormatError(f"{path}: manifest model kwargs must be a mapping")
+    return create_model(name, **kwargs)
+
+
+def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") -> nn.Module:
+    """Load ``path`` into ``model`` (or the zoo model its manifest names); returns it in eval mode.
+
+    ``mode``: ``dense`` decodes every tensor to a dense fp32 weight; ``sparse`` additionally
+    runs pruned ``nn.Linear`` layers from their CSR form; ``lut`` runs product-quantized layers
+    by lookup tables where the file has them; ``auto`` picks per layer what the benchmarks found
+    fastest. The loaded module carries ``wz_manifest``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown runtime mode {mode!r}; valid modes: {', '.join(MODES)}")
+    manifest, state, formats = read_model_state(path)
+    if model is None:
+        model = build_model(manifest, path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise WeightzipFormatError(
+            f"{path} does not match the model: missing tensors {missing[:5]}, unexpected {unexpected[:5]}"
+            " (was it written from another model or configuration?)"
+        )
+    for k, v in expected.items():
+        if tuple(v.shape) != tuple(state[k].shape):
+            raise WeightzipFormatError(f"{path}: tensor {k!r} has shape {tuple(state[k].shape)}, "
+                                       f"the model expects {tuple(v.shape)}")
+        state[k] = state[k].to(v.dtype)
+    model.load_state_dict(state)
+    act = (manifest.get("runtime") or {}).get("activation_quant")
+    if act:
+        from ..parametrize import install_activation_quant
+
+        install_activation_quant(model, act)
+    if mode != "dense":
+        from .layers import convert
+
+        convert(model, formats, mode)
+    model.eval()
+    model.wz_manifest = manifest
+    return model
