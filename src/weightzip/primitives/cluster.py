@@ -1,0 +1,286 @@
+"""Clustering of weights for weight sharing: scalar (1-D) k-means, as pure tensor functions.
+
+Deep Compression (Han et al. 2016) shares weights within a layer: the ``n`` non-zero weights
+``w`` of a layer are grouped into ``k = 2^b`` clusters, each weight is replaced by its cluster's
+centroid, and only the ``b``-bit code of each weight and the ``k`` centroids are stored::
+
+    minimize_C  sum_i min_j (w_i - c_j)^2          (1-D k-means, Lloyd's algorithm)
+    codes_i = argmin_j |w_i - c_j| ;   w'_i = c[codes_i]
+
+Read top to bottom: initialization (linear / density / random, which Han et al. compare),
+assignment, Lloyd iterations with three interchangeable engines, reconstruction, and the
+centroid gradient used when fine-tuning the shared weights.
+
+Engines (all run Lloyd's algorithm from the SAME explicit initial centroids):
+
+* ``"torch"`` (default): exact vectorized 1-D Lloyd. Assignment uses the sorted centroids and
+  the midpoints between neighbours (``torch.bucketize``), which is exact in 1-D and needs
+  O(n log k) time and O(n) memory. Centroid means are accumulated in float64.
+* ``"sklearn"``: ``sklearn.cluster.KMeans(init=C0, n_init=1, algorithm="lloyd")``; the
+  reference implementation.
+* ``"faiss"``: ``faiss.Kmeans(...).train(x, init_centroids=C0)`` (no sub-sampling). faiss
+  computes distances in float32 with the ``|x|^2 - 2xc + |c|^2`` expansion, so points within
+  float32 rounding of a decision boundary may be assigned differently.
+
+They agree on the fixed point they reach when no cluster becomes empty. Empty clusters are
+handled differently by each engine: ``torch`` keeps the centroid where it is (it simply goes
+unused), scikit-learn moves it to the points farthest from their centres, faiss splits a large
+cluster. The stopping rule of ``torch`` is scikit-learn's: stop when the assignments no longer
+change, or when the squared centre shift ``sum_j (c_j - c'_j)^2 <= tol * var(x)``, or after
+``max_iter`` iterations; a final assignment step makes the codes consistent with the centroids.
+
+Product quantization (vectors split into sub-spaces, one codebook per sub-space) belongs here
+too and is added separately; the functions below are the scalar case.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "INITS",
+    "ENGINES",
+    "KMeansResult",
+    "init_centroids",
+    "assign_1d",
+    "kmeans_1d",
+    "share_weights",
+    "reconstruct",
+    "centroid_gradient",
+]
+
+INITS = ("linear", "density", "random")
+ENGINES = ("torch", "faiss", "sklearn")
+Init = Literal["linear", "density", "random"]
+Engine = Literal["torch", "faiss", "sklearn"]
+
+
+@dataclass
+class KMeansResult:
+    """Outcome of a 1-D k-means run.
+
+    ``centroids_`` (k,) float32; ``codes_`` (n,) int64 with ``codes_[i] = argmin_j |x_i - c_j|``;
+    ``n_iter_`` Lloyd iterations done; ``inertia_ = sum_i (x_i - c[codes_i])^2``.
+    """
+
+    centroids_: Tensor
+    codes_: Tensor
+    n_iter_: int
+    inertia_: float
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialization
+
+
+def init_centroids(x: Tensor, k: int, method: Init = "linear", seed: int = 0) -> Tensor:
+    """Initial centroids (k,) for 1-D k-means on the values ``x`` (n,).
+
+    * ``linear``:  ``c_j = min(x) + j (max(x) - min(x)) / (k - 1)``, ``j = 0..k-1`` (evenly spaced
+      over the range; Han et al.'s choice, it keeps centroids on the rare large weights);
+    * ``density``: ``c_j = F^{-1}((j + 1/2) / k)``, the quantiles of the empirical CDF ``F`` at
+      evenly spaced levels (centroids concentrate where weights are dense) [reconstructed:
+      the paper says "linearly spaces the CDF in the y-axis"; the mid-point levels are ours];
+    * ``random`` (Forgy): ``k`` distinct values drawn from ``x`` with ``torch.Generator(seed)``.
+
+    Needs ``k >= 1`` and ``n >= 1`` (``linear`` with ``k = 1`` gives the mid-range). Returned
+    sorted ascending, float32.
+    """
+    x = x.detach().reshape(-1).to(torch.float64)  # (n)
+    if k < 1:
+        raise ValueError(f"k-means needs k >= 1 centroids, got k={k}")
+    if x.numel() == 0:
+        raise ValueError("k-means needs at least one value to cluster, got an empty tensor")
+    if method == "linear":
+        if k == 1:
+            c = (x.min() + x.max()).reshape(1) / 2
+        else:
+            c = torch.linspace(float(x.min()), float(x.max()), k, dtype=torch.float64)  # (k)
+    elif method == "density":
+        levels = (torch.arange(k, dtype=torch.float64) + 0.5) / k  # (k)
+        c = torch.quantile(x, levels)  # (k)
+    elif method == "random":
+        g = torch.Generator().manual_seed(int(seed))
+        uniq = torch.unique(x)
+        if uniq.numel() < k:
+            raise ValueError(f"random init needs at least k={k} distinct values, got {uniq.numel()}")
+        c = uniq[torch.randperm(uniq.numel(), generator=g)[:k]]
+    else:
+        raise ValueError(f"unknown k-means init {method!r}; valid: {', '.join(INITS)}")
+    return torch.sort(c.to(torch.float32)).values
+
+
+# ---------------------------------------------------------------------------------------------
+# Assignment
+
+
+def assign_1d(x: Tensor, centroids: Tensor) -> Tensor:
+    """Nearest-centroid codes in 1-D: ``codes_i = argmin_j |x_i - c_j|`` (ties -> lowest index).
+
+    ``x`` (n,), ``centroids`` (k,) in any order -> ``codes`` (n,) int64. Exact: with the
+    centroids sorted, ``x`` belongs to the sorted centroid ``m`` where ``m`` = number of
+    midpoints ``(c_(j) + c_(j+1)) / 2`` strictly below ``x``; this is mapped back through the
+    sort permutation. Duplicate centroids: the lowest original index wins.
+    """
+    x = x.reshape(-1)
+    c = centroids.reshape(-1).to(x.dtype)  # (k)
+    # stable sort so that among equal centroids the lowest original index comes first
+    c_sorted, perm = torch.sort(c, stable=True)  # (k), (k)
+    mid = (c_sorted[1:] + c_sorted[:-1]) / 2  # (k-1)
+    pos = torch.bucketize(x, mid, right=False)  # (n): number of midpoints < x
+    return perm[pos].to(torch.int64)  # (n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lloyd's algorithm
+
+
+def _lloyd_torch(x: Tensor, c0: Tensor, max_iter: int, tol: float) -> tuple[Tensor, int]:
+    """Exact 1-D Lloyd from ``c0``; returns (centroids (k,), iterations). See module docstring."""
+    x64 = x.to(torch.float64)  # (n)
+    c = c0.to(torch.float64).clone()  # (k)
+    k = c.numel()
+    threshold = float(tol) * float(x64.var(unbiased=False)) if x64.numel() > 1 else 0.0
+    codes_old = None
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        codes = assign_1d(x64, c)  # (n)
+        sums = torch.zeros(k, dtype=torch.float64).index_add_(0, codes, x64)  # (k)
+        counts = torch.bincount(codes, minlength=k).to(torch.float64)  # (k)
+        c_new = torch.where(counts > 0, sums / counts.clamp_min(1), c)  # empty -> keep
+        shift = float(((c_new - c) ** 2).sum())
+        c = c_new
+        if codes_old is not None and torch.equal(codes, codes_old):
+            break
+        if shift <= threshold:
+            break
+        codes_old = codes
+    return c.to(torch.float32), n_iter
+
+
+def _lloyd_sklearn(x: Tensor, c0: Tensor, max_iter: int, tol: float) -> tuple[Tensor, int]:
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=c0.numel(), init=c0.numpy().astype(np.float64)[:, None], n_init=1,
+                max_iter=max_iter, tol=tol, algorithm="lloyd", random_state=0)
+    km.fit(x.numpy().astype(np.float64)[:, None])
+    return torch.from_numpy(km.cluster_centers_[:, 0].astype(np.float32)), int(km.n_iter_)
+
+
+def _lloyd_faiss(x: Tensor, c0: Tensor, max_iter: int, seed: int) -> tuple[Tensor, int]:
+    import faiss
+
+    xn = np.ascontiguousarray(x.numpy().astype(np.float32)[:, None])  # (n, 1)
+    k = c0.numel()
+    km = faiss.Kmeans(1, k, niter=max_iter, verbose=False, seed=int(seed),
+                      min_points_per_centroid=1, max_points_per_centroid=max(1, xn.shape[0]))
+    km.train(xn, init_centroids=np.ascontiguousarray(c0.numpy().astype(np.float32)[:, None]))
+    return torch.from_numpy(km.centroids[:, 0].copy()), len(km.iteration_stats or [])
+
+
+def kmeans_1d(x: Tensor, k: int | None = None, *, init: Init | Tensor = "linear",
+              engine: Engine = "torch", max_iter: int = 300, tol: float = 1e-4,
+              seed: int = 0) -> KMeansResult:
+    """1-D k-means of the values ``x`` (any shape, flattened to (n,)) into ``k`` clusters.
+
+    ``init`` is a method name (see :func:`init_centroids`) or explicit initial centroids (k,).
+    Returns a :class:`KMeansResult` with ``centroids_`` (k,), ``codes_`` (n,) (a final
+    assignment step: ``codes_ = assign_1d(x, centroids_)``), ``n_iter_`` and ``inertia_``.
+
+    When ``x`` has at most ``k`` distinct values, the clustering is exact: the centroids are
+    those values (``k`` shrinks to their count) and no iteration runs.
+
+    Example::
+
+        >>> r = kmeans_1d(torch.tensor([0., .1, 1., 1.1]), 2)
+        >>> r.centroids_.tolist(), r.codes_.tolist()
+        ([0.05000000074505806, 1.0499999523162842], [0, 0, 1, 1])
+    """
+    x = x.detach().reshape(-1).cpu()  # (n)
+    if x.numel() == 0:
+        raise ValueError("k-means needs at least one value to cluster, got an empty tensor")
+    if not torch.isfinite(x).all():
+        raise ValueError("k-means input has NaN/Inf values; repair the weights first")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    if isinstance(init, Tensor):
+        c0 = init.detach().reshape(-1).cpu().to(torch.float32)
+        if k is not None and c0.numel() != k:
+            raise ValueError(f"explicit init has {c0.numel()} centroids but k={k}")
+        k = c0.numel()
+    else:
+        if k is None:
+            raise ValueError("kmeans_1d needs k (or explicit initial centroids as init)")
+        if k < 1:
+            raise ValueError(f"k-means needs k >= 1 centroids, got k={k}")
+        uniq = torch.unique(x)
+        if uniq.numel() <= k:  # exact: every distinct value is its own centroid
+            c = uniq.to(torch.float32)
+            codes = assign_1d(x, c)
+            return KMeansResult(c, codes, 0, float(((x - c[codes]) ** 2).sum()))
+        c0 = init_centroids(x, k, init, seed=seed)
+    if engine == "torch":
+        c, n_iter = _lloyd_torch(x, c0, max_iter, tol)
+    elif engine == "sklearn":
+        c, n_iter = _lloyd_sklearn(x, c0, max_iter, tol)
+    elif engine == "faiss":
+        c, n_iter = _lloyd_faiss(x, c0, max_iter, seed)
+    else:
+        raise ValueError(f"unknown k-means engine {engine!r}; valid: {', '.join(ENGINES)}")
+    codes = assign_1d(x.to(torch.float32), c)  # (n)
+    inertia = float(((x.to(torch.float64) - c.to(torch.float64)[codes]) ** 2).sum())
+    return KMeansResult(c, codes, n_iter, inertia)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight sharing of one tensor
+
+
+def share_weights(w: Tensor, bits: int, mask: Tensor | None = None, *, init: Init = "linear",
+                  engine: Engine = "torch", max_iter: int = 300, tol: float = 1e-4,
+                  seed: int = 0) -> tuple[Tensor, Tensor, Tensor, KMeansResult]:
+    """Scalar k-means weight sharing of one tensor, pruned entries excluded.
+
+    ``w`` (any shape), ``mask`` (same shape, {0,1}; default: all ones) -> ``(centroids (k',),
+    codes (w.shape) int64, mask (w.shape) float32, result)``. The ``k = 2^bits`` clusters are
+    fitted on the kept values ``w[mask != 0]`` only; pruned positions get code 0 and stay zero
+    in :func:`reconstruct` (``w' = C[codes] * mask``). ``k' = min(k, #distinct kept values)``;
+    if nothing is kept, the codebook is the single centroid 0.
+    """
+    if int(bits) < 1:
+        raise ValueError(f"weight sharing needs bits >= 1 (k = 2^bits centroids), got bits={bits}")
+    w = w.detach().cpu().to(torch.float32)
+    m = torch.ones_like(w) if mask is None else mask.detach().cpu().to(torch.float32)
+    if m.shape != w.shape:
+        raise ValueError(f"mask shape {tuple(m.shape)} differs from the weight shape {tuple(w.shape)}")
+    keep = m.reshape(-1) != 0  # (N)
+    codes = torch.zeros(w.numel(), dtype=torch.int64)  # (N)
+    if not bool(keep.any()):
+        res = KMeansResult(torch.zeros(1), torch.zeros(0, dtype=torch.int64), 0, 0.0)
+        return res.centroids_, codes.reshape(w.shape), m, res
+    res = kmeans_1d(w.reshape(-1)[keep], 2 ** int(bits), init=init, engine=engine,
+                    max_iter=max_iter, tol=tol, seed=seed)
+    codes[keep] = res.codes_
+    return res.centroids_, codes.reshape(w.shape), m, res
+
+
+def reconstruct(centroids: Tensor, codes: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Shared weights ``w'_i = C[codes_i] * m_i``: ``centroids`` (k,), ``codes``/``mask`` (shape)."""
+    w = centroids[codes]  # (shape)
+    return w if mask is None else w * mask.to(w.dtype)
+
+
+def centroid_gradient(grad_w: Tensor, codes: Tensor, k: int, mask: Tensor | None = None) -> Tensor:
+    """Gradient of the centroids from the gradient of the shared weights (Deep Compression):
+
+    ``dL/dC_j = sum_{i: codes_i = j, m_i = 1} dL/dw'_i``; ``grad_w``/``codes``/``mask`` (shape)
+    -> (k,). Autograd through ``C[codes] * m`` computes exactly this; it is the reference.
+    """
+    g = grad_w.reshape(-1).to(torch.float64)  # (N)
+    if mask is not None:
+        g = g * mask.reshape(-1).to(torch.float64)
+    return torch.zeros(k, dtype=torch.float64).index_add_(0, codes.reshape(-1), g).to(grad_w.dtype)

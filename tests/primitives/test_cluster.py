@@ -1,0 +1,123 @@
+"""Scalar k-means: initializations, exact 1-D assignment, engines agree with scikit-learn."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.cluster import KMeans
+
+from weightzip.primitives.cluster import (
+    assign_1d,
+    centroid_gradient,
+    init_centroids,
+    kmeans_1d,
+    reconstruct,
+    share_weights,
+)
+
+
+def weights(n=3000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, generator=g) * 0.05  # bell-shaped like trained weights
+
+
+def test_linear_init_spans_min_max_evenly():
+    x = weights()
+    c = init_centroids(x, 8, "linear")
+    assert torch.allclose(c, torch.linspace(float(x.min()), float(x.max()), 8))
+
+
+def test_density_init_is_quantiles_and_random_init_draws_values():
+    x = weights()
+    c = init_centroids(x, 4, "density")
+    ref = np.quantile(x.double().numpy(), [0.125, 0.375, 0.625, 0.875])
+    assert np.allclose(c.numpy(), ref, atol=1e-6)
+    r = init_centroids(x, 5, "random", seed=3)
+    assert all(bool((x == v).any()) for v in r)
+    assert torch.equal(r, init_centroids(x, 5, "random", seed=3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-10, 10, allow_nan=False, width=32), min_size=1, max_size=40),
+       st.lists(st.floats(-10, 10, allow_nan=False, width=32), min_size=1, max_size=8))
+def test_assign_1d_is_brute_force_argmin(xs, cs):
+    x, c = torch.tensor(xs), torch.tensor(cs)
+    codes = assign_1d(x, c)
+    dist = (x[:, None] - c[None, :]).abs()  # (n x k)
+    # the chosen centroid is a nearest one (exact ties may pick either equal-distance centroid)
+    assert torch.equal(dist.gather(1, codes[:, None])[:, 0], dist.min(dim=1).values)
+
+
+@pytest.mark.parametrize("init", ["linear", "density"])
+def test_torch_engine_equals_sklearn_with_same_init(init):
+    x = weights(4000, seed=1)
+    c0 = init_centroids(x, 16, init)
+    ours = kmeans_1d(x, init=c0, engine="torch", tol=0.0, max_iter=500)
+    ref = KMeans(n_clusters=16, init=c0.double().numpy()[:, None], n_init=1, tol=0.0, max_iter=500,
+                 algorithm="lloyd").fit(x.double().numpy()[:, None])
+    assert np.array_equal(ours.codes_.numpy(), ref.labels_)
+    assert np.allclose(ours.centroids_.numpy(), ref.cluster_centers_[:, 0], atol=1e-6)
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-5)
+
+
+def test_all_engines_agree():
+    x = weights(3000, seed=2)
+    res = {e: kmeans_1d(x, 8, init="linear", engine=e, tol=0.0, max_iter=500)
+           for e in ("torch", "sklearn", "faiss")}
+    for e in ("sklearn", "faiss"):
+        assert torch.allclose(res[e].centroids_, res["torch"].centroids_, atol=1e-5), e
+        agree = (res[e].codes_ == res["torch"].codes_).float().mean()
+        assert agree >= 0.999, (e, agree)
+
+
+def test_lloyd_decreases_inertia_versus_init():
+    x = weights(2000, seed=4)
+    c0 = init_centroids(x, 8, "linear")
+    before = float(((x - c0[assign_1d(x, c0)]) ** 2).sum())
+    assert kmeans_1d(x, 8).inertia_ < before
+
+
+def test_few_distinct_values_are_exact():
+    x = torch.tensor([0.5, -0.5, 0.5, 0.25])
+    r = kmeans_1d(x, 8)
+    assert r.centroids_.numel() == 3
+    assert torch.equal(r.centroids_[r.codes_], x)
+
+
+def test_share_weights_keeps_pruned_zeros_and_reconstructs():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(20, 30, generator=g)
+    mask = (w.abs() > 0.8).float()
+    c, codes, m, res = share_weights(w * mask, 3, mask)
+    assert c.numel() == 8 and codes.shape == w.shape
+    wq = reconstruct(c, codes, m)
+    assert torch.all(wq[mask == 0] == 0)
+    # every kept weight maps to its nearest centroid
+    kept = (w * mask)[mask.bool()]
+    assert torch.equal(wq[mask.bool()], c[assign_1d(kept, c)])
+    # zeros were not clustered: no centroid is needed near 0 for pruned entries
+    assert res.codes_.numel() == int(mask.sum())
+
+
+def test_share_weights_rejects_bad_bits():
+    with pytest.raises(ValueError, match="bits >= 1"):
+        share_weights(torch.randn(4, 4), 0)
+
+
+def test_centroid_gradient_matches_autograd():
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(4, generator=g).requires_grad_(True)
+    codes = torch.randint(0, 4, (6, 5), generator=g)
+    mask = (torch.rand(6, 5, generator=g) > 0.3).float()
+    up = torch.randn(6, 5, generator=g)
+    (reconstruct(c, codes, mask) * up).sum().backward()
+    assert torch.allclose(c.grad, centroid_gradient(up, codes, 4, mask), atol=1e-6)
+
+
+def test_kmeans_rejects_nan_and_empty():
+    with pytest.raises(ValueError, match="NaN"):
+        kmeans_1d(torch.tensor([0.0, float("nan"), 1.0]), 2)
+    with pytest.raises(ValueError, match="empty"):
+        kmeans_1d(torch.tensor([]), 2)
+    with pytest.raises(ValueError, match="engine"):
+        kmeans_1d(weights(100), 4, engine="nope")
