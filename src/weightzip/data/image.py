@@ -33,10 +33,11 @@ __all__ = [
 ]
 
 
-def derive_seed(seed: int, stream: int) -> int:
-    """An independent 63-bit seed for sub-stream ``stream`` of ``seed`` (numpy SeedSequence),
+def derive_seed(seed: int, *streams: int) -> int:
+    """An independent 63-bit seed for sub-stream ``streams`` of ``seed`` (numpy SeedSequence),
     so that shuffling and augmentation never share a random stream."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(stream)]).generate_state(2)
+    words = [int(seed) & 0xFFFFFFFF, (int(seed) >> 32) & 0xFFFFFFFF] + [int(s) & 0xFFFFFFFF for s in streams]
+    state = np.random.SeedSequence(words).generate_state(2)
     return int((int(state[0]) << 32 | int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
@@ -74,8 +75,10 @@ class ImageTensorDataset(Dataset):
     train/validation splits share one tensor without copies. ``ds[i] -> (x [C,H,W], y [])``;
     ``ds.__getitems__(list_of_i) -> (x [B,C,H,W], y [B])`` (what the DataLoader calls).
     With ``augment``, :func:`random_crop_flip` is applied to the uint8 pixels before
-    normalization, from a generator seeded by ``seed`` (in a worker process: by the worker's
-    seed, which the DataLoader derives from its own seeded generator).
+    normalization. Its random stream is a function of ``seed`` and, once :meth:`set_epoch` has
+    been called (the Trainer does so every epoch), of the epoch and worker id, so a resumed run
+    sees the same crops. Before any ``set_epoch``: one stream seeded by ``seed`` in the main
+    process, or the worker seed that the DataLoader draws from its seeded generator.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class ImageTensorDataset(Dataset):
         self.augment = bool(augment)
         self.padding = int(padding)
         self.seed = int(seed)
+        self.epoch: int | None = None
         self._gen: torch.Generator | None = None
         self._gen_worker: int | None = None
 
@@ -123,13 +127,22 @@ class ImageTensorDataset(Dataset):
         """uint8 ``[B, C, H, W]`` -> float32 ``(x/255 - mean)/std``."""
         return x.to(torch.float32).mul_(self._scale).add_(self._shift)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the augmentation from ``(seed, epoch)`` (the DistributedSampler protocol)."""
+        self.epoch = int(epoch)
+        self._gen = None
+
     def _generator(self) -> torch.Generator:
         info = get_worker_info()
         wid = -1 if info is None else info.id
         if self._gen is None or self._gen_worker != wid:
-            g = torch.Generator()
-            g.manual_seed(derive_seed(self.seed, 1) if info is None else info.seed & 0x7FFF_FFFF_FFFF_FFFF)
-            self._gen, self._gen_worker = g, wid
+            if self.epoch is not None:
+                s = derive_seed(self.seed, 1, self.epoch, wid + 1)
+            elif info is None:
+                s = derive_seed(self.seed, 1)
+            else:
+                s = info.seed & 0x7FFF_FFFF_FFFF_FFFF
+            self._gen, self._gen_worker = torch.Generator().manual_seed(s), wid
         return self._gen
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
