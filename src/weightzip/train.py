@@ -487,7 +487,8 @@ class Trainer:
 
         Works when the train loader draws its order from a ``RandomSampler`` (a DataLoader with
         ``shuffle=True``): its generator is (re)seeded. Other loaders keep their own order,
-        drawn from the global torch RNG, which the checkpoint restores.
+        drawn from the global torch RNG, which the checkpoint restores. The loader, its sampler
+        and its dataset also get ``set_epoch(epoch)`` when they define it.
         """
         loader = self.loaders.train
         sampler = getattr(loader, "sampler", None)
@@ -495,6 +496,12 @@ class Trainer:
             if sampler.generator is None:
                 sampler.generator = torch.Generator()
             sampler.generator.manual_seed(self.config.seed * 1_000_003 + epoch)
+        # Other per-epoch randomness (augmentation) follows the DistributedSampler protocol:
+        # whoever has a `set_epoch(epoch)` method reseeds itself from (its seed, epoch).
+        for obj in {id(o): o for o in (loader, sampler, getattr(loader, "dataset", None))}.values():
+            set_epoch = getattr(obj, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
 
     # ---- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,261 @@
+"""The ``weightzip`` command line. Commands are thin: they parse options and call the library.
+
+    weightzip train lenet5 --data mnist -o runs/lenet5/base.pt
+    weightzip eval runs/lenet5/base.pt --split test
+    weightzip list models 'resnet*'
+
+Errors the user can fix (a :class:`~weightzip.errors.WeightzipError`, a bad option or value)
+are printed as ONE line on stderr, ``error: ...``, and the exit status is 2. Anything else is
+a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from .errors import WeightzipError
+
+__all__ = ["app", "main"]
+
+EXIT_USAGE = 2
+
+
+def _one_line(msg: str) -> str:
+    return re.sub(r"\s+", " ", str(msg)).strip()
+
+
+def _validation_message(e: Exception) -> str:
+    """A pydantic ``ValidationError`` as one line: ``option 'lr': Input should be > 0 (got -1)``."""
+    errors = getattr(e, "errors", None)
+    if not callable(errors):
+        return str(e)
+    parts = []
+    for err in errors():
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "value"
+        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        parts.append(f"option {loc!r}: {err.get('msg', 'invalid')}{got}")
+    return "; ".join(parts)
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {_one_line(msg)}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+class _OneLineErrors(TyperGroup):
+    """Runs the command group and turns user errors into one line on stderr + exit status 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):
+        from pydantic import ValidationError
+
+        args = list(sys.argv[1:] if args is None else args) or ["--help"]  # bare `weightzip`: help
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        except typer.TyperException as e:  # usage errors: unknown option, bad value, missing argument
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            msg = e.format_message() if hasattr(e, "format_message") else str(e)
+            _fail(f"{msg}{hint}")
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        except ValidationError as e:
+            _fail(_validation_message(e))
+        except (WeightzipError, ValueError) as e:  # ValueError: a bad value refused at its cause
+            _fail(str(e) or type(e).__name__)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    name="weightzip",
+    cls=_OneLineErrors,
+    help="Compress trained PyTorch networks by pruning and quantization into real .wz files, "
+         "run inference from them, and show the accuracy-size trade-off.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _setup_logging(verbose: bool = True) -> None:
+    root = logging.getLogger("weightzip")
+    if not any(getattr(h, "_wz_cli", False) for h in root.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(message)s"))
+        h._wz_cli = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+
+
+class Schedule(str, Enum):
+    constant = "constant"
+    step = "step"
+    multistep = "multistep"
+    cosine = "cosine"
+    plateau = "plateau"
+
+
+class Split(str, Enum):
+    test = "test"
+    val = "val"
+
+
+def _parse_milestones(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(m) for m in text.replace(" ", "").split(",") if m]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of epochs, e.g. 15,25",
+                                 param_hint="--milestones") from None
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="Zoo model name (see 'weightzip list models'), e.g. lenet5.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Dataset name (see 'weightzip list datasets'), e.g. mnist.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (.pt); the run record goes "
+                                         "beside it as .json.")],
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs [default: the recipe's].")] = None,
+    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Base learning rate [default: the recipe's].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Training batch size [default: the recipe's].")] = None,
+    optimizer: Annotated[Optional[Optimizer], typer.Option(help="Optimizer [default: the recipe's].")] = None,
+    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule [default: the recipe's].")] = None,
+    milestones: Annotated[Optional[str], typer.Option(help="Epochs where the multistep schedule decays, e.g. 15,25.")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of weights init, data order and dropout.")] = 0,
+    device: Annotated[str, typer.Option(help="'cpu', 'cuda', 'cuda:1' or 'auto' (cuda if available).")] = "auto",
+    val_size: Annotated[Optional[int], typer.Option(min=0, help="Training examples held out for validation "
+                                                    "[default: the dataset's, e.g. 5000; 0 = none].")] = None,
+    subset: Annotated[Optional[int], typer.Option(min=1, help="Train on the first N training examples only "
+                                                  "(tokens for language modelling).")] = None,
+    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random crop + flip "
+                                                    "(cifar10) [default: the recipe's].")] = None,
+    model_arg: Annotated[Optional[list[str]], typer.Option("--model-arg", "-m", help="Model constructor argument "
+                                                           "key=value (repeatable), e.g. -m width=0.5.")] = None,
+    train_arg: Annotated[Optional[list[str]], typer.Option("--train-arg", "-t", help="Any other training option "
+                                                           "key=value (repeatable), e.g. -t weight_decay=1e-4 "
+                                                           "-t grad_clip=5.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop each epoch after N steps "
+                                                     "(quick trials).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding the datasets [default: "
+                                                     "$WEIGHTZIP_DATA, then ~/.cache/weightzip].")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUTPUT.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars (terminal only).")] = True,
+) -> None:
+    """Train a zoo MODEL on a dataset and save the checkpoint (+ a JSON run record).
+
+    Settings not given come from the recipe for this model and dataset (weightzip.runs.RECIPES);
+    the model's input size and number of classes come from the dataset.
+    Example: weightzip train lenet5 --data mnist --epochs 12 -o runs/lenet5/base.pt
+    """
+    from .runs import parse_key_values, train_model
+
+    _setup_logging()
+    overrides: dict[str, Any] = parse_key_values(train_arg, "--train-arg")
+    for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
+                       ("optimizer", optimizer.value if optimizer else None),
+                       ("schedule", schedule.value if schedule else None),
+                       ("milestones", _parse_milestones(milestones)), ("max_steps_per_epoch", max_steps),
+                       ("device", device)):
+        if value is not None:
+            overrides[key] = value
+    overrides["seed"] = seed
+    overrides["progress"] = progress
+    data_args = {"val_size": val_size, "subset": subset, "augment": augment,
+                 "root": str(data_dir) if data_dir else None}
+    out = train_model(model, data, output, train=overrides, model_args=parse_key_values(model_arg),
+                      data_args={k: v for k, v in data_args.items() if v is not None}, resume=resume)
+    final = out.get("test") or out.get("final") or {}
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in final.items() if isinstance(v, float))
+    typer.echo(f"{model} on {data}: {out['epochs']} epoch(s) in {out['wall_time_s']:.1f}s; "
+               f"test {shown}")
+    typer.echo(f"checkpoint: {out['checkpoint']}\nrecord:     {out['record']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# eval
+# ---------------------------------------------------------------------------------------------
+@app.command("eval")
+def eval_cmd(
+    path: Annotated[Path, typer.Argument(help="A run checkpoint (.pt) or a compressed model (.wz).")],
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Dataset [default: the one the run was "
+                                                "trained on; required for .wz].")] = None,
+    split: Annotated[Split, typer.Option(help="Which split to evaluate on.")] = Split.test,
+    device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'auto'.")] = "cpu",
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Evaluation batch size.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding the datasets.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Evaluate a trained run (.pt) or a compressed file (.wz): loss and accuracy (or perplexity).
+
+    Example: weightzip eval runs/lenet5/base.pt --split test
+    """
+    from .runs import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(path, data, split=split.value, device=device, batch_size=batch_size,
+                                  root=data_dir)
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    typer.echo(f"{metrics['model'] or path} on {metrics['data']} {metrics['split']}: {shown}")
+
+
+# ---------------------------------------------------------------------------------------------
+# list
+# ---------------------------------------------------------------------------------------------
+class Listable(str, Enum):
+    models = "models"
+    datasets = "datasets"
+    methods = "methods"
+
+
+@app.command("list")
+def list_cmd(
+    what: Annotated[Listable, typer.Argument(help="What to list: models, datasets or methods.")],
+    pattern: Annotated[str, typer.Argument(help="Glob pattern on the names, e.g. 'resnet*'.")] = "*",
+) -> None:
+    """List registered models, datasets or compression methods (one name per line)."""
+    from . import registry
+
+    fn = {"models": registry.list_models, "datasets": registry.list_datasets,
+          "methods": registry.list_methods}[what.value]
+    names = fn(pattern)
+    if not names:
+        raise WeightzipError(f"no {what.value} match {pattern!r}; all {what.value}: {', '.join(fn('*'))}")
+    for name in names:
+        typer.echo(name)
+
+
+def main() -> None:
+    """Console entry point (``weightzip`` and ``python -m weightzip``)."""
+    app(prog_name="weightzip")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
