@@ -31,7 +31,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -88,10 +88,6 @@ class DatasetFiles:
     subdir: str
     files: tuple[FileSpec, ...]
     archive: ArchiveSpec | None = None
-    extra: dict = field(default_factory=dict)
-
-    def expected_names(self) -> list[str]:
-        return [f.name + (" (or .gz)" if f.gz_ok else "") for f in self.files]
 
     def probe_url(self) -> str | None:
         if self.archive is not None:
