@@ -13,7 +13,6 @@ from weightzip.primitives.schedule import (
     multistep_lr,
     plateau_init,
     plateau_update,
-    polynomial_sparsity,
     step_lr,
     warmup_factor,
 )
@@ -83,13 +82,6 @@ def test_plateau_divides_when_no_improvement():
     # patience: decay only after `patience` + 1 bad epochs in a row
     p = plateau_update(plateau_update({"scale": 1.0, "best": 1.0}, 2.0, 0.5, patience=1), 2.0, 0.5, patience=1)
     assert p["scale"] == 0.5
-
-
-def test_polynomial_sparsity():
-    assert polynomial_sparsity(0, 0.9, 10, 20) == 0.0
-    assert polynomial_sparsity(20, 0.9, 10, 20) == pytest.approx(0.9)
-    assert polynomial_sparsity(15, 0.8, 10, 20) == pytest.approx(0.8 - 0.8 * 0.5 ** 3)
-    assert polynomial_sparsity(99, 0.9, 10, 20) == pytest.approx(0.9)
 
 
 @given(t=st.floats(0, 100), lr=st.floats(1e-4, 10), gamma=st.floats(0.01, 1.0))

@@ -30,7 +30,8 @@ Example::
     >>> [round(lr_at(t, cfg), 6) for t in (0, 1.9, 2.0, 4.5)]
     [0.1, 0.1, 0.01, 0.001]
 
-Sparsity schedules for gradual pruning are here too (:func:`polynomial_sparsity`).
+The gradual-pruning sparsity schedule (AGP) lives with the pruning primitives
+(:func:`weightzip.primitives.sparsity.agp_sparsity`).
 """
 from __future__ import annotations
 
@@ -47,7 +48,6 @@ __all__ = [
     "lr_at",
     "plateau_init",
     "plateau_update",
-    "polynomial_sparsity",
 ]
 
 SCHEDULES = ("constant", "step", "multistep", "cosine", "plateau")
@@ -160,16 +160,3 @@ def plateau_update(state: Mapping[str, float], val_loss: float, gamma: float = 0
     if bad > patience:
         return {"scale": scale * float(gamma), "best": best, "bad_epochs": 0}
     return {"scale": scale, "best": best, "bad_epochs": bad}
-
-
-def polynomial_sparsity(step: float, final: float, begin: float, end: float,
-                        initial: float = 0.0, power: float = 3.0) -> float:
-    """Gradual-pruning target sparsity (Zhu & Gupta 2017, "To prune or not to prune").
-
-    ``s(t) = s_f + (s_i - s_f) * (1 - (t - t_0) / (t_1 - t_0)) ** power`` for ``t`` in
-    ``[t_0, t_1]``; ``s_i`` before ``t_0``, ``s_f`` after ``t_1``.
-    """
-    if end <= begin:
-        return float(final) if step >= begin else float(initial)
-    u = min(max((step - begin) / (end - begin), 0.0), 1.0)
-    return float(final) + (float(initial) - float(final)) * (1.0 - u) ** power
