@@ -1,0 +1,107 @@
+"""Weight sharing: scalar k-means (Deep Compression), with centroid fine-tuning.
+
+``kmeans_share`` clusters the kept (unpruned) weights of each selected tensor into ``k = 2^b``
+centroids (math in :mod:`weightzip.primitives.cluster`) and attaches a
+:class:`~weightzip.parametrize.Codebook` after the tensor's Mask::
+
+    W_eff = C[codes] * m          C (k,) trainable, codes (shape) int64, m = the current Mask
+
+Pruned weights stay exactly zero (they are not clustered and ``m`` zeroes them). Training the
+model afterwards (``finetune`` inside this stage, or a following ``finetune`` stage) moves only
+the centroids (and the unshared tensors such as biases); autograd through the indexing gives
+Deep Compression's centroid gradient ``dL/dC_j = sum_{i: codes_i = j} dL/dW_eff_i``.
+
+Per-layer bits use the same patterns as pruning (see :func:`weightzip.methods.prune.per_layer_value`),
+e.g. ``bits: {"type:Conv2d": 8, "type:Linear": 5}`` for LeNet-5 as in Deep Compression.
+Product quantization is a separate method in this file family (added separately).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from torch import nn
+
+from .. import parametrize
+from ..errors import RecipeError
+from ..primitives.cluster import share_weights
+from ..registry import register_method
+from ..select import qualified, select
+from .base import Method, MethodConfig, StageContext
+from .prune import check_layer_patterns, current_mask, per_layer_value
+
+__all__ = ["KMeansShare", "attach_codebook"]
+
+
+def attach_codebook(module: nn.Module, tname: str, bits: int, *, init: str = "linear",
+                    engine: str = "torch", max_iter: int = 300, tol: float = 1e-4,
+                    seed: int = 0) -> dict[str, Any]:
+    """Cluster ``module.<tname>`` (kept weights only) and attach a Codebook; returns stats.
+
+    The mask of the Codebook is the tensor's current Mask (all ones when it is not pruned).
+    Stats: ``bits``, ``k`` (centroids actually used), ``n`` (clustered weights), ``iterations``,
+    ``mse`` (mean squared error of the shared weights over the clustered ones), ``seconds``.
+    """
+    if parametrize.find(module, tname, parametrize.Codebook) is not None:
+        raise RecipeError(f"{type(module).__name__}.{tname} is already shared by a Codebook; "
+                          "run kmeans_share once per tensor")
+    w = getattr(module, tname).detach()  # (shape): effective weights (after the Mask)
+    mask = current_mask(module, tname)
+    t0 = time.perf_counter()
+    centroids, codes, m, res = share_weights(w, bits, mask, init=init, engine=engine,
+                                             max_iter=max_iter, tol=tol, seed=seed)
+    seconds = time.perf_counter() - t0
+    cb = parametrize.Codebook(centroids.to(w.device), codes.to(w.device), m.to(w.device))
+    parametrize.attach(module, tname, cb)
+    n = int((m != 0).sum())
+    return {"bits": int(bits), "k": int(centroids.numel()), "n": n, "iterations": res.n_iter_,
+            "mse": res.inertia_ / max(1, n), "seconds": seconds}
+
+
+@register_method("kmeans_share")
+class KMeansShare(Method):
+    """Scalar k-means weight sharing per tensor (Han et al. 2016), then optional fine-tuning.
+
+    Per selected tensor: ``k = 2^bits`` centroids initialized by ``init`` (``linear`` over
+    [min, max] of the kept weights - Deep Compression's choice; ``density``; ``random``),
+    Lloyd iterations by ``engine`` (``torch`` exact 1-D, ``faiss``, ``sklearn``) until the
+    assignments stop changing, the centre shift is below ``tol * var`` or ``max_iter``.
+    ``finetune`` (a TrainConfig, e.g. ``{epochs: 2, lr: 1e-4, optimizer: adam}``) then trains
+    the centroids with the summed per-centroid gradients.
+    """
+
+    class Config(MethodConfig):
+        bits: int | dict[str, int] = Field(..., description="code bits per layer: k = 2^bits centroids")
+        init: Literal["linear", "density", "random"] = "linear"
+        engine: Literal["torch", "faiss", "sklearn"] = "torch"
+        max_iter: int = Field(300, ge=1)
+        tol: float = Field(1e-4, ge=0)
+        finetune: dict[str, Any] | None = Field(None, description="train the centroids after sharing")
+
+        @field_validator("bits")
+        @classmethod
+        def _bits(cls, v):
+            for b in (v.values() if isinstance(v, dict) else [v]):
+                if not isinstance(b, int) or isinstance(b, bool) or not 1 <= b <= 16:
+                    raise ValueError(f"bits must be an integer in [1, 16] (k = 2^bits centroids), got {b!r}")
+            return v
+
+    def apply(self, model: nn.Module, ctx: StageContext) -> dict[str, Any]:
+        c = self.config
+        sel = select(model, c.select)
+        check_layer_patterns(c.bits, sel, "bits", f"stage {self.name}")
+        layers: dict[str, Any] = {}
+        for mname, mod, t in sel:
+            bits = int(per_layer_value(c.bits, mname, mod, "bits"))
+            layers[qualified(mname, t)] = attach_codebook(mod, t, bits, init=c.init, engine=c.engine,
+                                                          max_iter=c.max_iter, tol=c.tol, seed=ctx.seed)
+        ctx.log("  shared: " + ", ".join(f"{k} {v['bits']}b (k={v['k']}, {v['iterations']} it)"
+                                         for k, v in layers.items()))
+        metrics: dict[str, Any] = {"layers": layers}
+        if c.finetune is not None:
+            metrics["val_shared"] = ctx.evaluate(model)
+            hist = ctx.fit(model, c.finetune, tag="centroid fine-tuning")
+            metrics["train_history"] = hist.get("history", []) if isinstance(hist, dict) else []
+        metrics["val"] = ctx.evaluate(model)
+        return metrics

@@ -1,0 +1,140 @@
+"""Scalar k-means weight sharing: codebooks after masks, per-layer bits, centroid fine-tuning."""
+import pytest
+import torch
+from torch import nn
+
+import weightzip as wz
+from weightzip import parametrize as P
+from weightzip.errors import RecipeError
+from weightzip.methods.base import StageContext
+from weightzip.primitives.cluster import centroid_gradient
+from weightzip.recipe import Recipe
+from weightzip.registry import get_method
+
+from .dc_toy import toy_loaders, toy_model, trained_toy
+
+torch.set_num_threads(1)
+
+
+def run_stage(model, stage, loaders=None):
+    cfg = Recipe.from_dict({"stages": [stage]}).stages[0]
+    ctx = StageContext(loaders=loaders or toy_loaders(), log=lambda *_: None)
+    return get_method(cfg.method)(cfg).apply(model, ctx)
+
+
+def linears(model):
+    return [(f"{i}", m) for i, m in enumerate(model) if isinstance(m, nn.Linear)]
+
+
+def test_codes_and_centroids_reproduce_the_effective_weight_and_zeros_stay():
+    model = toy_model()
+    run_stage(model, {"method": "prune_magnitude", "sparsity": 0.6})
+    masks = {n: P.find(m, "weight", P.Mask).mask.clone() for n, m in linears(model)}
+    pruned = {n: m.weight.detach().clone() for n, m in linears(model)}
+    run_stage(model, {"method": "kmeans_share", "bits": 3})
+    for n, m in linears(model):
+        chain = P.chain(m, "weight")
+        assert [type(p) for p in chain] == [P.Mask, P.Codebook]  # Codebook after the Mask
+        cb = chain[1]
+        assert torch.equal(cb.mask, masks[n])
+        eff = m.weight.detach()
+        assert torch.equal(eff, cb.centroids[cb.codes].detach() * cb.mask)
+        assert torch.all(eff[masks[n] == 0] == 0)
+        kept = masks[n].bool()
+        # each kept weight is replaced by its nearest centroid
+        dist = (pruned[n][kept][:, None] - cb.centroids.detach()[None, :]).abs()
+        assert torch.allclose(eff[kept], cb.centroids.detach()[dist.argmin(1)])
+        assert len(torch.unique(eff[kept])) <= 8
+    st = P.effective_state(model)
+    assert torch.equal(st["0.weight"], model[0].weight.detach())
+
+
+def test_per_layer_bits_honored_and_storage_hint():
+    model = toy_model()
+    out = run_stage(model, {"method": "kmeans_share", "bits": {"4": 2, "re:^[02]$": 5}})
+    assert out["layers"]["4.weight"]["bits"] == 2 and out["layers"]["4.weight"]["k"] == 4
+    assert out["layers"]["0.weight"]["k"] == 32 and out["layers"]["2.weight"]["k"] == 32
+    hints = P.storage_hints(model)
+    assert hints["4.weight"]["kind"] == "codebook" and hints["4.weight"]["bits"] == 2
+    assert hints["0.weight"]["bits"] == 5
+    assert len(torch.unique(model[4].weight.detach())) <= 4
+
+
+def test_linear_init_engines_give_the_same_sharing():
+    res = {}
+    for engine in ("torch", "sklearn", "faiss"):
+        model = toy_model()
+        run_stage(model, {"method": "kmeans_share", "bits": 3, "engine": engine, "tol": 0.0})
+        res[engine] = torch.sort(P.find(model[0], "weight", P.Codebook).centroids.detach()).values
+    assert torch.allclose(res["torch"], res["sklearn"], atol=1e-5)
+    assert torch.allclose(res["torch"], res["faiss"], atol=1e-5)
+
+
+def test_centroid_finetuning_uses_summed_gradients_and_keeps_structure():
+    model, loaders = trained_toy()
+    run_stage(model, {"method": "prune_magnitude", "sparsity": 0.5}, loaders)
+    run_stage(model, {"method": "kmeans_share", "bits": 4}, loaders)
+    cb = P.find(model[2], "weight", P.Codebook)
+    # gradient of the centroids = per-code sums of the gradient w.r.t. the effective weight
+    x, y = next(iter(loaders.train))
+    model.zero_grad()
+    ref = toy_model()  # the same function with plain dense weights: the reference gradient
+    ref.load_state_dict(P.effective_state(model))
+    nn.functional.cross_entropy(model(x), y).backward()
+    nn.functional.cross_entropy(ref(x), y).backward()
+    expected = centroid_gradient(ref[2].weight.grad, cb.codes, cb.centroids.numel(), cb.mask)
+    assert torch.allclose(cb.centroids.grad, expected, atol=1e-5)
+    assert P.original(model[2], "weight").grad is None or torch.all(P.original(model[2], "weight").grad == 0)
+    # fine-tuning moves the centroids but never the codes, the mask or the pruned zeros
+    codes, mask, c0 = cb.codes.clone(), cb.mask.clone(), cb.centroids.detach().clone()
+    out = run_stage(model, {"method": "finetune", "train": {"epochs": 1, "lr": 1e-3, "optimizer": "adam"}}, loaders)
+    assert torch.equal(cb.codes, codes) and torch.equal(cb.mask, mask)
+    assert not torch.allclose(cb.centroids.detach(), c0)
+    assert torch.all(model[2].weight[mask == 0] == 0)
+    assert len(torch.unique(model[2].weight.detach()[mask.bool()])) <= 16
+    assert out["val"]["accuracy"] > 0.8
+
+
+def test_finetune_option_inside_the_stage():
+    model, loaders = trained_toy()
+    out = run_stage(model, {"method": "kmeans_share", "bits": 2,
+                            "finetune": {"epochs": 1, "lr": 1e-3, "optimizer": "adam"}}, loaders)
+    assert "val_shared" in out and out["val"]["accuracy"] >= out["val_shared"]["accuracy"] - 0.05
+
+
+@pytest.mark.parametrize("stage, field", [
+    ({"method": "kmeans_share", "bits": 0}, "bits"),
+    ({"method": "kmeans_share", "bits": {"default": -1}}, "bits"),
+    ({"method": "kmeans_share", "bits": 4, "init": "kmeans++"}, "init"),
+    ({"method": "kmeans_share", "bits": 4, "engine": "cuml"}, "engine"),
+    ({"method": "kmeans_share"}, "bits"),
+])
+def test_bad_configs_raise_recipe_error(stage, field):
+    with pytest.raises(RecipeError, match=field):
+        Recipe.from_dict({"stages": [stage]})
+
+
+def test_unknown_layer_pattern_and_double_sharing_refused():
+    model = toy_model()
+    with pytest.raises(RecipeError, match="layer pattern 'conv1'"):
+        run_stage(model, {"method": "kmeans_share", "bits": {"conv1": 8, "default": 5}})
+    run_stage(model, {"method": "kmeans_share", "bits": 3})
+    with pytest.raises(RecipeError, match="already shared"):
+        run_stage(model, {"method": "kmeans_share", "bits": 3})
+    with pytest.raises(RecipeError, match="prune before|pruning stages before"):
+        run_stage(model, {"method": "prune_magnitude", "s": 1.0})
+
+
+def test_checkpoint_roundtrip_of_pruned_and_shared_model(tmp_path):
+    model, loaders = trained_toy()
+    recipe = Recipe.from_dict({"stages": [
+        {"method": "prune_magnitude", "sparsity": 0.6},
+        {"method": "kmeans_share", "bits": 3},
+    ]})
+    wz.compress(model, recipe, loaders=loaders, workdir=tmp_path, log=lambda *_: None)
+    ck = torch.load(tmp_path / "stage-1-kmeans_share.pt", weights_only=True)
+    fresh = toy_model(seed=5)
+    P.restore_parametrizations(fresh, ck["parametrizations"])
+    fresh.load_state_dict(ck["model"])
+    for (_, a), (_, b) in zip(linears(model), linears(fresh)):
+        assert torch.equal(a.weight, b.weight)
