@@ -163,3 +163,89 @@ def dense_zstd_bytes(model_or_state: nn.Module | Mapping[str, torch.Tensor], lev
     raw = b"".join(t.detach().cpu().contiguous().numpy().astype(np.float32 if t.is_floating_point() else t.numpy().dtype).tobytes()
                    for t in state.values())
     return len(zstandard.ZstdCompressor(level=level).compress(raw))
+
+
+# =============================================================================================
+# Paper accounting: accumulated-gradient importance, mixed-bit fixed point (METHODS.md A)
+# (section added by the gradient-importance method; spec in methods/gradient_importance.py)
+# =============================================================================================
+
+
+def _ceil_log2(n: int) -> int:
+    """``ceil(log2 n)`` for an integer ``n >= 1`` (0 for n = 1)."""
+    return (int(n) - 1).bit_length() if n > 1 else 0
+
+
+def csr_matrix_view(shape) -> tuple[int, int]:
+    """``(rows, cols)`` of the matrix a tensor is stored as in CSR.
+
+    Linear ``(out, in)`` -> ``(out, in)``; conv ``(out, in, kh, kw)`` -> ``(out, in*kh*kw)``;
+    bias ``(n,)`` -> ``(1, n)``; 0-d -> ``(1, 1)``.
+    """
+    shape = [int(s) for s in shape]
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return 1, shape[0]
+    return shape[0], _numel(shape[1:])
+
+
+def thesis_csr_bits(rows: int, cols: int, nnz: int, bits: int, meta_bits: int = 16) -> int:
+    """Bits of one CSR holding ``nnz`` values of ``bits`` bits each (one per (layer, cluster))::
+
+        nnz * bits + nnz * ceil(log2 cols) + (rows + 1) * ceil(log2(nnz + 1)) + meta_bits
+
+    (values, column indices, row pointers, the cluster's (b, f) format); 0 when ``nnz = 0``.
+    """
+    if nnz == 0:
+        return 0
+    return nnz * int(bits) + nnz * _ceil_log2(cols) + (rows + 1) * _ceil_log2(nnz + 1) + int(meta_bits)
+
+
+def gradient_importance_csr_ratio(model_or_state: nn.Module | Mapping[str, torch.Tensor],
+                                  hints: Mapping[str, Mapping[str, Any]] | None = None,
+                                  meta_bits: int = 16) -> dict[str, Any]:
+    """The thesis-style ratio of a mixed-bit fixed-point model (values + CSR indices).
+
+    Every tensor with a ``mixed_fixed`` storage hint costs, per cluster c,
+    ``thesis_csr_bits(rows, cols, nnz_c, bits[c], meta_bits)`` with ``nnz_c`` the non-zeros of
+    cluster c (:func:`csr_matrix_view` gives rows/cols); every other floating-point tensor costs
+    ``32 * numel`` (dense fp32). ``ratio = 32 * (floating-point elements) / total bits``.
+
+    ``model_or_state``: a parametrized model (its baked state and hints are read), or a baked
+    state_dict together with ``hints``. Returns ``{"ratio", "baseline_bits", "total_bits",
+    "tensors": {name: {"bits", "clusters": [{"bits", "frac_bits", "count", "nnz", "csr_bits"}]}}}``.
+    """
+    if isinstance(model_or_state, nn.Module):
+        from ..parametrize import effective_state, storage_hints
+
+        state = effective_state(model_or_state)
+        hints = storage_hints(model_or_state) if hints is None else hints
+    else:
+        state = model_or_state
+    hints = hints or {}
+    baseline = total = 0
+    tensors: dict[str, Any] = {}
+    for name, t in state.items():
+        if not torch.is_floating_point(t):
+            continue
+        baseline += 32 * t.numel()
+        h = hints.get(name) or {}
+        if h.get("kind") != "mixed_fixed":
+            tensors[name] = {"bits": 32 * t.numel(), "clusters": []}
+            total += 32 * t.numel()
+            continue
+        rows, cols = csr_matrix_view(t.shape)
+        cl = torch.as_tensor(h["cluster"]).reshape(t.shape).long()
+        nz = t != 0
+        clusters, bits_t = [], 0
+        for c, (b, f) in enumerate(zip(h["bits"], h["frac_bits"])):
+            sel = cl == c
+            nnz = int((nz & sel).sum())
+            cb = thesis_csr_bits(rows, cols, nnz, b, meta_bits)
+            clusters.append({"bits": int(b), "frac_bits": int(f), "count": int(sel.sum()), "nnz": nnz, "csr_bits": cb})
+            bits_t += cb
+        tensors[name] = {"bits": bits_t, "clusters": clusters}
+        total += bits_t
+    return {"ratio": baseline / total if total else float("inf"), "baseline_bits": baseline,
+            "total_bits": total, "tensors": tensors}
