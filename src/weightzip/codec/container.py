@@ -1,0 +1,296 @@
+"""The ``.wz`` file: header, zstd-compressed JSON manifest, concatenated streams. Never pickle.
+
+Layout (all integers little-endian; full specification in ``docs/file-format.md``)::
+
+    offset  size  field
+    0       8     magic  b"\\x89WZF\\r\\n\\x1a\\n"   (PNG-style: catches 7-bit and newline mangling)
+    8       2     format version (uint16), currently 1
+    10      2     flags (uint16): bit 0 = manifest is zstd-compressed; other bits must be 0
+    12      4     manifest length L in bytes (uint32, as stored)
+    16      4     CRC32 of the L stored manifest bytes (uint32)
+    20      8     streams length S in bytes (uint64)
+    28      4     CRC32 of header bytes 0..27 (uint32)
+    32      L     manifest: UTF-8 JSON object (zstd frame when flag bit 0)
+    32+L    S     streams, concatenated; the file ends exactly at 32 + L + S
+
+Manifest = the caller's manifest (model config, recipe, metrics, ``extra``, ...) plus the
+reserved key ``"tensors"``: ``{name: {"kind", "shape", "dtype", "meta", "streams": {stream:
+{"offset", "length", "crc32"}}}}`` with offsets relative to the start of the stream area.
+
+:func:`write` is atomic (temporary file in the same directory, fsync, ``os.replace``); on any
+error the temporary file is removed. :func:`read` validates everything and raises
+:class:`WeightzipFormatError` naming the tensor/stream and the problem.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import WeightzipFormatError
+from .formats import Format, validate
+
+MAGIC = b"\x89WZF\r\n\x1a\n"
+VERSION = 1
+FLAG_ZSTD = 1
+KNOWN_FLAGS = FLAG_ZSTD
+HEADER = struct.Struct("<8sHHIIQI")       # magic, version, flags, manifest len, manifest crc, streams len, header crc
+HEADER_SIZE = HEADER.size                 # 32
+MAX_MANIFEST_BYTES = 1 << 28              # 256 MiB of JSON (decompressed) is far beyond any real model
+RESERVED_KEY = "tensors"
+
+
+def _crc(data) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def _json_default(o: Any):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    if isinstance(o, Path):
+        return str(o)
+    try:
+        import torch
+
+        if isinstance(o, torch.Tensor):
+            return o.detach().cpu().tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"manifest value of type {type(o).__name__} is not JSON-serializable; "
+                    "store plain numbers, strings, lists and dicts")
+
+
+def _manifest_bytes(manifest: dict, formats: dict[str, Format]) -> tuple[bytes, list[bytes]]:
+    if not isinstance(manifest, dict):
+        raise TypeError(f"manifest must be a dict, got {type(manifest).__name__}")
+    if RESERVED_KEY in manifest:
+        raise ValueError(f"manifest key {RESERVED_KEY!r} is reserved for the tensor table")
+    tensors: dict[str, Any] = {}
+    chunks: list[bytes] = []
+    offset = 0
+    for name, fmt in formats.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"tensor names must be non-empty strings, got {name!r}")
+        if not isinstance(fmt, Format):
+            raise TypeError(f"{name}: expected a codec Format, got {type(fmt).__name__}")
+        entry_streams = {}
+        for sname, data in fmt.streams.items():
+            data = bytes(data)
+            entry_streams[sname] = {"offset": offset, "length": len(data), "crc32": _crc(data)}
+            chunks.append(data)
+            offset += len(data)
+        tensors[name] = {"kind": fmt.kind, "shape": [int(s) for s in fmt.shape], "dtype": fmt.dtype,
+                         "meta": fmt.meta, "streams": entry_streams}
+    doc = {**manifest, RESERVED_KEY: tensors}
+    text = json.dumps(doc, default=_json_default, separators=(",", ":"), sort_keys=False)
+    return text.encode("utf-8"), chunks
+
+
+def write(path, manifest: dict, formats: dict[str, Format], *, level: int = 19) -> int:
+    """Write a ``.wz`` file atomically; returns the file size in bytes.
+
+    ``manifest``: JSON-able dict (numpy scalars/arrays and tensors are converted to lists);
+    the key ``"tensors"`` is reserved. ``formats``: name -> :class:`Format`, written in order.
+    A temporary file in the same directory is written, flushed, fsynced and renamed over
+    ``path``; if anything fails it is deleted and ``path`` is left as it was.
+    """
+    import zstandard
+
+    path = Path(path)
+    raw, chunks = _manifest_bytes(manifest, formats)
+    man = zstandard.ZstdCompressor(level=level).compress(raw)
+    streams_len = sum(len(c) for c in chunks)
+    if len(man) >= 1 << 32:
+        raise ValueError("manifest too large for the .wz header (4 GiB)")
+    head = struct.pack("<8sHHIIQ", MAGIC, VERSION, FLAG_ZSTD, len(man), _crc(man), streams_len)
+    head += struct.pack("<I", _crc(head))
+    directory = path.parent if str(path.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(head)
+            f.write(man)
+            for c in chunks:
+                f.write(c)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename durable (POSIX); not all platforms allow opening a directory
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return HEADER_SIZE + len(man) + streams_len
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def _err(path, msg: str) -> WeightzipFormatError:
+    return WeightzipFormatError(f"{path}: {msg}")
+
+
+def _parse_header(path, head: bytes, file_size: int) -> tuple[int, int, int, int]:
+    if len(head) < HEADER_SIZE:
+        if len(head) >= len(MAGIC) and head[:len(MAGIC)] != MAGIC:
+            raise _err(path, "not a weightzip file (wrong magic bytes)")
+        raise _err(path, f"truncated: {file_size} bytes, shorter than the {HEADER_SIZE}-byte header")
+    magic, version, flags, mlen, mcrc, slen, hcrc = HEADER.unpack(head[:HEADER_SIZE])
+    if magic != MAGIC:
+        raise _err(path, f"not a weightzip file (magic {magic!r}, expected {MAGIC!r})")
+    if version > VERSION:
+        raise _err(path, f"written by a newer weightzip (file format version {version}; this reader "
+                         f"supports up to {VERSION}): upgrade weightzip to read it")
+    if version < 1:
+        raise _err(path, f"invalid file format version {version}")
+    if _crc(head[:28]) != hcrc:
+        raise _err(path, "header checksum mismatch (the file is corrupted)")
+    if flags & ~KNOWN_FLAGS:
+        raise _err(path, f"unknown header flags 0x{flags:04x} (written by a newer weightzip?)")
+    expected = HEADER_SIZE + mlen + slen
+    if file_size < expected:
+        raise _err(path, f"truncated: {file_size} bytes, the header announces {expected}")
+    if file_size > expected:
+        raise _err(path, f"{file_size - expected} unexpected trailing bytes after the streams (corrupted file?)")
+    return flags, mlen, mcrc, slen
+
+
+def _parse_manifest(path, data: bytes, flags: int, mcrc: int) -> dict:
+    if _crc(data) != mcrc:
+        raise _err(path, "manifest checksum mismatch (the file is corrupted)")
+    if flags & FLAG_ZSTD:
+        import zstandard
+
+        try:
+            data = zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_MANIFEST_BYTES)
+        except zstandard.ZstdError as e:
+            raise _err(path, f"manifest cannot be decompressed: {e}") from None
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise _err(path, f"manifest is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise _err(path, f"manifest must be a JSON object, got {type(doc).__name__}")
+    if not isinstance(doc.get(RESERVED_KEY), dict):
+        raise _err(path, f"manifest has no {RESERVED_KEY!r} object")
+    return doc
+
+
+def _read_head_and_manifest(path) -> tuple[dict, int, int, Any]:
+    """Open, validate header + manifest. Returns (doc, streams start, streams length, file object)."""
+    path = Path(path)
+    try:
+        f = open(path, "rb")
+    except IsADirectoryError:
+        raise _err(path, "is a directory, not a .wz file") from None
+    try:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(HEADER_SIZE)
+        flags, mlen, mcrc, slen = _parse_header(path, head, size)
+        if mlen > MAX_MANIFEST_BYTES:
+            raise _err(path, f"manifest of {mlen} bytes exceeds the {MAX_MANIFEST_BYTES} limit")
+        data = f.read(mlen)
+        if len(data) != mlen:
+            raise _err(path, "truncated inside the manifest")
+        doc = _parse_manifest(path, data, flags, mcrc)
+    except BaseException:
+        f.close()
+        raise
+    return doc, HEADER_SIZE + mlen, slen, f
+
+
+def _check_entry(path, name: str, e: Any, slen: int) -> None:
+    where = f"tensor {name!r}"
+    if not isinstance(e, dict):
+        raise _err(path, f"{where}: entry must be an object")
+    for key, typ in (("kind", str), ("dtype", str), ("shape", list), ("meta", dict), ("streams", dict)):
+        if not isinstance(e.get(key), typ):
+            raise _err(path, f"{where}: field {key!r} must be a {typ.__name__}, got {type(e.get(key)).__name__}")
+    for sname, s in e["streams"].items():
+        if not isinstance(s, dict):
+            raise _err(path, f"{where}, stream {sname!r}: entry must be an object")
+        for key in ("offset", "length", "crc32"):
+            v = s.get(key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise _err(path, f"{where}, stream {sname!r}: {key!r} must be a non-negative integer, got {v!r}")
+        if s["offset"] + s["length"] > slen:
+            raise _err(path, f"{where}, stream {sname!r}: bytes {s['offset']}..{s['offset'] + s['length']} "
+                             f"lie outside the {slen}-byte stream area (truncated or corrupted file)")
+
+
+def read_manifest(path) -> dict:
+    """The manifest only (streams are not read or checked): the caller's manifest plus
+    ``"tensors"`` (per tensor ``kind``, ``shape``, ``dtype``, ``meta`` and stream
+    offsets/lengths/CRCs), e.g. for ``weightzip inspect``."""
+    doc, _, slen, f = _read_head_and_manifest(path)
+    f.close()
+    for name, e in doc[RESERVED_KEY].items():
+        _check_entry(path, name, e, slen)
+    return doc
+
+
+def read(path) -> tuple[dict, dict[str, Format]]:
+    """Read and validate a ``.wz`` file: ``(manifest, {name: Format})``.
+
+    ``manifest`` is what was given to :func:`write` (without ``"tensors"``). Wrong magic, a newer
+    version, truncation, any checksum mismatch, out-of-bounds streams, malformed JSON or wrong
+    field types raise :class:`WeightzipFormatError` naming the tensor/stream. Each Format is
+    structurally validated (:func:`weightzip.codec.formats.validate`); ``decode`` checks the rest.
+    """
+    doc, start, slen, f = _read_head_and_manifest(path)
+    try:
+        f.seek(start)
+        area = f.read(slen)
+    finally:
+        f.close()
+    if len(area) != slen:
+        raise _err(path, "truncated inside the stream area")
+    view = memoryview(area)
+    tensors = doc.pop(RESERVED_KEY)
+    formats: dict[str, Format] = {}
+    for name, e in tensors.items():
+        _check_entry(path, name, e, slen)
+        streams = {}
+        for sname, s in e["streams"].items():
+            data = bytes(view[s["offset"]:s["offset"] + s["length"]])
+            if _crc(data) != s["crc32"]:
+                raise _err(path, f"tensor {name!r}, stream {sname!r}: checksum mismatch (the file is corrupted)")
+            streams[sname] = data
+        shape = e["shape"]
+        fmt = Format(e["kind"], tuple(shape) if all(isinstance(x, int) for x in shape) else shape,
+                     e["dtype"], e["meta"], streams, name=name)
+        try:
+            validate(fmt)
+        except WeightzipFormatError as err:
+            raise _err(path, str(err)) from None
+        formats[name] = fmt
+    return doc, formats
+
+
+def file_size(path) -> int:
+    """Size of the file on disk in bytes (the headline figure of the file ratio)."""
+    return os.path.getsize(path)
+
+
+__all__ = ["MAGIC", "VERSION", "write", "read", "read_manifest", "file_size"]

@@ -1,0 +1,299 @@
+"""Entropy coding of integer symbol streams (codes, index gaps, bitmaps) with ``constriction``.
+
+Three codings of a stream of non-negative integers ``s_0 .. s_{n-1}`` (each < 2^32):
+
+* ``raw``: fixed width ``bits`` per symbol, :func:`.bitpack.pack_bits` (no header);
+* ``huffman``: Huffman code (``constriction.symbol.huffman``) built from the empirical histogram;
+* ``ans``: range/ANS coding (``constriction.stream.stack.AnsCoder``) with a categorical model
+  quantized (by constriction, ``perfect=False``) from the empirical histogram.
+
+The decoder needs the histogram, so huffman / ans streams start with it (all little-endian)::
+
+    varint  K                      number of distinct symbols (LEB128)
+    u8      ws                     bit width of the symbol deltas
+    bits    K x ws                 d_0 = s_(0), d_j = s_(j) - s_(j-1) - 1  (distinct symbols, ascending)
+    u8      wc                     bit width of (count - 1)
+    bits    K x wc                 count_j - 1
+    payload                        huffman: the code bits (LSB-first, zero padded to a byte);
+                                   ans: the coder's uint32 words, little-endian
+
+Both packed sections are padded to whole bytes. ``n = sum(count_j)`` must equal the count the
+caller expects. Symbols are coded as their rank among the distinct symbols; with ``K == 1``
+the payload is empty. The order-0 bound of a stream is ``n * H(p)`` with ``p_j = count_j / n``
+(:func:`order0_entropy_bits`); ANS reaches it within a few bytes, Huffman within < 1 bit/symbol.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import WeightzipFormatError
+from .bitpack import bits_for_alphabet, pack_bits, packed_nbytes, unpack_bits
+
+CODINGS = ("raw", "huffman", "ans")
+
+
+def _constriction():
+    import constriction  # imported lazily: only needed when a stream is entropy coded
+
+    return constriction
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+def _as_symbols(symbols) -> np.ndarray:
+    s = np.asarray(symbols).ravel()
+    if s.size == 0:
+        return s.astype(np.int64)
+    if not (np.issubdtype(s.dtype, np.integer) or s.dtype == np.bool_):
+        raise ValueError(f"symbols must be integers, got dtype {s.dtype}")
+    s = s.astype(np.int64)
+    if s.min() < 0 or s.max() >= 1 << 32:
+        raise ValueError(f"symbols must be in [0, 2^32), got [{s.min()}, {s.max()}]")
+    return s
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    for i in range(10):
+        if pos + i >= len(buf):
+            raise WeightzipFormatError("entropy-coded stream header is truncated (varint)")
+        b = buf[pos + i]
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, pos + i + 1
+    raise WeightzipFormatError("entropy-coded stream header has an over-long varint")
+
+
+def histogram(symbols) -> tuple[np.ndarray, np.ndarray]:
+    """``(distinct ascending symbols (K,), counts (K,))`` of a symbol stream (int64)."""
+    s = _as_symbols(symbols)
+    if s.size == 0:
+        return s, s.copy()
+    vals, counts = np.unique(s, return_counts=True)
+    return vals.astype(np.int64), counts.astype(np.int64)
+
+
+def order0_entropy_bits(symbols) -> float:
+    """Order-0 empirical entropy of the stream in bits: ``n * H(p) = -sum_j c_j log2(c_j / n)``."""
+    _, c = histogram(symbols)
+    n = c.sum()
+    if n == 0:
+        return 0.0
+    p = c / n
+    return float(-(c * np.log2(p)).sum())
+
+
+def _header(vals: np.ndarray, counts: np.ndarray) -> bytes:
+    deltas = np.diff(vals, prepend=-1) - 1                         # (K,) >= 0
+    ws = int(deltas.max()).bit_length() if deltas.size else 0
+    wc = int((counts - 1).max()).bit_length() if counts.size else 0
+    return b"".join([_varint(int(vals.size)), bytes([ws]), pack_bits(deltas, ws),
+                     bytes([wc]), pack_bits(counts - 1, wc)])
+
+
+def _read_header(data: bytes, count: int, alphabet_size: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Parse the histogram header; returns (distinct symbols, counts, payload offset)."""
+    k, pos = _read_varint(data, 0)
+    if k > max(count, 0) or (count > 0 and k == 0):
+        raise WeightzipFormatError(f"entropy-coded stream declares {k} distinct symbols for {count} symbols")
+    if pos >= len(data):
+        raise WeightzipFormatError("entropy-coded stream header is truncated")
+    ws = data[pos]
+    pos += 1
+    if ws > 32:
+        raise WeightzipFormatError(f"entropy-coded stream header has symbol width {ws} > 32")
+    nb = packed_nbytes(k, ws)
+    deltas = unpack_bits(data[pos:pos + nb], ws, k).astype(np.int64)
+    pos += nb
+    if pos >= len(data):
+        raise WeightzipFormatError("entropy-coded stream header is truncated")
+    wc = data[pos]
+    pos += 1
+    if wc > 32:
+        raise WeightzipFormatError(f"entropy-coded stream header has count width {wc} > 32")
+    nb = packed_nbytes(k, wc)
+    counts = unpack_bits(data[pos:pos + nb], wc, k).astype(np.int64) + 1
+    pos += nb
+    vals = np.cumsum(deltas + 1) - 1
+    if int(counts.sum()) != count:
+        raise WeightzipFormatError(
+            f"entropy-coded stream histogram sums to {int(counts.sum())} symbols, expected {count}")
+    if vals.size and (vals[-1] >= (1 << 32) or (alphabet_size is not None and vals[-1] >= alphabet_size)):
+        raise WeightzipFormatError(
+            f"entropy-coded stream has symbol {int(vals[-1])} outside the alphabet of {alphabet_size}")
+    return vals, counts, pos
+
+
+# ---------------------------------------------------------------------------------------------
+# Huffman
+
+def huffman_encode(symbols) -> bytes:
+    """Huffman-code a symbol stream; the histogram header is included (see module doc)."""
+    s = _as_symbols(symbols)
+    vals, counts = histogram(s)
+    head = _header(vals, counts)
+    if vals.size <= 1:
+        return head
+    c = _constriction()
+    ranks = np.searchsorted(vals, s)                                # (n,) rank of each symbol
+    tree = c.symbol.huffman.EncoderHuffmanTree(counts.astype(np.float64))
+    enc = c.symbol.QueueEncoder()
+    encode = enc.encode_symbol
+    for r in ranks.tolist():
+        encode(r, tree)
+    words, nbits = enc.get_compressed()
+    return head + words.astype("<u4").tobytes()[: (nbits + 7) // 8]
+
+
+def huffman_decode(data: bytes, count: int, alphabet_size: int | None = None) -> np.ndarray:
+    """Inverse of :func:`huffman_encode`: ``count`` symbols (int64)."""
+    data = bytes(data)
+    vals, counts, pos = _read_header(data, count, alphabet_size)
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    if vals.size == 1:
+        return np.full(count, vals[0], dtype=np.int64)
+    payload = data[pos:]
+    if len(payload) * 8 < count:  # every Huffman code word of a >= 2-symbol alphabet has >= 1 bit
+        raise WeightzipFormatError(f"huffman stream too short for {count} symbols ({len(payload)} bytes)")
+    payload += b"\x00" * (-len(payload) % 4)
+    c = _constriction()
+    tree = c.symbol.huffman.DecoderHuffmanTree(counts.astype(np.float64))
+    try:
+        dec = c.symbol.QueueDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+        decode = dec.decode_symbol
+        ranks = np.fromiter((decode(tree) for _ in range(count)), dtype=np.int64, count=count)
+    except ValueError as e:
+        raise WeightzipFormatError(f"huffman stream is corrupted: {e}") from e
+    return vals[ranks]
+
+
+# ---------------------------------------------------------------------------------------------
+# ANS
+
+def _ans_model(counts: np.ndarray):
+    c = _constriction()
+    return c.stream.model.Categorical(counts.astype(np.float64) / float(counts.sum()), perfect=False)
+
+
+def ans_encode(symbols) -> bytes:
+    """ANS-code a symbol stream (categorical model from the histogram, stored in the header)."""
+    s = _as_symbols(symbols)
+    vals, counts = histogram(s)
+    head = _header(vals, counts)
+    if vals.size <= 1:
+        return head
+    c = _constriction()
+    ranks = np.searchsorted(vals, s).astype(np.int32)
+    coder = c.stream.stack.AnsCoder()
+    coder.encode_reverse(ranks, _ans_model(counts))
+    return head + coder.get_compressed().astype("<u4").tobytes()
+
+
+def ans_decode(data: bytes, count: int, alphabet_size: int | None = None) -> np.ndarray:
+    """Inverse of :func:`ans_encode`: ``count`` symbols (int64)."""
+    data = bytes(data)
+    vals, counts, pos = _read_header(data, count, alphabet_size)
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    if vals.size == 1:
+        return np.full(count, vals[0], dtype=np.int64)
+    payload = data[pos:]
+    if len(payload) % 4:
+        raise WeightzipFormatError(f"ans stream payload of {len(payload)} bytes is not a whole number of words")
+    c = _constriction()
+    try:
+        coder = c.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+        ranks = np.asarray(coder.decode(_ans_model(counts), int(count)), dtype=np.int64)
+        leftover = not coder.is_empty()
+    except (ValueError, RuntimeError, OverflowError) as e:
+        raise WeightzipFormatError(f"ans stream is corrupted: {e}") from e
+    if leftover:  # a complete ANS stream returns to the empty state after its last symbol
+        raise WeightzipFormatError("ans stream is corrupted or truncated (coder state not empty after the last symbol)")
+    if ranks.size != count or (ranks.size and (ranks.min() < 0 or ranks.max() >= vals.size)):
+        raise WeightzipFormatError("ans stream is corrupted: decoded symbols out of range")
+    return vals[ranks]
+
+
+# ---------------------------------------------------------------------------------------------
+# dispatch
+
+def encode_symbols(symbols, coding: str, *, bits: int | None = None) -> bytes:
+    """Encode with ``coding`` in :data:`CODINGS`; ``raw`` needs ``bits`` (fixed width)."""
+    if coding == "raw":
+        if bits is None:
+            raise ValueError("raw coding needs the bit width `bits`")
+        return pack_bits(_as_symbols(symbols), bits)
+    if coding == "huffman":
+        return huffman_encode(symbols)
+    if coding == "ans":
+        return ans_encode(symbols)
+    raise ValueError(f"unknown coding {coding!r}; valid: {CODINGS}")
+
+
+def decode_symbols(data: bytes, coding: str, count: int, *, bits: int | None = None,
+                   alphabet_size: int | None = None) -> np.ndarray:
+    """Decode ``count`` symbols (int64). Malformed data raises :class:`WeightzipFormatError`;
+    symbols ``>= alphabet_size`` (when given) too."""
+    count = int(count)
+    if count < 0:
+        raise WeightzipFormatError(f"negative symbol count {count}")
+    if coding == "raw":
+        if bits is None:
+            raise ValueError("raw coding needs the bit width `bits`")
+        if len(data) != packed_nbytes(count, bits):
+            raise WeightzipFormatError(
+                f"raw stream has {len(data)} bytes, {count} symbols x {bits} bits need {packed_nbytes(count, bits)}")
+        out = unpack_bits(data, bits, count).astype(np.int64)
+        if alphabet_size is not None and out.size and out.max() >= alphabet_size:
+            raise WeightzipFormatError(f"raw stream has symbol {int(out.max())} outside the alphabet of {alphabet_size}")
+        return out
+    if coding == "huffman":
+        return huffman_decode(data, count, alphabet_size)
+    if coding == "ans":
+        return ans_decode(data, count, alphabet_size)
+    raise WeightzipFormatError(f"unknown stream coding {coding!r}; valid: {CODINGS}")
+
+
+def best_coding(symbols, alphabet_size: int, codings=CODINGS) -> tuple[str, bytes]:
+    """The smallest of ``codings`` for this stream: ``(name, bytes)``.
+
+    ``raw`` uses ``bits_for_alphabet(alphabet_size)`` bits per symbol. Ties keep the earlier
+    name in ``codings`` (raw first: no header, fastest to decode). Entropy coders are skipped
+    when the order-0 bound plus the header cannot beat the raw size.
+    """
+    s = _as_symbols(symbols)
+    if s.size and s.max() >= alphabet_size:
+        raise ValueError(f"symbol {int(s.max())} outside the alphabet of {alphabet_size}")
+    bits = bits_for_alphabet(alphabet_size)
+    best: tuple[str, bytes] | None = None
+    raw_size = packed_nbytes(s.size, bits)
+    bound = None
+    for name in codings:
+        if name != "raw":
+            if bound is None:
+                vals, counts = histogram(s)
+                bound = math.ceil(order0_entropy_bits(s) / 8) + len(_header(vals, counts))
+            limit = raw_size if best is None else len(best[1])
+            if "raw" in codings and bound >= limit:
+                continue
+        data = encode_symbols(s, name, bits=bits)
+        if best is None or len(data) < len(best[1]):
+            best = (name, data)
+    if best is None:
+        raise ValueError(f"no coding among {codings}")
+    return best

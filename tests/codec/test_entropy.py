@@ -1,0 +1,114 @@
+"""Entropy coding: exact round trips, closeness to the order-0 bound, best_coding, corrupt data."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from weightzip.codec import entropy
+from weightzip.codec.bitpack import packed_nbytes
+from weightzip.errors import WeightzipFormatError
+
+streams = st.lists(st.integers(0, 40), max_size=300) | st.lists(st.sampled_from([0, 7, 2**31, 2**32 - 1]), max_size=50)
+
+
+@settings(max_examples=120, deadline=None)
+@given(streams, st.sampled_from(entropy.CODINGS))
+def test_round_trip(symbols, coding):
+    s = np.array(symbols, dtype=np.int64)
+    alphabet = int(s.max()) + 1 if s.size else 1
+    bits = max(1, (alphabet - 1).bit_length())
+    data = entropy.encode_symbols(s, coding, bits=bits)
+    out = entropy.decode_symbols(data, coding, s.size, bits=bits, alphabet_size=alphabet)
+    assert out.dtype == np.int64 and np.array_equal(out, s)
+
+
+def test_order0_entropy():
+    assert entropy.order0_entropy_bits([]) == 0.0
+    assert entropy.order0_entropy_bits([3, 3, 3]) == 0.0
+    assert entropy.order0_entropy_bits([0, 1] * 8) == pytest.approx(16.0)
+    s = [0] * 3 + [1]
+    assert entropy.order0_entropy_bits(s) == pytest.approx(-(3 * math.log2(0.75) + math.log2(0.25)))
+
+
+def _skewed_streams():
+    rng = np.random.default_rng(0)
+    n = 20000
+    # k-means codes of Gaussian weights (32 centroids), relative-index gaps (geometric), sparse bitmap
+    codes = np.clip(np.round(rng.normal(15.5, 5, n)), 0, 31).astype(np.int64)
+    gaps = np.minimum(rng.geometric(0.1, n) - 1, 31)
+    bitmap = (rng.random(100000) < 0.05).astype(np.int64)
+    return {"codes": codes, "gaps": gaps, "bitmap": bitmap}
+
+
+@pytest.mark.parametrize("name", ["codes", "gaps", "bitmap"])
+def test_ans_within_3_percent_of_bound(name):
+    s = _skewed_streams()[name]
+    bound = entropy.order0_entropy_bits(s)
+    data = entropy.ans_encode(s)
+    assert len(data) * 8 <= 1.03 * bound
+    assert np.array_equal(entropy.ans_decode(data, s.size), s)
+
+
+@pytest.mark.parametrize("name", ["codes", "gaps"])
+def test_huffman_within_3_percent_of_bound(name):
+    s = _skewed_streams()[name]
+    bound = entropy.order0_entropy_bits(s)
+    data = entropy.huffman_encode(s)
+    assert len(data) * 8 <= 1.03 * bound
+    assert np.array_equal(entropy.huffman_decode(data, s.size), s)
+
+
+def test_huffman_never_exceeds_bound_plus_one_bit_per_symbol():
+    s = _skewed_streams()["bitmap"]
+    data = entropy.huffman_encode(s)
+    assert len(data) * 8 <= entropy.order0_entropy_bits(s) + s.size + 8 * 16
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 15), max_size=400))
+def test_best_coding_is_the_smallest(symbols):
+    s = np.array(symbols, dtype=np.int64)
+    name, data = entropy.best_coding(s, 16)
+    sizes = {c: len(entropy.encode_symbols(s, c, bits=4)) for c in entropy.CODINGS}
+    assert len(data) == min(sizes.values())
+    assert sizes[name] == len(data)
+    assert np.array_equal(entropy.decode_symbols(data, name, s.size, bits=4, alphabet_size=16), s)
+
+
+def test_best_coding_prefers_entropy_coder_on_skewed_streams():
+    s = _skewed_streams()["bitmap"]
+    name, data = entropy.best_coding(s, 2)
+    assert name == "ans" and len(data) < packed_nbytes(s.size, 1) / 2
+
+
+def test_single_symbol_and_empty():
+    for coding in ("huffman", "ans"):
+        data = entropy.encode_symbols(np.full(1000, 5), coding)
+        assert len(data) < 8
+        assert entropy.decode_symbols(data, coding, 1000).tolist() == [5] * 1000
+        assert entropy.decode_symbols(entropy.encode_symbols([], coding), coding, 0).size == 0
+
+
+@pytest.mark.parametrize("coding", ["huffman", "ans"])
+def test_corrupt_streams_raise(coding):
+    s = _skewed_streams()["codes"][:2000]
+    data = entropy.encode_symbols(s, coding)
+    with pytest.raises(WeightzipFormatError):
+        entropy.decode_symbols(data, coding, s.size + 1)          # histogram does not sum to count
+    with pytest.raises(WeightzipFormatError):
+        entropy.decode_symbols(data[:3], coding, s.size)           # truncated header
+    with pytest.raises(WeightzipFormatError):
+        entropy.decode_symbols(data[: len(data) // 2], coding, s.size)  # truncated payload
+    with pytest.raises(WeightzipFormatError):
+        entropy.decode_symbols(data, coding, s.size, alphabet_size=10)  # symbols outside alphabet
+    with pytest.raises(WeightzipFormatError):
+        entropy.decode_symbols(b"", coding, 5)
+
+
+def test_raw_stream_length_checked():
+    with pytest.raises(WeightzipFormatError):
+        entropy.decode_symbols(b"\x00\x00", "raw", 5, bits=4)
+    with pytest.raises(WeightzipFormatError):
+        entropy.decode_symbols(b"\xff", "raw", 2, bits=4, alphabet_size=10)
