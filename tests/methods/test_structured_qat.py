@@ -184,6 +184,20 @@ def test_conv_blocks_whole_kernels():
     m = bm.mask.flatten(2)
     assert torch.all((m == 0).all(2) | (m == 1).all(2))
     assert P.find(model[0], "weight", BlockMask).block_mask.shape == (4, 1)  # 1 input channel: 1 column
+    hint = P.storage_hints(model)["3.weight"]
+    assert hint["block"] == (4, 4 * 9) and hint["block_mask"].shape == (4, 4)   # codec's 2-D view
+
+
+def test_codec_stores_block_bitmap_and_k_bit_codes():
+    from weightzip.codec import decode, encode
+
+    model, _, _ = run(config(train={"epochs": 1}))
+    w = P.effective_state(model)["layers.0.fc.weight"]
+    fmt = encode(w, P.storage_hints(model)["layers.0.fc.weight"])
+    assert torch.equal(decode(fmt), w)
+    assert fmt.meta["sparse"] == "block"
+    # 512 kept weights at 2 bits + 32 block bits: well under the dense fp32 8 KiB
+    assert fmt.nbytes < 512 * 2 / 8 + 64
 
 
 def test_checkpoint_spec_roundtrip_rebuilds_chain():

@@ -12,7 +12,8 @@ All figures are in bits::
 
 A *weight layer* is any module with a floating ``weight`` of >= 2 dims (Linear, Conv*).
 ``kept_l`` is the number of weights inside kept blocks when the layer carries a block mask
-(a ``block_mask`` storage hint, see :mod:`weightzip.methods.structured_qat`), else all of its
+(a ``block_mask`` storage hint, see :mod:`weightzip.methods.structured_qat`; ``block`` applies
+to the 2-D view ``[out, numel / out]`` as in the codec), else all of its
 weights: without a block mask a layer is stored dense, whatever its zeros. ``R_l C_l`` is the
 number of blocks (one bit each).
 
@@ -110,9 +111,9 @@ def weight_memory(model: nn.Module, w_bits: int | Mapping[str, int] | None = Non
         if bm is not None:
             bm = torch.as_tensor(bm)
             mask = hint.get("mask")
-            if mask is None:
+            if mask is None:  # block bitmap of the 2-D view [out, numel/out] (codec convention)
                 from ..primitives.blocks import expand_block_mask
-                mask = expand_block_mask(bm, w.shape, hint["block"])
+                mask = expand_block_mask(bm, (w.shape[0], w.numel() // max(w.shape[0], 1)), hint["block"])
             kept = int(torch.as_tensor(mask).bool().sum())
             mask_bits = int(bm.numel())
         else:

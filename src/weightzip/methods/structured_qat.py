@@ -25,7 +25,8 @@ kernels), in this order on the tensor::
    ``sparsify_first`` / ``sparsify_last``.
 
 Storage hint of a selected weight (merged along the chain): ``{"mask": bool[W.shape],
-"block": (B, B), "block_mask": bool[R, C]}`` from the block mask (the codec stores a block
+"block": (B, B), "block_mask": bool[R, C]}`` (conv: ``block = (B, B kh kw)`` on the 2-D view
+``[C_out, C_in kh kw]``, the codec's convention) from the block mask (the codec stores a block
 bitmap + the dense kept blocks, no per-weight index) and ``{"kind": "codebook", "bits": k}``
 from the quantizer (the kept values take exactly ``2^k`` levels; 3 for ternary).
 
@@ -102,7 +103,13 @@ class BlockMask(Mask):
         self.mask.copy_(B.expand_block_mask(block_mask, self.mask.shape, self.block))
 
     def storage_hint(self) -> dict[str, Any]:
-        return {"mask": self.mask.bool(), "block": tuple(self.block), "block_mask": self.block_mask.clone()}
+        """``mask``, and the block bitmap in the codec's convention: blocks of the 2-D view
+        ``[C_out, numel / C_out]``, so a conv block is ``(B_r, B_c * kh * kw)`` (whole kernels)."""
+        k = 1
+        for d in self.mask.shape[2:]:
+            k *= int(d)
+        return {"mask": self.mask.bool(), "block": (self.block[0], self.block[1] * k),
+                "block_mask": self.block_mask.clone()}
 
 
 class _WeightQuant(WzParametrization):
