@@ -405,8 +405,10 @@ def _est_dense(nzv: np.ndarray, opts: _Options, dtype: str) -> tuple[int, int]:
 
 
 def _enc_dense(lay: _Layout, st: _Streams, dtype: str) -> dict:
-    if dtype == "float16" and not np.all(np.isfinite(lay.entries.astype(np.float16))):
-        raise _Reject("values overflow float16")
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            if not np.all(np.isfinite(lay.entries.astype(np.float16))):
+                raise _Reject("values overflow float16")
     st.floats("values", lay.entries, dtype)
     return {"value_dtype": dtype}
 
@@ -769,6 +771,8 @@ def _read_mixed(fmt: Format, rd: _Reader) -> list[dict]:
         if not _is_int(f) or abs(f) > 60:
             raise _bad(fmt, f"meta cluster {c} frac_bits must be an integer in [-60, 60], got {f!r}")
         pos, q = _read_positions_values(fmt, rd, f"c{c}.", d)
+        real = q != 0  # fillers (q = 0) may sit on another cluster's element: never write them
+        pos, q = pos[real], q[real]
         out.append({"positions": pos, "q": q, "frac_bits": f, "bits": d.get("bits"),
                     "values": (q.astype(np.float64) * 2.0**-f).astype(np.float32)})
     return out
