@@ -112,3 +112,13 @@ def test_raw_stream_length_checked():
         entropy.decode_symbols(b"\x00\x00", "raw", 5, bits=4)
     with pytest.raises(WeightzipFormatError):
         entropy.decode_symbols(b"\xff", "raw", 2, bits=4, alphabet_size=10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 30), min_size=2, max_size=400))
+def test_huffman_size_prediction_is_exact(symbols):
+    s = np.array(symbols, dtype=np.int64)
+    vals, counts = entropy.histogram(s)
+    data = entropy.huffman_encode(s)
+    head = len(entropy._header(vals, counts))
+    assert len(data) == head + (entropy.huffman_payload_bits(counts) + 7) // 8

@@ -24,6 +24,7 @@ the payload is empty. The order-0 bound of a stream is ``n * H(p)`` with ``p_j =
 """
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -140,6 +141,25 @@ def _read_header(data: bytes, count: int, alphabet_size: int | None) -> tuple[np
 
 # ---------------------------------------------------------------------------------------------
 # Huffman
+
+def huffman_payload_bits(counts) -> int:
+    """Exact payload size in bits of a Huffman code for this histogram: ``sum_j c_j l_j``.
+
+    Every Huffman tree of a histogram has the same (optimal) weighted length, whatever the
+    tie-breaking, so this equals the size :func:`huffman_encode` produces, computed in
+    O(K log K) without coding the stream (the sum of all merged weights).
+    """
+    c = [int(x) for x in np.asarray(counts).ravel() if x > 0]
+    if len(c) <= 1:
+        return 0
+    heapq.heapify(c)
+    total = 0
+    while len(c) > 1:
+        merged = heapq.heappop(c) + heapq.heappop(c)
+        total += merged
+        heapq.heappush(c, merged)
+    return total
+
 
 def huffman_encode(symbols) -> bytes:
     """Huffman-code a symbol stream; the histogram header is included (see module doc)."""
@@ -273,26 +293,31 @@ def best_coding(symbols, alphabet_size: int, codings=CODINGS) -> tuple[str, byte
     """The smallest of ``codings`` for this stream: ``(name, bytes)``.
 
     ``raw`` uses ``bits_for_alphabet(alphabet_size)`` bits per symbol. Ties keep the earlier
-    name in ``codings`` (raw first: no header, fastest to decode). Entropy coders are skipped
-    when the order-0 bound plus the header cannot beat the raw size.
+    name in ``codings`` (raw first: no header, fastest to decode). A coder is only run when its
+    predicted size can beat the best so far: the Huffman size is known exactly from the
+    histogram (:func:`huffman_payload_bits`), and ANS cannot beat the order-0 bound.
     """
     s = _as_symbols(symbols)
     if s.size and s.max() >= alphabet_size:
         raise ValueError(f"symbol {int(s.max())} outside the alphabet of {alphabet_size}")
     bits = bits_for_alphabet(alphabet_size)
     best: tuple[str, bytes] | None = None
-    raw_size = packed_nbytes(s.size, bits)
-    bound = None
-    for name in codings:
-        if name != "raw":
-            if bound is None:
-                vals, counts = histogram(s)
-                bound = math.ceil(order0_entropy_bits(s) / 8) + len(_header(vals, counts))
-            limit = raw_size if best is None else len(best[1])
-            if "raw" in codings and bound >= limit:
-                continue
+    predicted: dict[str, int] = {}
+    if any(c != "raw" for c in codings):
+        vals, counts = histogram(s)
+        head = len(_header(vals, counts))
+        n = int(counts.sum())
+        h_bits = float(-(counts * np.log2(counts / n)).sum()) if n else 0.0
+        predicted["ans"] = head + math.ceil(h_bits / 8)                  # a lower bound for ANS
+        predicted["huffman"] = head + (huffman_payload_bits(counts) + 7) // 8   # exact
+    # cheapest first: the entropy coders are only run when they can still win
+    order = sorted(codings, key=lambda c: (predicted.get(c, packed_nbytes(s.size, bits)), c != "raw"))
+    for name in order:
+        if best is not None and predicted.get(name, 0) >= len(best[1]):
+            continue
         data = encode_symbols(s, name, bits=bits)
-        if best is None or len(data) < len(best[1]):
+        if best is None or len(data) < len(best[1]) or (len(data) == len(best[1]) and
+                                                        codings.index(name) < codings.index(best[0])):
             best = (name, data)
     if best is None:
         raise ValueError(f"no coding among {codings}")
