@@ -7,6 +7,7 @@ a converter with :func:`register_converter`.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import numba
@@ -43,7 +44,9 @@ class SparseLinear(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        csr = weight.detach().to(torch.float32).to_sparse_csr()
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore")
+            csr = weight.detach().to(torch.float32).to_sparse_csr()
         self.register_buffer("weight_csr", csr, persistent=False)
         self._crow = csr.crow_indices().numpy().astype(np.int32)
         self._col = csr.col_indices().numpy().astype(np.int32)
@@ -69,6 +72,106 @@ class SparseLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.nnz}"
 
 
+@numba.njit(cache=True, fastmath=False)
+def _fused_csr_chain(crow, col, val, bias, row_off, nnz_off, bias_off, sizes, relu, x, buf_a, buf_b):  # pragma: no cover
+    """Layers l = 0..L-1: h <- act_l(W_l h + b_l) with every W_l in one concatenated CSR."""
+    src = buf_a
+    for i in range(sizes[0]):
+        src[i] = x[i]
+    dst = buf_b
+    for layer in range(sizes.shape[0] - 1):
+        r0 = row_off[layer]
+        n0 = nnz_off[layer]
+        b0 = bias_off[layer]
+        for r in range(sizes[layer + 1]):
+            s = bias[b0 + r]
+            for j in range(crow[r0 + r], crow[r0 + r + 1]):
+                s += val[n0 + j] * src[col[n0 + j]]
+            if relu[layer] and s < 0.0:
+                s = 0.0
+            dst[r] = s
+        src, dst = dst, src
+    return src
+
+
+class FusedSparseMLP(nn.Module):
+    """A ``Sequential`` of ``Linear`` (+ ``ReLU``/``Dropout``) layers run as ONE compiled CSR chain.
+
+    At batch 1 the whole stack is a single numba call (no per-layer framework dispatch), cost
+    ~ total nnz; other batch sizes run layer by layer with ``torch.sparse.mm``. Same outputs as
+    the dense stack up to float summation order.
+    """
+
+    def __init__(self, linears: list[nn.Linear], relu_after: list[bool]):
+        super().__init__()
+        self.layers = nn.ModuleList(SparseLinear(l.weight, l.bias) for l in linears)
+        self.relu_after = list(relu_after)
+        crows, cols, vals, biases = [], [], [], []
+        row_off, nnz_off, bias_off = [0], [0], [0]
+        for sl in self.layers:
+            crows.append(sl._crow)
+            cols.append(sl._col)
+            vals.append(sl._val)
+            biases.append(sl._bias)
+            row_off.append(row_off[-1] + sl.out_features + 1)  # each layer keeps its own crow (rows+1)
+            nnz_off.append(nnz_off[-1] + sl.nnz)
+            bias_off.append(bias_off[-1] + sl.out_features)
+        # each layer's crow (rows+1 entries, from 0) starts at row_off[l] in the concatenation
+        self._crow = np.concatenate(crows).astype(np.int32)
+        self._col = np.concatenate(cols).astype(np.int32)
+        self._val = np.concatenate(vals).astype(np.float32)
+        self._bias = np.concatenate(biases).astype(np.float32)
+        self._row_off = np.asarray(row_off[:-1], np.int64)
+        self._nnz_off = np.asarray(nnz_off[:-1], np.int64)
+        self._bias_off = np.asarray(bias_off[:-1], np.int64)
+        self._sizes = np.asarray([self.layers[0].in_features] + [l.out_features for l in self.layers], np.int64)
+        self._relu = np.asarray(relu_after, np.bool_)
+        width = int(self._sizes.max())
+        self._buf_a = np.empty(width, np.float32)
+        self._buf_b = np.empty(width, np.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2 and x.shape[0] == 1 and not x.requires_grad and x.dtype == torch.float32:
+            out = _fused_csr_chain(self._crow, self._col, self._val, self._bias, self._row_off, self._nnz_off,
+                                   self._bias_off, self._sizes, self._relu, x[0].contiguous().numpy(),
+                                   self._buf_a, self._buf_b)
+            return torch.from_numpy(out[: self._sizes[-1]].copy()).unsqueeze(0)
+        for layer, relu in zip(self.layers, self.relu_after):
+            x = layer(x)
+            if relu:
+                x = torch.relu(x)
+        return x
+
+
+def _fuse_sequential(module: nn.Module, name: str, formats: dict[str, Any], mode: str):
+    """Fuse a Sequential made only of sparse-enough Linear / ReLU / Dropout layers."""
+    if type(module) is not nn.Sequential or mode not in ("sparse", "auto"):
+        return None
+    linears, relu_after = [], []
+    for child in module:
+        if type(child) is nn.Linear:
+            linears.append(child)
+            relu_after.append(False)
+        elif type(child) is nn.ReLU and linears and not relu_after[-1]:
+            relu_after[-1] = True
+        elif type(child) is nn.Dropout:
+            continue
+        else:
+            return None
+    if len(linears) < 2:
+        return None
+    for a, b in zip(linears, linears[1:]):
+        if a.out_features != b.in_features:
+            return None
+    density = sum(int((l.weight != 0).sum()) for l in linears) / sum(l.weight.numel() for l in linears)
+    if density > 0.5:
+        return None
+    return FusedSparseMLP(linears, relu_after)
+
+
+register_converter("fused_sparse_mlp")(_fuse_sequential)
+
+
 def _sparse_linear_converter(module: nn.Module, name: str, formats: dict[str, Any], mode: str):
     if type(module) is not nn.Linear:
         return None
@@ -83,14 +186,16 @@ register_converter("sparse_linear")(_sparse_linear_converter)
 
 def convert(model: nn.Module, formats: dict[str, Any], mode: str) -> nn.Module:
     """Swap layers of ``model`` in place for packed runtime layers, where a converter applies."""
+    replaced: list[str] = []
     for name, module in list(model.named_modules()):
-        if not name:
-            continue
+        if not name or any(name.startswith(p + ".") for p in replaced):
+            continue  # inside a module already swapped
         for conv in _CONVERTERS.values():
             new = conv(module, name, formats, mode)
             if new is not None:
                 parent_name, _, child = name.rpartition(".")
                 parent = model.get_submodule(parent_name) if parent_name else model
                 setattr(parent, child, new)
+                replaced.append(name)
                 break
     return model
