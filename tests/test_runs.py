@@ -73,3 +73,13 @@ def test_ensure_baseline_reuses_resumes_and_retrains(tmp_path, data_root):
 def test_unknown_names_fail_before_loading_data(tmp_path):
     with pytest.raises(UnknownNameError, match="lenet300_100"):
         ensure_baseline("lenet301", "mnist", root=tmp_path)
+
+
+def test_switching_optimizer_drops_sgd_only_recipe_settings():
+    from weightzip.runs import _train_settings
+
+    rec = recipe_for("lenet5", "mnist")["train"]
+    assert rec["nesterov"] is True
+    cfg = TrainConfig(**_train_settings(rec, {"optimizer": "adam", "lr": 1e-3}))
+    assert cfg.optimizer == "adam" and cfg.nesterov is False
+    assert TrainConfig(**_train_settings(rec, {"lr": 0.01})).nesterov is True

@@ -59,9 +59,9 @@ RECIPES: list[tuple[str, dict[str, Any]]] = [
     ("*@*", {"train": {"epochs": 10, "lr": 0.05, "optimizer": "sgd", "momentum": 0.9,
                        "weight_decay": 5e-4, "schedule": "cosine", "batch_size": 128},
              "data": {"eval_batch_size": 1000}}),
-    ("lenet300_100*@*", {"train": {"epochs": 15, "lr": 0.1, "weight_decay": 1e-4, "nesterov": True}}),
+    ("lenet300_100*@*", {"train": {"epochs": 15, "lr": 0.1, "nesterov": True}}),
     ("lenet5*@*", {"train": {"epochs": 12, "lr": 0.05, "nesterov": True}}),
-    ("mlp*@*", {"train": {"epochs": 15, "lr": 0.1, "weight_decay": 1e-4, "nesterov": True}}),
+    ("mlp*@*", {"train": {"epochs": 15, "lr": 0.1, "nesterov": True}}),
     # CIFAR-10 (He et al. 2016: SGD 0.1, momentum 0.9, wd 1e-4, ~160 epochs, crop + flip);
     # on a CPU budget use --epochs and a width multiplier: the cosine follows the epoch count
     ("*@cifar10", {"train": {"epochs": 160, "lr": 0.1, "weight_decay": 1e-4, "batch_size": 128},
@@ -170,6 +170,20 @@ def parse_key_values(items: Sequence[str] | None, what: str = "--model-arg") -> 
     return out
 
 
+_SGD_ONLY = ("momentum", "nesterov")
+
+
+def _train_settings(recipe: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Recipe settings overridden by the caller's; switching the optimizer drops the recipe's
+    settings that belong to the other optimizer (SGD momentum / nesterov)."""
+    overrides = dict(overrides or {})
+    base = dict(recipe)
+    if overrides.get("optimizer", base.get("optimizer")) != base.get("optimizer"):
+        for k in _SGD_ONLY:
+            base.pop(k, None)
+    return {**base, **overrides}
+
+
 def _record_path(out: Path) -> Path:
     return out.with_suffix(".json")
 
@@ -190,7 +204,7 @@ def train_model(model: str, data: str, out: str | Path, *, train: Mapping[str, A
     check_model_name(model)
     registry.get_dataset_fn(data)  # unknown dataset: UnknownNameError with the valid names
     rec = recipe_for(model, data) if use_recipe else {"train": {}, "data": {}, "model": {}}
-    cfg = TrainConfig(**{**rec["train"], **dict(train or {})})
+    cfg = TrainConfig(**_train_settings(rec["train"], train))
     data_opts = {**rec["data"], **dict(data_args or {})}
     if cfg.bptt is not None and "bptt" not in (data_args or {}):
         data_opts["bptt"] = cfg.bptt
@@ -322,7 +336,7 @@ def ensure_baseline(model: str, data: str, *, epochs: int | None = None, device:
         overrides["device"] = device
     overrides.setdefault("progress", progress)
     rec = recipe_for(model, data)
-    want = TrainConfig(**{**rec["train"], **overrides}).model_dump(mode="json")
+    want = TrainConfig(**_train_settings(rec["train"], overrides)).model_dump(mode="json")
     if path.is_file() and not force:
         ck = load_checkpoint(path)
         have = ck.get("train_config") or {}

@@ -646,8 +646,10 @@ class Trainer:
                         correct += (out.detach().argmax(dim=-1) == yw).sum().item()
                     self.global_step += 1
                     steps += 1
-                    if self.global_step % c.log_every == 0:
-                        log.debug("step %d  loss %.4f  lr %.3g", self.global_step, total_loss / count, self.lr)
+                    if steps % c.log_every == 0:  # without a progress bar, say how far the epoch is
+                        log.log(logging.DEBUG if not bar.disable else logging.INFO,
+                                "epoch %d  step %d/%s  loss %.4f  lr %.3g", epoch + 1, steps,
+                                n_batches if n_batches is not None else "?", total_loss / count, self.lr)
                     bar.set_postfix(loss=f"{total_loss / count:.4f}", lr=f"{self.lr:.3g}", refresh=False)
                 bar.update(1)
         finally:
