@@ -256,6 +256,115 @@ def list_cmd(
         typer.echo(name)
 
 
+# ---------------------------------------------------------------------------------------------
+# compress / inspect / bench / export
+# ---------------------------------------------------------------------------------------------
+def _print_size_table(path: Path) -> None:
+    from .report.tables import size_table
+
+    typer.echo(size_table(path))
+
+
+@app.command()
+def compress(
+    source: Annotated[str, typer.Argument(help="A trained run checkpoint (.pt) or a zoo model name; a zoo name "
+                                          "gets a cached baseline (trained once under runs/baselines).")],
+    recipe: Annotated[Path, typer.Option("--recipe", "-r", help="Recipe YAML, e.g. recipes/deep-compression.yaml.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .wz file to write (atomically).")],
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Dataset [default: the checkpoint's, "
+                                                "then the recipe's].")] = None,
+    workdir: Annotated[Optional[Path], typer.Option(help="Folder for stage checkpoints and plots "
+                                                    "(enables --resume).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip stages already checkpointed in --workdir.")] = False,
+    device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'auto'.")] = "cpu",
+    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: weight histograms, per-layer density "
+                                                 "and bits.")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the compression stages.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Compress a model with a recipe, write the .wz, and re-measure accuracy from the file.
+
+    Example: weightzip compress lenet300_100 --data mnist -r recipes/deep-compression.yaml -o lenet.wz
+    """
+    from .workflows import compress_run
+
+    _setup_logging()
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = compress_run(source, recipe, output, data=data, workdir=workdir, device=device, resume=resume,
+                       plot=plot, seed=seed, log=logging.getLogger("weightzip").info)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2, default=str))
+        return
+    _print_size_table(output)
+    acc = lambda m: m.get("accuracy", m.get("perplexity"))  # noqa: E731
+    typer.echo(f"baseline test {acc(out['baseline_test']):.4f} -> compressed {acc(out['compressed_test']):.4f}"
+               f" -> from the file {acc(out['from_file_test']):.4f}")
+    typer.echo(f"wrote {out['out']}: {out['file_bytes']:,} bytes, file ratio {out['file_ratio']:.1f}x "
+               f"in {out['seconds']:.0f}s" + (f"; plot {out['plot']}" if out.get("plot") else ""))
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="A .wz file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the size report as JSON.")] = False,
+) -> None:
+    """Explain every byte of a .wz: per-tensor format, nnz, bits, index bits, bytes, ratio, entropy bound."""
+    from .analysis.size import size_report
+
+    if not path.is_file():
+        raise WeightzipError(f"file {str(path)!r} not found")
+    if as_json:
+        typer.echo(json.dumps(size_report(path).to_dict(), indent=2, default=str))
+        return
+    _print_size_table(path)
+
+
+@app.command()
+def bench(
+    path: Annotated[Path, typer.Argument(help="A .wz file.")],
+    batch: Annotated[Optional[list[int]], typer.Option("--batch", "-b", help="Batch sizes (repeatable) "
+                                                       "[default: 1 and 64].")] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="Timed repeats (the median is reported).")] = 7,
+    number: Annotated[int, typer.Option(min=1, help="Calls per timed repeat.")] = 50,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads for both runtimes.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Latency of the compressed runtime vs the same model as dense fp32 PyTorch (same machine)."""
+    from .workflows import bench as run_bench
+
+    if not path.is_file():
+        raise WeightzipError(f"file {str(path)!r} not found")
+    out = run_bench(path, batch_sizes=tuple(batch or (1, 64)), repeat=repeat, number=number, threads=threads)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    from .report.tables import bench_table
+
+    typer.echo(bench_table(out))
+
+
+class ExportFormat(str, Enum):
+    safetensors = "safetensors"
+    onnx = "onnx"
+
+
+@app.command()
+def export(
+    path: Annotated[Path, typer.Argument(help="A .wz file.")],
+    to: Annotated[ExportFormat, typer.Option("--to", help="Output format of the decoded dense model.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
+) -> None:
+    """Write the decoded dense model of a .wz as safetensors or ONNX (for other runtimes)."""
+    from .workflows import export as run_export
+
+    if not path.is_file():
+        raise WeightzipError(f"file {str(path)!r} not found")
+    typer.echo(f"wrote {run_export(path, to.value, output)}")
+
+
 def main() -> None:
     """Console entry point (``weightzip`` and ``python -m weightzip``)."""
     app(prog_name="weightzip")
