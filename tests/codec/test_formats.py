@@ -390,3 +390,44 @@ def test_invalid_formats_raise_format_error():
 def test_unknown_option_rejected():
     with pytest.raises(ValueError, match="unknown encode options"):
         encode(torch.ones(3), options={"bogus": 1})
+
+
+def test_documented_relative_index_example_bytes():
+    """The worked example of docs/file-format.md section 4.2, byte for byte."""
+    w = torch.zeros(24)
+    w[1], w[12], w[13] = 0.5, -0.25, 0.5
+    fmt = encode(w, options={"sparse": ["relative"], "index_bits": 3, "entropy": "none", "kinds": ["codebook"]})
+    assert fmt.meta["n_fillers"] == 1 and fmt.meta["n_entries"] == 4
+    assert fmt.streams["index"] == bytes.fromhex("b900")
+    assert fmt.streams["codebook"] == np.array([0.0, -0.25, 0.5], dtype="<f4").tobytes()
+    assert fmt.streams["codes"] == bytes.fromhex("92")
+    assert torch.equal(decode(fmt), w)
+
+
+def test_decode_parts_uniform_groups():
+    scales = torch.tensor([0.5, 0.25], dtype=torch.float32)
+    q = torch.randint(-3, 4, (4, 6), generator=torch.Generator().manual_seed(2))
+    w = q.float() * scales.repeat_interleave(2)[:, None]
+    fmt = encode(w, {"kind": "uniform", "scale": scales, "bits": 3}, options={"kinds": ["uniform"]})
+    assert fmt.kind == "uniform" and fmt.meta["scale_groups"] == 2
+    parts = decode_parts(fmt)
+    assert np.array_equal(parts["scale"], scales.numpy())
+    if parts["positions"] is None:
+        assert np.array_equal(parts["q"].reshape(4, 6), q.numpy())
+    else:
+        assert np.array_equal(parts["q"], q.numpy().ravel()[parts["positions"]])
+    s = format_summary(fmt)
+    assert s["kind"] == "uniform" and s["value_bits"] <= 3
+
+
+def test_malformed_hints_fall_back_or_raise_in_strict_mode():
+    w = torch.randn(6, 8)
+    for hint in ({"kind": "pq", "codes": torch.zeros(6, 2, dtype=torch.long)},          # no codebooks
+                 {"kind": "mixed_fixed", "cluster": torch.zeros(6, 8), "bits": [4]},      # no frac_bits
+                 {"kind": "uniform", "scale": [0.1, 0.2, 0.3, 0.4, 0.5]},                 # 5 groups, 6 rows
+                 {"kind": "pq", "codes": torch.zeros(6, 2, dtype=torch.long), "codebooks": torch.zeros(2, 1, 3)}):
+        fmt = encode(w, hint)
+        assert_exact(w, fmt)
+        assert fmt.meta["hint"]["status"][hint["kind"]].startswith("invalid")
+        with pytest.raises(InvalidModelError):
+            encode(w, hint, options={"strict": True})

@@ -882,7 +882,12 @@ def encode(tensor, hint: dict | None = None, *, options: dict | None = None) -> 
     def attempt(kind: str, label: str, build: Callable[[_Streams], dict]) -> None:
         st = _Streams(opts.codings)
         try:
-            meta = build(st)
+            try:
+                meta = build(st)
+            except (KeyError, TypeError, ValueError, IndexError) as e:
+                if kind not in ("pq", "mixed_fixed", "uniform"):
+                    raise
+                raise _Reject(f"malformed {kind} hint ({type(e).__name__}: {e})") from e
         except _Reject as e:
             if kind == hkind or (kind == "uniform" and hkind == "fixed_point") or label == "block":
                 hint_notes[label] = f"invalid: {e}"
