@@ -1,6 +1,5 @@
 """The .wz container: round trip, atomic writes, and refusal of every kind of damaged file."""
 import json
-import os
 import random
 import struct
 import zlib
@@ -11,7 +10,7 @@ import torch
 import zstandard
 
 from weightzip.codec import container, decode, encode
-from weightzip.codec.container import HEADER_SIZE, MAGIC
+from weightzip.codec.container import MAGIC
 from weightzip.errors import WeightzipFormatError
 
 
