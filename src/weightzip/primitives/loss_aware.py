@@ -132,23 +132,27 @@ def _out(W: Tensor, alpha: Tensor, b: Tensor, shape: torch.Size, mask: Tensor | 
     return Projection(w_hat, alpha, b.reshape(shape), None if mask is None else mask.reshape(shape))
 
 
-def _code_scale(W: Tensor, D: Tensor, b: Tensor, form: str = "code") -> Tensor:
+def _code_scale(W: Tensor, D: Tensor, b: Tensor, form: str = "code", *, DA: Tensor | None = None,
+                fallback: Tensor | None = None) -> Tensor:
     """Scale given codes, per row ``[G]``.
 
     ``code`` (released code):   alpha = sum(d |b| |w|) / sum(d |b|)
     ``exact`` (weighted LSQ):   alpha = sum(d b w)     / sum(d b^2)
     Identical for b in {0, +-1}. A row whose codes are all 0 gets the LAB scale
-    ``sum(d |w|) / sum(d)`` (so an alternation can restart from it).
+    ``sum(d |w|) / sum(d)`` (so an alternation can restart from it). ``DA = d |w|`` and
+    ``fallback`` may be passed precomputed (loops).
     """
     if form == "code":
-        num = (D * b.abs() * W.abs()).sum(1)  # (G)
-        den = (D * b.abs()).sum(1)  # (G)
+        bb = b.abs()
+        num = ((D * W.abs()) if DA is None else DA).mul(bb).sum(1)  # (G)
+        den = D.mul(bb).sum(1)  # (G)
     elif form == "exact":
         num = (D * b * W).sum(1)
         den = (D * b * b).sum(1)
     else:
         raise ValueError(f"unknown scale_form {form!r}; valid: code, exact")
-    fallback = (D * W.abs()).sum(1) / D.sum(1)
+    if fallback is None:
+        fallback = (D * W.abs()).sum(1) / D.sum(1)
     alpha = torch.where(den > 0, num / den.clamp_min(_D_MIN), fallback)
     return alpha.clamp_min(0.0)
 
@@ -244,20 +248,47 @@ def lat_approx_project(w: Tensor, d: Tensor | None = None, *, blocks: int = 1,
     b = _start_codes(W, prev, blocks)
     if M is not None:
         b = b * M
+    DA = D * W.abs()  # (G x N)
+    fallback = DA.sum(1) / D.sum(1)  # (G)
     alpha = torch.zeros(W.shape[0], dtype=W.dtype, device=W.device)
     active = torch.ones(W.shape[0], dtype=torch.bool, device=W.device)
     for it in range(max_iter):
-        a_new = _code_scale(W, D, b)
+        a_new = _code_scale(W, D, b, DA=DA, fallback=fallback)
         b_new = _ternary(W, a_new)
         if M is not None:
             b_new = b_new * M
-        converged = (a_new - alpha).abs() < tol if it > 0 else torch.zeros_like(active)
-        alpha = torch.where(active, a_new, alpha)
-        b = torch.where(active[:, None], b_new, b)
-        active = active & ~converged
+        alpha, b, active = _advance(alpha, b, a_new, b_new, active, it, tol)
         if not active.any():
             break
     return _out(W, alpha, b, w.shape, M)
+
+
+def _advance(alpha: Tensor, b: Tensor, a_new: Tensor, b_new: Tensor, active: Tensor, it: int, tol: float):
+    """One alternation step for the still-active rows; a row stops once ``|da| < tol``."""
+    converged = (a_new - alpha).abs() < tol if it > 0 else torch.zeros_like(active)
+    if bool(active.all()):
+        alpha, b = a_new, b_new
+    else:
+        alpha = torch.where(active, a_new, alpha)
+        b = torch.where(active[:, None], b_new, b)
+    return alpha, b, active & ~converged
+
+
+def _sort_desc(A: Tensor) -> tuple[Tensor, Tensor]:
+    """``A >= 0`` sorted descending along dim 1, with the permutation.
+
+    Non-negative IEEE floats order like their bit patterns read as integers, and torch sorts
+    1-D integer keys several times faster than floats on the CPU, so the key is the int view.
+    """
+    if A.dtype == torch.float32:
+        key = A.view(torch.int32)
+    elif A.dtype == torch.float64:
+        key = A.view(torch.int64)
+    else:
+        key = A
+    # one 1-D sort per row: torch's 1-D integer sort is much faster than a batched one
+    idx = torch.stack([torch.sort(k).indices for k in key]).flip(1)  # (G x N)
+    return torch.gather(A, 1, idx), idx
 
 
 def _exact_threshold(A: Tensor, D: Tensor) -> Tensor:
@@ -270,7 +301,7 @@ def _exact_threshold(A: Tensor, D: Tensor) -> Tensor:
     exactly ``{a > c_j}``. ``delta = c_{j*}``, ``j* = argmax_J c_j^2 D_j``. The unrestricted
     argmax always lies in J unless ``c = 0``; a row where J is empty (all zero) falls back to it.
     """
-    a_sorted, idx = torch.sort(A, dim=1, descending=True)  # (G x N)
+    a_sorted, idx = _sort_desc(A)  # (G x N)
     d_sorted = torch.gather(D, 1, idx)  # (G x N)
     S = torch.cumsum(d_sorted * a_sorted, dim=1)  # (G x N)
     Dc = torch.cumsum(d_sorted, dim=1)  # (G x N)
@@ -342,7 +373,7 @@ def _released_negative_threshold(W: Tensor, D: Tensor) -> Tensor:
     c1 = torch.cumsum((torch.gather(D, 1, idx1) * torch.gather(W, 1, idx1)).abs(), 1) / (
         2 * torch.cumsum(torch.gather(D, 1, idx1), 1))  # (G x N) positive side's c
     A = (-W).clamp_min(0)
-    a_sorted, idx = torch.sort(A, dim=1, descending=True)
+    a_sorted, idx = _sort_desc(A)
     d_sorted = torch.gather(D, 1, idx)
     Dc = torch.cumsum(d_sorted, 1)
     c = torch.cumsum(d_sorted * a_sorted, 1) / (2 * Dc)
@@ -458,17 +489,16 @@ def laq_project(w: Tensor, d: Tensor | None = None, *, bits: int, levels: Litera
     b = _start_codes(W, prev, blocks)
     if M is not None:
         b = b * M
+    DA = D * W.abs()  # (G x N)
+    fallback = DA.sum(1) / D.sum(1)  # (G)
     alpha = torch.zeros(W.shape[0], dtype=W.dtype, device=W.device)
     active = torch.ones(W.shape[0], dtype=torch.bool, device=W.device)
     for it in range(max_iter):
-        a_new = _code_scale(W, D, b, scale_form)
+        a_new = _code_scale(W, D, b, scale_form, DA=DA, fallback=fallback)
         b_new = laq_quantize(W / a_new.clamp_min(_D_MIN)[:, None], bits, levels)
         if M is not None:
             b_new = b_new * M
-        converged = (a_new - alpha).abs() < tol if it > 0 else torch.zeros_like(active)
-        alpha = torch.where(active, a_new, alpha)
-        b = torch.where(active[:, None], b_new, b)
-        active = active & ~converged
+        alpha, b, active = _advance(alpha, b, a_new, b_new, active, it, tol)
         if not active.any():
             break
     if levels == "linear":  # w_hat = (alpha / k) q with integer q: the same float32 values a
