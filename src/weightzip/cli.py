@@ -365,6 +365,19 @@ def export(
     typer.echo(f"wrote {run_export(path, to.value, output)}")
 
 
+@app.command()
+def report(
+    root: Annotated[Path, typer.Argument(help="Folder searched (recursively) for .wz files.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for report.md and the plots.")],
+) -> None:
+    """Markdown + PNG over every .wz under a folder: sizes, ratios, accuracy vs ratio."""
+    from .report.markdown import write_report
+
+    if not root.is_dir():
+        raise WeightzipError(f"folder {str(root)!r} not found")
+    typer.echo(f"wrote {write_report(root, output)}")
+
+
 def main() -> None:
     """Console entry point (``weightzip`` and ``python -m weightzip``)."""
     app(prog_name="weightzip")

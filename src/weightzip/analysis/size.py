@@ -143,9 +143,12 @@ def size_report(path: str | Path) -> SizeReport:
     manifest, formats = container.read(path)
     file_bytes = os.path.getsize(path)
     pay = payload_bytes(formats)
+    base = manifest.get("baseline_bytes")
+    if base is None:  # a file written without weightzip.save: count the float tensors it holds
+        base = sum(4 * _numel(f.shape) for f in formats.values() if "float" in str(f.dtype))
     return SizeReport(
         path=str(path), file_bytes=file_bytes, payload_bytes=pay, manifest_bytes=file_bytes - pay,
-        baseline_bytes=int(manifest["baseline_bytes"]), rows=size_rows(formats),
+        baseline_bytes=int(base), rows=size_rows(formats),
         paper={"deep_compression": deep_compression_ratio(formats)},
     )
 
