@@ -133,7 +133,7 @@ def test_mixed_fixed_forward_matches_per_element_reference_and_round_trips():
                           for j in range(w.shape[1])] for i in range(w.shape[0])])
     assert torch.equal(got, want)
     hint = P.storage_hints(m)["0.weight"]
-    assert hint["kind"] == "mixed_fixed" and hint["bits"] == bits and hint["frac_bits"] == frac
+    assert hint["kind"] == "mixed_fixed" and hint["bits"] == [8, 5, 3, 1] and hint["frac_bits"] == frac
     assert hint["cluster"].dtype == torch.int8 and torch.equal(hint["cluster"].long(), cluster)
     # STE: the latent weight receives the output gradient unchanged
     m(torch.randn(2, 6)).sum().backward()
@@ -223,11 +223,12 @@ def test_quantile_threshold_counts():
     assert quantile_threshold(v, 0.875) == 17.0
 
 
-def _itq(variant, quantiles=(0.5, 0.75), epochs=3, weight_decay=1e-3):
+def _itq(variant, quantiles=(0.5, 0.75, 0.75), recovery=0, weight_decay=1e-3):
     m, ld = tiny(), loaders()
     ctx = ctx_for(ld)
+    train = {k: v for k, v in TRAIN.items() if k != "epochs"}
     cfg = GradITQ.Config(method="grad_itq", variant=variant, quantiles=list(quantiles), b_low=3, b_high=8,
-                         train={**TRAIN, "epochs": epochs, "weight_decay": weight_decay})
+                         recovery_epochs=recovery, train={**train, "weight_decay": weight_decay})
     return m, ctx, cfg
 
 
@@ -266,6 +267,7 @@ def test_itq_reproject_keeps_training_everything_and_stores_two_clusters():
     m, ctx, cfg = _itq("reproject")
     out = GradITQ(cfg).apply(m, ctx)
     assert len(out["thresholds"]) == 3 and out["bits"] == [8, 3]
+    assert out["cluster_count"][1] / out["params"] >= 0.75
     assert "importance" in ctx.state and set(ctx.state["importance"]) >= {"0.weight", "0.bias"}
     for _, mod, t in select(m, Selection(tensors=["*"])):
         p = P.find(mod, t, MixedFixedPoint)
@@ -275,6 +277,32 @@ def test_itq_reproject_keeps_training_everything_and_stores_two_clusters():
         assert torch.equal(getattr(mod, t).detach()[low], w[low])
     total_low = sum(out["cluster_count"][1:])
     assert total_low / out["params"] >= 0.75
+
+
+def test_itq_recovery_epochs_train_with_final_formats_and_frozen_low_group():
+    m, ctx, cfg = _itq("reproject", quantiles=(0.5, 0.75), recovery=2)
+    seen = []
+    orig = GradITQ._attach_final
+
+    def spy(self, entries, itq):
+        seen.append([(l.clone(), P.original(mod, t).detach().clone()) for l, (_, mod, t) in zip(itq.low, entries)])
+        orig(self, entries, itq)
+
+    GradITQ._attach_final = spy
+    try:
+        out = GradITQ(cfg).apply(m, ctx)
+    finally:
+        GradITQ._attach_final = orig
+    assert len(seen) == 1 and len(out["thresholds"]) == 2 and len(out["train_history"]) == 4
+    entries = select(m, Selection(tensors=["*"]))
+    for (low, w_before), (_, mod, t) in zip(seen[0], entries):
+        w = P.original(mod, t).detach()
+        assert torch.equal(w[low], w_before[low])                      # frozen during recovery
+        assert torch.any(w[~low] != w_before[~low])                    # the high group trained on
+        p = P.find(mod, t, MixedFixedPoint)
+        assert torch.equal(p.cluster.bool(), low)
+    with pytest.raises(ValueError, match="leave train.epochs out"):
+        GradITQ.Config(method="grad_itq", quantiles=[0.5], recovery_epochs=1, train={"epochs": 5})
 
 
 def test_itq_freeze_through_method():
@@ -296,7 +324,7 @@ stages:
   - method: grad_itq
     quantiles: [0.5]
     b_low: 3
-    train: {epochs: 1, lr: 0.01, optimizer: sgd, test_at_end: false}
+    train: {lr: 0.01, optimizer: sgd, test_at_end: false}
   - method: grad_ptq
     bits: [8, 4, 0]
 """
@@ -309,7 +337,7 @@ def test_combined_recipe_end_to_end(tmp_path):
     assert [s.method for s in res.stages] == ["train_tracked", "grad_itq", "grad_ptq"]
     hints = P.storage_hints(m)
     assert set(hints) == {"0.weight", "0.bias", "2.weight", "2.bias"}
-    assert all(h["kind"] == "mixed_fixed" and h["bits"] == [8, 4, 0] for h in hints.values())
+    assert all(h["kind"] == "mixed_fixed" and h["bits"] == [8, 4, 1] for h in hints.values())
     # only the last MixedFixedPoint remains on each tensor (the ITQ one was replaced)
     assert all(len(P.chain(mod, t)) == 1 for _, mod, t in P.parametrized_tensors(m))
     # 0-bit cluster is pruned; importance is saved with the stage checkpoint

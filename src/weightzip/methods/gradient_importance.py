@@ -31,6 +31,9 @@ and values that round to zero are pruned. Stages (registered methods):
   default): re-project every epoch, keep training everything; variant ``freeze`` (V2, INQ-like):
   the low group is frozen (zero gradient, values restored after each optimizer step) and grows
   with the schedule. At the end the high group is stored with ``b_high`` bits [reconstructed].
+  Optional ``recovery_epochs`` [reconstructed] train on after the last projection with the low
+  group frozen and the final formats attached (the high group learns through its fake
+  quantization), so the last projection is trained through.
 * combined = ``grad_itq`` then ``grad_ptq`` (a recipe of two stages; A keeps accumulating).
 
 Every stage takes ``importance: gradient | magnitude`` (``|w|``, for the ablation).
@@ -58,7 +61,8 @@ Thesis-style accounting (spec of ``thesis_csr_bits``; the implementation lives i
 Reconstructed choices (configurable, never claimed as the thesis's): the integer-bits rule,
 ``b_high`` of ITQ, the quantile schedule, k-means initialisation (quantiles of log A) and
 ``eps``, the ``freeze`` variant restoring frozen values after the optimizer step (momentum and
-weight decay would move them otherwise), ``bits = 0`` meaning "cluster pruned".
+weight decay would move them otherwise), ITQ's ``recovery_epochs``, ``bits = 0`` meaning
+"cluster pruned".
 """
 from __future__ import annotations
 
@@ -74,7 +78,7 @@ from torch.nn.utils import parametrize as TP
 from .. import parametrize
 from ..errors import WeightzipError
 from ..parametrize import WzParametrization, register_parametrization
-from ..primitives.fixed_point import MAX_FXP_BITS, IntBitsRule, frac_bits_for, fxp_quantize, fxp_ste
+from ..primitives.fixed_point import MAX_FXP_BITS, IntBitsRule, frac_bits_for, fxp_apply, fxp_format, fxp_quantize
 from ..registry import register_method
 from ..select import Selection, qualified, select
 from .base import Method, MethodConfig, StageContext
@@ -140,13 +144,28 @@ class MixedFixedPoint(WzParametrization):
         c = self.cluster.long()
         return self.bits.long()[c], self.frac_bits.long()[c]
 
+    def _element_format(self, w: Tensor):
+        """Per-element ``(2^f, lo, hi)``, cached until a buffer changes (version counters)."""
+        key = (self.cluster._version, self.bits._version, self.frac_bits._version, self.cluster.data_ptr(),
+               self.bits.data_ptr(), self.frac_bits.data_ptr(), w.dtype, w.device)
+        cache = getattr(self, "_fmt_cache", None)
+        if cache is None or cache[0] != key:
+            b, f = self.element_formats()
+            cache = (key, fxp_format(w, b, f))
+            self._fmt_cache = cache
+        return cache[1]
+
     def forward(self, w: Tensor) -> Tensor:
-        b, f = self.element_formats()
-        return fxp_ste(w, b, f)
+        wq = fxp_apply(w, self._element_format(w))
+        return w + (wq - w).detach()                              # STE, as fxp_ste
 
     def storage_hint(self) -> dict[str, Any]:
-        return {"kind": "mixed_fixed", "cluster": self.cluster.detach().cpu().clone(),
-                "bits": [int(v) for v in self.bits], "frac_bits": [int(v) for v in self.frac_bits]}
+        """``{"kind": "mixed_fixed", "cluster", "bits", "frac_bits"}``; a pruned (0-bit) cluster
+        is reported as 1 bit with ``f = 0``: it holds no non-zero, so nothing of it is stored."""
+        bits = [max(1, int(v)) for v in self.bits]
+        frac = [int(f) if int(b) > 0 else 0 for b, f in zip(self.bits, self.frac_bits)]
+        return {"kind": "mixed_fixed", "cluster": self.cluster.detach().cpu().clone(), "bits": bits,
+                "frac_bits": frac}
 
 
 def _pop_mixed(module: nn.Module, tname: str) -> None:
@@ -511,18 +530,31 @@ class GradPTQ(Method):
 
 
 class ITQCallback:
-    """End of each epoch: project the low-importance group to ``b_low`` bits (see module doc).
+    """End of each schedule epoch: project the low-importance group to ``b_low`` bits.
 
     ``entries``: selected ``(module_name, module, tensor_name)``; ``importance_fn()`` returns the
-    current importance per entry. ``variant``: ``reproject`` or ``freeze``. After training,
-    ``low[i]`` is the bool mask of the low group of entry i and ``frac_low[i]`` its fraction bits.
-    Put it BEFORE the :class:`ImportanceTracker` in the callback list: frozen entries get zero
-    gradient before ``A`` accumulates.
+    current importance per entry. At the end of epoch ``e < len(quantiles)`` the low group
+    ``A <= quantile(all A, q_e)`` is projected in place on the latent weights:
+
+    * ``reproject`` (V1): the group is recomputed from scratch and re-projected every epoch,
+      everything keeps training in between;
+    * ``freeze`` (V2, INQ-like): the group only grows; its elements are frozen: zero gradient in
+      ``on_step`` (so their importance stops growing too) and their values restored after every
+      optimizer step (momentum and weight decay would move them otherwise).
+
+    Epochs after the schedule (recovery, ``recovery_epochs`` of :class:`GradITQ`) keep the final
+    low group frozen and call ``on_recovery()`` once at their start (GradITQ attaches the final
+    formats there so the high group trains through its fake quantization).
+
+    After training ``low[i]`` is the bool mask of entry i's low group and ``frac_low[i]`` its
+    fraction bits. Put this callback BEFORE the :class:`ImportanceTracker` in the callback list:
+    frozen entries get zero gradient before ``A`` accumulates.
     """
 
     def __init__(self, entries, importance_fn: Callable[[], list[Tensor]], quantiles: Sequence[float],
                  b_low: int, variant: Literal["reproject", "freeze"] = "reproject",
-                 rule: IntBitsRule = "thesis", log: Callable[[str], None] | None = None):
+                 rule: IntBitsRule = "thesis", log: Callable[[str], None] | None = None,
+                 on_recovery: Callable[["ITQCallback"], None] | None = None):
         self.entries = list(entries)
         self.importance_fn = importance_fn
         self.quantiles = list(quantiles)
@@ -530,10 +562,13 @@ class ITQCallback:
         self.variant = variant
         self.rule = rule
         self.log = log
+        self.on_recovery = on_recovery
         self.low: list[Tensor | None] = [None] * len(self.entries)
         self.frac_low: list[int | None] = [None] * len(self.entries)
         self.frozen_values: list[Tensor | None] = [None] * len(self.entries)
         self.thresholds: list[float] = []
+        self.freeze_active = False
+        self.recovering = False
 
     def _latent(self, i: int) -> Tensor:
         _, mod, t = self.entries[i]
@@ -541,6 +576,9 @@ class ITQCallback:
 
     def q_at(self, epoch: int) -> float:
         return self.quantiles[min(epoch, len(self.quantiles) - 1)]
+
+    def _frac(self, w: Tensor) -> int:
+        return frac_bits_for(w, self.b_low, self.rule) if self.b_low > 0 else 0
 
     @torch.no_grad()
     def project(self, epoch: int) -> float:
@@ -554,48 +592,58 @@ class ITQCallback:
             if self.variant == "freeze":
                 if self.low[i] is not None:
                     low = low | self.low[i]                                    # frozen stays frozen
-                if self.frac_low[i] is None:
-                    self.frac_low[i] = frac_bits_for(w, self.b_low, self.rule) if self.b_low > 0 else 0
+                if self.frac_low[i] is None:                                   # one grid for all frozen values
+                    self.frac_low[i] = self._frac(w)
                 new = low & ~self.low[i] if self.low[i] is not None else low
                 w[new] = fxp_quantize(w[new], self.b_low, self.frac_low[i])
-                self.frozen_values[i] = w.detach().clone()
             else:
-                self.frac_low[i] = frac_bits_for(w, self.b_low, self.rule) if self.b_low > 0 else 0
+                self.frac_low[i] = self._frac(w)
                 w[low] = fxp_quantize(w[low], self.b_low, self.frac_low[i])
             self.low[i] = low
+            self.frozen_values[i] = w.detach().clone()
         return thr
 
+    @torch.no_grad()
     def on_step(self, trainer, step: int) -> None:
-        if self.variant != "freeze":
+        if not self.freeze_active:
             return
         for i, low in enumerate(self.low):
-            if low is not None:
-                g = self._latent(i).grad
-                if g is not None:
-                    g[low] = 0.0
+            g = self._latent(i).grad
+            if g is not None:
+                g.masked_fill_(low, 0.0)
 
     @torch.no_grad()
     def on_after_step(self, trainer, step: int) -> None:
-        if self.variant != "freeze":
+        if not self.freeze_active:
             return
         for i, low in enumerate(self.low):  # momentum / weight decay must not move frozen values
-            if low is not None:
-                w = self._latent(i)
-                w[low] = self.frozen_values[i][low]
+            w = self._latent(i)
+            w.copy_(torch.where(low, self.frozen_values[i], w))
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch >= len(self.quantiles):
+            return
         thr = self.project(epoch)
         n_low = sum(int(l.sum()) for l in self.low)
         n = sum(l.numel() for l in self.low)
         metrics["itq_low_fraction"] = n_low / n
         if self.log:
             self.log(f"  itq epoch {epoch + 1}: q={self.q_at(epoch)} threshold={thr:.4g} low={n_low / n:.3f}")
+        if self.variant == "freeze" or epoch + 1 >= len(self.quantiles):
+            self.freeze_active = True
+
+    def on_epoch_begin(self, trainer, epoch: int) -> None:
+        if epoch >= len(self.quantiles) and not self.recovering:
+            self.recovering = True
+            if self.on_recovery is not None:
+                self.on_recovery(self)
 
     def state_dict(self) -> dict[str, Any]:
         return {"low": [l.cpu() if l is not None else torch.zeros(0, dtype=torch.bool) for l in self.low],
                 "frac_low": [f if f is not None else -999 for f in self.frac_low],
                 "frozen": [v.cpu() if v is not None else torch.zeros(0) for v in self.frozen_values],
-                "thresholds": list(self.thresholds)}
+                "thresholds": list(self.thresholds), "freeze_active": self.freeze_active,
+                "recovering": self.recovering}
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
         for i, (l, f, v) in enumerate(zip(st["low"], st["frac_low"], st["frozen"])):
@@ -604,23 +652,32 @@ class ITQCallback:
             self.frac_low[i] = None if f == -999 else int(f)
             self.frozen_values[i] = v.to(dev) if v.numel() else None
         self.thresholds = list(st.get("thresholds", []))
+        self.freeze_active = bool(st.get("freeze_active", False))
+        self.recovering = bool(st.get("recovering", False))
 
 
 @register_method("grad_itq")
 class GradITQ(Method):
     """In-training quantization of the low accumulated-gradient group (V1 reproject / V2 freeze).
 
-    After training, each tensor gets a :class:`MixedFixedPoint` with two clusters:
+    Trains ``len(quantiles) + recovery_epochs`` epochs (``train.epochs``, if given, must match).
+    After training each tensor gets a :class:`MixedFixedPoint` with two clusters:
     0 = high group (``b_high`` bits [reconstructed]), 1 = low group (``b_low`` bits, the fraction
     bits used by the last projection).
+
+    ``recovery_epochs`` [reconstructed, not in the thesis]: epochs after the last projection in
+    which the final formats are already attached (the high group trains through its ``b_high``
+    fake quantization with the STE) and the low group stays frozen on its grid - without them
+    the last projection and the ``b_high`` rounding are never trained through.
     """
 
     class Config(_BitsConfig):
-        train: dict[str, Any] = {"epochs": 3, "lr": 0.01, "optimizer": "sgd", "momentum": 0.9}
+        train: dict[str, Any] = {"lr": 0.01, "optimizer": "sgd", "momentum": 0.9}
         quantiles: list[float] = [0.5, 0.75, 0.875]
         b_low: int = 4
         b_high: int = 8
         variant: Literal["reproject", "freeze"] = "reproject"
+        recovery_epochs: int = 0
 
         @field_validator("quantiles")
         @classmethod
@@ -636,6 +693,31 @@ class GradITQ(Method):
                 raise ValueError(f"bits must be in [0, {MAX_FXP_BITS}], got {v}")
             return v
 
+        @field_validator("recovery_epochs")
+        @classmethod
+        def _r(cls, v):
+            if v < 0:
+                raise ValueError(f"recovery_epochs must be >= 0, got {v}")
+            return v
+
+        @model_validator(mode="after")
+        def _epochs(self):
+            n = len(self.quantiles) + self.recovery_epochs
+            if "epochs" in self.train and self.train["epochs"] != n:
+                raise ValueError(f"train.epochs={self.train['epochs']} but the schedule needs "
+                                 f"len(quantiles) + recovery_epochs = {n}; leave train.epochs out")
+            return self
+
+    def _attach_final(self, entries, itq: ITQCallback) -> None:
+        c = self.config
+        bits = [c.b_high, c.b_low]
+        for i, (_, mod, t) in enumerate(entries):
+            w = parametrize.original(mod, t).detach()
+            low = itq.low[i] if itq.low[i] is not None else torch.zeros_like(w, dtype=torch.bool)
+            f_high = frac_bits_for(w, c.b_high, c.int_bits) if c.b_high > 0 else 0
+            f_low = itq.frac_low[i] if itq.frac_low[i] is not None else 0
+            _attach_mixed(mod, t, low.to(torch.int8), bits, [f_high, f_low])
+
     def apply(self, model, ctx: StageContext) -> dict[str, Any]:
         c = self.config
         entries = select(model, c.select)
@@ -650,17 +732,15 @@ class GradITQ(Method):
         def importance_fn():
             return importance_tensors(model, entries, ctx.state, c.importance)
 
-        itq = ITQCallback(entries, importance_fn, c.quantiles, c.b_low, c.variant, c.int_bits, log=ctx.log)
-        hist = ctx.fit(model, c.train, callbacks=[itq, tracker], tag="grad_itq")
+        itq = ITQCallback(entries, importance_fn, c.quantiles, c.b_low, c.variant, c.int_bits, log=ctx.log,
+                          on_recovery=lambda cb: self._attach_final(entries, cb))
+        train = {**c.train, "epochs": len(c.quantiles) + c.recovery_epochs}
+        hist = ctx.fit(model, train, callbacks=[itq, tracker], tag="grad_itq")
+        if not itq.recovering:
+            self._attach_final(entries, itq)
         bits = [c.b_high, c.b_low]
-        for i, (_, mod, t) in enumerate(entries):
-            w = parametrize.original(mod, t).detach()
-            low = itq.low[i] if itq.low[i] is not None else torch.zeros_like(w, dtype=torch.bool)
-            f_high = frac_bits_for(w, c.b_high, c.int_bits) if c.b_high > 0 else 0
-            f_low = itq.frac_low[i] if itq.frac_low[i] is not None else 0
-            _attach_mixed(mod, t, low.to(torch.int8), bits, [f_high, f_low])
         out = _summary(model, entries, bits)
         out.update({"thresholds": itq.thresholds, "quantiles": c.quantiles, "variant": c.variant,
-                    "val": ctx.evaluate(model),
+                    "recovery_epochs": c.recovery_epochs, "val": ctx.evaluate(model),
                     "train_history": hist.get("history", []) if isinstance(hist, dict) else []})
         return out

@@ -49,6 +49,8 @@ __all__ = [
     "frac_bits_for",
     "fxp_quantize",
     "fxp_codes",
+    "fxp_format",
+    "fxp_apply",
     "fxp_ste",
     "fxp_layer",
     "pow2_scale",
@@ -97,21 +99,40 @@ def _check_bits(bits: Tensor | int) -> None:
         raise ValueError(f"fixed-point bits must be in [0, {MAX_FXP_BITS}], got range [{lo}, {hi}]")
 
 
+def fxp_format(x: Tensor, bits: Tensor | int, frac_bits: Tensor | int):
+    """``(2^f, lo, hi)`` in x's dtype and device: Python numbers for int formats, tensors for
+    per-element ones (``lo = -2^(b-1)``, ``hi = 2^(b-1) - 1``; ``b = 0`` -> ``lo = hi = 0``).
+    Precompute it once when the same per-element formats are applied many times."""
+    _check_bits(bits)
+    if not isinstance(bits, Tensor) and not isinstance(frac_bits, Tensor):
+        b, f = int(bits), int(frac_bits)
+        lo, hi = (-(2 ** (b - 1)), 2 ** (b - 1) - 1) if b > 0 else (0, 0)
+        return 2.0 ** f, float(lo), float(hi)
+    b = torch.as_tensor(bits, device=x.device)
+    f = torch.as_tensor(frac_bits, device=x.device).to(x.dtype)
+    half = torch.exp2((b - 1).to(x.dtype))
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    lo = torch.where(b > 0, -half, zero)
+    hi = torch.where(b > 0, half - 1, zero)                    # b = 0 -> range [0, 0]
+    return torch.exp2(f), lo, hi
+
+
+def _round_clamp(xs: Tensor, lo, hi) -> Tensor:
+    k = torch.round(xs)
+    if isinstance(lo, Tensor):
+        return torch.minimum(torch.maximum(k, lo), hi)
+    return torch.clamp(k, lo, hi)
+
+
 def fxp_codes(x: Tensor, bits: Tensor | int, frac_bits: Tensor | int) -> Tensor:
     """Integer codes ``k = clamp(round(x * 2^f), -2^(b-1), 2^(b-1) - 1)`` (int32, x's shape).
 
     ``bits`` and ``frac_bits`` are ints or integer tensors broadcastable to ``x`` (per-element
-    formats, e.g. ``bits[cluster]``). ``b = 0`` gives code 0.
+    formats, e.g. ``bits[cluster]``). ``b = 0`` gives code 0. Scaling by ``2^f`` is exact in
+    floating point (for ``|f| <= 60`` and finite ``x``), so the codes are exact.
     """
-    _check_bits(bits)
-    b = torch.as_tensor(bits, device=x.device).to(torch.int64)
-    f = torch.as_tensor(frac_bits, device=x.device).to(torch.int64)
-    xs = torch.ldexp(x.detach().to(torch.float64), f.to(torch.float64))        # x * 2^f, exact
-    half = torch.ldexp(torch.ones((), dtype=torch.float64, device=x.device), (b - 1).to(torch.float64))
-    lo, hi = -half, torch.where(b > 0, half - 1, torch.zeros_like(half))        # b = 0 -> [0, 0] range
-    lo = torch.where(b > 0, lo, torch.zeros_like(lo))
-    k = torch.clamp(torch.round(xs), lo, hi)                                    # (x.shape)
-    return k.to(torch.int32)
+    s, lo, hi = fxp_format(x, bits, frac_bits)
+    return _round_clamp(x.detach() * s, lo, hi).to(torch.int32)
 
 
 def fxp_quantize(x: Tensor, bits: Tensor | int, frac_bits: Tensor | int) -> Tensor:
@@ -120,9 +141,13 @@ def fxp_quantize(x: Tensor, bits: Tensor | int, frac_bits: Tensor | int) -> Tens
     Values that round to zero are exactly ``+0.0`` (pruned). ``bits``/``frac_bits`` may be
     per-element integer tensors (broadcast to ``x``). No gradient flows (see :func:`fxp_ste`).
     """
-    k = fxp_codes(x, bits, frac_bits).to(torch.float64)
-    f = torch.as_tensor(frac_bits, device=x.device).to(torch.float64)
-    q = torch.ldexp(k, -f).to(x.dtype)                                         # k * 2^-f, exact
+    return fxp_apply(x, fxp_format(x, bits, frac_bits))
+
+
+def fxp_apply(x: Tensor, fmt) -> Tensor:
+    """:func:`fxp_quantize` with a precomputed :func:`fxp_format` ``(2^f, lo, hi)``."""
+    s, lo, hi = fmt
+    q = _round_clamp(x.detach() * s, lo, hi) / s                 # division by 2^f: exact
     return q + 0.0  # -0.0 -> +0.0 so pruned entries are bitwise zero
 
 
