@@ -19,27 +19,36 @@ def tiny():
     return m
 
 
-# hand count (bits)
-W0 = 32 * 2 + 4 + 8 * 32          # 32 kept weights x 2 bits + 4 block bits + fp32 bias
+# hand count (bits), BN folded (default): the bias of layer 0 folds into BN's shift
+W0 = 32 * 2 + 4                   # 32 kept weights x 2 bits + 4 block bits
 W3 = 32 * 4 + 4 * 32              # 32 weights x 4 bits + fp32 bias
-BN = 4 * 8 * 32                   # weight, bias, running mean, running var (fp32)
+BN = 2 * 8 * 32                   # scale + shift per channel (fp32)
 A = 8 * 8 + 8 * 2 + 4 * 32        # data at 8 bits, layer-3 input at 2 bits, logits at 32 bits
 
 
 def test_memory_model_against_hand_count():
     rep = memory_report(tiny(), (8,))
-    assert rep["weight_memory_bits"] == W0 + W3 + BN == 1604
+    assert rep["weight_memory_bits"] == W0 + W3 + BN == 836
     assert rep["kept_weight_bits"] == 64 + 128 and rep["block_mask_bits"] == 4
-    assert rep["float_param_bits"] == 8 * 32 + 4 * 32 + BN
+    assert rep["float_param_bits"] == 4 * 32 + BN
     assert [L["kept_weights"] for L in rep["layers"]] == [32, 32]
     assert [L["w_bits"] for L in rep["layers"]] == [2, 4]
+    assert [L["bias_params"] for L in rep["layers"]] == [0, 4]
     assert [L["weight_memory_bits"] for L in rep["layers"]] == [W0, W3]
     assert rep["activation_memory_bits"] == A == 208
     assert [a["bits"] for a in rep["activations"]] == [8, 2, 32]
     assert rep["peak_activation_memory_bits"] == 8 * 2 + 4 * 32 and rep["peak_pair"] == ["3", "output"]
-    assert rep["total_memory_bits"] == 1604 + 208
+    assert rep["total_memory_bits"] == 836 + 208
+    # reference: every weight dense at fp32, same bias / BN rule
+    assert rep["fp32_weight_memory_bits"] == 32 * (64 + 32) + 4 * 32 + BN
+    assert rep["weight_memory_reduction"] == rep["fp32_weight_memory_bits"] / 836
+
+
+def test_unfolded_bn_counts_every_float_tensor():
+    rep = memory_report(tiny(), (8,), fold_bn=False)
+    # + fp32 bias of layer 0; BN weight, bias, running mean, running var
+    assert rep["weight_memory_bits"] == (32 * 2 + 4 + 8 * 32) + W3 + 4 * 8 * 32 == 1604
     assert rep["fp32_weight_memory_bits"] == 32 * (64 + 8 + 32 + 4 + 32)
-    assert rep["weight_memory_reduction"] == rep["fp32_weight_memory_bits"] / 1604
 
 
 def test_overrides_and_baked_model_inference():
@@ -55,7 +64,7 @@ def test_overrides_and_baked_model_inference():
     assert rep2["layers"][0]["kept_weights"] == 64 and rep2["activation_memory_bits"] is None
     hints = {"0.weight": {k: v for k, v in P.storage_hints(m)["0.weight"].items()}}
     rep3 = memory_report(plain, hints=hints)
-    assert rep3["weight_memory_bits"] == 1604
+    assert rep3["weight_memory_bits"] == 836
     assert infer_weight_bits(torch.randn(1000)) == 32 and infer_weight_bits(torch.tensor([0.0, 1.0, -1.0])) == 1
 
 

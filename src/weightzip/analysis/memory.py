@@ -6,6 +6,9 @@ All figures are in bits::
 
     W_mem = sum_l kept_l * k_w,l  +  sum_l R_l C_l  +  32 * (biases, BN and every other float)
             (kept weights x bits)    (block-mask bits)   (fp32 bias / BN)
+
+BatchNorm is counted folded (``fold_bn=True``, the default): two fp32 numbers per channel
+(scale, shift), the bias of the layer right before it absorbed into the shift.
     A_mem = sum_i n_i * k_a,i        over the activation buffers a_0 .. a_L
     peak  = max_i (n_i k_a,i + n_{i+1} k_a,i+1)   (ping-pong buffer of two consecutive layers)
     total = W_mem + A_mem
@@ -90,14 +93,44 @@ def _lookup(spec: int | Mapping[str, int] | None, name: str) -> int | None:
     return int(spec)
 
 
+def _bn_following(model: nn.Module, weight_names: set[str]) -> dict[str, str | None]:
+    """``{bn_name: weight layer it directly follows (or None)}`` in module registration order."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    seq = []
+    for name, mod in model.named_modules():
+        if ".parametrizations" in f".{name}":
+            continue
+        if name in weight_names or isinstance(mod, _BatchNorm) or not any(True for _ in mod.children()):
+            seq.append((name, mod))
+    out = {}
+    for i, (name, mod) in enumerate(seq):
+        if isinstance(mod, _BatchNorm):
+            prev = seq[i - 1][0] if i > 0 else None
+            out[name] = prev if prev in weight_names else None
+    return out
+
+
 def weight_memory(model: nn.Module, w_bits: int | Mapping[str, int] | None = None,
-                  hints: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """The weight half of the model: per-layer records and totals (bits); see module docstring."""
+                  hints: Mapping[str, Mapping[str, Any]] | None = None, *,
+                  fold_bn: bool = True) -> dict[str, Any]:
+    """The weight half of the model: per-layer records and totals (bits); see module docstring.
+
+    ``fold_bn`` (default): at inference a BatchNorm is a per-channel affine map, stored as two
+    fp32 numbers per channel (scale, shift), and the bias of the layer right before it folds
+    into that shift; without folding, every float tensor (bias, BN weight, bias, running mean
+    and variance) counts. ``fp32_weight_memory_bits`` is the same model with every weight
+    dense at 32 bits (same bias/BN rule), ``weight_memory_reduction`` the ratio of the two
+    (a memory-model figure, not a file ratio).
+    """
     state = parametrize.effective_state(model)
     all_hints = dict(parametrize.storage_hints(model))
     all_hints.update(hints or {})
+    wl = weight_layers(model)
+    bns = _bn_following(model, {n for n, _ in wl}) if fold_bn else {}
+    absorbed = {prev for prev in bns.values() if prev is not None}
     layers, counted = [], set()
-    for name, mod in weight_layers(model):
+    for name, mod in wl:
         key = f"{name}.weight" if name else "weight"
         w = state[key]
         hint = all_hints.get(key, {}) or {}
@@ -121,6 +154,8 @@ def weight_memory(model: nn.Module, w_bits: int | Mapping[str, int] | None = Non
         bias_key = f"{name}.bias" if name else "bias"
         bias = state.get(bias_key)
         bias_n = int(bias.numel()) if isinstance(bias, Tensor) and bias.is_floating_point() else 0
+        if name in absorbed:
+            bias_n = 0                                   # folded into the next BN's shift
         counted.update({key, bias_key})
         layers.append({
             "name": name, "type": type(mod).__name__.replace("Parametrized", ""),
@@ -130,13 +165,21 @@ def weight_memory(model: nn.Module, w_bits: int | Mapping[str, int] | None = Non
             "block_mask_bits": mask_bits, "bias_params": bias_n,
             "weight_memory_bits": kept * bits + mask_bits + FLOAT_BITS * bias_n,
         })
-    other = {k: int(t.numel()) for k, t in state.items()
-             if k not in counted and t.is_floating_point()}
+    other: dict[str, int] = {}
+    modules = dict(model.named_modules())
+    for bn in bns:                                       # folded BN: scale + shift per channel
+        mod = modules[bn]
+        prefix = f"{bn}." if bn else ""
+        counted.update(prefix + k for k, _ in list(mod.named_parameters(recurse=False)) +
+                       list(mod.named_buffers(recurse=False)))
+        other[f"{prefix}(scale, shift)"] = 2 * int(mod.num_features)
+    other.update({k: int(t.numel()) for k, t in state.items()
+                  if k not in counted and t.is_floating_point()})
     other_n = sum(other.values())
     kept_bits = sum(L["kept_weights"] * L["w_bits"] for L in layers)
     mask_bits = sum(L["block_mask_bits"] for L in layers)
     float_bits = FLOAT_BITS * (sum(L["bias_params"] for L in layers) + other_n)
-    fp32 = FLOAT_BITS * sum(int(t.numel()) for t in state.values() if t.is_floating_point())
+    fp32 = FLOAT_BITS * sum(L["weights"] for L in layers) + float_bits
     total = kept_bits + mask_bits + float_bits
     return {
         "layers": layers,
@@ -144,6 +187,7 @@ def weight_memory(model: nn.Module, w_bits: int | Mapping[str, int] | None = Non
         "block_mask_bits": mask_bits,
         "float_param_bits": float_bits,
         "other_float_params": other,
+        "fold_bn": fold_bn,
         "weight_memory_bits": total,
         "fp32_weight_memory_bits": fp32,
         "weight_memory_reduction": fp32 / total if total else float("nan"),
@@ -235,7 +279,7 @@ def memory_report(model: nn.Module, input_shape: Sequence[int] | None = None,
                   w_bits: int | Mapping[str, int] | None = None,
                   a_bits: int | Mapping[str, int] | None = None, *,
                   hints: Mapping[str, Mapping[str, Any]] | None = None, example: Tensor | None = None,
-                  input_bits: int = 8, output_bits: int = FLOAT_BITS) -> dict[str, Any]:
+                  input_bits: int = 8, output_bits: int = FLOAT_BITS, fold_bn: bool = True) -> dict[str, Any]:
     """Weight memory, activation memory, ping-pong peak and total, in bits (module docstring).
 
     Returns the keys of :func:`weight_memory` (``weight_memory_bits``, ``kept_weight_bits``,
@@ -244,7 +288,7 @@ def memory_report(model: nn.Module, input_shape: Sequence[int] | None = None,
     ``total_memory_bits = weight_memory_bits + activation_memory_bits``. Without an input the
     activation keys are ``None``.
     """
-    rep = weight_memory(model, w_bits, hints)
+    rep = weight_memory(model, w_bits, hints, fold_bn=fold_bn)
     if input_shape is None and example is None:
         rep.update({"activations": None, "activation_memory_bits": None,
                     "peak_activation_memory_bits": None, "peak_pair": None,

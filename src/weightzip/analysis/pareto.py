@@ -162,23 +162,33 @@ def plot_memory_breakdown(designs: Sequence[dict], path: str | Path, *,
                               ("activation_memory_bits", "activations")),
                           label: Callable[[dict], str] | str = "design", scale: float = 8 * 1024,
                           unit: str = "KiB", title: str | None = None) -> Path:
-    """Horizontal stacked bars: the memory-model parts of every design (bits / ``scale``)."""
+    """Stacked bars of the memory-model parts of every design: absolute (bits / ``scale``, log
+    axis) and as shares of the design's total."""
     from matplotlib.figure import Figure
 
     fn = (lambda p: str(p.get(label))) if isinstance(label, str) else label
-    fig = Figure(figsize=(8, 0.45 * max(len(designs), 2) + 1.5))
-    ax = fig.add_subplot(1, 1, 1)
+    fig = Figure(figsize=(11, 0.45 * max(len(designs), 2) + 1.5))
+    ax, axr = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     ys = np.arange(len(designs))
-    left = np.zeros(len(designs))
-    for key, name in parts:
-        vals = np.array([_value(d, key) for d in designs], float)
-        vals = np.nan_to_num(vals) / scale
-        ax.barh(ys, vals, left=left, label=name)
-        left += vals
+    vals = np.array([[_value(d, key) for key, _ in parts] for d in designs], float).reshape(len(designs), len(parts))
+    vals = np.nan_to_num(vals)
+    totals = vals.sum(1, keepdims=True)
+    shares = np.divide(vals, totals, out=np.zeros_like(vals), where=totals > 0)
+    left, left_r = np.zeros(len(designs)), np.zeros(len(designs))
+    for j, (_, name) in enumerate(parts):
+        ax.barh(ys, vals[:, j] / scale, left=left, label=name)
+        axr.barh(ys, 100 * shares[:, j], left=left_r, label=name)
+        left += vals[:, j] / scale
+        left_r += 100 * shares[:, j]
     ax.set_yticks(ys, [fn(d) for d in designs], fontsize=7)
-    ax.set_xlabel(f"memory ({unit}, memory model)")
+    axr.set_yticks(ys, [""] * len(designs))
+    ax.set_xscale("log")
+    ax.set_xlabel(f"memory ({unit}, memory model; log scale, bars stacked)")
+    axr.set_xlabel("share of the design's memory (%)")
+    axr.set_xlim(0, 100)
     if title:
-        ax.set_title(title)
-    ax.legend(fontsize=7)
-    ax.grid(True, axis="x", alpha=0.3)
+        fig.suptitle(title)
+    axr.legend(fontsize=7, loc="lower right")
+    for a in (ax, axr):
+        a.grid(True, axis="x", alpha=0.3)
     return _save(fig, path)
