@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 from dataclasses import dataclass
 
 import pytest
@@ -215,3 +216,30 @@ def test_checkpoint_spec_roundtrip_rebuilds_chain():
     x = torch.randn(5, 1, 8, 8)
     assert torch.equal(model(x), fresh(x))
     assert isinstance(P.find(fresh.layers[0].fc, "weight", DoReFaWeight), DoReFaWeight)
+
+
+def test_compress_save_load_end_to_end(tmp_path):
+    import weightzip as wz
+    from weightzip.train import evaluate
+
+    recipe = wz.Recipe.from_yaml(Path(__file__).parents[2] / "recipes" / "structured-qat-mlp.yaml")
+    stage = recipe.stages[0].model_copy(update={"block": 8, "train": {"epochs": 1, "lr": 0.01}})
+    recipe = recipe.model_copy(update={"stages": [stage]})
+    model = model_()
+    data = loaders()
+    result = wz.compress(model, recipe, loaders=data, log=lambda *_: None)
+    assert result.stages[0].metrics["memory"]["weight_memory_bits"] > 0
+    rep = wz.save(model, tmp_path / "m.wz", recipe=recipe)
+    loaded = wz.load(tmp_path / "m.wz")
+    model.eval()
+    x = next(iter(data.val))[0]
+    assert torch.equal(loaded(x), model(x))                     # activation quantizers re-installed
+    assert evaluate(loaded, data.val) == evaluate(model, data.val)
+    # in the file: block bitmap + 2-bit codes of the kept blocks (32x64 weights, 1/4 kept)
+    from weightzip.codec import container
+
+    _, formats = container.read(rep.path)
+    f = formats["layers.0.fc.weight"]
+    assert f.meta["sparse"] == "block" and f.meta["n_entries"] == 32 * 64 // 4
+    assert f.nbytes <= 32 * 64 // 4 * 2 // 8 + 4 * 4 + 8          # codes + 4 fp32 levels + bitmap
+    assert formats["head.weight"].meta.get("sparse") != "block"
