@@ -378,6 +378,57 @@ def report(
     typer.echo(f"wrote {write_report(root, output)}")
 
 
+@app.command()
+def explore(
+    model: Annotated[Optional[str], typer.Argument(help="Model family (overrides the space file's `model`), "
+                                                   "e.g. mlp.")] = None,
+    space: Annotated[Path, typer.Option("--space", "-s", help="Design-space YAML, e.g. "
+                                        "recipes/space-structured.yaml.")] = Path("recipes/space-structured.yaml"),
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL [default: sqlite:///OUT/study.db]; "
+                                                   "share one URL (e.g. postgresql://...) between workers.")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", "-n", min=0, help="Stop once the study holds N "
+                                                  "complete trials [default: every design].")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for the designs' .wz files "
+                                                   "and the Pareto report.")] = None,
+    study_name: Annotated[Optional[str], typer.Option(help="Study name [default: from the space file].")] = None,
+    device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'auto'.")] = "cpu",
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding the datasets.")] = None,
+) -> None:
+    """Train every design of a space (bits x activation bits x structure x topology), keep the Pareto set.
+
+    Running the same command again resumes the study; several processes or machines running it
+    with one --storage URL share the work.
+    """
+    from .explore import explore as run_explore
+
+    _setup_logging()
+    if not space.is_file():
+        raise WeightzipError(f"space file {str(space)!r} not found (see recipes/space-structured.yaml)")
+    res = run_explore(model, space, storage, trials, out_dir=output, study_name=study_name, device=device,
+                      data_root=data_dir, log=logging.getLogger("weightzip").info)
+    typer.echo(f"{len(res.trials)} designs, {len(res.pareto)} on the Pareto front (error vs total memory); "
+               f"report in {res.out_dir}")
+
+
+@app.command()
+def analyze(
+    path: Annotated[Path, typer.Argument(help="A .wz file or a .pt checkpoint of a sparse model.")],
+    powerlaw: Annotated[bool, typer.Option("--powerlaw/--no-powerlaw", help="Fit power laws to the neuron "
+                                           "degree distributions.")] = True,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for the log-log plots.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
+) -> None:
+    """Connectivity of a sparse model: degree distributions, power-law fits vs exponential / log-normal."""
+    if not path.is_file():
+        raise WeightzipError(f"file {str(path)!r} not found")
+    try:
+        from .analysis.powerlaw import analyze_file, format_report
+    except ImportError as e:  # pragma: no cover - the analysis module is optional at this layer
+        raise WeightzipError(f"power-law analysis is not available: {e}") from None
+    res = analyze_file(path, out_dir=output)
+    typer.echo(json.dumps(res, indent=2, default=str) if as_json else format_report(res))
+
+
 def main() -> None:
     """Console entry point (``weightzip`` and ``python -m weightzip``)."""
     app(prog_name="weightzip")
