@@ -30,7 +30,7 @@ class Loaders:
     info: dict = field(default_factory=dict)
 
 
-def blobs(n=480, dim=16, classes=4, seed=0, batch_size=40):
+def blobs(n=320, dim=16, classes=4, seed=0, batch_size=40):
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(classes, dim, generator=g) * 1.5
     y = torch.randint(0, classes, (n,), generator=g)
@@ -55,7 +55,7 @@ def lm_loaders(vocab=50, T=6, B=4, n=12, seed=0):
 
 
 def stage(**kw):
-    train = kw.pop("train", {"epochs": 3, "lr": 0.01, "optimizer": "adam", "progress": False, "test_at_end": False})
+    train = kw.pop("train", {"epochs": 2, "lr": 0.01, "optimizer": "adam", "progress": False, "test_at_end": False})
     return LossAware(LossAware.Config(method="loss_aware", train=train, **kw))
 
 
