@@ -104,6 +104,9 @@ class TrainConfig(BaseModel):
     max_steps_per_epoch: int | None = Field(None, ge=1, description="stop each epoch after N optimizer steps")
     progress: bool = Field(True, description="tqdm progress bars (only shown on a terminal)")
     test_at_end: bool = Field(True, description="evaluate loaders.test once after the last epoch")
+    distributed: bool | None = Field(
+        None, description="None: data-parallel (DDP, weightzip.distributed) when torch.distributed is "
+                          "initialized with several processes; False: train this process alone; True: require it")
 
     @field_validator("milestones")
     @classmethod
@@ -282,6 +285,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same directory, then ``os.replace`` it."""
     path = Path(path)
@@ -292,6 +301,7 @@ def _atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -416,7 +426,9 @@ class Trainer:
     Attributes for callbacks: ``model``, ``optimizer``, ``config``, ``loaders``, ``task``,
     ``device``, ``epoch`` (completed epochs), ``global_step`` (optimizer steps done),
     ``batch`` (the current ``(x, y)``), ``loss`` (current loss tensor), ``lr`` (current
-    schedule rate), ``history`` (metrics per finished epoch).
+    schedule rate), ``history`` (metrics per finished epoch), ``train_module`` (what the loop
+    calls: ``model`` or its DDP wrapper), ``dist`` (the data-parallel helper of
+    :mod:`weightzip.distributed.launch`, or None when this process trains alone).
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig | dict | None, loaders: Any,
@@ -443,6 +455,14 @@ class Trainer:
         self.optimizer = optimizer
         for g in self.optimizer.param_groups:  # the schedule scales each group's own base rate
             g.setdefault("initial_lr", g["lr"])
+        # what the training loop calls: the model, or its DistributedDataParallel wrapper when
+        # several processes train together (rank-local data, only rank 0 writes files)
+        self.train_module: nn.Module = self.model
+        self.dist = None
+        if config.distributed is not False:
+            from .distributed.launch import setup_trainer
+
+            self.dist = setup_trainer(self)
         self.epoch = 0
         self.global_step = 0
         self.plateau = plateau_init()
@@ -561,8 +581,13 @@ class Trainer:
         start = getattr(self, "_session_start", None)
         return self._elapsed_before + (time.perf_counter() - start if start is not None else 0.0)
 
+    @property
+    def is_writer(self) -> bool:
+        """False on data-parallel ranks other than 0: they write no checkpoint or record."""
+        return self.dist is None or self.dist.is_writer
+
     def _write_record(self, status: str) -> None:
-        if self.record_path is None:
+        if self.record_path is None or not self.is_writer:
             return
         atomic_write_json(self.record_path, {
             "status": status,
@@ -580,6 +605,7 @@ class Trainer:
             "test": self.test_metrics,
             "machine": machine_info(self.device),
             "checkpoint": str(self.checkpoint_path) if self.checkpoint_path else None,
+            **({"distributed": self.dist.summary()} if self.dist is not None else {}),
         })
 
     def _best(self) -> dict[str, float] | None:
@@ -605,7 +631,7 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over ``loaders.train`` (or ``max_steps_per_epoch`` steps); train metrics."""
-        c, model, task = self.config, self.model, self.task
+        c, model, task = self.config, self.train_module, self.task
         model.train()
         self._seed_data_order(epoch)
         n_batches = self._steps_per_epoch()
@@ -655,6 +681,8 @@ class Trainer:
         finally:
             bar.close()
             self.batch = None
+        if self.dist is not None:  # totals over every rank's part of the epoch
+            total_loss, correct, count = self.dist.end_epoch(total_loss, correct, count)
         if count == 0:
             raise WeightzipError("the training loader yielded no batches; check the dataset subset size")
         mean = total_loss / count
@@ -694,6 +722,8 @@ class Trainer:
             _call(self.callbacks, "on_epoch_begin", self, epoch)
             metrics: dict[str, float] = {"epoch": epoch + 1}
             metrics.update(self.train_epoch(epoch))
+            if self.dist is not None:
+                metrics.update(self.dist.epoch_metrics())  # bytes communicated this epoch
             if getattr(self.loaders, "val", None) is not None:
                 metrics.update({f"val_{k}": v for k, v in self.evaluate(self.loaders.val).items()})
             metrics["lr"] = self.lr
@@ -708,13 +738,13 @@ class Trainer:
             self.epoch_times.append(dt)
             log.info("epoch %d/%d  %s", epoch + 1, c.epochs, _fmt(metrics))
             self._epoch_rng = rng_state()
-            if self.checkpoint_path is not None:
+            if self.checkpoint_path is not None and self.is_writer:
                 self.save()
             self._write_record("running")
         if c.test_at_end and getattr(self.loaders, "test", None) is not None and self.test_metrics is None:
             self.test_metrics = self.evaluate(self.loaders.test)
             log.info("test  %s", _fmt(self.test_metrics))
-            if self.checkpoint_path is not None:
+            if self.checkpoint_path is not None and self.is_writer:
                 self.save()
         _call(self.callbacks, "on_train_end", self)
         self._write_record("done")
@@ -727,6 +757,7 @@ class Trainer:
             "global_step": self.global_step,
             "wall_time_s": self._elapsed(),
             "epoch_time_s": list(self.epoch_times),
+            **({"distributed": self.dist.summary()} if self.dist is not None else {}),
         }
 
 
