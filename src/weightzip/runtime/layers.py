@@ -199,3 +199,6 @@ def convert(model: nn.Module, formats: dict[str, Any], mode: str) -> nn.Module:
                 replaced.append(name)
                 break
     return model
+
+
+from . import lut  # noqa
