@@ -50,6 +50,9 @@ def _fail(msg: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
+_ARGS: list[str] = []  # the command line being run
+
+
 class _OneLineErrors(TyperGroup):
     """Runs the command group and turns user errors into one line on stderr + exit status 2."""
 
@@ -57,6 +60,7 @@ class _OneLineErrors(TyperGroup):
         from pydantic import ValidationError
 
         args = list(sys.argv[1:] if args is None else args) or ["--help"]  # bare `weightzip`: help
+        _ARGS[:] = args  # `train --nproc-per-node N` re-runs these under torchrun
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -121,6 +125,15 @@ class Schedule(str, Enum):
     plateau = "plateau"
 
 
+class GradQuant(str, Enum):
+    fp32 = "fp32"
+    mbit = "mbit"
+    sign = "sign"
+    ternary = "ternary"
+    torch_pertensor = "torch-pertensor"
+    powersgd = "powersgd"
+
+
 class Split(str, Enum):
     test = "test"
     val = "val"
@@ -167,6 +180,24 @@ def train(
                                                      "$WEIGHTZIP_DATA, then ~/.cache/weightzip].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from OUTPUT.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars (terminal only).")] = True,
+    nproc_per_node: Annotated[Optional[int], typer.Option("--nproc-per-node", min=1, rich_help_panel="Distributed",
+                                                          help="Train data-parallel on N processes of this machine "
+                                                          "(re-runs the command under torchrun).")] = None,
+    nnodes: Annotated[Optional[str], typer.Option(rich_help_panel="Distributed", help="Machines taking part "
+                                                  "(torchrun --nnodes, e.g. 2); needs --rdzv-endpoint.")] = None,
+    rdzv_endpoint: Annotated[Optional[str], typer.Option(rich_help_panel="Distributed", help="HOST:PORT every "
+                                                         "machine reaches for the rendezvous.")] = None,
+    grad_quant: Annotated[Optional[GradQuant], typer.Option(rich_help_panel="Distributed", help="Gradient "
+                                                            "communication [default: mbit if --grad-bits, else "
+                                                            "fp32 or $WEIGHTZIP_GRAD_QUANT].")] = None,
+    grad_bits: Annotated[Optional[int], typer.Option(min=2, max=8, rich_help_panel="Distributed",
+                                                     help="Bits per gradient element (mbit).")] = None,
+    grad_clip_sigma: Annotated[Optional[float], typer.Option(min=0.0, rich_help_panel="Distributed",
+                                                             help="Clip gradients to +-C standard deviations "
+                                                             "before quantizing (0 = off; paper: 3).")] = None,
+    error_feedback: Annotated[Optional[bool], typer.Option("--error-feedback/--no-error-feedback",
+                                                           rich_help_panel="Distributed", help="Carry the "
+                                                           "quantization error to the next step.")] = None,
 ) -> None:
     """Train a zoo MODEL on a dataset and save the checkpoint (+ a JSON run record).
 
@@ -175,10 +206,19 @@ def train(
 
     \b
     Example: weightzip train lenet5 --data mnist --epochs 12 -o runs/lenet5/base.pt
+
+    \b
+    Data-parallel, 2-bit gradients clipped at 3 sigma (see docs/distributed.md):
+    weightzip train lenet5 -d mnist -o runs/l5.pt --nproc-per-node 2 --grad-bits 2 --grad-clip-sigma 3
     """
+    from .distributed import launch
     from .runs import parse_key_values, train_model
 
     _setup_logging()
+    if nproc_per_node is not None or nnodes is not None or rdzv_endpoint is not None:
+        raise typer.Exit(launch.relaunch(_ARGS, nproc_per_node or 1, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint))
+    rank, _ = launch.cli_setup(grad_quant=grad_quant.value if grad_quant else None, bits=grad_bits,
+                               clip_sigma=grad_clip_sigma, error_feedback=error_feedback, device=device)
     overrides: dict[str, Any] = parse_key_values(train_arg, "--train-arg")
     for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
                        ("optimizer", optimizer.value if optimizer else None),
@@ -191,12 +231,20 @@ def train(
     overrides["progress"] = progress
     data_args = {"val_size": val_size, "subset": subset, "augment": augment,
                  "root": str(data_dir) if data_dir else None}
-    out = train_model(model, data, output, train=overrides, model_args=parse_key_values(model_arg),
-                      data_args={k: v for k, v in data_args.items() if v is not None}, resume=resume)
+    with launch.comm_errors():
+        out = train_model(model, data, output, train=overrides, model_args=parse_key_values(model_arg),
+                          data_args={k: v for k, v in data_args.items() if v is not None}, resume=resume)
+    if rank != 0:  # data-parallel: rank 0 reports
+        return
     final = out.get("test") or out.get("final") or {}
     shown = "  ".join(f"{k} {v:.4f}" for k, v in final.items() if isinstance(v, float))
     typer.echo(f"{model} on {data}: {out['epochs']} epoch(s) in {out['wall_time_s']:.1f}s; "
                f"test {shown}")
+    if out.get("distributed"):
+        d, c = out["distributed"], out["distributed"]["comm"]
+        typer.echo(f"{d['world_size']} processes ({d['backend']}), gradients {d['grad_quant_label']}: "
+                   f"{c['payload_bytes_per_step']:,.0f} bytes/step per worker, {c['payload_ratio']:.1f}x "
+                   f"fewer than fp32")
     typer.echo(f"checkpoint: {out['checkpoint']}\nrecord:     {out['record']}")
 
 

@@ -199,3 +199,35 @@ def test_describe_comm_error():
     with pytest.raises(KeyError):
         with launch.comm_errors():
             raise KeyError("x")
+
+
+def test_cli_train_relaunches_itself_under_torchrun(monkeypatch):
+    from typer.testing import CliRunner
+
+    from weightzip.cli import app
+
+    seen = {}
+
+    def fake_relaunch(args, nproc, nnodes=None, rdzv_endpoint=None):
+        seen.update(args=list(args), nproc=nproc, nnodes=nnodes, rdzv=rdzv_endpoint)
+        return 0
+
+    monkeypatch.setattr(launch, "relaunch", fake_relaunch)
+    args = ["train", "mlp_tiny", "-d", "mnist", "-o", "x.pt", "--nproc-per-node", "2", "--grad-bits", "2",
+            "--grad-clip-sigma", "3"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert seen == {"args": args, "nproc": 2, "nnodes": None, "rdzv": None}
+    assert launch.strip_launch_options(seen["args"])[-4:] == ["--grad-bits", "2", "--grad-clip-sigma", "3"]
+
+
+def test_cli_setup_outside_torchrun_only_configures():
+    try:
+        assert launch.cli_setup(bits=3, clip_sigma=3.0, error_feedback=True) == (0, 1)
+        assert launch.current_config().label() == "3-bit clip3 EF"
+        launch.cli_setup(grad_quant="ternary", clip_sigma=0.0)
+        assert launch.current_config().label() == "ternary noclip"
+        launch.cli_setup(grad_quant="powersgd")
+        assert launch.current_config().scheme == "powersgd"
+    finally:
+        launch.configure(None)
