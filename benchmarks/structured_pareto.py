@@ -1,0 +1,260 @@
+"""Method B reproduction: structured sparsity + low-bit weights/activations, Pareto designs.
+
+    python benchmarks/structured_pareto.py                                  # MLP on MNIST (CPU, ~15 min)
+    python benchmarks/structured_pareto.py --task cifar10 --device cuda     # vgg_small on CIFAR-10 (GPU)
+    python benchmarks/structured_pareto.py --task cifar10 --epochs 1 --max-steps 20 --subset 2000  # CPU smoke
+
+Runs the design-space study of ``recipes/space-structured.yaml`` (MNIST) or
+``recipes/structured-qat-vgg-space.yaml`` (CIFAR-10) with :func:`weightzip.explore.explore`
+(Optuna, SQLite under ``runs/structured-pareto/<task>/``: rerunning the command RESUMES the
+study, ``--budget`` seconds at a time), then stands the results beside the thesis's claims
+(METHODS.md B):
+
+* 2-bit weights + 2-bit activations + 4x structured = 50x weight-memory reduction;
+* structured alone 2x; quantization alone 16x;
+* deep-sparse beats shallow-dense; about 11 Pareto designs.
+
+Every figure comes from the trials of this run: weight / activation memory from the memory
+model (:mod:`weightzip.analysis.memory`; BN folded, bias/BN fp32, block-mask bits counted),
+accuracies measured on the test set, and again FROM EACH PARETO DESIGN'S ``.wz`` FILE.
+Output: ``benchmarks/results/structured-pareto-<task>/`` with ``results.json``, ``README.md``,
+the plots, the Pareto report and the ``.wz`` of every Pareto design. Overrides (``--epochs``,
+``--max-steps``, ``--subset``, ``--width``) change the study (they are part of its
+fingerprint) and are recorded.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from weightzip.explore import ExploreSpace, explore, load_space  # noqa: E402
+from weightzip.train import atomic_write_json, machine_info  # noqa: E402
+
+SPACES = {"mnist": ROOT / "recipes" / "space-structured.yaml",
+          "cifar10": ROOT / "recipes" / "structured-qat-vgg-space.yaml"}
+# The thesis's claims (METHODS.md B): reductions of weight memory, number of Pareto designs.
+THESIS = {"2W2A4x": 50.0, "structure_alone": 2.0, "quantization_alone": 16.0, "pareto_designs": 11}
+
+
+def derived_space(task: str, args) -> tuple[ExploreSpace, Path]:
+    """The task's space with the command-line overrides, written under the work dir."""
+    space = load_space(args.space or SPACES[task])
+    d = space.model_dump(mode="json")
+    train = dict(d["method"].get("train", {}))
+    if args.epochs is not None:
+        train["epochs"] = args.epochs
+    if args.max_steps is not None:
+        train["max_steps_per_epoch"] = args.max_steps
+    d["method"]["train"] = train
+    if args.subset is not None:
+        d["data_args"] = {**d["data_args"], "subset": args.subset, "eval_subset": max(1000, args.subset // 5)}
+    if args.width is not None:
+        for topo in d["topologies"].values():
+            topo["model_args"] = {**topo["model_args"],
+                                  "width": args.width * topo["model_args"].get("width", 1.0)}
+    overridden = any(v is not None for v in (args.epochs, args.max_steps, args.subset, args.width))
+    if overridden:
+        d["name"] = d["name"] + "-" + "-".join(f"{k}{v}" for k, v in (("e", args.epochs), ("s", args.max_steps),
+                                                                       ("n", args.subset), ("w", args.width))
+                                               if v is not None)
+    work = Path(args.workdir or ROOT / "runs" / "structured-pareto" / d["name"])
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "space.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return ExploreSpace(**d), path
+
+
+def find(trials, topology, w, a=None, c=1):
+    """The trial of a design (``a=None``: any activation bits, the lowest-error one)."""
+    hits = [t for t in trials if t["topology"] == topology and t["w_bits"] == w and t["compression"] == c
+            and (a is None or t["a_bits"] == a)]
+    return min(hits, key=lambda t: t["error"]) if hits else None
+
+
+def weights_only_reduction(t) -> float:
+    """fp32 weights / (kept weights x bits + block-mask bits): bias and BN left out."""
+    fp32_weights = t["fp32_weight_memory_bits"] - t["float_param_bits"]
+    return fp32_weights / (t["kept_weight_bits"] + t["block_mask_bits"])
+
+
+def claims(trials, sparse_topologies, dense_topologies) -> dict:
+    """Measured counterparts of the thesis's claims, per sparse topology."""
+    out = {}
+    for topo in sparse_topologies:
+        rows = {}
+        ref = find(trials, topo, 32, None, 1)
+        for key, (w, a, c) in {"2W2A4x": (2, 2, 4), "structure_alone_c2": (32, None, 2),
+                               "structure_alone_c4": (32, None, 4), "quantization_alone": (2, None, 1),
+                               "fp32_dense": (32, None, 1)}.items():
+            t = find(trials, topo, w, a, c)
+            if t is None:
+                rows[key] = None
+                continue
+            rows[key] = {"design": t["design"], "weight_memory_bits": t["weight_memory_bits"],
+                         "weight_memory_reduction": t["weight_memory_reduction"],
+                         "weights_only_reduction": weights_only_reduction(t),
+                         "activation_memory_bits": t["activation_memory_bits"],
+                         "total_memory_bits": t["total_memory_bits"],
+                         "test_accuracy": t["test_accuracy"],
+                         "test_accuracy_change_vs_fp32": (t["test_accuracy"] - ref["test_accuracy"]) if ref else None}
+        out[topo] = rows
+    # deep/wide-sparse vs shallow-dense at no more weight memory and the same precisions
+    versus = []
+    for dense in dense_topologies:
+        for s in [t for t in trials if t["topology"] == dense]:
+            for topo in sparse_topologies:
+                cands = [t for t in trials if t["topology"] == topo and t["w_bits"] == s["w_bits"]
+                         and t["a_bits"] == s["a_bits"] and t["weight_memory_bits"] <= s["weight_memory_bits"]]
+                if not cands:
+                    continue
+                best = min(cands, key=lambda t: t["error"])          # chosen on val, compared on test
+                versus.append({"dense": s["design"], "dense_test_error": s["test_error"],
+                               "dense_weight_memory_bits": s["weight_memory_bits"],
+                               "sparse": best["design"], "sparse_test_error": best["test_error"],
+                               "sparse_weight_memory_bits": best["weight_memory_bits"],
+                               "sparse_wins": best["test_error"] < s["test_error"]})
+    return {"reductions": out, "sparse_vs_dense": versus}
+
+
+def kib(bits):
+    return f"{bits / 8192:.2f}" if bits is not None else "-"
+
+
+def markdown(res: dict) -> str:
+    L = [f"# Method B: structured sparsity + low-bit weights and activations ({res['task']})", "",
+         f"Space `{res['space_file']}` ({res['n_designs']} designs; {res['n_trained']} trained in this study), "
+         f"study `{res['study']}`. Budget: {res['budget']}. Machine: {res['machine'].get('platform', '?')}, "
+         f"{res['machine'].get('cpu_count', '?')} CPU cores, "
+         f"torch threads {res['threads']}, device {res['device']}. Generated {res['date']} by "
+         "`benchmarks/structured_pareto.py`; every number below comes from `results.json`.", "",
+         "Memory figures are the memory model of `weightzip.analysis.memory` (KiB = 8192 bits): weight memory = "
+         "kept weights x bits + block-mask bits + fp32 bias/BN (BN folded to scale+shift); activation memory = "
+         "every layer input at its bits (data at 8 bits, logits at 32). They are NOT file sizes (the `.wz` "
+         "sizes are listed separately).", "",
+         "## Beside the thesis", "",
+         "| claim (thesis) | topology | design | weight-memory reduction (all) | weights only | test acc | vs fp32 dense |",
+         "|---|---|---|---|---|---|---|"]
+    names = {"2W2A4x": f"2W/2A/4x = {THESIS['2W2A4x']:.0f}x", "structure_alone_c2": "structure alone 2x (c=2)",
+             "structure_alone_c4": "structure alone (c=4)", "quantization_alone": f"quantization alone {THESIS['quantization_alone']:.0f}x (2-bit)",
+             "fp32_dense": "fp32 dense reference"}
+    for topo, rows in res["claims"]["reductions"].items():
+        for key, r in rows.items():
+            if r is None:
+                L.append(f"| {names[key]} | {topo} | (not trained) | | | | |")
+                continue
+            drop = r["test_accuracy_change_vs_fp32"]
+            L.append(f"| {names[key]} | {topo} | {r['design']} | {r['weight_memory_reduction']:.1f}x | "
+                     f"{r['weights_only_reduction']:.1f}x | {r['test_accuracy']:.4f} | "
+                     f"{'-' if drop is None else f'{100 * drop:+.2f} pt'} |")
+    v = res["claims"]["sparse_vs_dense"]
+    wins = sum(x["sparse_wins"] for x in v)
+    L += ["", "`all` counts bias/BN and the 8-bit last layer; `weights only` is fp32 weights / (kept weights x bits + "
+          "block-mask bits).", "",
+          f"### Sparse topologies vs the shallow-dense one (same precisions, no more weight memory): "
+          f"sparse better in {wins} of {len(v)}", "",
+          "| dense design | test err | W KiB | sparse design with <= W (best val) | test err | W KiB |", "|---|---|---|---|---|---|"]
+    for x in v:
+        L.append(f"| {x['dense']} | {x['dense_test_error']:.4f} | {kib(x['dense_weight_memory_bits'])} | "
+                 f"{x['sparse']} | {x['sparse_test_error']:.4f} | {kib(x['sparse_weight_memory_bits'])} |")
+    L += ["", f"## Pareto designs: val error vs total memory ({len(res['pareto'])}; thesis: about "
+          f"{THESIS['pareto_designs']})", "",
+          "| design | val err | test acc | test acc from .wz | W KiB | A KiB | peak A KiB | total KiB | W reduction | .wz bytes |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for d in res["pareto"]:
+        wz = d.get("wz_test_accuracy")
+        L.append(f"| {d['design']} | {d['error']:.4f} | {d['test_accuracy']:.4f} | {'-' if wz is None else f'{wz:.4f}'} | "
+                 f"{kib(d['weight_memory_bits'])} | {kib(d['activation_memory_bits'])} | "
+                 f"{kib(d['peak_activation_memory_bits'])} | {kib(d['total_memory_bits'])} | "
+                 f"{d['weight_memory_reduction']:.1f}x | {d.get('file_bytes', '-')} |")
+    L += ["", f"Pareto designs on val error vs weight memory only: {len(res['pareto_weight'])} "
+          f"({', '.join(d['design'] for d in res['pareto_weight'])}).", "",
+          f"Every Pareto design's `.wz` evaluates to its reported test accuracy: {res['wz_match']}.", "",
+          "![front](front.png)", "", "![front weight](front_weight.png)", "", "![memory](memory_breakdown.png)", "",
+          "## All designs", "", "| design | val err | test acc | W KiB | A KiB | total KiB | W reduction | s |",
+          "|---|---|---|---|---|---|---|---|"]
+    for d in sorted(res["trials"], key=lambda t: (t["topology"], -t["w_bits"], -t["a_bits"], t["compression"])):
+        L.append(f"| {d['design']} | {d['error']:.4f} | {d['test_accuracy']:.4f} | {kib(d['weight_memory_bits'])} | "
+                 f"{kib(d['activation_memory_bits'])} | {kib(d['total_memory_bits'])} | "
+                 f"{d['weight_memory_reduction']:.1f}x | {d['seconds']:.0f} |")
+    if res.get("notes"):
+        L += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
+    return "\n".join(L) + "\n"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--task", choices=sorted(SPACES), default="mnist")
+    ap.add_argument("--space", help="space YAML (default: the task's)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds of exploration this run (no new design starts after it); rerun to resume")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--storage", help="database URL (default: SQLite in the work dir)")
+    ap.add_argument("--epochs", type=int, help="override train.epochs of every design")
+    ap.add_argument("--max-steps", type=int, help="override train.max_steps_per_epoch")
+    ap.add_argument("--subset", type=int, help="training examples (smoke runs)")
+    ap.add_argument("--width", type=float, help="width multiplier of every topology (vgg_small)")
+    ap.add_argument("--workdir", help="study + all .wz (default runs/structured-pareto/<space name>)")
+    ap.add_argument("--out", help="results folder (default benchmarks/results/structured-pareto-<task>)")
+    ap.add_argument("--data-dir", help="dataset root (default $WEIGHTZIP_DATA)")
+    args = ap.parse_args(argv)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    space, space_path = derived_space(args.task, args)
+    work = space_path.parent
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"structured-pareto-{args.task}")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    r = explore(space.model, space_path, storage=args.storage, out_dir=work, device=args.device,
+                timeout=args.budget, data_root=args.data_dir, log=lambda m: print(m, flush=True))
+    seconds = time.perf_counter() - t0
+    sparse = [t for t, v in space.topologies.items() if v.compression != [1]]
+    dense = [t for t, v in space.topologies.items() if v.compression == [1]]
+    notes = []
+    # copy the report files and the .wz of the Pareto designs
+    for name in ("front.png", "front_weight.png", "memory_breakdown.png", "pareto.md", "explore.json"):
+        if (work / name).exists():
+            shutil.copy2(work / name, out / name)
+    designs = out / "designs"
+    if designs.exists():
+        shutil.rmtree(designs)
+    designs.mkdir()
+    keep = {d["design"]: d for d in r.pareto + r.pareto_weight}
+    for d in keep.values():
+        if d.get("wz_path") and Path(d["wz_path"]).exists():
+            shutil.copy2(d["wz_path"], designs / Path(d["wz_path"]).name)
+            d["wz_file"] = f"designs/{Path(d['wz_path']).name}"
+    wz_match = all(d.get("wz_test_accuracy") == d["test_accuracy"] for d in keep.values())
+    if len(r.trials) < space.n_designs():
+        notes.append(f"only {len(r.trials)} of {space.n_designs()} designs finished within the budget; "
+                     "rerun the same command to resume the study")
+    res = {
+        "task": args.task, "space_file": str(space_path.relative_to(ROOT) if space_path.is_relative_to(ROOT) else space_path),
+        "space": space.model_dump(mode="json"), "study": r.study_name, "n_designs": space.n_designs(),
+        "n_trained": len(r.trials), "budget": (f"{args.budget:.0f} s this run" if args.budget else "whole space") +
+        f", {space.method.get('train', {}).get('epochs')} epoch(s) per design", "seconds_this_run": seconds,
+        "device": args.device, "threads": torch.get_num_threads(), "machine": machine_info(args.device),
+        "date": dt.datetime.now().isoformat(timespec="seconds"), "thesis": THESIS,
+        "claims": claims(r.trials, sparse, dense), "pareto": r.pareto, "pareto_weight": r.pareto_weight,
+        "wz_match": wz_match, "trials": r.trials, "notes": notes,
+        "overrides": {k: getattr(args, k) for k in ("epochs", "max_steps", "subset", "width")},
+    }
+    atomic_write_json(out / "results.json", res)
+    (out / "README.md").write_text(markdown(res))
+    print(f"wrote {out}/README.md: {len(r.trials)} designs, {len(r.pareto)} on the front, "
+          f".wz accuracies match: {wz_match} ({seconds:.0f}s)")
+    return res
+
+
+if __name__ == "__main__":
+    main()
