@@ -78,3 +78,26 @@ def test_activations_of_a_conv_net_after_pooling():
     sizes = [64 * 8, 64 * 3, 24 * 3, 3 * 32]
     assert rep["activation_memory_bits"] == sum(sizes)
     assert rep["peak_activation_memory_bits"] == max(a + b for a, b in zip(sizes, sizes[1:]))
+
+
+def test_report_from_a_wz_file_matches_the_in_memory_model(tmp_path):
+    import weightzip as wz
+    from weightzip.analysis.memory import memory_report_from_file
+    from weightzip.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mlp", widths=[32], batch_norm=True, num_classes=4, in_channels=1, image_size=8)
+    bm = torch.zeros(2, 4, dtype=torch.bool)
+    bm[:, :2] = True
+    fc = model.layers[0].fc
+    P.attach(fc, "weight", BlockMask.build(bm, (32, 64), 16))
+    P.attach(fc, "weight", DoReFaWeight(2, P.find(fc, "weight", BlockMask).mask))
+    P.attach(model.head, "weight", DoReFaWeight(4, torch.ones(4, 32)))
+    P.install_activation_quant(model, [{"module": "head", "bits": 2, "clip": 1.0}])
+    wz.save(model, tmp_path / "m.wz")
+    mem = memory_report(model, (1, 8, 8))
+    rep = memory_report_from_file(tmp_path / "m.wz")
+    for key in ("weight_memory_bits", "kept_weight_bits", "block_mask_bits", "activation_memory_bits",
+                "peak_activation_memory_bits", "total_memory_bits"):
+        assert rep[key] == mem[key], key
+    assert rep["kept_weight_bits"] == 32 * 32 * 2 + 4 * 32 * 4

@@ -49,7 +49,8 @@ from torch import Tensor, nn
 
 from .. import parametrize
 
-__all__ = ["weight_layers", "infer_weight_bits", "weight_memory", "activation_memory", "memory_report"]
+__all__ = ["weight_layers", "infer_weight_bits", "weight_memory", "activation_memory", "memory_report",
+           "hints_from_formats", "default_input_shape", "memory_report_from_file"]
 
 FLOAT_BITS = 32
 
@@ -298,3 +299,64 @@ def memory_report(model: nn.Module, input_shape: Sequence[int] | None = None,
                                  input_bits=input_bits, output_bits=output_bits))
     rep["total_memory_bits"] = rep["weight_memory_bits"] + rep["activation_memory_bits"]
     return rep
+
+
+# ---------------------------------------------------------------------------------------------
+# From a .wz file
+
+
+def hints_from_formats(formats: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Storage facts the memory model needs, read from codec Formats (``container.read``):
+    ``{"block", "block_mask"}`` for block layouts and ``bits`` of codebook (``ceil(log2 K)``
+    for K stored levels) and uniform formats."""
+    from ..codec import decode_parts
+
+    hints: dict[str, dict[str, Any]] = {}
+    for name, fmt in formats.items():
+        h: dict[str, Any] = {}
+        if fmt.kind == "codebook":
+            k = int((fmt.meta or {}).get("codebook_size") or 0)
+            if k:
+                h["bits"] = max(1, math.ceil(math.log2(k)))
+        elif fmt.kind == "uniform" and (fmt.meta or {}).get("bits"):
+            h["bits"] = int(fmt.meta["bits"])
+        if (fmt.meta or {}).get("sparse") == "block":
+            parts = decode_parts(fmt)
+            h["block"] = tuple(int(b) for b in parts["block"])
+            h["block_mask"] = torch.as_tensor(parts["block_mask"], dtype=torch.bool)
+        if h:
+            hints[name] = h
+    return hints
+
+
+def default_input_shape(model_config: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """``(in_channels, image_size, image_size)`` of a zoo model config (its kwargs, else the
+    constructor's defaults); None when the model takes no image."""
+    import inspect as _inspect
+
+    from .. import registry
+
+    name, kwargs = model_config.get("name"), dict(model_config.get("kwargs") or {})
+    registry._import_all()
+    fn = registry._MODELS.get(name)
+    if fn is not None:
+        for p in _inspect.signature(fn).parameters.values():
+            if p.name in ("in_channels", "image_size") and p.default is not _inspect.Parameter.empty:
+                kwargs.setdefault(p.name, p.default)
+    if "in_channels" in kwargs and "image_size" in kwargs:
+        return (int(kwargs["in_channels"]), int(kwargs["image_size"]), int(kwargs["image_size"]))
+    return None
+
+
+def memory_report_from_file(path, input_shape: Sequence[int] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """:func:`memory_report` of a ``.wz``: the model rebuilt by the runtime (activation
+    quantizers re-installed from the manifest), block masks and bits from the stored formats,
+    the input shape from the zoo model's arguments unless given (user models: pass it)."""
+    from ..codec import container
+    from ..runtime.load import load
+
+    manifest, formats = container.read(path)
+    model = load(path)
+    if input_shape is None:
+        input_shape = default_input_shape(manifest.get("model") or {})
+    return memory_report(model, input_shape, hints=hints_from_formats(formats), **kwargs)
