@@ -30,7 +30,7 @@ Example::
 
     >>> w = torch.linspace(-2, 2, 9)
     >>> dorefa_weight(w, 2).unique().tolist()
-    [-1.0, -0.3333333432674408, 0.3333333432674408, 1.0]
+    [-1.0, -0.3333333134651184, 0.3333333730697632, 1.0]
 """
 from __future__ import annotations
 
