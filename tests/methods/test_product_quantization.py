@@ -128,6 +128,9 @@ def test_per_layer_mapping_sees_through_parametrized_types():
     out = run_stage(model, {"method": "pq_share", "d": {"4": 2, "type:Linear": 8}, "k": {"0": 4, "default": 8}})
     assert out["layers"]["0.weight"]["d"] == 8 and out["layers"]["4.weight"]["d"] == 2
     assert out["layers"]["0.weight"]["k"] == 4 and out["layers"]["2.weight"]["k"] == 8
+    # a `type:` key that matches no layer of this model is a generic default, not an error
+    out = run_stage(toy_model(), {"method": "pq_share", "d": {"type:Conv2d": "kernel", "type:Linear": 8}, "k": 4})
+    assert {v["d"] for v in out["layers"].values()} == {8}
 
 
 @pytest.mark.parametrize("stage,match", [

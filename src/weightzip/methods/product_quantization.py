@@ -154,7 +154,9 @@ def _check_patterns(value: Any, selected, field: str, where: str) -> None:
     if not isinstance(value, dict):
         return
     for key in value:
-        if key != "default" and not any(_key_matches(key, m, mod) for m, mod, _ in selected):
+        if key == "default" or key.startswith("type:"):  # type keys are generic defaults (a model may lack the type)
+            continue
+        if not any(_key_matches(key, m, mod) for m, mod, _ in selected):
             names = ", ".join(dict.fromkeys(m for m, _, _ in selected))
             raise RecipeError(f"{where}: field '{field}': layer pattern {key!r} matches no selected layer; "
                               f"selected layers: {names}")
