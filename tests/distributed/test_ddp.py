@@ -185,3 +185,33 @@ def test_a_dead_worker_makes_the_other_fail_clearly_not_hang(two_workers):
     assert death["error"] is not None, "the surviving worker should fail, not finish"
     assert "collective operation failed" in death["error"] and "another worker" in death["error"]
     assert death["seconds"] < 10  # noticed at once (the 10 s process-group timeout is for hung peers)
+
+
+def test_shard_loader_partitions_every_kind_of_loader():
+    from weightzip.data import LMBatches
+    from weightzip.distributed.launch import ShardedLoaders, shard_loader
+
+    ds = _data()
+    loader = DataLoader(ds, batch_size=B, shuffle=True)
+    seen = []
+    for r in range(2):
+        part = shard_loader(loader, r, 2, seed=3)
+        part.sampler.set_epoch(1)  # the trainer calls set_epoch(epoch) on the sampler
+        seen.append(torch.cat([x for x, _ in part]))
+        assert len(part) == N // 2 // B
+    both = torch.cat(seen)
+    assert both.shape == ds.tensors[0].shape
+    assert torch.equal(both[both[:, 0].argsort()], ds.tensors[0][ds.tensors[0][:, 0].argsort()])  # a partition
+
+    tokens = torch.arange(1000)
+    lm = LMBatches(tokens, batch_size=4, bptt=10)
+    parts = [shard_loader(lm, r, 2) for r in range(2)]
+    assert [p.tokens.tolist() for p in parts] == [list(range(500)), list(range(500, 1000))]
+    assert len(parts[0]) == len(parts[1]) and parts[0].batch_size == 4
+
+    plain = [(torch.full((2,), i), torch.zeros(2)) for i in range(7)]
+    got = [[int(x[0]) for x, _ in shard_loader(plain, r, 3)] for r in range(3)]
+    assert got == [[0, 3], [1, 4], [2, 5]]  # equal step counts: batch 6 is dropped
+
+    wrapped = ShardedLoaders(_Loaders(loader, "val-loader"), 1, 2)
+    assert wrapped.val == "val-loader" and wrapped.task == "classify" and len(wrapped.train) == N // 2 // B
