@@ -133,7 +133,8 @@ def kib(bits):
 def markdown(res: dict) -> str:
     L = [f"# Method B: structured sparsity + low-bit weights and activations ({res['task']})", "",
          f"Space `{res['space_file']}` ({res['n_designs']} designs; {res['n_trained']} trained in this study), "
-         f"study `{res['study']}`. Budget: {res['budget']}. Machine: {res['machine'].get('platform', '?')}, "
+         f"study `{res['study']}`. Budget: {res['budget']}; training + measuring all designs took "
+         f"{res['design_seconds_total'] / 60:.1f} min. Machine: {res['machine'].get('platform', '?')}, "
          f"{res['machine'].get('cpu_count', '?')} CPU cores, "
          f"torch threads {res['threads']}, device {res['device']}. Generated {res['date']} by "
          "`benchmarks/structured_pareto.py`; every number below comes from `results.json`.", "",
@@ -158,6 +159,24 @@ def markdown(res: dict) -> str:
                      f"{'-' if drop is None else f'{100 * drop:+.2f} pt'} |")
     v = res["claims"]["sparse_vs_dense"]
     wins = sum(x["sparse_wins"] for x in v)
+    L += ["", "Reading (generated from the rows above):", ""]
+    for topo, rows in res["claims"]["reductions"].items():
+        r = rows.get("2W2A4x")
+        if r:
+            met = "meets" if r["weight_memory_reduction"] >= THESIS["2W2A4x"] else "misses"
+            L.append(f"- {topo}: 2W/2A/4x gives {r['weight_memory_reduction']:.1f}x weight memory counting "
+                     f"everything ({met} the 50x target) and {r['weights_only_reduction']:.1f}x for the weight "
+                     f"matrices alone, at test accuracy {r['test_accuracy']:.4f} "
+                     f"({100 * (r['test_accuracy_change_vs_fp32'] or 0):+.2f} pt vs fp32 dense of the same topology).")
+        q, c2 = rows.get("quantization_alone"), rows.get("structure_alone_c2")
+        if q and c2:
+            L.append(f"- {topo}: structure alone (c=2) {c2['weight_memory_reduction']:.1f}x, quantization alone "
+                     f"(2-bit) {q['weight_memory_reduction']:.1f}x (thesis: 2x and 16x; below 16x because the "
+                     "last layer keeps 8 bits and bias/BN stay fp32).")
+    dense_pareto = sum(d["topology"] in res.get("dense_topologies", []) for d in res["pareto"])
+    L.append(f"- sparse topologies beat the shallow-dense one in {wins} of {len(v)} same-precision comparisons at "
+             f"no more weight memory; {len(res['pareto']) - dense_pareto} of the {len(res['pareto'])} Pareto "
+             "designs are sparse topologies.")
     L += ["", "`all` counts bias/BN and the 8-bit last layer; `weights only` is fp32 weights / (kept weights x bits + "
           "block-mask bits).", "",
           f"### Sparse topologies vs the shallow-dense one (same precisions, no more weight memory): "
@@ -234,7 +253,13 @@ def main(argv=None) -> dict:
         if d.get("wz_path") and Path(d["wz_path"]).exists():
             shutil.copy2(d["wz_path"], designs / Path(d["wz_path"]).name)
             d["wz_file"] = f"designs/{Path(d['wz_path']).name}"
+    for d in r.trials:                                   # paths relative to the repository
+        if d.get("wz_path") and Path(d["wz_path"]).is_relative_to(ROOT):
+            d["wz_path"] = str(Path(d["wz_path"]).relative_to(ROOT))
     wz_match = all(d.get("wz_test_accuracy") == d["test_accuracy"] for d in keep.values())
+    epochs = space.method.get("train", {}).get("epochs")
+    notes.append(f"every design is trained from scratch for {epochs} epoch(s) at this budget; longer training "
+                 "(--epochs) was not run here, so the low-bit designs are compared under-trained")
     if len(r.trials) < space.n_designs():
         notes.append(f"only {len(r.trials)} of {space.n_designs()} designs finished within the budget; "
                      "rerun the same command to resume the study")
@@ -243,10 +268,11 @@ def main(argv=None) -> dict:
         "space": space.model_dump(mode="json"), "study": r.study_name, "n_designs": space.n_designs(),
         "n_trained": len(r.trials), "budget": (f"{args.budget:.0f} s this run" if args.budget else "whole space") +
         f", {space.method.get('train', {}).get('epochs')} epoch(s) per design", "seconds_this_run": seconds,
+        "design_seconds_total": sum(t["seconds"] for t in r.trials),
         "device": args.device, "threads": torch.get_num_threads(), "machine": machine_info(args.device),
         "date": dt.datetime.now().isoformat(timespec="seconds"), "thesis": THESIS,
         "claims": claims(r.trials, sparse, dense), "pareto": r.pareto, "pareto_weight": r.pareto_weight,
-        "wz_match": wz_match, "trials": r.trials, "notes": notes,
+        "wz_match": wz_match, "trials": r.trials, "notes": notes, "dense_topologies": dense,
         "overrides": {k: getattr(args, k) for k in ("epochs", "max_steps", "subset", "width")},
     }
     atomic_write_json(out / "results.json", res)

@@ -162,8 +162,8 @@ def plot_memory_breakdown(designs: Sequence[dict], path: str | Path, *,
                               ("activation_memory_bits", "activations")),
                           label: Callable[[dict], str] | str = "design", scale: float = 8 * 1024,
                           unit: str = "KiB", title: str | None = None) -> Path:
-    """Stacked bars of the memory-model parts of every design: absolute (bits / ``scale``, log
-    axis) and as shares of the design's total."""
+    """Stacked bars of the memory-model parts of every design: absolute (bits / ``scale``) and
+    as shares of the design's total (so small designs stay readable)."""
     from matplotlib.figure import Figure
 
     fn = (lambda p: str(p.get(label))) if isinstance(label, str) else label
@@ -182,13 +182,14 @@ def plot_memory_breakdown(designs: Sequence[dict], path: str | Path, *,
         left_r += 100 * shares[:, j]
     ax.set_yticks(ys, [fn(d) for d in designs], fontsize=7)
     axr.set_yticks(ys, [""] * len(designs))
-    ax.set_xscale("log")
-    ax.set_xlabel(f"memory ({unit}, memory model; log scale, bars stacked)")
+    ax.set_xlabel(f"memory ({unit}, memory model)")
     axr.set_xlabel("share of the design's memory (%)")
     axr.set_xlim(0, 100)
     if title:
         fig.suptitle(title)
-    axr.legend(fontsize=7, loc="lower right")
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, loc="lower center", ncol=len(parts), frameon=False)
+    fig.subplots_adjust(bottom=0.12 + 0.25 / max(len(designs), 2))
     for a in (ax, axr):
         a.grid(True, axis="x", alpha=0.3)
     return _save(fig, path)
