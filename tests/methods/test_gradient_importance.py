@@ -348,7 +348,7 @@ def test_combined_recipe_end_to_end(tmp_path):
     assert res.stages[0].metrics["tracked_steps"] == 4
 
 
-@pytest.mark.parametrize("name", ["ptq", "itq", "combined", "ptq-magnitude", "itq-magnitude"])
+@pytest.mark.parametrize("name", ["ptq", "itq", "combined", "ptq-magnitude", "itq-magnitude", "combined-magnitude"])
 def test_shipped_recipes_parse(name):
     from pathlib import Path
 

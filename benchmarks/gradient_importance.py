@@ -1,0 +1,464 @@
+"""Reproduction + sweep of the accumulated-gradient importance methods (METHODS.md A).
+
+For each model: train the baseline FROM SCRATCH with the importance tracker (the thesis
+accumulates |grad| from the first epoch; cached in ``runs/gradient_importance/``), then
+
+* PTQ   - ``grad_ptq`` on the baseline over a grid of bit vectors / K / clusterings;
+* ITQ   - ``grad_itq`` runs (quantile schedules, b_low, b_high, reproject / freeze);
+* combined - ``grad_ptq`` (a small grid) on each ITQ result (importance keeps accumulating);
+* ablation - the same with ``importance: magnitude``.
+
+Every point records the thesis-style ratio (values + one CSR per (layer, cluster),
+``analysis.size.gradient_importance_csr_ratio``) and validation accuracy. Chosen points:
+
+* "at published ratio": the best validation accuracy among points whose ratio >= the published one;
+* "max ratio within 0.5": the largest ratio whose validation accuracy >= baseline - 0.5 point.
+
+Chosen points are evaluated on the TEST set; the gradient-importance ones are written as
+``.wz`` (file ratio, payload ratio) and re-evaluated from the file. Outputs in ``--out``:
+``gradient_importance_<model>.json``, ``gradient_importance_<model>.png`` (accuracy vs ratio, Pareto
+fronts from ``analysis.pareto``, published ratios marked), ``<model>-gi-<method>.wz`` and
+``gradient_importance.md`` (all models run so far).
+
+    python benchmarks/gradient_importance.py --models lenet300_100 lenet5 --sweep
+    python benchmarks/gradient_importance.py --models alexnet_cifar vgg16_cifar --data cifar10 \\
+        --device cuda --baseline-epochs 160 --budget 36000           # full size on a GPU
+
+``--budget`` (seconds per model) stops starting new ITQ runs once spent (the skipped runs are
+listed in the JSON). Without ``--sweep`` only the default configuration of each method runs.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+import weightzip
+from weightzip import parametrize as P
+from weightzip.analysis.pareto import non_dominated
+from weightzip.analysis.size import gradient_importance_csr_ratio
+from weightzip.methods.base import StageContext
+from weightzip.methods.gradient_importance import GradITQ, GradPTQ, ImportanceTracker
+from weightzip.registry import create_model
+from weightzip.runs import recipe_for, train_model
+from weightzip.train import evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBLISHED = {  # METHODS.md A: thesis ratios (PTQ, ITQ, combined)
+    "lenet300_100": {"ptq": 7.62, "itq": 22.08, "combined": 57.22},
+    "lenet5": {"ptq": 10.87, "itq": 21.05, "combined": 50.19},
+    "alexnet_cifar": {"ptq": 6.39, "itq": 7.95, "combined": 13.15},
+    "vgg16_cifar": {"ptq": 12.43, "itq": 12.71, "combined": 13.53},
+}
+DEFAULT_DATA = {"lenet300_100": "mnist", "lenet5": "mnist", "alexnet_cifar": "cifar10", "vgg16_cifar": "cifar10"}
+
+# ---- grids ---------------------------------------------------------------------------------
+PTQ_DEFAULT = [{"bits": [8, 6, 4, 2], "clustering": "kmeans"}]
+PTQ_GRID = (
+    [{"bits": b, "clustering": "kmeans"} for b in
+     ([8, 6, 4, 2], [6, 4, 2], [8, 4, 2, 0], [6, 4, 2, 0], [6, 5, 4, 0], [5, 4, 0], [6, 5, 3, 0],
+      [5, 4, 3, 0], [7, 5, 4, 0], [6, 5, 4, 3, 0])]
+    + [{"bits": b, "clustering": "kmeans", "int_bits": "tight"} for b in
+       ([8, 6, 4, 2], [6, 4, 2, 0], [5, 4, 3, 0], [4, 3, 2, 0], [5, 4, 3, 2, 0], [5, 5, 4, 3, 0],
+        [5, 4, 4, 3, 0], [6, 5, 4, 3, 0], [4, 4, 3, 2, 0])]
+    + [{"bits": [6, 5, 0], "clustering": "quantile", "fractions": [p / 3, 2 * p / 3, 1 - p]} for p in (0.2, 0.45)]
+)
+COMBINED_GRID = (
+    [{"bits": b, "clustering": "kmeans"} for b in ([6, 5, 4, 0], [5, 4, 0])]
+    + [{"bits": b, "clustering": "kmeans", "int_bits": "tight"} for b in
+       ([5, 4, 3, 0], [4, 3, 3, 0], [4, 3, 2, 0], [3, 2, 0])]
+)
+ITQ_DEFAULT = [{"quantiles": [0.5, 0.75, 0.875], "b_low": 4, "b_high": 8, "variant": "reproject",
+                "recovery_epochs": 0}]
+_T = {"int_bits": "tight", "recovery_epochs": 2}
+ITQ_GRID = [
+    # the thesis's V1 as METHODS.md describes it (no recovery epochs, thesis integer bits)
+    {"quantiles": [0.5, 0.75, 0.875], "b_low": 4, "b_high": 8, "variant": "reproject", "recovery_epochs": 0},
+    {"quantiles": [0.6, 0.8, 0.9], "b_low": 3, "b_high": 5, "variant": "reproject", **_T},
+    {"quantiles": [0.7, 0.85, 0.95], "b_low": 3, "b_high": 5, "variant": "freeze", **_T},
+    {"quantiles": [0.7, 0.85, 0.95], "b_low": 3, "b_high": 4, "variant": "reproject", **_T},
+    {"quantiles": [0.75, 0.9, 0.97], "b_low": 3, "b_high": 4, "variant": "reproject", **_T},
+]
+ABLATION_ITQ = [3, 4]  # indices of ITQ_GRID also run with importance: magnitude
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---- helpers -------------------------------------------------------------------------------
+def clone(model: torch.nn.Module) -> torch.nn.Module:
+    """A fresh zoo model with the same parametrizations and state."""
+    cfg = model.wz_config
+    m = create_model(cfg["name"], **cfg["kwargs"])
+    P.restore_parametrizations(m, P.parametrization_spec(model))
+    m.load_state_dict(model.state_dict())
+    m.wz_config = copy.deepcopy(cfg)
+    return m.to(next(model.parameters()).device)
+
+
+def small_val(data: str, batch_size: int, data_opts: dict, n: int | None):
+    """The first ``n`` validation examples (``get_loaders(eval_subset=n)``; same split)."""
+    from weightzip.runs import make_loaders
+
+    return make_loaders(data, batch_size, **{**data_opts, "eval_subset": n}).val
+
+
+def accuracy(model, loader, device) -> float:
+    return 100.0 * evaluate(model, loader, "classify", device)["accuracy"]
+
+
+def point(method: str, importance: str, cfg: dict, model, val_acc: float, extra: dict | None = None) -> dict:
+    acc = gradient_importance_csr_ratio(model)
+    nz = sum(int((t != 0).sum()) for t in P.effective_state(model).values() if t.is_floating_point())
+    n = sum(t.numel() for t in P.effective_state(model).values() if t.is_floating_point())
+    return {"method": method, "importance": importance, "config": cfg, "thesis_ratio": acc["ratio"],
+            "val_acc": val_acc, "density": nz / n, **(extra or {})}
+
+
+def ptq_point(base, state, cfg, importance, ctx, device, method="ptq", extra=None):
+    m = clone(base)
+    stage = {"method": "grad_ptq", "importance": importance, **cfg}
+    ctx.state = {"importance": state}
+    GradPTQ(GradPTQ.Config(**stage)).apply(m, ctx)
+    return point(method, importance, cfg, m, accuracy(m, ctx.loaders.val, device), extra), m
+
+
+# ---- one model -----------------------------------------------------------------------------
+def run_model(name: str, data: str, args) -> dict:
+    t_start = time.perf_counter()
+    published = PUBLISHED.get(name, {})
+    rec = recipe_for(name, data)
+    train_cfg = {**rec["train"], "progress": False, "device": args.device}
+    if args.baseline_epochs:
+        train_cfg["epochs"] = args.baseline_epochs
+    margs = {"width": args.width} if args.width else None
+    ck = ROOT / "runs" / "gradient_importance" / f"{name}@{data}{'-w' + str(args.width) if args.width else ''}-tracked.pt"
+    ck.parent.mkdir(parents=True, exist_ok=True)
+    tracker = ImportanceTracker()
+    log(f"[{name}] tracked baseline ({train_cfg['epochs']} epochs) -> {ck}")
+    t0 = time.perf_counter()
+    out = train_model(name, data, ck, train=train_cfg, model_args=margs, callbacks=[tracker], resume=True)
+    base_s = time.perf_counter() - t0
+    base = out["model"].eval()
+    importance = {k: v.clone() for k, v in tracker.store.items()}
+    device = args.device
+
+    from weightzip.runs import make_loaders
+    data_opts = {**rec["data"], "seed": train_cfg.get("seed", 0)}
+    ld = make_loaders(data, train_cfg.get("batch_size", 128), **data_opts)
+    val = small_val(data, train_cfg.get("batch_size", 128), data_opts, args.val_subset)
+    loaders = SimpleNamespace(train=ld.train, val=val, test=ld.test, task=ld.task, info=ld.info)
+    ctx = StageContext(loaders=loaders, device=device, log=log, seed=0)
+    base_val = accuracy(base, val, device)
+    base_test = accuracy(base, ld.test, device)
+    log(f"[{name}] baseline val {base_val:.2f}  test {base_test:.2f}  ({base_s:.0f}s)")
+    budget_end = t_start + args.budget if args.budget else math.inf
+
+    points: list[dict] = []
+    ptq_grid = PTQ_GRID if args.sweep else PTQ_DEFAULT
+    for imp in ("gradient", "magnitude"):
+        for cfg in ptq_grid:
+            p, _ = ptq_point(base, importance, cfg, imp, ctx, device)
+            points.append(p)
+            log(f"  ptq {imp:9s} {cfg}: ratio {p['thesis_ratio']:.2f} val {p['val_acc']:.2f}")
+
+    itq_runs, skipped = [], []
+    itq_grid = ITQ_GRID if args.sweep else ITQ_DEFAULT
+    chosen_itq = args.itq_configs if args.itq_configs is not None else list(range(len(itq_grid)))
+    ablation = args.ablation_itq if args.ablation_itq is not None else ABLATION_ITQ
+    jobs = [(i, itq_grid[i], "gradient") for i in chosen_itq if i < len(itq_grid)]
+    jobs += [(i, itq_grid[i], "magnitude") for i in ablation if args.sweep and i < len(itq_grid)]
+    if not args.sweep:
+        jobs.append((0, itq_grid[0], "magnitude"))
+    itq_train = {**train_cfg, "lr": args.itq_lr, "schedule": "cosine", "warmup_epochs": 0.0,
+                 "test_at_end": False, "max_steps_per_epoch": args.itq_steps}
+    itq_train.pop("epochs", None)
+    for i, cfg, imp in jobs:
+        if time.perf_counter() > budget_end:
+            skipped.append({"config": cfg, "importance": imp, "why": "budget spent"})
+            continue
+        m = clone(base)
+        state = {k: v.clone() for k, v in importance.items()}
+        ctx.state = {"importance": state}
+        stage = {"method": "grad_itq", "importance": imp, **cfg, "train": itq_train}
+        t0 = time.perf_counter()
+        res = GradITQ(GradITQ.Config(**stage)).apply(m, ctx)
+        secs = time.perf_counter() - t0
+        p = point("itq", imp, cfg, m, 100.0 * res["val"]["accuracy"], {"seconds": secs})
+        points.append(p)
+        itq_runs.append((p, m, dict(ctx.state["importance"])))
+        log(f"  itq {imp:9s} {cfg}: ratio {p['thesis_ratio']:.2f} val {p['val_acc']:.2f} ({secs:.0f}s)")
+        for ccfg in (COMBINED_GRID if args.sweep else PTQ_DEFAULT):
+            q, _ = ptq_point(m, ctx.state["importance"], ccfg, imp, ctx, device, method="combined",
+                             extra={"itq": cfg})
+            points.append(q)
+            log(f"    combined {ccfg}: ratio {q['thesis_ratio']:.2f} val {q['val_acc']:.2f}")
+
+    # ---- chosen points, test accuracy, .wz files ----------------------------------------
+    chosen = []
+    for method in ("ptq", "itq", "combined"):
+        for imp in ("gradient", "magnitude"):
+            pts = [p for p in points if p["method"] == method and p["importance"] == imp]
+            if not pts:
+                continue
+            picks = {}
+            pub = published.get(method)
+            if pub:
+                over = [p for p in pts if p["thesis_ratio"] >= pub]
+                picks["at_published_ratio"] = max(over, key=lambda p: p["val_acc"]) if over else None
+            ok = [p for p in pts if p["val_acc"] >= base_val - 0.5]
+            picks["max_ratio_within_0.5"] = max(ok, key=lambda p: p["thesis_ratio"]) if ok else None
+            for kind, p in picks.items():
+                if p is None:
+                    chosen.append({"method": method, "importance": imp, "pick": kind, "found": False})
+                    continue
+                m = rebuild(p, base, importance, itq_runs, ctx, device)
+                row = {"method": method, "importance": imp, "pick": kind, "found": True,
+                       "config": p["config"], "itq": p.get("itq"), "thesis_ratio": p["thesis_ratio"],
+                       "val_acc": p["val_acc"], "test_acc": accuracy(m, ld.test, device),
+                       "density": p["density"]}
+                if imp == "gradient" and kind == "max_ratio_within_0.5":
+                    save_chosen(name, method, m, row, ld.test, args)
+                    m.to(device)
+                chosen.append(row)
+                log(f"  chosen {method}/{imp}/{kind}: ratio {row['thesis_ratio']:.2f} test {row['test_acc']:.2f}"
+                    + (f" file {row['file_ratio']:.2f}x" if "file_ratio" in row else ""))
+
+    result = {
+        "model": name, "data": data, "device": device, "threads": torch.get_num_threads(),
+        "baseline": {"val_acc": base_val, "test_acc": base_test, "train": train_cfg, "seconds": base_s,
+                     "tracked_steps": tracker.steps, "checkpoint": os.path.relpath(ck, ROOT)},
+        "val_examples": args.val_subset,
+        "published": published, "itq_train": itq_train, "points": points, "chosen": chosen,
+        "skipped": skipped, "seconds": time.perf_counter() - t_start,
+    }
+    front = non_dominated(points, ["thesis_ratio", "val_acc"], ["maximize", "maximize"])
+    result["pareto"] = [points.index(p) for p in front]
+    out_json = Path(args.out) / f"gradient_importance_{name}.json"
+    out_json.write_text(json.dumps(result, indent=1, default=float))
+    plot(result, Path(args.out) / f"gradient_importance_{name}.png")
+    log(f"[{name}] done in {result['seconds']:.0f}s -> {out_json}")
+    return result
+
+
+def save_chosen(name: str, method: str, m, row: dict, test_loader, args) -> None:
+    """Write ``<name>-gi-<method>.wz`` (+ a checkpoint in runs/ to rewrite it), re-evaluate from the file."""
+    path = Path(args.out) / f"{name}-gi-{method}.wz"
+    m = m.cpu()
+    rep = weightzip.save(m, path, metrics={"test_accuracy": row["test_acc"]},
+                         extra={"benchmark": "gradient_importance", "config": row["config"], "itq": row.get("itq")})
+    ck = ROOT / "runs" / "gradient_importance" / "chosen" / f"{name}-gi-{method}.pt"
+    ck.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": m.state_dict(), "model_config": m.wz_config,
+                "parametrizations": P.parametrization_spec(m)}, ck)
+    m2 = weightzip.load(path)
+    row.update(wz=os.path.relpath(path, ROOT), file_bytes=rep.file_bytes, file_ratio=rep.file_ratio,
+               payload_ratio=rep.baseline_bytes / rep.payload_bytes,
+               test_acc_from_file=accuracy(m2, test_loader, "cpu"))
+
+
+def write_wz(name: str, data: str, args) -> None:
+    """``--write-wz``: (re)write the chosen gradient-importance ``.wz`` of a finished sweep.
+
+    The model comes from its checkpoint in ``runs/gradient_importance/chosen/`` or is rebuilt
+    deterministically (PTQ from the cached tracked baseline; ITQ re-trained with the recorded
+    settings; the rebuilt model must reproduce the recorded validation accuracy)."""
+    out_json = Path(args.out) / f"gradient_importance_{name}.json"
+    r = json.loads(out_json.read_text())
+    rec = recipe_for(name, data)
+    train_cfg = dict(r["baseline"]["train"])
+    tracker = ImportanceTracker()
+    res = train_model(name, data, ROOT / r["baseline"]["checkpoint"], train=train_cfg,
+                      model_args={"width": args.width} if args.width else None, callbacks=[tracker], resume=True)
+    base = res["model"].eval()
+    from weightzip.runs import make_loaders
+    data_opts = {**rec["data"], "seed": train_cfg.get("seed", 0)}
+    ld = make_loaders(data, train_cfg.get("batch_size", 128), **data_opts)
+    val = small_val(data, train_cfg.get("batch_size", 128), data_opts, r.get("val_examples"))
+    ctx = StageContext(loaders=SimpleNamespace(train=ld.train, val=val, test=ld.test, task=ld.task, info=ld.info),
+                       device=args.device, log=log, seed=0)
+    for row in r["chosen"]:
+        if not (row.get("found") and row["importance"] == "gradient" and row["pick"] == "max_ratio_within_0.5"):
+            continue
+        ck = ROOT / "runs" / "gradient_importance" / "chosen" / f"{name}-gi-{row['method']}.pt"
+        if ck.exists():
+            from weightzip.runs import model_from_checkpoint
+            m = model_from_checkpoint(torch.load(ck, weights_only=True))
+        elif row["method"] == "ptq":
+            m = ptq_point(base, dict(tracker.store), row["config"], "gradient", ctx, args.device)[1]
+        else:
+            m = clone(base)
+            ctx.state = {"importance": {k: v.clone() for k, v in tracker.store.items()}}
+            itq_cfg = row["config"] if row["method"] == "itq" else row["itq"]
+            GradITQ(GradITQ.Config(method="grad_itq", importance="gradient", **itq_cfg, train=r["itq_train"])).apply(m, ctx)
+            if row["method"] == "combined":
+                m = ptq_point(m, ctx.state["importance"], row["config"], "gradient", ctx, args.device)[1]
+        v = accuracy(m, val, args.device)
+        if abs(v - row["val_acc"]) > 1e-9:
+            log(f"  WARNING {row['method']}: rebuilt val accuracy {v:.2f} != recorded {row['val_acc']:.2f}")
+            row["rebuilt_val_acc"] = v
+        save_chosen(name, row["method"], m, row, ld.test, args)
+        log(f"  wrote {row['wz']}: file ratio {row['file_ratio']:.2f}x, test from file {row['test_acc_from_file']:.2f}")
+    out_json.write_text(json.dumps(r, indent=1, default=float))
+
+
+def rebuild(p, base, importance, itq_runs, ctx, device):
+    """The model of a sweep point (PTQ configs are re-applied; ITQ models were kept)."""
+    if p["method"] == "ptq":
+        return ptq_point(base, importance, p["config"], p["importance"], ctx, device)[1]
+    for q, m, state in itq_runs:
+        if q["config"] == (p["config"] if p["method"] == "itq" else p["itq"]) and q["importance"] == p["importance"]:
+            if p["method"] == "itq":
+                return m
+            return ptq_point(m, state, p["config"], p["importance"], ctx, device)[1]
+    raise KeyError(f"no ITQ run for {p}")
+
+
+def plot(result: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = Figure(figsize=(8, 5.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = {"ptq": "tab:blue", "itq": "tab:orange", "combined": "tab:green"}
+    pts = result["points"]
+    for method, col in colors.items():
+        for imp, marker in (("gradient", "o"), ("magnitude", "x")):
+            sel = [p for p in pts if p["method"] == method and p["importance"] == imp]
+            if sel:
+                ax.scatter([p["thesis_ratio"] for p in sel], [p["val_acc"] for p in sel], c=col, marker=marker,
+                           s=22, alpha=0.75, label=f"{method} / {imp}")
+    for imp, ls in (("gradient", "-"), ("magnitude", ":")):
+        sel = [p for p in pts if p["importance"] == imp]
+        fr = sorted(non_dominated(sel, ["thesis_ratio", "val_acc"], ["maximize", "maximize"]),
+                    key=lambda p: p["thesis_ratio"])
+        if fr:
+            ax.plot([p["thesis_ratio"] for p in fr], [p["val_acc"] for p in fr], ls, color="black", lw=1,
+                    label=f"Pareto front ({imp})")
+    for c in result["chosen"]:
+        if c.get("found") and c["importance"] == "gradient":
+            ax.scatter([c["thesis_ratio"]], [c["val_acc"]], s=90, facecolors="none", edgecolors="red")
+    b = result["baseline"]["val_acc"]
+    ax.axhline(b, color="grey", lw=0.8)
+    ax.axhline(b - 0.5, color="grey", lw=0.8, ls="--")
+    lo = min([p["val_acc"] for p in pts] + [b - 2])
+    ax.set_ylim(max(lo, b - 10), b + 0.5)
+    for method, r in result["published"].items():
+        ax.axvline(r, color=colors[method], ls="--", lw=1)
+        ax.annotate(f"thesis {method} {r}x", (r, max(lo, b - 10)), rotation=90, fontsize=7,
+                    xytext=(2, 4), textcoords="offset points", color=colors[method])
+    ax.set_xscale("log")
+    ax.set_xlabel("thesis-style ratio (values + CSR per layer x cluster)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(f"{result['model']} / {result['data']}: accumulated-gradient importance (red: chosen)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, loc="lower left")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def markdown(out_dir: Path) -> None:
+    """``gradient_importance.md`` from every ``gradient_importance_<model>.json`` present."""
+    lines = ["# Accumulated-gradient importance, mixed-bit fixed point: results", "",
+             "Written by `benchmarks/gradient_importance.py` (numbers are read from the JSON files "
+             "beside this page). Ratio = thesis-style accounting (values + one CSR per (layer, "
+             "cluster), `analysis.size.gradient_importance_csr_ratio`); file ratio = baseline bytes / "
+             ".wz size. Accuracies in %; sweep points are selected on a validation split, test accuracy "
+             "is reported for the selected points only.", ""]
+    for path in sorted(out_dir.glob("gradient_importance_*.json")):
+        r = json.loads(path.read_text())
+        b = r["baseline"]
+        lines += [f"## {r['model']} on {r['data']}", "",
+                  f"Baseline (trained from scratch with the tracker, {b['train']['epochs']} epochs): "
+                  f"test {b['test_acc']:.2f}, val {b['val_acc']:.2f}. Run time {r['seconds']:.0f} s "
+                  f"({r['device']}, {r['threads']} thread(s)); ITQ runs: {r['itq_train'].get('max_steps_per_epoch') or 'full'} "
+                  f"steps per epoch, one epoch per quantile plus the recovery epochs.", "",
+                  "| method | importance | thesis ratio | pick | our ratio | test acc | test drop vs baseline | file ratio | config |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in r["chosen"]:
+            pub = r["published"].get(c["method"], "")
+            if not c.get("found"):
+                lines.append(f"| {c['method']} | {c['importance']} | {pub} | {c['pick']} | (none) | | | | |")
+                continue
+            cfg = json.dumps(c["config"]) + (f" after ITQ {json.dumps(c['itq'])}" if c.get("itq") else "")
+            fr = f"{c['file_ratio']:.2f}" if "file_ratio" in c else ""
+            lines.append(f"| {c['method']} | {c['importance']} | {pub} | {c['pick']} | {c['thesis_ratio']:.2f} "
+                         f"| {c['test_acc']:.2f} | {b['test_acc'] - c['test_acc']:+.2f} | {fr} | `{cfg}` |")
+        lines += ["", verdict(r), "", f"![curve](gradient_importance_{r['model']}.png)", ""]
+        if r.get("skipped"):
+            lines += [f"Skipped for the budget: {len(r['skipped'])} ITQ run(s).", ""]
+    (out_dir / "gradient_importance.md").write_text("\n".join(lines) + "\n")
+
+
+def verdict(r: dict) -> str:
+    """Target check and ablation answer, computed from the chosen points."""
+    b = r["baseline"]["test_acc"]
+    parts = []
+    for method, pub in r["published"].items():
+        g = [c for c in r["chosen"] if c["method"] == method and c["importance"] == "gradient" and c.get("found")
+             and c["pick"] == "max_ratio_within_0.5"]
+        if g:
+            c = g[0]
+            ok = c["thesis_ratio"] >= pub and b - c["test_acc"] <= 0.5
+            parts.append(f"{method}: {'MET' if ok else 'NOT met'} ({c['thesis_ratio']:.2f}x vs {pub}x, "
+                         f"test drop {b - c['test_acc']:+.2f})")
+        else:
+            parts.append(f"{method}: NOT met (no point within 0.5 point)")
+    abl = []
+    for method in ("ptq", "itq", "combined"):
+        row = {}
+        for imp in ("gradient", "magnitude"):
+            c = [c for c in r["chosen"] if c["method"] == method and c["importance"] == imp and c.get("found")
+                 and c["pick"] == "max_ratio_within_0.5"]
+            row[imp] = c[0]["thesis_ratio"] if c else None
+        if row["gradient"] and row["magnitude"]:
+            win = "gradient" if row["gradient"] > row["magnitude"] else "magnitude"
+            abl.append(f"{method}: gradient {row['gradient']:.2f}x vs magnitude {row['magnitude']:.2f}x -> {win} wins")
+    return ("Target (>= published ratio, test drop <= 0.5): " + "; ".join(parts) + ".\n\n"
+            "Ablation (largest ratio within 0.5 point on validation): " + ("; ".join(abl) or "n/a") + ".")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=["lenet300_100", "lenet5"])
+    ap.add_argument("--data", default=None, help="dataset (default: mnist for LeNets, cifar10 for AlexNet/VGG)")
+    ap.add_argument("--sweep", action="store_true", help="sweep the grids (else the default config of each method)")
+    ap.add_argument("--budget", type=float, default=None, help="seconds per model; later ITQ runs are skipped")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--baseline-epochs", type=int, default=None, help="default: the zoo recipe's epochs")
+    ap.add_argument("--itq-steps", type=int, default=None, help="optimizer steps per ITQ epoch (default: full epochs)")
+    ap.add_argument("--itq-lr", type=float, default=0.01)
+    ap.add_argument("--itq-configs", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                    help="indices of ITQ_GRID to run (default: all), e.g. 0,3,4")
+    ap.add_argument("--ablation-itq", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                    help="indices of ITQ_GRID also run with magnitude importance (default: ABLATION_ITQ)")
+    ap.add_argument("--val-subset", type=int, default=5000, help="validation examples used by the sweep")
+    ap.add_argument("--width", type=float, default=None, help="width multiplier of CIFAR models")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--write-wz", action="store_true",
+                    help="only (re)write the chosen .wz files of finished sweeps (JSON in --out)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        data = args.data or DEFAULT_DATA.get(name, "mnist")
+        if args.write_wz:
+            write_wz(name, data, args)
+        else:
+            run_model(name, data, args)
+        markdown(Path(args.out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
