@@ -413,6 +413,8 @@ def _explore(model_name, space_path, storage, n_trials, *, out_dir, study_name, 
         raise RecipeError(f"{space_path}: no model: pass one (weightzip explore <model>) or set `model:` in the file")
     if threads:
         torch.set_num_threads(int(threads))
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / "explore" / space.name
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
