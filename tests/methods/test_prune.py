@@ -127,10 +127,26 @@ def test_iterative_pruning_reaches_target_and_keeps_accuracy():
                             "train": {"epochs": 1, "lr": 0.01, "optimizer": "sgd", "momentum": 0.9}}, loaders)
     assert [r["round"] for r in out["rounds"]] == [1, 2, 3]
     sp = [r["total_sparsity"] for r in out["rounds"]]
-    assert sp == sorted(sp) and sp[-1] == pytest.approx(0.75, abs=0.01)
+    # geometric spacing (default): each round keeps the same fraction of the remaining weights
+    for r, got in enumerate(sp, start=1):
+        assert got == pytest.approx(1 - 0.25 ** (r / 3), abs=0.01)
     assert out["rounds"][-1]["val_retrained"]["accuracy"] > 0.8
     for _, mod in linears(model):
         assert len(P.chain(mod, "weight")) == 1
+
+
+def test_iterative_linear_spacing_and_thresholds():
+    model, loaders = trained_toy()
+    out = run_stage(model, {"method": "prune_iterative", "rounds": 2, "sparsity": 0.6, "spacing": "linear",
+                            "train": {"epochs": 1, "lr": 0.01}}, loaders)
+    assert [r["total_sparsity"] for r in out["rounds"]] == pytest.approx([0.3, 0.6], abs=0.01)
+    model = toy_model()
+    w0 = model[0].weight.detach().clone()
+    run_stage(model, {"method": "prune_iterative", "rounds": 2, "s": 1.0, "train": {"epochs": 1, "lr": 1e-9}},
+              loaders)
+    # final threshold is s * std of the weights before the first round (nothing retrained: lr ~ 0)
+    tau = w0.double().std().item()
+    assert torch.equal(P.find(model[0], "weight", P.Mask).mask.bool(), w0.abs() > tau)
 
 
 def test_gradual_pruning_follows_agp_and_masks_only_grow():

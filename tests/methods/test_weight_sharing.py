@@ -60,6 +60,13 @@ def test_per_layer_bits_honored_and_storage_hint():
     assert len(torch.unique(model[4].weight.detach())) <= 4
 
 
+def test_type_keys_match_parametrized_modules():
+    model = toy_model()
+    run_stage(model, {"method": "prune_magnitude", "sparsity": {"type:Linear": 0.5}})
+    out = run_stage(model, {"method": "kmeans_share", "bits": {"type:Linear": 3}})
+    assert all(v["bits"] == 3 for v in out["layers"].values())
+
+
 def test_linear_init_engines_give_the_same_sharing():
     res = {}
     for engine in ("torch", "sklearn", "faiss"):

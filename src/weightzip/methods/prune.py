@@ -45,7 +45,7 @@ from ..primitives.sparsity import (
     threshold_mask,
 )
 from ..registry import register_method
-from ..select import _match, qualified, select
+from ..select import _match, qualified, select, type_name
 from .base import Method, MethodConfig, StageContext
 
 __all__ = [
@@ -69,7 +69,7 @@ PerLayer = float | dict[str, float]
 
 def _key_matches(key: str, mname: str, module: nn.Module) -> bool:
     if key.startswith("type:"):
-        return type(module).__name__ == key[5:]
+        return type_name(module) == key[5:]  # Linear, also once parametrized
     return _match(mname, key)
 
 
@@ -364,17 +364,20 @@ class MagnitudePrune(Method):
 class IterativePrune(Method):
     """``rounds`` x (prune -> retrain with masks fixed), Han et al. 2015's iterative pruning.
 
-    Round ``r = 1..R`` prunes to the fraction ``r / R`` of the final target [reconstructed:
-    linear spacing]: with ``s``, ``tau_r = (r / R) s_l std(W_l^0)`` where ``std(W_l^0)`` is
+    Round ``r = 1..R`` prunes towards the final target [reconstructed: the spacing of the
+    rounds is ours]: with ``s``, ``tau_r = (r / R) s_l std(W_l^0)`` where ``std(W_l^0)`` is
     measured once before the first round (so thresholds grow even though pruned weights are
-    zero); with ``sparsity``, ``p_r = (r / R) p_l``. After each round the model is retrained with
-    ``train`` (a TrainConfig; Han et al. use about 0.1x the original learning rate).
+    zero); with ``sparsity``, ``spacing: geometric`` keeps the same fraction of the remaining
+    weights each round, ``1 - p_r = (1 - p_l)^(r / R)``, and ``spacing: linear`` uses
+    ``p_r = (r / R) p_l``. After each round the model is retrained with ``train`` (a
+    TrainConfig; Han et al. use about 0.1x the original learning rate).
     """
 
     class Config(MethodConfig):
         rounds: int = Field(3, ge=1)
         s: PerLayer | None = None
         sparsity: PerLayer | None = None
+        spacing: Literal["geometric", "linear"] = "geometric"
         train: dict[str, Any] = {"epochs": 1, "lr": 0.01, "optimizer": "sgd", "momentum": 0.9}
 
         @field_validator("s")
@@ -409,7 +412,9 @@ class IterativePrune(Method):
                     s = frac * float(per_layer_value(c.s, mname, mod, "s"))
                     mask = threshold_mask(w, s * std0[qualified(mname, t)])
                 else:
-                    mask = magnitude_mask(w, frac * float(per_layer_value(c.sparsity, mname, mod, "sparsity")))
+                    p = float(per_layer_value(c.sparsity, mname, mod, "sparsity"))
+                    p_r = 1.0 - (1.0 - p) ** frac if c.spacing == "geometric" else frac * p
+                    mask = magnitude_mask(w, p_r)
                 set_mask(mod, t, mask)
             pruned = ctx.evaluate(model)
             ctx.fit(model, c.train, tag=f"retrain round {r}/{c.rounds}")
