@@ -106,3 +106,13 @@ def test_select_sees_through_parametrized_class():
     P.attach(m[0], "weight", P.Mask(torch.ones(6, 8)))
     assert type(m[0]).__name__ == "ParametrizedLinear"
     assert [n for n, _, _ in select(m, {"types": ["Linear"]})] == ["0", "2"]
+
+
+def test_ste_value_is_exactly_the_quantized_tensor():
+    torch.manual_seed(0)
+    w = torch.randn(1000, requires_grad=True)
+    wq = torch.round(w.detach() * 3) / 3 * 0.1234567
+    out = P.ste(w, wq)
+    assert torch.equal(out, wq)
+    out.sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))

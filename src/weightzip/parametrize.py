@@ -59,8 +59,12 @@ class WzParametrization(nn.Module):
 
 
 def ste(w: Tensor, wq: Tensor) -> Tensor:
-    """Straight-through estimator: value ``wq``, gradient of the identity w.r.t. ``w``."""
-    return w + (wq - w).detach()
+    """Straight-through estimator: value exactly ``wq``, gradient of the identity w.r.t. ``w``.
+
+    Written ``wq + (w - w)`` (``w - w`` is exactly 0) rather than ``w + (wq - w)``, which can be
+    one ulp off ``wq`` and would give the codec more distinct values than the quantizer has.
+    """
+    return wq.detach() + (w - w.detach())
 
 
 @register_parametrization
