@@ -48,8 +48,9 @@ def _loaders() -> _Loaders:
 
 
 def _model() -> nn.Module:
+    """330,208 parameters: DDP makes two buckets (its first one closes past 1 MiB)."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(D, 32), nn.ReLU(), nn.Linear(32, C))
+    return nn.Sequential(nn.Linear(D, 1024), nn.ReLU(), nn.Linear(1024, 300), nn.ReLU(), nn.Linear(300, C))
 
 
 def _flat(model: nn.Module) -> np.ndarray:
@@ -162,12 +163,16 @@ def test_two_processes_train_identically_with_every_scheme(two_workers):
         assert drop_time(a["history"]) == drop_time(b["history"])  # metrics summed over both ranks
         comm = a["comm"]
         assert comm["steps"] == STEPS
-        est = estimate_step_bytes(shapes[::-1], scheme, world_size=2)  # one bucket (reverse order)
-        if scheme.startswith("powersgd"):
+        if scheme.startswith("powersgd"):  # one bucket on gloo (its chained all-reduces need it)
+            assert comm["buckets"] == STEPS
+        else:  # several buckets in flight (DDP rebuilds them into 2 after the first step)
+            assert comm["buckets"] > STEPS, scheme
+        est = estimate_step_bytes(shapes, scheme, world_size=2)  # as one bucket: the same per tensor,
+        if scheme.startswith("powersgd"):                          # up to a byte of padding per bucket
             # the first 2 steps are fp32 all-reduces, then P and Q
             assert comm["payload_bytes"] == 2 * est["fp32_payload"] + (STEPS - 2) * est["payload"]
         else:
-            assert comm["payload_bytes"] == STEPS * est["payload"], scheme
+            assert abs(comm["payload_bytes"] - STEPS * est["payload"]) <= STEPS, scheme
         assert comm["fp32_payload_bytes"] == STEPS * est["fp32_payload"]
         assert comm["wire_bytes"] == pytest.approx(comm["payload_bytes"])  # W = 2: both are one copy
     assert r0["mbit:bits=2,clip=3,error_feedback=true"]["comm"]["payload_ratio"] > 12

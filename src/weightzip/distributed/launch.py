@@ -275,10 +275,15 @@ class DistributedTraining:
 
     ``ddp``: ``DistributedDataParallel(model)`` with the communication hook of ``config``
     registered (``comm.stats`` counts the bytes); ``rank``, ``world_size``, ``backend``.
+    ``bucket_cap_mb``: DDP's bucket size (default: DDP's 25 MiB, first bucket 1 MiB). PowerSGD on
+    gloo gets one bucket for the whole model: its hook issues further all-reduces from future
+    callbacks, which gloo may run in a different order on different ranks when several buckets
+    are in flight ("Received data size doesn't match expected size").
     """
 
     def __init__(self, model: nn.Module, config: GradQuantConfig | dict | str | None = None, *,
-                 process_group: dist.ProcessGroup | None = None, find_unused_parameters: bool = False):
+                 process_group: dist.ProcessGroup | None = None, find_unused_parameters: bool = False,
+                 bucket_cap_mb: float | None = None):
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         self.config = GradQuantConfig.parse(config if config is not None else current_config())
@@ -288,8 +293,11 @@ class DistributedTraining:
         self.backend = str(dist.get_backend(process_group))
         dev = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.module = model
+        if bucket_cap_mb is None and self.config.scheme == "powersgd" and self.backend == "gloo":
+            bucket_cap_mb = max(25.0, 2 * sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20)
         self.ddp = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                       process_group=process_group, find_unused_parameters=find_unused_parameters)
+                       process_group=process_group, find_unused_parameters=find_unused_parameters,
+                       bucket_cap_mb=bucket_cap_mb)
         self.comm: CommState = register_comm_hook(self.ddp, self.config, process_group)
         self._epoch_start = self.comm.stats.copy()
 

@@ -46,6 +46,7 @@ __all__ = [
     "levels_for_bits",
     "segment_ids",
     "segment_stats",
+    "expand_segments",
     "clip_by_std",
     "stochastic_levels",
     "quantize",
@@ -89,22 +90,28 @@ def segment_ids(lengths: Sequence[int], device: torch.device | str | None = None
     return torch.repeat_interleave(torch.arange(len(lens), device=device), lens)  # [n]
 
 
-def segment_stats(x: Tensor, lengths: Sequence[int]) -> dict[str, Tensor]:
-    """Per-segment ``max |x|``, ``mean |x|`` and population ``std`` of ``x [n]``; each ``[S]`` fp32.
+def expand_segments(values: Tensor, lengths: Sequence[int]) -> Tensor:
+    """Per-segment values ``[..., S]`` repeated over their segments: ``[..., sum(lengths)]``."""
+    lead = values.shape[:-1]
+    # one copy of expanded views (much faster than repeat_interleave's index gather on CPU)
+    return torch.cat([values[..., j:j + 1].expand(*lead, int(L)) for j, L in enumerate(lengths)], dim=-1)
 
-    ``std_j = sqrt(mean_j((x - mean_j(x))^2))`` (two passes, no ``E[x^2] - E[x]^2`` cancellation).
+
+def segment_stats(x: Tensor, lengths: Sequence[int]) -> dict[str, Tensor]:
+    """Per-segment ``max |x|``, ``mean |x|``, ``mean`` and population ``std`` of ``x [n]``; each ``[S]`` fp32.
+
+    ``std_j = sqrt(mean_j((x - mean_j(x))^2))`` (``torch.std_mean(correction=0)`` per segment;
+    segments are the parameter tensors of a bucket, a few to a few hundred).
     """
     lengths = _check_lengths(lengths, x.numel())
     x = x.reshape(-1).float()  # [n]
-    seg = segment_ids(lengths, x.device)  # [n]
-    cnt = torch.as_tensor(lengths, dtype=torch.float32, device=x.device)  # [S]
-    S = len(lengths)
-    absx = x.abs()  # [n]
-    amax = torch.zeros(S, device=x.device).scatter_reduce(0, seg, absx, "amax", include_self=True)  # [S]
-    mean_abs = torch.zeros(S, device=x.device).index_add_(0, seg, absx) / cnt  # [S]
-    mean = torch.zeros(S, device=x.device).index_add_(0, seg, x) / cnt  # [S]
-    var = torch.zeros(S, device=x.device).index_add_(0, seg, (x - mean[seg]).square()) / cnt  # [S]
-    return {"max_abs": amax, "mean_abs": mean_abs, "mean": mean, "std": var.sqrt()}
+    rows = []
+    for part in torch.split(x, lengths):  # views, no copies
+        std, mean = torch.std_mean(part, correction=0)
+        a = part.abs()
+        rows.append(torch.stack([a.max(), a.mean(), mean, std]))
+    st = torch.stack(rows, 1)  # [4, S]
+    return {"max_abs": st[0], "mean_abs": st[1], "mean": st[2], "std": st[3]}
 
 
 def clip_by_std(x: Tensor, lengths: Sequence[int], c: float) -> Tensor:
@@ -116,8 +123,7 @@ def clip_by_std(x: Tensor, lengths: Sequence[int], c: float) -> Tensor:
     if not c > 0:
         raise ValueError(f"clipping factor c must be > 0 (standard deviations), got {c!r}")
     x = x.reshape(-1).float()  # [n]
-    seg = segment_ids(lengths, x.device)  # [n]
-    bound = (c * segment_stats(x, lengths)["std"])[seg]  # [n]
+    bound = expand_segments(c * segment_stats(x, lengths)["std"], lengths)  # [n]
     return torch.maximum(torch.minimum(x, bound), -bound)
 
 
@@ -147,16 +153,15 @@ def quantize(g: Tensor, lengths: Sequence[int], *, scheme: Scheme = "mbit", bits
     lengths = _check_lengths(lengths, g.numel())
     if clip is not None:
         g = clip_by_std(g, lengths, clip)
-    seg = segment_ids(lengths, g.device)  # [n]
     stats = segment_stats(g, lengths)
     if scheme == "sign":
         q = torch.where(g < 0, -1, 1).to(torch.int16)  # [n]
         return q, stats["mean_abs"]
     k = 1 if scheme == "ternary" else levels_for_bits(bits)
     scales = stats["max_abs"]  # [S]
-    s = scales[seg]  # [n]
-    u = torch.where(s > 0, g.abs() / torch.where(s > 0, s, torch.ones_like(s)) * k, torch.zeros_like(g))
-    lvl = stochastic_levels(u.clamp_(0, k), generator).clamp_(0, k)  # [n] in {0..k}
+    inv = expand_segments(torch.where(scales > 0, k / scales, torch.zeros_like(scales)), lengths)  # [n]
+    u = (g.abs() * inv).clamp_(0, k)  # [n] in [0, k]; 0 where the segment is all zero
+    lvl = stochastic_levels(u, generator).clamp_(0, k)  # [n] in {0..k}
     q = (torch.sign(g) * lvl).to(torch.int16)  # [n]
     return q, scales
 
@@ -168,8 +173,7 @@ def dequantize(q: Tensor, scales: Tensor, lengths: Sequence[int], *, scheme: Sch
     ``q [..., n]`` and ``scales [..., S]`` may carry a leading worker dimension.
     """
     k = 1 if scheme in ("sign", "ternary") else levels_for_bits(bits)
-    seg = segment_ids(lengths, q.device)  # [n]
-    return q.float() * (scales.float()[..., seg] / k)
+    return q.float() * expand_segments(scales.float() / k, lengths)
 
 
 # ---- codes and packing -------------------------------------------------------------------
