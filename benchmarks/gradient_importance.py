@@ -147,14 +147,15 @@ def run_model(name: str, data: str, args) -> dict:
     tracker = ImportanceTracker()
     log(f"[{name}] tracked baseline ({train_cfg['epochs']} epochs) -> {ck}")
     t0 = time.perf_counter()
-    out = train_model(name, data, ck, train=train_cfg, model_args=margs, callbacks=[tracker], resume=True)
+    out = train_model(name, data, ck, train=train_cfg, model_args=margs, callbacks=[tracker], resume=True,
+                      data_args={"subset": args.subset} if args.subset else None)
     base_s = time.perf_counter() - t0
     base = out["model"].eval()
     importance = {k: v.clone() for k, v in tracker.store.items()}
     device = args.device
 
     from weightzip.runs import make_loaders
-    data_opts = {**rec["data"], "seed": train_cfg.get("seed", 0)}
+    data_opts = {**rec["data"], "seed": train_cfg.get("seed", 0), "subset": args.subset}
     ld = make_loaders(data, train_cfg.get("batch_size", 128), **data_opts)
     val = small_val(data, train_cfg.get("batch_size", 128), data_opts, args.val_subset)
     loaders = SimpleNamespace(train=ld.train, val=val, test=ld.test, task=ld.task, info=ld.info)
@@ -238,7 +239,7 @@ def run_model(name: str, data: str, args) -> dict:
         "model": name, "data": data, "device": device, "threads": torch.get_num_threads(),
         "baseline": {"val_acc": base_val, "test_acc": base_test, "train": train_cfg, "seconds": base_s,
                      "tracked_steps": tracker.steps, "checkpoint": os.path.relpath(ck, ROOT)},
-        "val_examples": args.val_subset,
+        "val_examples": args.val_subset, "subset": args.subset,
         "published": published, "itq_train": itq_train, "points": points, "chosen": chosen,
         "skipped": skipped, "seconds": time.perf_counter() - t_start,
     }
@@ -279,10 +280,11 @@ def write_wz(name: str, data: str, args) -> None:
     train_cfg = dict(r["baseline"]["train"])
     tracker = ImportanceTracker()
     res = train_model(name, data, ROOT / r["baseline"]["checkpoint"], train=train_cfg,
-                      model_args={"width": args.width} if args.width else None, callbacks=[tracker], resume=True)
+                      model_args={"width": args.width} if args.width else None, callbacks=[tracker], resume=True,
+                      data_args={"subset": r["subset"]} if r.get("subset") else None)
     base = res["model"].eval()
     from weightzip.runs import make_loaders
-    data_opts = {**rec["data"], "seed": train_cfg.get("seed", 0)}
+    data_opts = {**rec["data"], "seed": train_cfg.get("seed", 0), "subset": r.get("subset")}
     ld = make_loaders(data, train_cfg.get("batch_size", 128), **data_opts)
     val = small_val(data, train_cfg.get("batch_size", 128), data_opts, r.get("val_examples"))
     ctx = StageContext(loaders=SimpleNamespace(train=ld.train, val=val, test=ld.test, task=ld.task, info=ld.info),
@@ -445,6 +447,7 @@ def main(argv=None) -> None:
                     help="indices of ITQ_GRID also run with magnitude importance (default: ABLATION_ITQ)")
     ap.add_argument("--val-subset", type=int, default=5000, help="validation examples used by the sweep")
     ap.add_argument("--width", type=float, default=None, help="width multiplier of CIFAR models")
+    ap.add_argument("--subset", type=int, default=None, help="train on the first N training examples (smoke tests)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--write-wz", action="store_true",
                     help="only (re)write the chosen .wz files of finished sweeps (JSON in --out)")

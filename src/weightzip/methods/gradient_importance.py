@@ -73,7 +73,6 @@ import numpy as np
 import torch
 from pydantic import field_validator, model_validator
 from torch import Tensor, nn
-from torch.nn.utils import parametrize as TP
 
 from .. import parametrize
 from ..errors import WeightzipError
