@@ -26,9 +26,10 @@ border pixels of MNIST) are counted as ``isolated`` and left out of the fits.
 
 Fits use the ``powerlaw`` package (Alstott et al. 2014, following Clauset, Shalizi & Newman
 2009) on the integer degrees (``discrete=True``): the power law ``p(d) ~ d^-alpha`` for
-``d >= xmin`` (``alpha`` searched in :data:`ALPHA_RANGE`) with ``xmin`` chosen by the smallest Kolmogorov-Smirnov distance (searched only
-among the degrees that leave at least ``min_tail`` units in the tail - this bounds the search
-and avoids fits to a handful of points), the truncated power law ``p(d) ~ d^-alpha e^(-lambda
+``d >= xmin`` (``alpha`` searched in :data:`ALPHA_RANGE`) with ``xmin`` chosen by the smallest
+Kolmogorov-Smirnov distance (searched only among the degrees that leave at least ``min_tail``
+units in the tail - this bounds the search and avoids fits to a handful of points; or fixed
+with ``xmin=``), the truncated power law ``p(d) ~ d^-alpha e^(-lambda
 d)`` (the package's exponential cutoff; Hou & Kwok's "truncated" power law bounds the range
 instead - both model the fall-off of the largest degrees), and log-likelihood-ratio tests
 ``(R, p)`` of the power law against the exponential, the log-normal and the truncated power
@@ -70,7 +71,7 @@ import contextlib
 import io
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
@@ -102,8 +103,9 @@ CONV_TYPES = ("Conv2d", "Conv1d")
 COMPARED = ("exponential", "lognormal", "truncated_power_law")
 POWER_LAW_LIKE = ("power law", "truncated power law")
 # powerlaw >= 2.0 bounds alpha to [0, 3] by default, which pins every steeper tail (an
-# Erdos-Renyi layer's, say) at 3.0; the exponent is searched in this range instead
-ALPHA_RANGE = (1.0, 50.0)
+# Erdos-Renyi layer's, say) at 3.0; the exponent is searched in this range instead (the lower
+# bound 0 is the package's: a truncated power law may have alpha < 1)
+ALPHA_RANGE = (0.0, 50.0)
 
 
 # ---------------------------------------------------------------------------------------------
