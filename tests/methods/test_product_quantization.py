@@ -200,3 +200,17 @@ def test_compress_prune_pq_finetune_and_file_roundtrip(tmp_path):
         loaded = wz.load(path, model=toy_model(seed=3), mode=mode)
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), y_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_shipped_recipes_parse_and_share_the_pruning_prefix():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    pq = Recipe.from_yaml(root / "prune-pq.yaml")
+    km = Recipe.from_yaml(root / "prune-kmeans-matched.yaml")
+    assert [s.method for s in pq.stages] == ["prune_magnitude", "finetune", "pq_share"]
+    assert [s.method for s in km.stages] == ["prune_magnitude", "finetune", "kmeans_share"]
+    dump = lambda r: [s.model_dump(mode="json") for s in r.stages[:2]]  # noqa: E731
+    assert dump(pq) == dump(km)
+    assert 2 ** km.stages[2].bits == pq.stages[2].k                  # the same code width
+

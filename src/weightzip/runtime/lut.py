@@ -427,12 +427,13 @@ class FastestOf(nn.Module):
     """Runs the fastest of several equivalent modules, chosen per input shape.
 
     On the first input of a given (shape, dtype, device, grad) key each candidate runs
-    ``repeats`` times (after one warm-up) under ``torch.inference_mode``; the one with the
-    smallest median wall time is used for that key from then on. ``choices`` records the
+    ``repeats`` times (after one warm-up, interleaved with the others) under
+    ``torch.inference_mode``; the one with the smallest median wall time is used for that key
+    from then on. ``choices`` records the
     decisions and ``timings`` the medians (seconds).
     """
 
-    def __init__(self, candidates: dict[str, nn.Module], repeats: int = 7):
+    def __init__(self, candidates: dict[str, nn.Module], repeats: int = 15):
         super().__init__()
         if not candidates:
             raise ValueError("FastestOf needs at least one candidate module")
@@ -442,7 +443,7 @@ class FastestOf(nn.Module):
         self.timings: dict[tuple, dict[str, float]] = {}
 
     def _key(self, x: torch.Tensor) -> tuple:
-        return (tuple(x.shape), x.dtype, x.device.type, bool(x.requires_grad and torch.is_grad_enabled()))
+        return (x.shape, x.dtype, x.device.type, x.requires_grad and torch.is_grad_enabled())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         key = self._key(x)
@@ -452,17 +453,17 @@ class FastestOf(nn.Module):
         return self.candidates[name](x)
 
     def _choose(self, key: tuple, x: torch.Tensor) -> str:
-        times: dict[str, float] = {}
+        ts: dict[str, list[float]] = {name: [] for name in self.candidates}
         with torch.inference_mode():
             xi = x.detach()
-            for name, mod in self.candidates.items():
-                mod(xi)
-                ts = []
-                for _ in range(self.repeats):
+            for mod in self.candidates.values():
+                mod(xi)                                   # warm-up (and numba compilation)
+            for _ in range(self.repeats):                 # interleaved, so load drifts hit all alike
+                for name, mod in self.candidates.items():
                     t0 = time.perf_counter()
                     mod(xi)
-                    ts.append(time.perf_counter() - t0)
-                times[name] = float(np.median(ts))
+                    ts[name].append(time.perf_counter() - t0)
+        times = {name: float(np.median(v)) for name, v in ts.items()}
         best = min(times, key=times.get)
         self.choices[key] = best
         self.timings[key] = times
