@@ -145,3 +145,41 @@ def test_checkpoint_roundtrip_of_pruned_and_shared_model(tmp_path):
     fresh.load_state_dict(ck["model"])
     for (_, a), (_, b) in zip(linears(model), linears(fresh)):
         assert torch.equal(a.weight, b.weight)
+
+
+def test_deep_compression_end_to_end_through_a_wz_file(tmp_path):
+    """prune -> retrain -> share -> fine-tune on a tiny zoo model; the .wz file reproduces it."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .dc_toy import ToyLoaders
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(10, 1, 28, 28, generator=g)
+
+    def split(n):
+        y = torch.randint(0, 10, (n,), generator=g)
+        return TensorDataset(centers[y] + 0.5 * torch.randn(n, 1, 28, 28, generator=g), y)
+
+    loaders = ToyLoaders(DataLoader(split(400), batch_size=50, shuffle=True),
+                         DataLoader(split(100), batch_size=100), DataLoader(split(100), batch_size=100))
+    model = wz.create_model("lenet300_100_tiny")
+    recipe = Recipe.from_dict({"stages": [
+        {"method": "finetune", "train": {"epochs": 2, "lr": 0.05, "optimizer": "sgd"}},
+        {"method": "prune_gradual", "sparsity": {"layers.4": 0.5, "default": 0.9}, "frequency": 2,
+         "train": {"epochs": 2, "lr": 0.02, "optimizer": "sgd"}},
+        {"method": "kmeans_share", "bits": {"layers.4": 4, "default": 3},
+         "finetune": {"epochs": 1, "lr": 1e-4, "optimizer": "adam"}},
+    ]})
+    res = wz.compress(model, recipe, loaders=loaders, log=lambda *_: None)
+    assert res.stages[1].metrics["layer_sparsity"]["layers.0.weight"] == pytest.approx(0.9, abs=0.01)
+    path = tmp_path / "tiny.wz"
+    report = wz.save(model, path, recipe=recipe)
+    assert report.file_bytes == path.stat().st_size and report.file_ratio > 5
+    loaded = wz.load(path)
+    eff = P.effective_state(model)
+    for name, t in loaded.state_dict().items():
+        assert torch.equal(t, eff[name]), name
+    x = next(iter(loaders.test))[0]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert len(torch.unique(loaded.state_dict()["layers.0.weight"])) <= 2 ** 3 + 1  # codes + zero

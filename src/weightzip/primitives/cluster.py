@@ -121,18 +121,31 @@ def init_centroids(x: Tensor, k: int, method: Init = "linear", seed: int = 0) ->
 def assign_1d(x: Tensor, centroids: Tensor) -> Tensor:
     """Nearest-centroid codes in 1-D: ``codes_i = argmin_j |x_i - c_j|`` (ties -> lowest index).
 
-    ``x`` (n,), ``centroids`` (k,) in any order -> ``codes`` (n,) int64. Exact: with the
-    centroids sorted, ``x`` belongs to the sorted centroid ``m`` where ``m`` = number of
-    midpoints ``(c_(j) + c_(j+1)) / 2`` strictly below ``x``; this is mapped back through the
-    sort permutation. Duplicate centroids: the lowest original index wins.
+    ``x`` (n,), ``centroids`` (k,) in any order -> ``codes`` (n,) int64. With the centroids
+    sorted, ``x`` belongs to the sorted centroid ``m`` = number of midpoints
+    ``(c_(j) + c_(j+1)) / 2`` strictly below ``x`` (``torch.bucketize``, O(n log k)). A midpoint
+    rounded in floating point can be off by one ulp, so the two neighbours of ``m`` are
+    compared too, with the same ``|x - c|`` arithmetic as a brute-force argmin, so the chosen
+    centroid is always at the minimum distance. Equal distances (and duplicate centroids): the
+    lowest original index wins (like ``argmin``, except where distinct centroids closer together
+    than one ulp of the distance round to the same distance; then the exactly nearest is kept).
     """
     x = x.reshape(-1)
     c = centroids.reshape(-1).to(x.dtype)  # (k)
-    # stable sort so that among equal centroids the lowest original index comes first
-    c_sorted, perm = torch.sort(c, stable=True)  # (k), (k)
+    c_sorted, perm = torch.sort(c, stable=True)  # (k), (k): equal values keep index order
+    first = torch.searchsorted(c_sorted, c_sorted, right=False)  # (k): start of each run of equals
     mid = (c_sorted[1:] + c_sorted[:-1]) / 2  # (k-1)
     pos = torch.bucketize(x, mid, right=False)  # (n): number of midpoints < x
-    return perm[pos].to(torch.int64)  # (n)
+    k = c_sorted.numel()
+    best = first[pos]  # (n)
+    d_best = (x - c_sorted[best]).abs()  # (n)
+    for shift in (-1, 1):  # ulp-level corrections at the midpoints
+        cand = first[(pos + shift).clamp(0, k - 1)]  # (n)
+        d = (x - c_sorted[cand]).abs()  # (n)
+        better = (d < d_best) | ((d == d_best) & (perm[cand] < perm[best]))
+        best = torch.where(better, cand, best)
+        d_best = torch.where(better, d, d_best)
+    return perm[best].to(torch.int64)  # (n)
 
 
 # ---------------------------------------------------------------------------------------------
