@@ -64,7 +64,7 @@ from torch import Tensor, nn
 
 from . import parametrize
 from .errors import WeightzipError
-from .primitives.growth import allocate_growth, attachment_scores, grow_mask  # noqa: F401 (re-export)
+from .primitives.growth import attachment_scores, grow_mask
 
 __all__ = [
     "Task",
@@ -442,7 +442,7 @@ def learn_sequence(tasks: Sequence[Task], arm: str, cfg: ContinualConfig, start:
         per_layer.append([int(_mask(l).sum()) for l in layers])
         conns.append(sum(per_layer[-1]))
         if log:
-            log(f"  {arm}: task {t + 1}/{T} ({task.name}) acc " + " ".join(f"{100 * a:.1f}" for a in acc[t, :t + 1]))
+            log(f"  {arm if arm != 'pa' else 'pa-' + cfg.rule}: task {t + 1}/{T} ({task.name}) acc " + " ".join(f"{100 * a:.1f}" for a in acc[t, :t + 1]))
     out = {"arm": arm, "rule": None if arm != "pa" else cfg.rule, "acc": acc.tolist(), "connections": conns,
            "per_layer_connections": per_layer, "masks": [_mask(l).bool().clone() for l in layers],
            "seconds": time.perf_counter() - t0}

@@ -399,6 +399,7 @@ def _as_module_or_state(source: Any) -> tuple[nn.Module | Mapping[str, Tensor], 
     if isinstance(source, Mapping):
         if "model" in source and isinstance(source["model"], Mapping):
             if source.get("model_config"):
+                from .. import methods  # noqa: F401 - registers every parametrization kind a checkpoint may use
                 from ..runs import model_from_checkpoint
 
                 return model_from_checkpoint(source), {"kind": "checkpoint", "source": "checkpoint dict"}

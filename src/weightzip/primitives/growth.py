@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["ATTACHMENT_RULES", "attachment_scores", "grow_mask", "allocate_growth"]
+__all__ = ["ATTACHMENT_RULES", "attachment_scores", "grow_mask"]
 
 AttachmentRule = Literal["product", "sum", "uniform"]
 ATTACHMENT_RULES: tuple[str, ...] = ("product", "sum", "uniform")
@@ -97,23 +97,3 @@ def grow_mask(mask: Tensor, k: int, scores: Tensor, generator: torch.Generator |
     new[added] = 1
     return new, added
 
-
-def allocate_growth(total: int, weights: list[float]) -> list[int]:
-    """Split ``total`` new connections over layers in proportion to ``weights`` (largest remainder).
-
-    Returns non-negative integers summing exactly to ``total``.
-
-    >>> allocate_growth(10, [2.0, 1.0, 1.0])
-    [5, 3, 2]
-    """
-    if total < 0:
-        raise ValueError(f"total must be >= 0, got {total}")
-    if not weights or any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"weights must be non-negative with a positive sum, got {weights}")
-    s = float(sum(weights))
-    exact = [total * w / s for w in weights]
-    out = [int(x) for x in exact]
-    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - out[i]), i))
-    for i in order[: total - sum(out)]:
-        out[i] += 1
-    return out
