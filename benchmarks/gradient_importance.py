@@ -399,7 +399,12 @@ def markdown(out_dir: Path) -> None:
              "beside this page). Ratio = thesis-style accounting (values + one CSR per (layer, "
              "cluster), `analysis.size.gradient_importance_csr_ratio`); file ratio = baseline bytes / "
              ".wz size. Accuracies in %; sweep points are selected on a validation split, test accuracy "
-             "is reported for the selected points only.", ""]
+             "is reported for the selected points only. The file ratio exceeds the thesis-style ratio "
+             "because the codec keeps the smallest exact format per tensor (often a codebook of the few "
+             "distinct fixed-point values with entropy-coded relative indices) instead of one plain CSR "
+             "per (layer, cluster). `int_bits: tight` and ITQ `recovery_epochs` are reconstructed "
+             "options (docs/methods/gradient-importance.md); the first ITQ configuration of each sweep "
+             "is the thesis's V1 as METHODS.md describes it.", ""]
     for path in sorted(out_dir.glob("gradient_importance_*.json")):
         r = json.loads(path.read_text())
         b = r["baseline"]
@@ -441,18 +446,29 @@ def verdict(r: dict) -> str:
                          f"test drop {b - c['test_acc']:+.2f})")
         else:
             parts.append(f"{method}: NOT met (no point)")
-    abl = []
+    def pick(method, imp, kind):
+        c = [c for c in r["chosen"] if c["method"] == method and c["importance"] == imp and c.get("found")
+             and c["pick"] == kind]
+        return c[0] if c else None
+
+    abl, abl2 = [], []
     for method in ("ptq", "itq", "combined"):
-        row = {}
-        for imp in ("gradient", "magnitude"):
-            c = [c for c in r["chosen"] if c["method"] == method and c["importance"] == imp and c.get("found")
-                 and c["pick"] == "max_ratio_within_0.5"]
-            row[imp] = c[0]["thesis_ratio"] if c else None
-        if row["gradient"] and row["magnitude"]:
-            win = "gradient" if row["gradient"] > row["magnitude"] else "magnitude"
-            abl.append(f"{method}: gradient {row['gradient']:.2f}x vs magnitude {row['magnitude']:.2f}x -> {win} wins")
+        g, m = pick(method, "gradient", "max_ratio_within_0.5"), pick(method, "magnitude", "max_ratio_within_0.5")
+        if g and m:
+            gr, mr = g["thesis_ratio"], m["thesis_ratio"]
+            abl.append(f"{method}: gradient {gr:.2f}x vs magnitude {mr:.2f}x -> "
+                       f"{'gradient' if gr > mr else 'magnitude'} wins")
+        elif g or m:
+            abl.append(f"{method}: only {'gradient' if g else 'magnitude'} has a point within 0.5 "
+                       "(the ablation ran fewer ITQ configurations): not compared")
+        g, m = pick(method, "gradient", "at_published_ratio"), pick(method, "magnitude", "at_published_ratio")
+        if g and m:
+            abl2.append(f"{method}: gradient {g['test_acc']:.2f}% ({g['thesis_ratio']:.1f}x) vs magnitude "
+                        f"{m['test_acc']:.2f}% ({m['thesis_ratio']:.1f}x) -> "
+                        f"{'gradient' if g['test_acc'] > m['test_acc'] else 'magnitude'} wins")
     return ("Target (>= published ratio, test drop <= 0.5): " + "; ".join(parts) + ".\n\n"
-            "Ablation (largest ratio within 0.5 point on validation): " + ("; ".join(abl) or "n/a") + ".")
+            "Ablation, largest ratio within 0.5 point on validation: " + ("; ".join(abl) or "n/a")
+            + ".\n\nAblation, best test accuracy at or above the published ratio: " + ("; ".join(abl2) or "n/a") + ".")
 
 
 def main(argv=None) -> None:
