@@ -183,3 +183,19 @@ def test_deep_compression_end_to_end_through_a_wz_file(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
     assert len(torch.unique(loaded.state_dict()["layers.0.weight"])) <= 2 ** 3 + 1  # codes + zero
+
+
+@pytest.mark.parametrize("path", ["recipes/deep-compression.yaml", "recipes/deep-compression-lenet5.yaml"])
+def test_shipped_deep_compression_recipes_fit_their_models(path):
+    from pathlib import Path
+
+    from weightzip.methods.prune import check_layer_patterns
+    from weightzip.select import select
+
+    recipe = Recipe.from_yaml(Path(__file__).resolve().parents[2] / path)
+    assert Recipe.from_json(recipe.to_json()).to_dict() == recipe.to_dict()
+    model = wz.create_model(recipe.model)
+    for i, stage in enumerate(recipe.stages):
+        sel = select(model, stage.select)
+        for field in ("sparsity", "s", "bits"):
+            check_layer_patterns(getattr(stage, field, None), sel, field, f"{path} stage {i}")
