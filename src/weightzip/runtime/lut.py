@@ -107,6 +107,27 @@ def _gather_rows(T, indptr, fidx, bias, relu, out):  # pragma: no cover - compil
 
 
 @numba.njit(cache=True, fastmath=True)
+def _gather_cols(T, fidxT, M, bias, relu, out):  # pragma: no cover - compiled
+    """Sub-space-major gather for large tables: ``out[r] = act(bias[r] + sum_m T[fidxT[m*R + r]])``.
+
+    Sub-space ``m`` only touches its own ``k`` table entries (in L1) and the row sums
+    ``out`` (R,), so no lookup misses the cache however large ``M*k`` is; zero codes are
+    looked up (their entry is 0) instead of skipped.
+    """
+    R = bias.shape[0]
+    for r in range(R):
+        out[r] = bias[r]
+    for m in range(M):
+        base = m * R
+        for r in range(R):
+            out[r] += T[fidxT[base + r]]
+    if relu:
+        for r in range(R):
+            if out[r] < 0.0:
+                out[r] = 0.0
+
+
+@numba.njit(cache=True, fastmath=True)
 def _dense_rows(W, x, bias, relu, out):  # pragma: no cover - compiled
     """``out[r] = act(bias[r] + sum_i W[r, i] x[i])`` (a small dense layer inside a chain)."""
     for r in range(W.shape[0]):
@@ -125,7 +146,8 @@ def _lut_chain(x, cbT, cb_off, geo, indptr, ip_off, fidx, fi_off, bias, b_off, r
 
     ``geo[l] = (rows, cols, M, d, k, n_cb, kind)``; ``kind`` 1 marks a small dense layer kept
     in the chain (its weight, row-major, in ``cbT``), 0 a LUT layer: :func:`_build_table` then
-    :func:`_gather_rows`. Returns the last layer's output as a new (1, rows) array.
+    :func:`_gather_rows` (row-wise, zero codes skipped), 2 a LUT layer with a table too large for
+    L1: :func:`_build_table` then :func:`_gather_cols` (sub-space-major). Returns the last layer's output as a new (1, rows) array.
     """
     L = geo.shape[0]
     width = x.shape[0]
@@ -150,8 +172,11 @@ def _lut_chain(x, cbT, cb_off, geo, indptr, ip_off, fidx, fi_off, bias, b_off, r
             _dense_rows(cbT[co:co + rows * cols].reshape((rows, cols)), src, b, relu[l], dst)
         else:
             _build_table(src, cbT[co:co + ncb * d * k].reshape((ncb, d, k)), M, d, cols, T)
-            io = ip_off[l]
-            _gather_rows(T, indptr[io:io + rows + 1], fidx[fi_off[l]:], b, relu[l], dst)
+            if geo[l, 6] == 2:
+                _gather_cols(T, fidx[fi_off[l]:fi_off[l] + M * rows], M, b, relu[l], dst)
+            else:
+                io = ip_off[l]
+                _gather_rows(T, indptr[io:io + rows + 1], fidx[fi_off[l]:], b, relu[l], dst)
         src, dst = dst, src
     n = geo[L - 1, 0]
     return src[:n].copy().reshape((1, n))
@@ -213,8 +238,10 @@ def _pack_chain(layers: list, relu: list[bool]) -> tuple:
     n_cb = n_ip = n_fi = n_b = 0
     for lay in layers:
         if isinstance(lay, _LUTBase):
-            vals, indptr, fidx, bias = lay._cbT.ravel(), lay._indptr, lay._fidx, lay._bias
-            geo.append((lay.rows, lay.cols, lay.M, lay.d, lay.k, lay.n_codebooks, 0))
+            vals, indptr, bias = lay._cbT.ravel(), lay._indptr, lay._bias
+            colmajor = lay._fidxT is not None
+            fidx = lay._fidxT if colmajor else lay._fidx
+            geo.append((lay.rows, lay.cols, lay.M, lay.d, lay.k, lay.n_codebooks, 2 if colmajor else 0))
         else:  # nn.Linear: dense row-major weight
             w = lay.weight.detach().to(torch.float32).contiguous().numpy()
             vals, indptr, fidx = w.ravel(), np.zeros(1, np.int32), np.zeros(0, np.int32)
@@ -264,6 +291,12 @@ class _LUTBase(nn.Module):
         tabs = lut_tables(codes_t.numpy(), cbs_t.numpy())
         self._cbT, self._indptr, self._fidx = tabs["cbT"], tabs["indptr"], tabs["fidx"]
         self.nnz = tabs["nnz"]
+        # a table larger than L1 (M*k > 8192 floats) with mostly non-zero codes: sub-space-major
+        # gather (every lookup hits the current sub-space's k entries) instead of row-wise
+        self._fidxT = None
+        if M * k > 8192 and self.nnz > 0.5 * rows * M:
+            flat = np.arange(M, dtype=np.int64)[:, None] * k + codes_t.numpy().T      # (M, rows)
+            self._fidxT = np.ascontiguousarray(flat.ravel(), dtype=np.int32)
         self._bias = self.bias.numpy()
         self._pack = _pack_chain([self], [False])
         self._flat = None
