@@ -5,7 +5,7 @@ quantized with one scale per gate block (8 per layer), normalization applied sep
 gate's ``W_x x`` and ``W_h h`` (layer norm, batch norm shared across time) or weight norm after
 quantization. This script trains ``lstm_lm`` on PTB words for every pair
 
-    weights in {fp32, 1-bit LAB, 2-bit LAQ (ternary), 3-bit LAQ linear}
+    weights in {fp32, 1-bit BinaryConnect (no scale), 1-bit LAB, 2-bit LAQ (ternary), 3-bit LAQ linear}
     norm    in {none, layer, batch, weight}
 
 from the same initialisation with the same schedule, and records per training step the mean
@@ -22,7 +22,7 @@ norm clipped to 5.
 Budgets (``--budget``):
 
 * ``small`` (2 shared CPU cores): 1 x 200 LSTM, embedding 200, batch 20, bptt 35, no dropout,
-  Adam lr 0.002 constant, 2 epochs capped at 150 steps each (600 k tokens, about 2/3 of one
+  Adam lr 0.002 constant, 2 epochs capped at 125 steps each (175 k tokens, about 1/5 of one
   pass over the training text), perplexity on the first 20 k tokens of valid / test.
 * ``full``: 1 x 300, dropout 0.5, 40 epochs, lr 0.002 divided by 4 on a plateau of the
   validation loss, full valid / test (the paper trains longer and with SGD for fp32).
@@ -57,7 +57,7 @@ from weightzip.train import Trainer, atomic_write_json, evaluate, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = {
-    "small": {"hidden": 200, "dropout": 0.0, "epochs": 2, "max_steps_per_epoch": 150, "eval_subset": 20000,
+    "small": {"hidden": 200, "dropout": 0.0, "epochs": 2, "max_steps_per_epoch": 125, "eval_subset": 20000,
               "schedule": "constant"},
     "full": {"hidden": 300, "dropout": 0.5, "epochs": 40, "max_steps_per_epoch": None, "eval_subset": None,
              "schedule": "plateau"},
@@ -66,6 +66,7 @@ BUDGETS = {
 }
 WEIGHTS: dict[str, dict[str, Any] | None] = {
     "fp": None,
+    "1bit_bc": {"mode": "bc"},  # BinaryConnect: sign(w), no scale - the classic hard case
     "1bit": {"mode": "lab"},
     "2bit": {"mode": "laq", "bits": 2},
     "3bit": {"mode": "laq", "bits": 3, "levels": "linear"},
@@ -203,7 +204,7 @@ def markdown(rows: dict[tuple[str, str], dict[str, Any]], budget: str, meta: dic
             cells.append("" if r is None else f"{_fmt(r['test_ppl'])} ({_fmt(r['val_ppl'])})")
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
     lines += ["", "Bits per stored LSTM weight in the `.wz` (codes + per-gate scales, entropy-coded where smaller):", ""]
-    for w in ("1bit", "2bit", "3bit"):
+    for w in ("1bit_bc", "1bit", "2bit", "3bit"):
         r = rows.get((w, "none")) or next((rows[k] for k in rows if k[0] == w), None)
         if r:
             bpw = ", ".join(f"{k.split('.')[-1]} {v:.2f}" for k, v in r["lstm_bits_per_weight"].items())
