@@ -288,3 +288,13 @@ def test_shipped_recipes_parse():
     for path in paths:
         r = Recipe.from_yaml(path)
         assert any(s.method == "loss_aware" for s in r.stages), path
+
+
+def test_quantized_lstm_file_gives_the_same_logits(tmp_path):
+    model = create_model("lstm_lm_tiny", norm="weight")
+    stage(mode="laq", bits=3, select={"types": ["LSTMLayer"]}).attach(model)
+    model.eval()
+    x = torch.randint(0, 50, (5, 2))
+    rep = weightzip.save(model, tmp_path / "lstm.wz")
+    loaded = weightzip.load(rep.path)
+    assert torch.equal(loaded(x)[0], model(x)[0])
