@@ -97,7 +97,7 @@ def topk_block_mask(scores: Tensor, keep: int) -> Tensor:
         raise ValueError(f"keep must be in [1, {C}] blocks per row, got {keep}")
     # stable descending sort -> ties resolved by column index, deterministic
     order = torch.sort(scores.float(), dim=1, descending=True, stable=True).indices[:, :keep]  # (R, keep)
-    mask = torch.zeros(R, C, dtype=torch.bool)
+    mask = torch.zeros(R, C, dtype=torch.bool, device=scores.device)
     mask.scatter_(1, order, True)
     return mask
 
