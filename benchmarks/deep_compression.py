@@ -48,9 +48,14 @@ PAPER = {
     "lenet5": {"baseline_error": 0.80, "error": 0.74, "size_before_kb": 1720, "size_after_kb": 44, "ratio": 39},
 }
 CASES = {
-    # model: (recipe, output file, target file ratio)
-    "lenet300_100": ("recipes/deep-compression.yaml", "lenet300_100-deep-compression.wz", 40.0),
-    "lenet5": ("recipes/deep-compression-lenet5.yaml", "lenet5-deep-compression.wz", 39.0),
+    # case: (model, recipe, output file, target file ratio, overrides of the first stage or None)
+    "lenet300_100": ("lenet300_100", "recipes/deep-compression.yaml", "lenet300_100-deep-compression.wz",
+                     40.0, None),
+    "lenet5": ("lenet5", "recipes/deep-compression-lenet5.yaml", "lenet5-deep-compression.wz", 39.0, None),
+    # the same recipe pruned harder, towards the 60x aim: shows what the error bound costs
+    "lenet300_100-aggressive": ("lenet300_100", "recipes/deep-compression.yaml",
+                                "lenet300_100-deep-compression-aggressive.wz", 40.0,
+                                {"sparsity": {"layers.0": 0.96, "layers.2": 0.85, "layers.4": 0.5}}),
 }
 MAX_ERROR_INCREASE = 0.1  # points of test error above our own baseline
 AIM_RATIO = 60.0
@@ -88,9 +93,14 @@ def sensitivity_analysis(model, loaders, args, png: Path) -> dict:
     return metrics["sensitivity"]
 
 
-def run_case(model_name: str, args: argparse.Namespace) -> dict:
-    recipe_path, out_name, target_ratio = CASES[model_name]
+def run_case(case: str, args: argparse.Namespace) -> dict:
+    model_name, recipe_path, out_name, target_ratio, overrides = CASES[case]
     recipe = Recipe.from_yaml(ROOT / recipe_path)
+    if overrides:
+        d = recipe.to_dict()
+        d["stages"][0].update(overrides)
+        d["name"] = f"{recipe.name} ({case})"
+        recipe = Recipe.from_dict(d)
     data = recipe.data or "mnist"
     t0 = time.perf_counter()
 
@@ -111,11 +121,11 @@ def run_case(model_name: str, args: argparse.Namespace) -> dict:
     log.info("%s baseline: test error %.2f%%", model_name, _err(base_test))
 
     sens_png = RESULTS / f"deep_compression-{model_name}-sensitivity.png"
-    sensitivity = sensitivity_analysis(model, loaders, args, sens_png)
+    sensitivity = sensitivity_analysis(model, loaders, args, sens_png) if not overrides else None
 
     # 2. compress with the recipe
     t1 = time.perf_counter()
-    workdir = ROOT / "runs" / "deep_compression" / model_name  # stage checkpoints (not committed)
+    workdir = ROOT / "runs" / "deep_compression" / case  # stage checkpoints (not committed)
     result = wz.compress(model, recipe, loaders=loaders, device=args.device, workdir=workdir, seed=args.seed,
                          log=lambda m: log.info("%s", m))
     t_compress = time.perf_counter() - t1
@@ -133,7 +143,7 @@ def run_case(model_name: str, args: argparse.Namespace) -> dict:
     dec = reloaded.state_dict()
     exact = all(torch.equal(after[k], dec[k].cpu()) for k in after if k in dec)
 
-    plot = RESULTS / f"deep_compression-{model_name}.png"
+    plot = RESULTS / f"deep_compression-{case}.png"
     try:
         from weightzip.report.plots import compression_summary
 
@@ -145,7 +155,9 @@ def run_case(model_name: str, args: argparse.Namespace) -> dict:
 
     base_err, file_err = _err(base_test), _err(file_test)
     entry = {
+        "case": case,
         "model": model_name,
+        "stage0_overrides": overrides,
         "data": data,
         "recipe": recipe_path,
         "recipe_settings": recipe.to_dict(),
@@ -169,7 +181,7 @@ def run_case(model_name: str, args: argparse.Namespace) -> dict:
         "baseline_val_error": _err(result.baseline["val"]),
         "compressed_val_error": _err(result.stages[-1].metrics["val"]),
         "sensitivity_of_baseline": sensitivity,
-        "sensitivity_plot": str(sens_png.relative_to(ROOT)),
+        "sensitivity_plot": str(sens_png.relative_to(ROOT)) if sensitivity else None,
         "stages": [_drop_bulk(s.__dict__) for s in result.stages],
         "targets": {
             "file_ratio_min": target_ratio,
@@ -179,7 +191,8 @@ def run_case(model_name: str, args: argparse.Namespace) -> dict:
             "error_met": file_err <= base_err + MAX_ERROR_INCREASE + 1e-9,
             "aim_met": size.file_ratio >= AIM_RATIO,
         },
-        "baseline_checkpoint": str(base_path),
+        "baseline_checkpoint": str(base_path.resolve().relative_to(ROOT)) if base_path.resolve().is_relative_to(ROOT)
+        else str(base_path),
         "baseline_train_config": info.get("train_config"),
         "seconds": {"baseline_ensure": t_base, "compress": t_compress, "total": time.perf_counter() - t0},
         "plot": str(plot.relative_to(ROOT)) if plot else None,
@@ -188,7 +201,7 @@ def run_case(model_name: str, args: argparse.Namespace) -> dict:
         "date": dt.datetime.now().isoformat(timespec="seconds"),
     }
     entry["targets"]["met"] = entry["targets"]["ratio_met"] and entry["targets"]["error_met"]
-    log.info("%s: %.1fx (file), error %.2f%% -> %.2f%% (from the file)", model_name, size.file_ratio,
+    log.info("%s: %.1fx (file), error %.2f%% -> %.2f%% (from the file)", case, size.file_ratio,
              base_err, file_err)
     return entry
 
@@ -202,33 +215,47 @@ def write_markdown(results: dict, path: Path) -> None:
          "numbers are Han et al. 2016, Table 1.", "",
          "| model | | baseline error | compressed error | size | ratio |",
          "|---|---|---|---|---|---|"]
-    for name, e in results.items():
-        p = e["paper"]
-        L.append(f"| {name} | Deep Compression (paper) | {p['baseline_error']:.2f}% | {p['error']:.2f}% | "
-                 f"{p['size_before_kb']} KB -> {p['size_after_kb']} KB | {p['ratio']}x |")
-        L.append(f"| {name} | weightzip (file) | {e['baseline_test_error']:.2f}% | {e['test_error_from_file']:.2f}% | "
+    order = sorted(results, key=lambda n: (results[n].get("model", n), n))
+    shown = set()
+    for name in order:
+        e = results[name]
+        model, p = e.get("model", name), e["paper"]
+        if model not in shown:
+            shown.add(model)
+            L.append(f"| {model} | Deep Compression (paper) | {p['baseline_error']:.2f}% | {p['error']:.2f}% | "
+                     f"{p['size_before_kb']} KB -> {p['size_after_kb']} KB | {p['ratio']}x |")
+        what = "weightzip (file)" if not e.get("stage0_overrides") else "weightzip, pruned harder (file)"
+        L.append(f"| {model} | {what} | {e['baseline_test_error']:.2f}% | {e['test_error_from_file']:.2f}% | "
                  f"{e['baseline_bytes'] / 1000:.0f} KB -> {e['file_bytes'] / 1000:.1f} KB | "
                  f"**{e['file_ratio']:.1f}x** |")
-    L += ["", "| model | file ratio | payload ratio | paper accounting (weights only) | dense fp32 + zstd | "
+    L += ["", "Targets (issue 3): file ratio >= 40x (LeNet-300-100) / 39x (LeNet-5) with a test error at "
+          "most 0.1 point above our own baseline; aim 60x. The `-aggressive` case is the same recipe with "
+          f"higher first-stage sparsity (overrides in the JSON), run to show what the aim costs in error.",
+          "", "| case | file ratio | payload ratio | paper accounting (weights only) | dense fp32 + zstd | "
           "error increase | target | met |", "|---|---|---|---|---|---|---|---|"]
-    for name, e in results.items():
-        t = e["targets"]
+    for name in order:
+        e, t = results[name], results[name]["targets"]
         L.append(f"| {name} | {e['file_ratio']:.1f}x | {e['payload_ratio']:.1f}x | "
                  f"{e['paper_ratio_deep_compression']:.1f}x | {e['dense_zstd_ratio']:.2f}x | "
                  f"{e['error_increase']:+.2f} pt | >= {t['file_ratio_min']:g}x, <= +{t['max_error_increase']} pt | "
                  f"{'yes' if t['met'] else 'NO'}{' (and >= 60x)' if t['aim_met'] and t['met'] else ''} |")
-    for name, e in results.items():
+    for name in order:
+        e = results[name]
         L += ["", f"## {name}", "",
               f"Recipe `{e['recipe']}`; file `{e['file']}` ({e['file_bytes']} bytes: {e['payload_bytes']} "
               f"payload + {e['manifest_and_container_bytes']} manifest and container); decoded weights equal "
               f"the compressed model's: {e['decoded_weights_equal_model']}. Baseline checkpoint "
-              f"`{e['baseline_checkpoint']}`.", "",
+              f"`{e['baseline_checkpoint']}`." + (f" First-stage overrides: `{e['stage0_overrides']}`."
+                                                  if e.get("stage0_overrides") else ""), "",
               "| tensor | format | shape | nnz | density | value bits | index bits | coding | bytes | bits/weight |",
               "|---|---|---|---|---|---|---|---|---|---|"]
+        show = lambda v: "-" if v in (None, "none", False) else str(v)  # noqa: E731
         for r in e["layers"]:
-            L.append(f"| {r['name']} | {r['format']}{' sparse' if r.get('sparse') else ''} | {r['shape']} | "
-                     f"{r['nnz']} | {100 * r['density']:.1f}% | {r.get('value_bits')} | {r.get('index_bits')} | "
-                     f"{r.get('coding')} | {r['bytes']} | {r['bits_per_weight']:.3f} |")
+            layout = show(r.get("sparse"))
+            L.append(f"| {r['name']} | {r['format']}{'' if layout == '-' else f' ({layout})'} | {r['shape']} | "
+                     f"{r['nnz']} | {100 * r['density']:.1f}% | {show(r.get('value_bits'))} | "
+                     f"{show(r.get('index_bits'))} | {show(r.get('coding'))} | {r['bytes']} | "
+                     f"{r['bits_per_weight']:.3f} |")
         L += ["", "| stage | method | seconds | val accuracy after |", "|---|---|---|---|"]
         for s in e["stages"]:
             acc = (s["metrics"].get("val") or {}).get("accuracy")
@@ -251,23 +278,26 @@ def write_markdown(results: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
+    """Run the selected cases, merge them into the JSON, regenerate the Markdown."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=sorted(CASES), action="append", help="run only this model (repeatable)")
+    ap.add_argument("--only", choices=sorted(CASES), action="append", help="run only this case (repeatable)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on the shared 2-core machine)")
     ap.add_argument("--runs", default=str(ROOT / runs.BASELINES_DIR), help="cached baselines folder")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--markdown-only", action="store_true", help="only regenerate the .md from the JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path = RESULTS / "deep_compression.json"
     results = json.loads(json_path.read_text()) if json_path.is_file() else {}
-    for name in args.only or list(CASES):
+    for name in [] if args.markdown_only else (args.only or list(CASES)):
         results[name] = run_case(name, args)
         atomic_write_json(json_path, results)
         write_markdown(results, RESULTS / "deep_compression.md")
-    ok = all(e["targets"]["met"] for e in results.values())
+    write_markdown(results, RESULTS / "deep_compression.md")
+    ok = all(e["targets"]["met"] for name, e in results.items() if not CASES.get(name, (0,) * 5)[4])
     print(f"wrote {json_path} and deep_compression.md; targets met: {ok}")
     return 0
 
