@@ -71,8 +71,8 @@ def ste(w: Tensor, wq: Tensor) -> Tensor:
 class Mask(WzParametrization):
     """Pruning mask: ``W' = W * m`` with ``m`` a {0,1} buffer of W's shape (saved with the model).
 
-    Gradients to pruned entries are zero, so they stay pruned under any optimizer without
-    weight decay; :func:`Mask.apply_` also zeroes the latent weights.
+    Gradients to pruned entries are zero, so the output stays pruned under any optimizer
+    (``weightzip.methods.prune.set_mask`` also zeroes the latent weights).
     """
 
     kind = "mask"

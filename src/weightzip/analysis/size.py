@@ -125,7 +125,9 @@ def size_rows(formats: Mapping[str, Any], state: Mapping[str, torch.Tensor] | No
             "density": nnz / numel if numel else 0.0,
             "value_bits": summ.get("value_bits"),
             "index_bits": summ.get("index_bits"),
-            "coding": summ.get("coding"),
+            "coding": ",".join(sorted({c for c in (summ.get("codings") or {}).values()
+                                       if c not in ("float32", "raw")})) or "raw",
+            "fillers": summ.get("n_fillers"),
             "bytes": f.nbytes,
             "streams": {k: len(v) for k, v in f.streams.items()},
             "bits_per_weight": 8 * f.nbytes / numel if numel else 0.0,
