@@ -34,7 +34,7 @@ def random_pq(rows, cols, d, k, shared, seed, zero_frac=0.0):
 @pytest.mark.parametrize("rows,cols,d,k,shared,zero", [
     (7, 12, 4, 5, False, 0.0), (30, 64, 8, 16, True, 0.5), (5, 10, 4, 3, False, 0.0),   # padded
     (64, 100, 16, 32, True, 0.7), (3, 9, 9, 2, True, 0.0), (40, 50, 5, 256, False, 0.3),
-    (20, 510, 4, 128, True, 0.0),                                  # M*k > 8192: sub-space-major gather
+    (20, 1020, 4, 128, True, 0.0),                                 # M*k > 16384: sub-space-major gather
 ])
 @pytest.mark.parametrize("batch", [1, 3, 20])
 def test_lut_linear_equals_the_decoded_linear(rows, cols, d, k, shared, zero, batch):
@@ -46,7 +46,7 @@ def test_lut_linear_equals_the_decoded_linear(rows, cols, d, k, shared, zero, ba
     torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(layer._torch_matmul(x), ref, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(layer.dense_weight(), W)
-    assert (layer._fidxT is not None) == (layer.M * k > 8192)
+    assert (layer._fidxT is not None) == (layer.M * k > 16384 and zero == 0.0)
     # leading dimensions, no bias
     nob = LUTLinear(codes, cbs, cols, None)
     x3 = torch.randn(2, batch, cols)

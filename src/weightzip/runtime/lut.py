@@ -30,9 +30,10 @@ is NOT converted: it runs as the decoded dense layer and the converter logs why.
 ``groups != 1``, non-zero ``padding_mode`` or string padding stay dense as well.
 
 Modes (see :func:`weightzip.runtime.load.load`): ``lut`` converts every PQ layer it can;
-``auto`` wraps each convertible layer in :class:`FastestOf`, which times the LUT layer, the
-dense layer and (pruned Linear) the sparse CSR layer on the first input of each shape and then
-runs the fastest for that shape.
+``auto`` wraps each convertible layer whose cost-model bound ``rows*cols / (k*cols + lookups)``
+is at least ``AUTO_MIN_BOUND`` (0.5) in :class:`FastestOf`, which times the LUT layer, the dense
+layer and what the other converters offer on the first input of each shape and then runs the
+fastest for that shape; layers below the bound are left to the other converters (dense).
 """
 from __future__ import annotations
 
@@ -267,6 +268,9 @@ def _pack_chain(layers: list, relu: list[bool]) -> tuple:
             np.asarray(relu, np.bool_))
 
 
+COLMAJOR_MIN_TABLE = 16384
+
+
 def _fast_path(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and not (x.requires_grad and torch.is_grad_enabled())
 
@@ -291,10 +295,11 @@ class _LUTBase(nn.Module):
         tabs = lut_tables(codes_t.numpy(), cbs_t.numpy())
         self._cbT, self._indptr, self._fidx = tabs["cbT"], tabs["indptr"], tabs["fidx"]
         self.nnz = tabs["nnz"]
-        # a table larger than L1 (M*k > 8192 floats) with mostly non-zero codes: sub-space-major
-        # gather (every lookup hits the current sub-space's k entries) instead of row-wise
+        # a table larger than L2-friendly (M*k > 16384 floats) with mostly non-zero codes:
+        # sub-space-major gather (every lookup hits the current sub-space's k entries) instead
+        # of row-wise with zero codes skipped
         self._fidxT = None
-        if M * k > 8192 and self.nnz > 0.5 * rows * M:
+        if M * k > COLMAJOR_MIN_TABLE and self.nnz > 0.75 * rows * M:
             flat = np.arange(M, dtype=np.int64)[:, None] * k + codes_t.numpy().T      # (M, rows)
             self._fidxT = np.ascontiguousarray(flat.ravel(), dtype=np.int32)
         self._bias = self.bias.numpy()
@@ -598,7 +603,21 @@ def _pq_lut_converter(module: nn.Module, name: str, formats: dict[str, Any], mod
         return None
     if mode == "lut":
         return lut
+    if _bound(lut) < AUTO_MIN_BOUND:
+        return None  # the tables cost more than twice the dense product: not worth timing
     return FastestOf({"lut": lut, "dense": module, **_alternatives(module, name, formats, mode)})
+
+
+AUTO_MIN_BOUND = 0.5
+
+
+def _bound(lay: nn.Module) -> float:
+    """METHODS.md's cost-model speed-up of a LUT layer, ``rows*cols / (k*cols + lookups)``; for a
+    fused chain the ratio of the summed costs (dense layers of the chain cost rows*cols in both)."""
+    parts = lay.layers if isinstance(lay, FusedLUTMLP) else [lay]
+    dense = sum(p.weight.numel() if isinstance(p, nn.Linear) else p.rows * p.cols for p in parts)
+    table = sum(p.weight.numel() if isinstance(p, nn.Linear) else p.k * p.cols + p.nnz for p in parts)
+    return dense / max(1, table)
 
 
 _OURS = ("pq_lut",)
