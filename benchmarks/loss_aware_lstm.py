@@ -225,8 +225,21 @@ def markdown(rows: dict[tuple[str, str], dict[str, Any]], budget: str, meta: dic
         r = rows.get(("2bit", "none"))
         if r:
             lines.append(f"- 2-bit, norm=none (contrast): {_fmt(r['test_ppl'])}")
-    lines += ["", f"Plot: `loss_aware_lstm_{budget}.png` - mean |gate pre-activation| (mean of the 4 gates) and "
-              "||grad W_hh|| per training step, per weight precision, one line per normalization.", "",
+    diffs = [abs(r["from_file_test_ppl"] - r["test_ppl"]) for r in rows.values()
+             if r.get("from_file_test_ppl") is not None and r.get("test_ppl") is not None]
+    if diffs:
+        lines += ["", f"Evaluated again from each run's `.wz`: largest |test ppl from file - in memory| = {max(diffs):.3g} "
+                  f"over {len(diffs)} runs."]
+    bc = rows.get(("1bit_bc", "none"))
+    if bc and bc.get("stats"):
+        s = torch.tensor(bc["stats"])
+        lines += ["", f"BinaryConnect without normalization: mean |gate pre-activation| {s[:, 1:5].mean():.2f} and "
+                  f"median ||grad W_hh|| {s[:, 6].median():.3g} over training (fp32, norm=none: "
+                  + (f"{torch.tensor(rows[('fp', 'none')]['stats'])[:, 1:5].mean():.2f} and "
+                     f"{torch.tensor(rows[('fp', 'none')]['stats'])[:, 6].median():.3g})." if ("fp", "none") in rows else "n/a).")]
+    lines += ["", f"Plot: `loss_aware_lstm_{budget}.png` - per training step: mean |gate pre-activation| (mean of the 4 "
+              "gates), ||grad W_hh|| of the latent weights (before clipping) and the training loss; one column per "
+              "weight precision, one line per normalization.", "",
               f"Machine: {meta['machine'].get('processor')}, torch {meta['machine'].get('torch')}, "
               f"{meta['machine'].get('torch_threads')} thread(s), device {meta['machine'].get('device')}.", ""]
     return "\n".join(lines)
@@ -259,7 +272,7 @@ def plot(rows: dict[tuple[str, str], dict[str, Any]], path: Path, budget: str) -
     axes[0, 0].legend(title="norm")
     fig.suptitle(f"PTB word LM, {budget} budget: gate pre-activation scale and gradients over training")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -306,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"seed": args.seed, "machine": machine_info(args.device), "budget": b,
             "train": train_config(b, args.device, args.seed)}
     stem = f"loss_aware_lstm_{args.budget}"
-    atomic_write_json(args.out / f"{stem}.json", {"meta": meta, "rows": {f"{w}/{n}": r for (w, n), r in rows.items()}})
+    thinned = {f"{w}/{n}": {**r, "stats": [[float(f"{x:.4g}") for x in row]
+                                           for row in r["stats"][:: max(1, math.ceil(len(r["stats"]) / 50))]]}
+               for (w, n), r in rows.items()}
+    atomic_write_json(args.out / f"{stem}.json", {"meta": meta, "rows": thinned,
+                                                  "note": "stats thinned to <= 50 rows per run (4 digits); full series in --runs"})
     (args.out / f"{stem}.md").write_text(markdown(rows, args.budget, meta))
     plot(rows, args.out / f"{stem}.png", args.budget)
     print(f"wrote {args.out / stem}.md")
