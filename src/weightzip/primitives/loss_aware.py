@@ -55,7 +55,9 @@ __all__ = [
     "lab_project",
     "binaryconnect",
     "bwn_project",
+    "bwn",
     "twn_project",
+    "twn",
     "lat_approx_project",
     "lat_exact_project",
     "lat2_approx_project",
@@ -213,6 +215,7 @@ def bwn_project(w: Tensor, *, blocks: int = 1) -> Projection:
     return _out(W, W.abs().mean(1), _sign(W), w.shape)
 
 
+bwn = bwn_project  # short names of the baselines
 # ---------------------------------------------------------------------------------------------
 # ternary
 
@@ -228,6 +231,9 @@ def twn_project(w: Tensor, *, blocks: int = 1, delta_factor: float = 0.7) -> Pro
     n = keep.sum(1)
     alpha = torch.where(n > 0, (A * keep).sum(1) / n.clamp_min(1), torch.zeros_like(n))
     return _out(W, alpha, torch.sign(W) * keep, w.shape)
+
+
+twn = twn_project
 
 
 @torch.no_grad()
