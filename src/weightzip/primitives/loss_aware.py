@@ -216,6 +216,8 @@ def bwn_project(w: Tensor, *, blocks: int = 1) -> Projection:
 
 
 bwn = bwn_project  # short names of the baselines
+
+
 # ---------------------------------------------------------------------------------------------
 # ternary
 
