@@ -124,3 +124,17 @@ def test_pipeline_resume_skips_done_stages(tmp_path):
     x = torch.randn(3, 1, 28, 28)
     model.eval(), model2.eval()
     assert torch.equal(model(x), model2(x))
+
+
+def test_resume_refuses_checkpoints_of_other_stage_settings(tmp_path):
+    torch.manual_seed(0)
+    train, val = loaders()
+    wz.compress(wz.create_model("lenet300_100_tiny"), wz.Recipe.from_yaml(RECIPE), train, val,
+                workdir=tmp_path, log=lambda *_: None)
+    other = wz.Recipe.from_yaml(RECIPE.replace("bits: 3", "bits: 2"))
+    logs = []
+    res = wz.compress(wz.create_model("lenet300_100_tiny"), other, train, val, workdir=tmp_path,
+                      resume=True, log=logs.append)
+    assert any("not resuming" in m for m in logs)
+    assert any("resumed after stage 1" in m for m in logs)  # stages 0..1 unchanged: reused
+    assert len(res.stages) == 3

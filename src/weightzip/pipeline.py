@@ -92,6 +92,11 @@ class Pipeline:
             for i in reversed(range(len(self.recipe.stages))):
                 p = self._ckpt(i, self.recipe.stages[i].method)
                 if p.exists():
+                    done = torch.load(p, weights_only=True, map_location="cpu").get("recipe_stages")
+                    if done != self._stage_dicts(i):
+                        self.ctx.log(f"not resuming from {p}: it was written by other stage settings "
+                                     f"(stages 0..{i} of this recipe differ)")
+                        continue
                     records = self._restore(model, p)
                     result.stages = [StageRecord(**r) for r in records]
                     start = i + 1
@@ -114,8 +119,12 @@ class Pipeline:
                 self._save(model, self._ckpt(i, cfg.method), result.stages)
         return result
 
+    def _stage_dicts(self, last: int) -> list[dict[str, Any]]:
+        return [st.model_dump(mode="json") for st in self.recipe.stages[: last + 1]]
+
     def _save(self, model: nn.Module, path: Path, records: list[StageRecord]) -> None:
         state = {
+            "recipe_stages": self._stage_dicts(len(records) - 1),
             "model": model.state_dict(),
             "model_config": getattr(model, "wz_config", None),
             "parametrizations": parametrize.parametrization_spec(model),
