@@ -37,7 +37,6 @@ import copy
 import datetime as dt
 import json
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -53,6 +52,7 @@ from weightzip.analysis.size import size_report
 from weightzip.primitives.pq import cluster_time
 from weightzip.recipe import Recipe
 from weightzip.train import atomic_write_json, evaluate, machine_info
+from weightzip.workflows import median_latency
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -82,19 +82,6 @@ log = logging.getLogger("pq_vs_kmeans")
 
 def acc(metrics: dict) -> float:
     return 100.0 * metrics["accuracy"]
-
-
-def median_latency(fn: Callable[[], Any], repeat: int, number: int) -> float:
-    """Median over ``repeat`` of the mean time of ``number`` calls (seconds), after warm-up."""
-    for _ in range(max(3, number // 4)):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        times.append((time.perf_counter() - t0) / number)
-    return statistics.median(times)
 
 
 def budget_recipe(recipe: Recipe, b: dict) -> Recipe:

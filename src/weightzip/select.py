@@ -126,6 +126,37 @@ def iter_selected(model: nn.Module, selection: Selection | dict | None = None) -
     yield from select(model, selection)
 
 
+def layer_matches(key: str, module_name: str, module: nn.Module) -> bool:
+    """Whether a per-layer key names this module: a module name or glob, ``re:<regex>``, or
+    ``type:<ClassName>`` (seen through parametrize's ``Parametrized<Name>``)."""
+    if key.startswith("type:"):
+        return type_name(module) == key[5:]
+    return _match(module_name, key)
+
+
+def per_layer_value(value, module_name: str, module: nn.Module, field: str = "value", where: str | None = None):
+    """The value for ``module_name`` from a plain value or an ordered ``{pattern: value}`` mapping.
+
+    The first matching key in the written order wins; ``default`` applies when none matches::
+
+        per_layer_value({"layers.4": 6, "type:Conv2d": 8, "default": 5}, "layers.0", lin)  # -> 5
+
+    Raises :class:`~weightzip.errors.RecipeError` when no key matches and there is no ``default``.
+    """
+    if not isinstance(value, dict):
+        return value
+    for key, v in value.items():
+        if key != "default" and layer_matches(key, module_name, module):
+            return v
+    if "default" in value:
+        return value["default"]
+    from .errors import RecipeError
+
+    prefix = f"{where}: " if where else ""
+    raise RecipeError(f"{prefix}field '{field}': no entry matches layer {module_name!r} and there is no "
+                      f"`default`; add '{module_name}: <value>' or 'default: <value>' (keys given: {list(value)})")
+
+
 def qualified(module_name: str, tensor_name: str) -> str:
     """``"fc1" + "weight" -> "fc1.weight"`` (state_dict-style key)."""
     return f"{module_name}.{tensor_name}" if module_name else tensor_name

@@ -94,7 +94,8 @@ def compress_run(source: str, recipe: str | Path | Recipe, out: str | Path, *, d
     return summary
 
 
-def _median_latency(fn: Callable[[], Any], repeat: int, number: int) -> float:
+def median_latency(fn: Callable[[], Any], repeat: int, number: int) -> float:
+    """Median over ``repeat`` of the mean time of ``number`` calls (seconds), after warm-up."""
     for _ in range(max(3, number // 4)):
         fn()
     times = []
@@ -142,7 +143,7 @@ def bench(path: str | Path, *, batch_sizes=(1, 64), repeat: int = 7, number: int
             x = torch.randint(0, vocab, (shape[0], b))
         else:
             x = torch.randn(b, *shape)
-        t_dense = _median_latency(lambda: dense(x), repeat, number)
+        t_dense = median_latency(lambda: dense(x), repeat, number)
         rows.append({"batch": b, "mode": "dense fp32", "ms": t_dense * 1e3, "speedup": 1.0})
         for mode in modes:
             m = api.load(path, mode=mode)
@@ -153,7 +154,7 @@ def bench(path: str | Path, *, batch_sizes=(1, 64), repeat: int = 7, number: int
             y_ref = y_ref[0] if isinstance(y_ref, tuple) else y_ref
             y = y[0] if isinstance(y, tuple) else y
             err = float((y - y_ref).abs().max())
-            t = _median_latency(lambda: m(x), repeat, number)
+            t = median_latency(lambda: m(x), repeat, number)
             rows.append({"batch": b, "mode": mode, "ms": t * 1e3, "speedup": t_dense / t,
                          "layers": swapped, "max_abs_diff": err})
     return {"path": str(path), "threads": torch.get_num_threads(), "input_shape": list(shape), "rows": rows}

@@ -46,7 +46,7 @@ from ..parametrize import WzParametrization, register_parametrization
 from ..primitives.pq import (centroid_counts, num_subspaces, pq_quantize, pq_reconstruct,
                              pq_storage_bits, to_subvectors)
 from ..registry import register_method
-from ..select import _match, qualified, select, type_name
+from ..select import layer_matches, per_layer_value, qualified, select, type_name
 from .base import Method, MethodConfig, StageContext
 from .prune import current_mask
 
@@ -127,27 +127,12 @@ class PQCodebook(WzParametrization):
 # Per-layer values
 
 
-def _key_matches(key: str, mname: str, module: nn.Module) -> bool:
-    if key.startswith("type:"):
-        return type_name(module) == key[5:]  # sees through parametrize's Parametrized<Name>
-    return _match(mname, key)
+_key_matches = layer_matches  # the per-layer key rule lives in select.py
 
 
 def layer_value(value: Any, mname: str, module: nn.Module, field: str, where: str) -> Any:
-    """The value for ``mname`` from a plain value or an ordered ``{pattern: value}`` mapping.
-
-    Patterns as in pruning: module name or glob, ``re:<regex>``, ``type:<ClassName>``,
-    ``default``; the first matching key in the written order wins.
-    """
-    if not isinstance(value, dict):
-        return value
-    for key, v in value.items():
-        if key != "default" and _key_matches(key, mname, module):
-            return v
-    if "default" in value:
-        return value["default"]
-    raise RecipeError(f"{where}: field '{field}': no entry matches layer {mname!r} and there is no "
-                      f"`default`; add '{mname}: <value>' or 'default: <value>' (keys given: {list(value)})")
+    """:func:`weightzip.select.per_layer_value` with the stage named in errors."""
+    return per_layer_value(value, mname, module, field, where)
 
 
 def _check_patterns(value: Any, selected, field: str, where: str) -> None:

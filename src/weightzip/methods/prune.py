@@ -45,7 +45,7 @@ from ..primitives.sparsity import (
     threshold_mask,
 )
 from ..registry import register_method
-from ..select import _match, qualified, select, type_name
+from ..select import layer_matches, per_layer_value, qualified, select
 from .base import Method, MethodConfig, StageContext
 
 __all__ = [
@@ -67,27 +67,7 @@ PerLayer = float | dict[str, float]
 # Per-layer values
 
 
-def _key_matches(key: str, mname: str, module: nn.Module) -> bool:
-    if key.startswith("type:"):
-        return type_name(module) == key[5:]  # Linear, also once parametrized
-    return _match(mname, key)
-
-
-def per_layer_value(value: Any, mname: str, module: nn.Module, field: str = "value") -> Any:
-    """The value for module ``mname`` from a number or a ``{pattern: number}`` mapping.
-
-    First matching key in the written order wins; ``default`` applies when none matches.
-    Raises :class:`RecipeError` when a mapping has neither a matching key nor ``default``.
-    """
-    if not isinstance(value, dict):
-        return value
-    for key, v in value.items():
-        if key != "default" and _key_matches(key, mname, module):
-            return v
-    if "default" in value:
-        return value["default"]
-    raise RecipeError(f"field '{field}': no entry matches layer {mname!r} and there is no `default`; "
-                      f"add '{mname}: <value>' or 'default: <value>' (keys given: {list(value)})")
+_key_matches = layer_matches  # the per-layer key rule lives in select.py
 
 
 def check_layer_patterns(value: Any, selected: list[tuple[str, nn.Module, str]], field: str,
