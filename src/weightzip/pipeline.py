@@ -10,8 +10,6 @@ restored from the last one.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from .errors import InvalidModelError
 from .methods.base import StageContext
 from .recipe import Recipe
 from .registry import get_method
+from .train import save_checkpoint
 
 
 @dataclass
@@ -131,7 +130,7 @@ class Pipeline:
             "stage_state": self.ctx.state,
             "records": [r.__dict__ for r in records],
         }
-        atomic_torch_save(state, path)
+        save_checkpoint(path, state)  # atomic: temp file + os.replace
 
     def _restore(self, model: nn.Module, path: Path) -> list[dict]:
         ck = torch.load(path, weights_only=True, map_location=self.ctx.device)
@@ -141,20 +140,6 @@ class Pipeline:
         model.load_state_dict(ck["model"])
         self.ctx.state.update(ck.get("stage_state") or {})
         return ck.get("records", [])
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same directory, then ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _clean(x: Any) -> Any:
