@@ -34,7 +34,7 @@ def main(folder: str, evaluate: bool = False) -> None:
             row["weight_memory_reduction"] = mem["weight_memory_reduction"]
             row["total_memory_bits"] = mem["total_memory_bits"]
         if evaluate:
-            from weightzip.runs import evaluate_checkpoint
+            from weightzip.jobs.runs import evaluate_checkpoint
 
             row["file_acc_cpu"] = evaluate_checkpoint(wz, "cifar10")["accuracy"]
         rows.append(row)

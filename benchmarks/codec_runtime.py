@@ -5,7 +5,7 @@
 For each committed `benchmarks/results/*-deep-compression.wz`: encode and decode throughput of
 its tensors (weights per second, median of repeats), payload vs the order-0 entropy bound per
 stream kind, the size of the same model as dense fp32 + zstd (level 19), and batch-1 / batch-64
-latency of the sparse runtime against the dense fp32 model (`weightzip.workflows.bench`, median
+latency of the sparse runtime against the dense fp32 model (`weightzip.jobs.bench.bench`, median
 of repeats, 1 thread). Writes `benchmarks/results/codec_runtime.{json,md}`; all numbers come from
 this run (timings are wall-clock on this machine and vary with its load, which is recorded).
 """
@@ -23,7 +23,7 @@ import torch
 from weightzip.analysis.size import dense_zstd_bytes, size_report
 from weightzip.codec import container, decode, encode
 from weightzip.runtime.load import read_model_state
-from weightzip.workflows import bench
+from weightzip.jobs.bench import bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -3,7 +3,7 @@
 A LeNet-300-100 MLP learns task 1, is pruned to 8% / 9% / 26% of its connections per layer
 (about 92% sparse), and then learns the remaining tasks, growing the same number of new
 connections per task in every arm (EQUAL parameter counts after every task; see
-:mod:`weightzip.continual`):
+:mod:`weightzip.training.continual`):
 
     finetune     plain fine-tuning of the sparse net: new connections placed uniformly, nothing frozen
     random       new connections placed uniformly at random; old connections frozen
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from weightzip.analysis.powerlaw import fit_degrees, network_degrees
-from weightzip.continual import ContinualConfig, compare_arms, mnist_tensors, permuted_mnist, split_mnist
-from weightzip.train import atomic_write_json, machine_info
+from weightzip.training.continual import ContinualConfig, compare_arms, mnist_tensors, permuted_mnist, split_mnist
+from weightzip.training.trainer import atomic_write_json, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("finetune", "random", "pa-product", "pa-sum")
@@ -97,7 +97,7 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
          "every arm (25% of each layer's task-1 count per task; a new multi-head output gets as many as task 1's "
          "head had), so all arms have EQUAL parameter counts after every task. `random` and `pa-*` freeze the "
          "old connections (and the biases) by gradient masking and train only the new ones; `finetune` trains "
-         "every connection. New connections start at 0. Method and settings: `weightzip.continual` "
+         "every connection. New connections start at 0. Method and settings: `weightzip.training.continual` "
          "(everything here is [reconstructed] from the idea of Hou & Kwok, arXiv 1805.01891).", "",
          f"Budget: {meta['epochs']} epoch(s) per task (and 1 dense epoch on task 1 before pruning), SGD lr "
          f"{meta['lr']} momentum 0.9 batch {meta['batch_size']}; permuted MNIST: {meta['tasks']} tasks on the "

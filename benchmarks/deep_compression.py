@@ -3,7 +3,7 @@
     python benchmarks/deep_compression.py                   # LeNet-300-100 and LeNet-5
     python benchmarks/deep_compression.py --only lenet300_100
 
-For each network: get the cached baseline (``weightzip.runs.ensure_baseline``, trained once with
+For each network: get the cached baseline (``weightzip.jobs.runs.ensure_baseline``, trained once with
 the recipe's ``baseline`` settings), compress it with the recipe (``weightzip.compress``), write
 ``benchmarks/results/<model>-deep-compression.wz`` (``weightzip.save``), load that file again
 (``weightzip.load``) and measure test accuracy FROM THE FILE. Sizes and ratios come from
@@ -31,13 +31,14 @@ from pathlib import Path
 import torch
 
 import weightzip as wz
-from weightzip import parametrize, runs
+from weightzip.core import parametrize
+from weightzip.jobs import runs
 from weightzip.analysis.size import dense_zstd_bytes, size_report
 from weightzip.methods.base import StageContext
 from weightzip.methods.prune import plot_sensitivity
-from weightzip.recipe import Recipe
-from weightzip.registry import get_method
-from weightzip.train import atomic_write_json, evaluate, machine_info
+from weightzip.core.recipe import Recipe
+from weightzip.core.registry import get_method
+from weightzip.training.trainer import atomic_write_json, evaluate, machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -9,12 +9,12 @@ What runs: LeNet-5 on MNIST and the MLP (2 x 256) on Fashion-MNIST, trained from
 random initialisation by W = 2 (and 4) gloo processes on 127.0.0.1 (one thread each), with
 
 * gradients: fp32 all-reduce; 2-, 3- and 8-bit stochastic quantization with and without
-  clipping at 3 standard deviations (:mod:`weightzip.distributed.grad_quant`, one scale per
+  clipping at 3 standard deviations (:mod:`weightzip.training.distributed.grad_quant`, one scale per
   parameter tensor); 2-bit clipped with error feedback (W = 2); PowerSGD rank 1 (PyTorch's
   hook, counted; fp32 weights, W = 2). W = 4: fp32 and 2-bit with/without clipping, fp32 weights;
 * weights: full precision (a ``finetune`` stage) or loss-aware ternary (a ``loss_aware`` stage,
   ``mode: lat``), both run as a one-stage compression recipe through
-  :class:`weightzip.pipeline.Pipeline` - the same path as ``weightzip compress``.
+  :class:`weightzip.core.pipeline.Pipeline` - the same path as ``weightzip compress``.
 
 Budget (2 shared CPU cores): a training subset, few epochs, Adam with a cosine decay, batch per
 process as given (global batch = W x batch); the test set is evaluated in full (10,000), split
@@ -78,8 +78,8 @@ def _sharded_test(model, loaders, rank: int, world: int) -> dict[str, float]:
     """Accuracy and loss on the whole test set, each process evaluating its 1/W (summed over ranks)."""
     import torch.distributed as dist
 
-    from weightzip.distributed.launch import shard_loader
-    from weightzip.train import evaluate
+    from weightzip.training.distributed.launch import shard_loader
+    from weightzip.training.trainer import evaluate
 
     part = shard_loader(loaders.test, rank, world)
     n = len(part.sampler) if hasattr(part, "sampler") else None
@@ -117,11 +117,11 @@ def _run_one(rank: int, world: int, task: tuple[str, str], weights: str, grad: s
              ) -> dict[str, Any] | None:
     import torch.distributed as dist
 
-    from weightzip.distributed import launch
-    from weightzip.pipeline import Pipeline
-    from weightzip.recipe import Recipe
-    from weightzip.runs import build_model
-    from weightzip.train import seed_everything
+    from weightzip.training.distributed import launch
+    from weightzip.core.pipeline import Pipeline
+    from weightzip.core.recipe import Recipe
+    from weightzip.jobs.runs import build_model
+    from weightzip.training.trainer import seed_everything
 
     model_name, data = task
     seed_everything(plan["seed"])
@@ -160,7 +160,7 @@ def _run_one(rank: int, world: int, task: tuple[str, str], weights: str, grad: s
 
 def worker(rank: int, world: int, plan: dict) -> list[dict]:
     """Every (task, weights, gradients) run of ``plan`` for this world size, in order."""
-    from weightzip.runs import make_loaders
+    from weightzip.jobs.runs import make_loaders
 
     out = []
     for model_name, data in plan["tasks"]:
@@ -181,8 +181,8 @@ def worker(rank: int, world: int, plan: dict) -> list[dict]:
 # Parent side: analytic bytes, quantization error, tables and plots
 # ---------------------------------------------------------------------------------------------
 def analytic_bytes(tasks, worlds) -> list[dict]:
-    from weightzip.distributed import GradQuantConfig, estimate_step_bytes
-    from weightzip.runs import build_model
+    from weightzip.training.distributed import GradQuantConfig, estimate_step_bytes
+    from weightzip.jobs.runs import build_model
 
     rows = []
     for model_name, data in tasks:
@@ -202,8 +202,8 @@ def analytic_bytes(tasks, worlds) -> list[dict]:
 def quantization_error(tasks, plan, draws: int = 40) -> list[dict]:
     """Relative MSE and bias of each quantizer on one real gradient (batch of 64 at initialisation)."""
     from weightzip.primitives.grad_quant import clip_by_std, dequantize, quantize
-    from weightzip.runs import build_model, make_loaders
-    from weightzip.train import seed_everything
+    from weightzip.jobs.runs import build_model, make_loaders
+    from weightzip.training.trainer import seed_everything
 
     rows = []
     for model_name, data in tasks:
@@ -216,7 +216,7 @@ def quantization_error(tasks, plan, draws: int = 40) -> list[dict]:
         g = torch.cat([p.grad.reshape(-1) for p in params])
         lengths = [p.numel() for p in params]
         for grad in GRADS[1:]:
-            from weightzip.distributed import GradQuantConfig
+            from weightzip.training.distributed import GradQuantConfig
 
             c = GradQuantConfig.parse(grad)
             gen = torch.Generator().manual_seed(0)
@@ -356,7 +356,7 @@ def markdown(res: dict) -> str:
     L += ["", "PowerSGD runs fp32 all-reduce for its first 10 steps (PyTorch's `start_powerSGD_iter`), "
           "included in its average.", "",
           "## Bytes per step from the bucket sizes (all schemes, incl. PyTorch's hooks)", "",
-          "Computed by `weightzip.distributed.estimate_step_bytes` from the parameter shapes: m-bit "
+          "Computed by `weightzip.training.distributed.estimate_step_bytes` from the parameter shapes: m-bit "
           "`4 S + ceil(n b / 8)` per bucket (S tensors, one fp32 scale each), ternary `ceil(n / 5)` (5 trits "
           "per byte), sign `ceil(n / 8)`; PyTorch `quantization_pertensor_hook` `8 + n` (scale and zero point, "
           "then uint8 codes, two all-gathers; NCCL only, so not run here); PyTorch `powerSGD_hook` "
@@ -403,10 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
-    from weightzip import registry
+    from weightzip.core import registry
     import weightzip.methods  # noqa: F401  (registration)
-    from weightzip.distributed import run_local
-    from weightzip.train import atomic_write_json, machine_info
+    from weightzip.training.distributed import run_local
+    from weightzip.training.trainer import atomic_write_json, machine_info
 
     have_laq = "loss_aware" in registry.list_methods()
     notes = [] if have_laq else ["the `loss_aware` method is not registered: only fp32 weights were run"]

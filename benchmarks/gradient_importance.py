@@ -43,14 +43,14 @@ from typing import Any
 import torch
 
 import weightzip
-from weightzip import parametrize as P
+from weightzip.core import parametrize as P
 from weightzip.analysis.pareto import non_dominated
 from weightzip.analysis.size import gradient_importance_csr_ratio
 from weightzip.methods.base import StageContext
 from weightzip.methods.gradient_importance import GradITQ, GradPTQ, ImportanceTracker
-from weightzip.registry import create_model
-from weightzip.runs import recipe_for, train_model
-from weightzip.train import evaluate
+from weightzip.core.registry import create_model
+from weightzip.jobs.runs import recipe_for, train_model
+from weightzip.training.trainer import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = {  # METHODS.md A: thesis ratios (PTQ, ITQ, combined)
@@ -113,7 +113,7 @@ def clone(model: torch.nn.Module) -> torch.nn.Module:
 
 def small_val(data: str, batch_size: int, data_opts: dict, n: int | None):
     """The first ``n`` validation examples (``get_loaders(eval_subset=n)``; same split)."""
-    from weightzip.runs import make_loaders
+    from weightzip.jobs.runs import make_loaders
 
     return make_loaders(data, batch_size, **{**data_opts, "eval_subset": n}).val
 
@@ -159,7 +159,7 @@ def run_model(name: str, data: str, args) -> dict:
     importance = {k: v.clone() for k, v in tracker.store.items()}
     device = args.device
 
-    from weightzip.runs import make_loaders
+    from weightzip.jobs.runs import make_loaders
     data_opts = {**rec["data"], "seed": train_cfg.get("seed", 0), "subset": args.subset}
     ld = make_loaders(data, train_cfg.get("batch_size", 128), **data_opts)
     val = small_val(data, train_cfg.get("batch_size", 128), data_opts, args.val_subset)
@@ -298,7 +298,7 @@ def write_wz(name: str, data: str, args) -> None:
                       model_args={"width": args.width} if args.width else None, callbacks=[tracker], resume=True,
                       data_args={"subset": r["subset"]} if r.get("subset") else None)
     base = res["model"].eval()
-    from weightzip.runs import make_loaders
+    from weightzip.jobs.runs import make_loaders
     data_opts = {**rec["data"], "seed": train_cfg.get("seed", 0), "subset": r.get("subset")}
     ld = make_loaders(data, train_cfg.get("batch_size", 128), **data_opts)
     val = small_val(data, train_cfg.get("batch_size", 128), data_opts, r.get("val_examples"))
@@ -309,7 +309,7 @@ def write_wz(name: str, data: str, args) -> None:
             continue
         ck = ROOT / "runs" / "gradient_importance" / "chosen" / f"{name}-gi-{row['method']}.pt"
         if ck.exists():
-            from weightzip.runs import model_from_checkpoint
+            from weightzip.jobs.runs import model_from_checkpoint
             m = model_from_checkpoint(torch.load(ck, weights_only=True))
         elif row["method"] == "ptq":
             m = ptq_point(base, dict(tracker.store), row["config"], "gradient", ctx, args.device)[1]

@@ -47,13 +47,13 @@ from typing import Any
 import torch
 
 import weightzip
-from weightzip import parametrize as P
+from weightzip.core import parametrize as P
 from weightzip.analysis.size import size_report
 from weightzip.data import get_loaders
 from weightzip.errors import InvalidModelError
 from weightzip.methods.loss_aware import LossAware, LossAwareCallback, LossAwareQuant
-from weightzip.registry import create_model
-from weightzip.train import Trainer, atomic_write_json, evaluate, machine_info
+from weightzip.core.registry import create_model
+from weightzip.training.trainer import Trainer, atomic_write_json, evaluate, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = {

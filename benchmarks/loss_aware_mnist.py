@@ -42,8 +42,8 @@ import weightzip
 from weightzip.analysis.size import size_report
 from weightzip.data import get_loaders
 from weightzip.methods.loss_aware import LossAware, LossAwareCallback
-from weightzip.registry import create_model
-from weightzip.train import Trainer, atomic_write_json, evaluate, machine_info
+from weightzip.core.registry import create_model
+from weightzip.training.trainer import Trainer, atomic_write_json, evaluate, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = {

@@ -2,7 +2,7 @@
 
 Hou & Kwok (arXiv 1805.01891) report that the neuron degree distributions of pruned MLPs and
 CNNs follow a (truncated) power law. This study prunes the cached MNIST baselines
-(``weightzip.runs.ensure_baseline``) at several sparsities with
+(``weightzip.jobs.runs.ensure_baseline``) at several sparsities with
 
     magnitude   prune_magnitude (keep the largest |w| of each layer), then finetune
     gradient    train_tracked (accumulate A = sum |grad| over the fine-tuning epoch), keep the
@@ -47,12 +47,12 @@ from weightzip.analysis.powerlaw import POWER_LAW_LIKE, analyze_file, plot_ccdfs
 from weightzip.data import get_loaders
 from weightzip.methods.base import StageContext
 from weightzip.methods.prune import set_mask
-from weightzip.pipeline import Pipeline
+from weightzip.core.pipeline import Pipeline
 from weightzip.primitives.sparsity import magnitude_mask
-from weightzip.recipe import Recipe
-from weightzip.runs import ensure_baseline, model_from_checkpoint
-from weightzip.select import Selection, qualified, select
-from weightzip.train import atomic_write_json, evaluate, machine_info
+from weightzip.core.recipe import Recipe
+from weightzip.jobs.runs import ensure_baseline, model_from_checkpoint
+from weightzip.core.select import Selection, qualified, select
+from weightzip.training.trainer import atomic_write_json, evaluate, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("lenet300_100", "lenet5")

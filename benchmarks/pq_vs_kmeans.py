@@ -5,7 +5,7 @@
     python benchmarks/pq_vs_kmeans.py --cifar --budget tiny        # + ResNet-20, VGG-16 on CIFAR-10, CPU budget
     python benchmarks/pq_vs_kmeans.py --cifar-only --budget full --device cuda   # full size, on a GPU
 
-For each network: the trained baseline (``weightzip.runs.ensure_baseline``), the shared prefix of
+For each network: the trained baseline (``weightzip.jobs.runs.ensure_baseline``), the shared prefix of
 ``recipes/prune-pq.yaml`` and ``recipes/prune-kmeans-matched.yaml`` (threshold-scan pruning ->
 retraining) run ONCE, then two branches from the same pruned model: ``pq_share`` (+ codebook
 fine-tuning) and ``kmeans_share`` (8-bit codes, + centroid fine-tuning). Each branch is written
@@ -47,12 +47,13 @@ import torch
 from torch import nn
 
 import weightzip as wz
-from weightzip import parametrize, runs
+from weightzip.core import parametrize
+from weightzip.jobs import runs
 from weightzip.analysis.size import size_report
 from weightzip.primitives.pq import cluster_time
-from weightzip.recipe import Recipe
-from weightzip.train import atomic_write_json, evaluate, machine_info
-from weightzip.workflows import median_latency
+from weightzip.core.recipe import Recipe
+from weightzip.training.trainer import atomic_write_json, evaluate, machine_info
+from weightzip.jobs.bench import median_latency
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -307,7 +308,7 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
     ctime = clustering_times(pruned, branches["pq"]["stage"]["layers"], pq_stage.niter, args.cluster_repeats)
 
     # 5. inference: the PQ file, dense vs lookup tables
-    from weightzip.workflows import input_shape_of
+    from weightzip.jobs.bench import input_shape_of
 
     shape = input_shape_of(wz.load(RESULTS / f"{key}-pq.wz"))
     torch.set_num_threads(1)
@@ -518,7 +519,7 @@ def main(argv=None) -> int:
     results = json.loads(jpath.read_text()) if jpath.is_file() else {}
     results.setdefault("cases", {})
     if args.timing_only:
-        from weightzip.workflows import input_shape_of
+        from weightzip.jobs.bench import input_shape_of
 
         for key, e in results["cases"].items():
             path = ROOT / e["branches"]["pq"]["file"]

@@ -5,7 +5,7 @@
     python benchmarks/structured_pareto.py --task cifar10 --epochs 1 --max-steps 20 --subset 2000  # CPU smoke
 
 Runs the design-space study of ``recipes/space-structured.yaml`` (MNIST) or
-``recipes/structured-qat-vgg-space.yaml`` (CIFAR-10) with :func:`weightzip.explore.explore`
+``recipes/structured-qat-vgg-space.yaml`` (CIFAR-10) with :func:`weightzip.jobs.explore.explore`
 (Optuna, SQLite under ``runs/structured-pareto/<task>/``: rerunning the command RESUMES the
 study, ``--budget`` seconds at a time), then stands the results beside the thesis's claims
 (METHODS.md B):
@@ -37,8 +37,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from weightzip.explore import ExploreSpace, explore, load_space  # noqa: E402
-from weightzip.train import atomic_write_json, machine_info  # noqa: E402
+from weightzip.jobs.explore import ExploreSpace, explore, load_space  # noqa: E402
+from weightzip.training.trainer import atomic_write_json, machine_info  # noqa: E402
 
 SPACES = {"mnist": ROOT / "recipes" / "space-structured.yaml",
           "cifar10": ROOT / "recipes" / "structured-qat-vgg-space.yaml"}

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import weightzip as wz
-from weightzip import parametrize as P
+from weightzip.core import parametrize as P
 from weightzip.analysis.size import baseline_bytes, size_report
 
 RECIPE = """

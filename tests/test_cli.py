@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from weightzip.cli import app
-from weightzip.registry import list_models
+from weightzip.core.registry import list_models
 
 runner = CliRunner()
 

@@ -16,8 +16,8 @@ from .errors import (  # noqa: E402
     WeightzipError,
     WeightzipFormatError,
 )
-from .registry import create_model, list_datasets, list_methods, list_models  # noqa: E402
-from .recipe import Recipe  # noqa: E402
+from .core.registry import create_model, list_datasets, list_methods, list_models  # noqa: E402
+from .core.recipe import Recipe  # noqa: E402
 from .api import compress, load, save  # noqa: E402
 
 __all__ = [

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__, parametrize
-from .pipeline import Pipeline, PipelineResult, check_finite
-from .recipe import Recipe, StorageConfig
+from . import __version__
+from .core import parametrize
+from .core.pipeline import Pipeline, PipelineResult, check_finite
+from .core.recipe import Recipe, StorageConfig
 from .methods.base import StageContext
 
 
@@ -105,7 +106,7 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") 
 
 def load_checkpoint_model(path: str | Path, device: str = "cpu") -> nn.Module:
     """Rebuild a zoo model (with its parametrizations) from a trainer/pipeline ``.pt`` checkpoint."""
-    from .registry import create_model
+    from .core.registry import create_model
 
     ck = torch.load(path, weights_only=True, map_location=device)
     cfg = ck.get("model_config")

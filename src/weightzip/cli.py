@@ -201,7 +201,7 @@ def train(
 ) -> None:
     """Train a zoo MODEL on a dataset and save the checkpoint (+ a JSON run record).
 
-    Settings not given come from the recipe for this model and dataset (weightzip.runs.RECIPES);
+    Settings not given come from the recipe for this model and dataset (weightzip.jobs.runs.RECIPES);
     the model's input size and number of classes come from the dataset.
 
     \b
@@ -211,8 +211,8 @@ def train(
     Data-parallel, 2-bit gradients clipped at 3 sigma (see docs/distributed.md):
     weightzip train lenet5 -d mnist -o runs/l5.pt --nproc-per-node 2 --grad-bits 2 --grad-clip-sigma 3
     """
-    from .distributed import launch
-    from .runs import parse_key_values, train_model
+    from .training.distributed import launch
+    from .jobs.runs import parse_key_values, train_model
 
     _setup_logging()
     if nproc_per_node is not None or nnodes is not None or rdzv_endpoint is not None:
@@ -267,7 +267,7 @@ def eval_cmd(
     \b
     Example: weightzip eval runs/lenet5/base.pt --split test
     """
-    from .runs import evaluate_checkpoint
+    from .jobs.runs import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(path, data, split=split.value, device=device, batch_size=batch_size,
                                   root=data_dir)
@@ -293,7 +293,7 @@ def list_cmd(
     pattern: Annotated[str, typer.Argument(help="Glob pattern on the names, e.g. 'resnet*'.")] = "*",
 ) -> None:
     """List registered models, datasets or compression methods (one name per line)."""
-    from . import registry
+    from .core import registry
 
     fn = {"models": registry.list_models, "datasets": registry.list_datasets,
           "methods": registry.list_methods}[what.value]
@@ -334,7 +334,7 @@ def compress(
 
     Example: weightzip compress lenet300_100 --data mnist -r recipes/deep-compression.yaml -o lenet.wz
     """
-    from .workflows import compress_run
+    from .jobs.compress import compress_run
 
     _setup_logging()
     if device == "auto":
@@ -381,7 +381,7 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Latency of the compressed runtime vs the same model as dense fp32 PyTorch (same machine)."""
-    from .workflows import bench as run_bench
+    from .jobs.bench import bench as run_bench
 
     if not path.is_file():
         raise WeightzipError(f"file {str(path)!r} not found")
@@ -406,7 +406,7 @@ def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
 ) -> None:
     """Write the decoded dense model of a .wz as safetensors or ONNX (for other runtimes)."""
-    from .workflows import export as run_export
+    from .jobs.export import export as run_export
 
     if not path.is_file():
         raise WeightzipError(f"file {str(path)!r} not found")
@@ -447,7 +447,7 @@ def explore(
     Running the same command again resumes the study; several processes or machines running it
     with one --storage URL share the work.
     """
-    from .explore import explore as run_explore
+    from .jobs.explore import explore as run_explore
 
     _setup_logging()
     if not space.is_file():

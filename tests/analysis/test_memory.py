@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from weightzip import parametrize as P
+from weightzip.core import parametrize as P
 from weightzip.analysis.memory import activation_memory, infer_weight_bits, memory_report
 from weightzip.methods.structured_qat import BlockMask, DoReFaWeight
 
@@ -83,7 +83,7 @@ def test_activations_of_a_conv_net_after_pooling():
 def test_report_from_a_wz_file_matches_the_in_memory_model(tmp_path):
     import weightzip as wz
     from weightzip.analysis.memory import memory_report_from_file
-    from weightzip.registry import create_model
+    from weightzip.core.registry import create_model
 
     torch.manual_seed(0)
     model = create_model("mlp", widths=[32], batch_norm=True, num_classes=4, in_channels=1, image_size=8)

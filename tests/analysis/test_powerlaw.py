@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import weightzip
-from weightzip import parametrize
+from weightzip.core import parametrize
 from weightzip.analysis.powerlaw import (
     analyze_file,
     analyze_model,
@@ -20,7 +20,7 @@ from weightzip.analysis.powerlaw import (
     weight_layers,
 )
 from weightzip.errors import WeightzipError
-from weightzip.registry import create_model
+from weightzip.core.registry import create_model
 
 
 def _sparse(shape, density, seed):

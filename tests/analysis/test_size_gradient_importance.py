@@ -4,7 +4,7 @@ import math
 import torch
 from torch import nn
 
-from weightzip import parametrize as P
+from weightzip.core import parametrize as P
 from weightzip.analysis.size import csr_matrix_view, gradient_importance_csr_ratio, thesis_csr_bits
 from weightzip.methods.gradient_importance import MixedFixedPoint
 

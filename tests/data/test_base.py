@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from weightzip import registry
+from weightzip.core import registry
 from weightzip.data import DATASETS, Loaders, get_dataset, get_loaders, resolve_root
 from weightzip.errors import UnknownNameError
 

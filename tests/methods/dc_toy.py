@@ -37,7 +37,7 @@ def toy_model(seed=0, dim=16, hidden=32, classes=3) -> nn.Module:
 
 
 def trained_toy(loaders=None, epochs=3):
-    from weightzip.train import Trainer
+    from weightzip.training.trainer import Trainer
 
     loaders = loaders or toy_loaders()
     model = toy_model()

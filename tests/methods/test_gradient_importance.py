@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import weightzip
-from weightzip import parametrize as P
+from weightzip.core import parametrize as P
 from weightzip.errors import WeightzipError
 from weightzip.methods.base import StageContext
 from weightzip.methods.gradient_importance import (
@@ -23,8 +23,8 @@ from weightzip.methods.gradient_importance import (
     quantile_threshold,
 )
 from weightzip.primitives.fixed_point import frac_bits_for, fxp_quantize
-from weightzip.recipe import Recipe
-from weightzip.select import Selection, select
+from weightzip.core.recipe import Recipe
+from weightzip.core.select import Selection, select
 
 
 def tiny(seed=0):
@@ -89,7 +89,7 @@ class GradRecorder:
 
 
 def test_tracker_through_trainer_and_state_round_trip():
-    from weightzip.train import Trainer
+    from weightzip.training.trainer import Trainer
 
     m, ld = tiny(), loaders()
     tr, rec = ImportanceTracker(), GradRecorder(m)
@@ -247,7 +247,7 @@ def test_itq_freeze_really_stops_updates():
             snaps.append(([P.original(mod, t).detach().clone() for _, mod, t in entries],
                           [l.clone() for l in itq.low], {k: v.clone() for k, v in store.items()}))
 
-    from weightzip.train import Trainer
+    from weightzip.training.trainer import Trainer
 
     Trainer(m, {**TRAIN, "epochs": 3, "weight_decay": 1e-2}, ld, callbacks=[itq, tracker, Snap()]).fit()
     (w1, low1, a1), (w2, low2, a2), (w3, low3, a3) = snaps

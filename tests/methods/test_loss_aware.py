@@ -9,14 +9,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import weightzip
-from weightzip import parametrize as P
+from weightzip.core import parametrize as P
 from weightzip.errors import RecipeError
 from weightzip.methods.base import StageContext
 from weightzip.methods.loss_aware import LossAware, LossAwareCallback, LossAwareQuant
 from weightzip.primitives import loss_aware as la
-from weightzip.recipe import Recipe
-from weightzip.registry import create_model
-from weightzip.train import Trainer
+from weightzip.core.recipe import Recipe
+from weightzip.core.registry import create_model
+from weightzip.training.trainer import Trainer
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 

@@ -4,14 +4,14 @@ import torch
 from torch import nn
 
 import weightzip as wz
-from weightzip import parametrize
+from weightzip.core import parametrize
 from weightzip.errors import RecipeError
 from weightzip.methods.base import StageContext
 from weightzip.methods.product_quantization import PQCodebook, attach_pq
 from weightzip.methods.prune import set_mask
 from weightzip.primitives.pq import pq_reconstruct, to_subvectors
-from weightzip.recipe import Recipe, parse_stage
-from weightzip.registry import get_method
+from weightzip.core.recipe import Recipe, parse_stage
+from weightzip.core.registry import get_method
 
 from .dc_toy import toy_loaders, toy_model, trained_toy
 

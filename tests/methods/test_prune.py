@@ -6,13 +6,13 @@ import torch
 from torch import nn
 
 import weightzip as wz
-from weightzip import parametrize as P
+from weightzip.core import parametrize as P
 from weightzip.errors import RecipeError
 from weightzip.methods.base import StageContext
 from weightzip.methods.prune import per_layer_value, set_mask
-from weightzip.recipe import Recipe
-from weightzip.registry import get_method
-from weightzip.train import evaluate
+from weightzip.core.recipe import Recipe
+from weightzip.core.registry import get_method
+from weightzip.training.trainer import evaluate
 
 from .dc_toy import toy_loaders, toy_model, trained_toy
 

@@ -7,14 +7,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from weightzip import parametrize as P
+from weightzip.core import parametrize as P
 from weightzip.methods.base import StageContext
 from weightzip.methods.structured_qat import (BlockMask, DoReFaWeight, StructuredQAT, TernaryWeight,
                                               _WeightQuant)
 from weightzip.primitives.blocks import norm_block_mask, random_block_mask
 from weightzip.primitives.quantizers import activation_levels
-from weightzip.registry import create_model
-from weightzip.recipe import RecipeError, parse_stage
+from weightzip.core.registry import create_model
+from weightzip.core.recipe import RecipeError, parse_stage
 
 
 @dataclass
@@ -220,7 +220,7 @@ def test_checkpoint_spec_roundtrip_rebuilds_chain():
 
 def test_compress_save_load_end_to_end(tmp_path):
     import weightzip as wz
-    from weightzip.train import evaluate
+    from weightzip.training.trainer import evaluate
 
     recipe = wz.Recipe.from_yaml(Path(__file__).parents[2] / "recipes" / "structured-qat-mlp.yaml")
     stage = recipe.stages[0].model_copy(update={"block": 8, "train": {"epochs": 1, "lr": 0.01}})

@@ -5,11 +5,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from weightzip import parametrize as P
+from weightzip.core import parametrize as P
 from weightzip.methods.base import StageContext
 from weightzip.methods.uniform import QuantizeUniform, bits_for
 from weightzip.primitives.fixed_point import integer_bits
-from weightzip.recipe import Recipe
+from weightzip.core.recipe import Recipe
 
 
 def setup():

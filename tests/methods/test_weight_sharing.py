@@ -4,12 +4,12 @@ import torch
 from torch import nn
 
 import weightzip as wz
-from weightzip import parametrize as P
+from weightzip.core import parametrize as P
 from weightzip.errors import RecipeError
 from weightzip.methods.base import StageContext
 from weightzip.primitives.cluster import centroid_gradient
-from weightzip.recipe import Recipe
-from weightzip.registry import get_method
+from weightzip.core.recipe import Recipe
+from weightzip.core.registry import get_method
 
 from .dc_toy import toy_loaders, toy_model, trained_toy
 
@@ -190,7 +190,7 @@ def test_shipped_deep_compression_recipes_fit_their_models(path):
     from pathlib import Path
 
     from weightzip.methods.prune import check_layer_patterns
-    from weightzip.select import select
+    from weightzip.core.select import select
 
     recipe = Recipe.from_yaml(Path(__file__).resolve().parents[2] / path)
     assert Recipe.from_json(recipe.to_json()).to_dict() == recipe.to_dict()

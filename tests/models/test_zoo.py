@@ -7,7 +7,7 @@ import torch
 
 import weightzip.models as zoo
 from weightzip.errors import UnknownNameError
-from weightzip.registry import _MODELS
+from weightzip.core.registry import _MODELS
 
 torch.set_num_threads(1)
 
@@ -35,7 +35,7 @@ def test_every_family_and_tiny_variant_is_registered():
 
 
 def test_reexports_are_the_registry_functions():
-    from weightzip import registry
+    from weightzip.core import registry
     assert zoo.create_model is registry.create_model
     assert zoo.list_models is registry.list_models
 

@@ -96,7 +96,7 @@ def test_activation_levels_and_clip_gradient(k):
 def test_activation_matches_runtime_hook():
     from torch import nn
 
-    from weightzip.parametrize import install_activation_quant
+    from weightzip.core.parametrize import install_activation_quant
 
     m = nn.Sequential(nn.Identity(), nn.Identity())
     install_activation_quant(m, [{"module": "1", "bits": 3, "clip": 2.0}])

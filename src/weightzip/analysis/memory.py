@@ -26,7 +26,7 @@ layers is already applied), ``a_L`` the output of the last one. Bits: ``a_0`` (t
 ``input_bits`` (default 8: raw pixels), ``a_L`` (the logits) at ``output_bits`` (default 32),
 the others at the bits of the activation quantizer on that layer's input (from
 ``model.wz_runtime["activation_quant"]``, as written by
-:func:`weightzip.parametrize.install_activation_quant`), else 32. A layer called several
+:func:`weightzip.core.parametrize.install_activation_quant`), else 32. A layer called several
 times counts once (its first call).
 
 Weight bits per layer, in order of precedence: the ``w_bits`` argument (an int for every
@@ -47,7 +47,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .. import parametrize
+from ..core import parametrize
 
 __all__ = ["weight_layers", "infer_weight_bits", "weight_memory", "activation_memory", "memory_report",
            "hints_from_formats", "default_input_shape", "memory_report_from_file"]
@@ -334,7 +334,7 @@ def default_input_shape(model_config: Mapping[str, Any]) -> tuple[int, ...] | No
     constructor's defaults); None when the model takes no image."""
     import inspect as _inspect
 
-    from .. import registry
+    from ..core import registry
 
     name, kwargs = model_config.get("name"), dict(model_config.get("kwargs") or {})
     registry._import_all()

@@ -165,7 +165,7 @@ def layer_degrees(weight: Tensor, *, conv_mode: ConvMode = "weight", groups: int
 
 
 def _type_name(module: nn.Module) -> str:
-    from ..select import type_name
+    from ..core.select import type_name
 
     return type_name(module)
 
@@ -400,7 +400,7 @@ def _as_module_or_state(source: Any) -> tuple[nn.Module | Mapping[str, Tensor], 
         if "model" in source and isinstance(source["model"], Mapping):
             if source.get("model_config"):
                 from .. import methods  # noqa: F401 - registers every parametrization kind a checkpoint may use
-                from ..runs import model_from_checkpoint
+                from ..jobs.runs import model_from_checkpoint
 
                 return model_from_checkpoint(source), {"kind": "checkpoint", "source": "checkpoint dict"}
             return source["model"], {"kind": "state_dict", "source": "checkpoint dict"}

@@ -24,7 +24,7 @@ from torch import nn
 def baseline_bytes(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> int:
     """``4 * sum(numel)`` over the floating-point tensors of the (baked) state_dict."""
     if isinstance(model_or_state, nn.Module):
-        from ..parametrize import effective_state
+        from ..core.parametrize import effective_state
 
         state = effective_state(model_or_state)
     else:
@@ -162,7 +162,7 @@ def dense_zstd_bytes(model_or_state: nn.Module | Mapping[str, torch.Tensor], lev
 
     state = model_or_state
     if isinstance(model_or_state, nn.Module):
-        from ..parametrize import effective_state
+        from ..core.parametrize import effective_state
 
         state = effective_state(model_or_state)
     raw = b"".join(t.detach().cpu().contiguous().numpy().astype(np.float32 if t.is_floating_point() else t.numpy().dtype).tobytes()
@@ -222,7 +222,7 @@ def gradient_importance_csr_ratio(model_or_state: nn.Module | Mapping[str, torch
     "tensors": {name: {"bits", "clusters": [{"bits", "frac_bits", "count", "nnz", "csr_bits"}]}}}``.
     """
     if isinstance(model_or_state, nn.Module):
-        from ..parametrize import effective_state, storage_hints
+        from ..core.parametrize import effective_state, storage_hints
 
         state = effective_state(model_or_state)
         hints = storage_hints(model_or_state) if hints is None else hints

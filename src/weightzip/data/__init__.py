@@ -6,7 +6,7 @@
 
 Files are looked up in ``root`` (``--data-dir``), ``$WEIGHTZIP_DATA``, ``~/.cache/weightzip``
 (see :mod:`weightzip.data.files`); ``docs/data.md`` describes splits and normalization.
-Importing this package registers every dataset with :func:`weightzip.registry.register_dataset`.
+Importing this package registers every dataset with :func:`weightzip.core.registry.register_dataset`.
 """
 from . import cifar10, mnist, ptb  # noqa: F401  (registration)
 from .base import (

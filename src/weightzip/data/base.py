@@ -7,7 +7,7 @@
 
 Every dataset module (``mnist.py``, ``cifar10.py``, ``ptb.py``) adds a :class:`DatasetSpec` to
 :data:`DATASETS` and registers its loader builder with
-:func:`weightzip.registry.register_dataset`; :func:`get_loaders` dispatches through the
+:func:`weightzip.core.registry.register_dataset`; :func:`get_loaders` dispatches through the
 registry, so an unknown name raises :class:`~weightzip.errors.UnknownNameError` listing the
 valid names.
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from .. import registry
+from ..core import registry
 from .files import DatasetFiles, find_dataset_dir
 
 __all__ = [

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import WeightzipError
-from ..registry import register_dataset
+from ..core.registry import register_dataset
 from .base import DatasetSpec, Loaders, add_dataset
 from .files import ArchiveSpec, DatasetFiles, FileSpec, locate_file, read_verified
 from .image import ImageData, image_loaders

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ..registry import register_dataset
+from ..core.registry import register_dataset
 from .base import DatasetSpec, Loaders, add_dataset, check_positive, load_raw
 from .files import DatasetFiles, FileSpec, read_verified
 from .lm import LMBatches, TextData, Vocab

@@ -8,7 +8,7 @@
             for mname, mod, t in select(model, self.config.select): ...
             return {"sparsity": ...}
 
-A method modifies the model ONLY through :mod:`weightzip.parametrize`, trains only through
+A method modifies the model ONLY through :mod:`weightzip.core.parametrize`, trains only through
 ``ctx.fit`` (the Trainer with callbacks), and never imports ``codec`` or ``runtime``.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar, Sequence
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from ..select import Selection
+from ..core.select import Selection
 
 
 class MethodConfig(BaseModel):
@@ -57,7 +57,7 @@ class StageContext:
 
     def evaluate(self, model: nn.Module, split: str = "val") -> dict[str, float]:
         """Loss and accuracy (or perplexity) of ``model`` on a split (val falls back to test)."""
-        from ..train import evaluate
+        from ..training.trainer import evaluate
 
         loader = getattr(self.loaders, split, None)
         if loader is None and split == "val":
@@ -67,7 +67,7 @@ class StageContext:
     def fit(self, model: nn.Module, train: Any, callbacks: Sequence[Any] = (), optimizer=None,
             tag: str = "fit") -> dict[str, Any]:
         """Train ``model`` with a ``TrainConfig`` (or dict) and callbacks; returns the history."""
-        from ..train import TrainConfig, Trainer
+        from ..training.trainer import TrainConfig, Trainer
 
         cfg = train if isinstance(train, TrainConfig) else TrainConfig(**dict(train or {}))
         if cfg.device is None or cfg.device == "cpu":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..registry import register_method
+from ..core.registry import register_method
 from .base import Method, MethodConfig, StageContext
 
 
@@ -11,7 +11,7 @@ from .base import Method, MethodConfig, StageContext
 class Finetune(Method):
     """Retrain every trainable tensor (latent weights, centroids) for ``train.epochs`` epochs.
 
-    Pruned weights stay zero because the :class:`~weightzip.parametrize.Mask` zeroes their
+    Pruned weights stay zero because the :class:`~weightzip.core.parametrize.Mask` zeroes their
     gradient; shared weights move only through their centroids.
     """
 

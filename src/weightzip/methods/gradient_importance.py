@@ -74,12 +74,12 @@ import torch
 from pydantic import field_validator, model_validator
 from torch import Tensor, nn
 
-from .. import parametrize
+from ..core import parametrize
 from ..errors import WeightzipError
-from ..parametrize import WzParametrization, register_parametrization
+from ..core.parametrize import WzParametrization, register_parametrization
 from ..primitives.fixed_point import MAX_FXP_BITS, IntBitsRule, frac_bits_for, fxp_apply, fxp_format, fxp_quantize
-from ..registry import register_method
-from ..select import Selection, qualified, select
+from ..core.registry import register_method
+from ..core.select import Selection, qualified, select
 from .base import Method, MethodConfig, StageContext
 
 __all__ = [

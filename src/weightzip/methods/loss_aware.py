@@ -50,11 +50,11 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from .. import parametrize as P
+from ..core import parametrize as P
 from ..errors import WeightzipError
 from ..primitives.loss_aware import MODES, nominal_bits, project, uniform_step
-from ..registry import register_method
-from ..select import qualified, select, type_name
+from ..core.registry import register_method
+from ..core.select import qualified, select, type_name
 from .base import Method, MethodConfig, StageContext
 
 __all__ = ["LossAwareQuant", "LossAwareCallback", "LossAware", "gate_blocks"]
@@ -195,7 +195,7 @@ def reinitialize(model: nn.Module, seed: int = 0) -> None:
     torch.manual_seed(seed)
     cfg = getattr(model, "wz_config", None)
     if cfg and cfg.get("name"):
-        from ..registry import create_model
+        from ..core.registry import create_model
 
         fresh = create_model(cfg["name"], **(cfg.get("kwargs") or {}))
         model.load_state_dict(fresh.state_dict())

@@ -40,13 +40,13 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from .. import parametrize
+from ..core import parametrize
 from ..errors import RecipeError
-from ..parametrize import WzParametrization, register_parametrization
+from ..core.parametrize import WzParametrization, register_parametrization
 from ..primitives.pq import (centroid_counts, num_subspaces, pq_quantize, pq_reconstruct,
                              pq_storage_bits, to_subvectors)
-from ..registry import register_method
-from ..select import layer_matches, per_layer_value, qualified, select, type_name
+from ..core.registry import register_method
+from ..core.select import layer_matches, per_layer_value, qualified, select, type_name
 from .base import Method, MethodConfig, StageContext
 from .prune import current_mask
 
@@ -131,7 +131,7 @@ _key_matches = layer_matches  # the per-layer key rule lives in select.py
 
 
 def layer_value(value: Any, mname: str, module: nn.Module, field: str, where: str) -> Any:
-    """:func:`weightzip.select.per_layer_value` with the stage named in errors."""
+    """:func:`weightzip.core.select.per_layer_value` with the stage named in errors."""
     return per_layer_value(value, mname, module, field, where)
 
 

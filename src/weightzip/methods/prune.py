@@ -1,7 +1,7 @@
 """Unstructured magnitude pruning: one-shot (threshold ``s * std(W)``, target sparsity or a
 sensitivity scan), iterative prune-retrain, and gradual pruning on the AGP schedule.
 
-Every method prunes through :class:`~weightzip.parametrize.Mask` (``W' = W * m``). A tensor has
+Every method prunes through :class:`~weightzip.core.parametrize.Mask` (``W' = W * m``). A tensor has
 at most one Mask: pruning it again ANDs the new mask into the existing one (:func:`set_mask`),
 so pruned weights never come back and a chain never grows a stack of masks. Retraining keeps
 masks fixed, because the Mask zeroes the gradient of pruned weights.
@@ -34,7 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from .. import parametrize
+from ..core import parametrize
 from ..errors import RecipeError
 from ..primitives.sparsity import (
     agp_is_update_step,
@@ -44,8 +44,8 @@ from ..primitives.sparsity import (
     std_threshold,
     threshold_mask,
 )
-from ..registry import register_method
-from ..select import layer_matches, per_layer_value, qualified, select
+from ..core.registry import register_method
+from ..core.select import layer_matches, per_layer_value, qualified, select
 from .base import Method, MethodConfig, StageContext
 
 __all__ = [
@@ -111,10 +111,10 @@ def current_mask(module: nn.Module, tname: str) -> Tensor | None:
 def set_mask(module: nn.Module, tname: str, mask: Tensor) -> parametrize.Mask:
     """Prune ``module.<tname>`` with ``mask`` ({0,1}, the tensor's shape): ``m <- m AND mask``.
 
-    Updates the buffer of the tensor's existing :class:`~weightzip.parametrize.Mask`, or
+    Updates the buffer of the tensor's existing :class:`~weightzip.core.parametrize.Mask`, or
     attaches one. The latent weights at pruned positions are set to zero as well (so that the
     stored latent tensor agrees with the effective one). Refuses a tensor already shared by a
-    :class:`~weightzip.parametrize.Codebook` (prune before sharing).
+    :class:`~weightzip.core.parametrize.Codebook` (prune before sharing).
     """
     name = tname
     if parametrize.find(module, tname, parametrize.Codebook) is not None:
@@ -179,7 +179,7 @@ class SensitivityConfig(BaseModel):
 
 def _quality(model: nn.Module, ctx: StageContext, split: str, max_batches: int | None) -> float:
     """Accuracy in percent (classify) or perplexity (lm) on a capped number of batches."""
-    from ..train import evaluate
+    from ..training.trainer import evaluate
 
     loader = getattr(ctx.loaders, split, None)
     if loader is None:

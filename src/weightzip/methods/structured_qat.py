@@ -18,7 +18,7 @@ kernels), in this order on the tensor::
    is quantized to ``a_bits``: ``round(clip(a, 0, c)/c (2^k-1)) / (2^k-1) c`` with ``c =
    a_clip`` (``activation: clip``) or a per-layer clip learned by PACT (``activation: pact``;
    after training the learned clips are frozen into plain floats). The quantizers are
-   installed with :func:`weightzip.parametrize.install_activation_quant`, so they are written
+   installed with :func:`weightzip.core.parametrize.install_activation_quant`, so they are written
    to the ``.wz`` manifest and the runtime re-applies them. ``a_bits: 32`` = no quantization.
 4. **First / last layer** weight precision: ``first_last_bits`` (one int for both, or
    ``[first, last]``; ``None`` = ``w_bits``; 32 = float); whether they are block-sparse:
@@ -55,12 +55,12 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from .. import parametrize as P
-from ..parametrize import Mask, WzParametrization, register_parametrization
+from ..core import parametrize as P
+from ..core.parametrize import Mask, WzParametrization, register_parametrization
 from ..primitives import blocks as B
 from ..primitives.quantizers import pact_activation, quantize_weight, weight_storage_bits
-from ..registry import register_method
-from ..select import qualified, select
+from ..core.registry import register_method
+from ..core.select import qualified, select
 from .base import Method, MethodConfig, StageContext
 
 __all__ = ["BlockMask", "DoReFaWeight", "TernaryWeight", "BinaryWeight", "StructuredQAT",

@@ -1,6 +1,6 @@
 """``quantize_uniform``: plain per-layer uniform (fixed-point) quantization, the baseline.
 
-Every selected tensor gets a :class:`~weightzip.parametrize.UniformQuant`::
+Every selected tensor gets a :class:`~weightzip.core.parametrize.UniformQuant`::
 
     W' = clamp(round(W / s), -2^(b-1), 2^(b-1) - 1) * s        (at most 2^b distinct values)
 
@@ -27,10 +27,10 @@ from typing import Any, Literal
 import torch
 from pydantic import field_validator
 
-from .. import parametrize
+from ..core import parametrize
 from ..primitives.fixed_point import IntBitsRule, maxabs_scale, pow2_scale
-from ..registry import register_method
-from ..select import _match, qualified, select
+from ..core.registry import register_method
+from ..core.select import _match, qualified, select
 from .base import Method, MethodConfig, StageContext
 
 

@@ -2,7 +2,7 @@
 
 ``kmeans_share`` clusters the kept (unpruned) weights of each selected tensor into ``k = 2^b``
 centroids (math in :mod:`weightzip.primitives.cluster`) and attaches a
-:class:`~weightzip.parametrize.Codebook` after the tensor's Mask::
+:class:`~weightzip.core.parametrize.Codebook` after the tensor's Mask::
 
     W_eff = C[codes] * m          C (k,) trainable, codes (shape) int64, m = the current Mask
 
@@ -23,11 +23,11 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from torch import nn
 
-from .. import parametrize
+from ..core import parametrize
 from ..errors import RecipeError
 from ..primitives.cluster import share_weights
-from ..registry import register_method
-from ..select import qualified, select
+from ..core.registry import register_method
+from ..core.select import qualified, select
 from .base import Method, MethodConfig, StageContext
 from .prune import check_layer_patterns, current_mask, per_layer_value
 

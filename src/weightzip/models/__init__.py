@@ -1,4 +1,4 @@
-"""The model zoo. Importing this package registers every model with :mod:`weightzip.registry`.
+"""The model zoo. Importing this package registers every model with :mod:`weightzip.core.registry`.
 
     from weightzip.models import create_model, list_models
     list_models()                 # ['alexnet_cifar', 'alexnet_cifar_tiny', 'lenet300_100', ...]
@@ -8,7 +8,7 @@ Every constructor takes keyword arguments only; image models take ``num_classes`
 ``in_channels``, ``image_size``; each family has a ``<family>_tiny`` variant for tests.
 See ``docs/models.md`` for the table of models and the choices made.
 """
-from ..registry import create_model, list_models
+from ..core.registry import create_model, list_models
 from . import alexnet, common, lenet, lstm, mlp, resnet, vgg  # noqa: F401  (registration)
 from .alexnet import AlexNetCIFAR
 from .lenet import LeNet5, LeNet300100

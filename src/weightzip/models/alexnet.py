@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..registry import register_model
+from ..core.registry import register_model
 from .common import (as_int_list, check_dropout, check_image_args, check_positive, conv_out,
                      pool_out, require_spatial, scaled)
 

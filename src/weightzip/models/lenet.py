@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidModelError
-from ..registry import register_model
+from ..core.registry import register_model
 from .common import (as_int_list, check_image_args, conv_out, pool_out, require_spatial)
 
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidModelError, UnknownNameError
-from ..registry import register_model
+from ..core.registry import register_model
 from .common import check_dropout, check_positive
 
 NORMS = ("none", "layer", "batch", "weight")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidModelError
-from ..registry import register_model
+from ..core.registry import register_model
 from .common import as_int_list, check_dropout, check_image_args, make_activation
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidModelError
-from ..registry import register_model
+from ..core.registry import register_model
 from .common import check_image_args, check_positive, scaled
 
 

@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..registry import register_model
+from ..core.registry import register_model
 from .common import (check_image_args, check_positive, conv_out, pool_out, require_spatial,
                      scaled)
 

@@ -16,7 +16,7 @@ with the scores of the preferential-attachment rules (Barabasi & Albert 1999; Pr
 
 ``d_j`` is the current degree of output unit ``j`` and ``d_i`` that of input unit ``i`` (which
 degree - within the layer or over the whole network - is the caller's choice; see
-:mod:`weightzip.continual`). For ``k = 1`` the drawn position has exactly the probability above;
+:mod:`weightzip.training.continual`). For ``k = 1`` the drawn position has exactly the probability above;
 for ``k > 1`` the draws are successive sampling without replacement (``torch.multinomial``),
 so the inclusion probability of a position is the sum over the orders in which it can be drawn
 (for two draws: ``P({a, b}) = s_a/S * s_b/(S - s_a) + s_b/S * s_a/(S - s_b)``).

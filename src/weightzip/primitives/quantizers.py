@@ -149,7 +149,7 @@ def activation_levels(bits: int, clip: float = 1.0) -> Tensor:
 def quantize_activation(a: Tensor, bits: int, clip: float = 1.0) -> Tensor:
     """``round(clip(a, 0, c)/c (2^k-1)) / (2^k-1) c``; gradient 1 on ``[0, c]``, 0 outside.
 
-    Same arithmetic as the runtime's activation hook (:func:`weightzip.parametrize.
+    Same arithmetic as the runtime's activation hook (:func:`weightzip.core.parametrize.
     install_activation_quant`), so a quantizer trained here evaluates identically from a file.
     """
     if not clip > 0:

@@ -39,7 +39,7 @@ def read_model_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.
 
 def build_model(manifest: dict[str, Any], path: str | Path = "file") -> nn.Module:
     """Rebuild the zoo model named in the manifest."""
-    from ..registry import create_model
+    from ..core.registry import create_model
 
     cfg = manifest.get("model") or {}
     name = cfg.get("name")

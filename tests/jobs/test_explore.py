@@ -9,7 +9,7 @@ import pytest
 
 from weightzip.analysis.pareto import non_dominated
 from weightzip.errors import RecipeError, WeightzipError
-from weightzip.explore import _requeue_failed, explore, load_space
+from weightzip.jobs.explore import _requeue_failed, explore, load_space
 
 TINY = """
 name: tiny
@@ -33,7 +33,7 @@ def space_file(tmp_path):
 
 
 def test_space_validation(tmp_path):
-    assert load_space(Path(__file__).parents[1] / "recipes" / "space-structured.yaml").n_designs() > 10
+    assert load_space(Path(__file__).parents[2] / "recipes" / "space-structured.yaml").n_designs() > 10
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY.replace("topology: [shallow-dense, deep-sparse]", "topology: [shallow-dense, wide]"))
     with pytest.raises(RecipeError, match="wide"):
@@ -96,14 +96,14 @@ def test_failed_designs_are_requeued_once():
 def load_space_text(text):
     import yaml
 
-    from weightzip.explore import ExploreSpace
+    from weightzip.jobs.explore import ExploreSpace
     return ExploreSpace(**yaml.safe_load(text))
 
 
 WORKER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from weightzip.explore import explore
+    from weightzip.jobs.explore import explore
     space, storage, out, barrier, me = sys.argv[1:6]
     def log(msg):
         if msg.startswith("explore "):            # study opened, about to optimize: wait for the other

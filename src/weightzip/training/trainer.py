@@ -41,8 +41,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from .errors import InvalidModelError, WeightzipError
-from .primitives.schedule import lr_at, plateau_init, plateau_update
+from ..errors import InvalidModelError, WeightzipError
+from ..primitives.schedule import lr_at, plateau_init, plateau_update
 
 __all__ = [
     "TrainConfig",
@@ -61,7 +61,7 @@ __all__ = [
     "atomic_write_json",
 ]
 
-log = logging.getLogger("weightzip.train")
+log = logging.getLogger("weightzip.training.trainer")
 
 CHECKPOINT_VERSION = 1
 
@@ -105,7 +105,7 @@ class TrainConfig(BaseModel):
     progress: bool = Field(True, description="tqdm progress bars (only shown on a terminal)")
     test_at_end: bool = Field(True, description="evaluate loaders.test once after the last epoch")
     distributed: bool | None = Field(
-        None, description="None: data-parallel (DDP, weightzip.distributed) when torch.distributed is "
+        None, description="None: data-parallel (DDP, weightzip.training.distributed) when torch.distributed is "
                           "initialized with several processes; False: train this process alone; True: require it")
 
     @field_validator("milestones")
@@ -365,7 +365,7 @@ def machine_info(device: str | torch.device | None = None) -> dict[str, Any]:
 
 def _parametrization_spec(model: nn.Module) -> Any:
     try:
-        from .parametrize import parametrization_spec
+        from ..core.parametrize import parametrization_spec
     except ImportError:  # parametrize not available: a plain model has no chain to record
         return None
     return parametrization_spec(model)
@@ -428,7 +428,7 @@ class Trainer:
     ``batch`` (the current ``(x, y)``), ``loss`` (current loss tensor), ``lr`` (current
     schedule rate), ``history`` (metrics per finished epoch), ``train_module`` (what the loop
     calls: ``model`` or its DDP wrapper), ``dist`` (the data-parallel helper of
-    :mod:`weightzip.distributed.launch`, or None when this process trains alone).
+    :mod:`weightzip.training.distributed.launch`, or None when this process trains alone).
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig | dict | None, loaders: Any,

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from weightzip import continual as C
-from weightzip import parametrize
+from weightzip.training import continual as C
+from weightzip.core import parametrize
 from weightzip.errors import WeightzipError
 
 
@@ -77,7 +77,7 @@ def test_grow_layers_respects_counts_and_allowed_positions():
 def test_gradient_mask_freezes_entries_under_the_trainer():
     from types import SimpleNamespace
 
-    from weightzip.train import TrainConfig, Trainer
+    from weightzip.training.trainer import TrainConfig, Trainer
 
     x, y, _, _ = _data()
     net = nn.Linear(12, 4)

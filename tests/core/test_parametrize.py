@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from weightzip import parametrize as P
-from weightzip.select import Selection, select
+from weightzip.core import parametrize as P
+from weightzip.core.select import Selection, select
 
 
 def tiny():

@@ -48,7 +48,7 @@ from typing import Any, Callable, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import InvalidModelError, RecipeError, WeightzipError
+from ..errors import InvalidModelError, RecipeError, WeightzipError
 
 __all__ = ["ExploreSpace", "Topology", "ExploreResult", "explore", "load_space", "design_label",
            "write_report", "study_trials"]
@@ -197,11 +197,11 @@ def train_design(space: ExploreSpace, model_name: str, design: dict[str, Any], l
     """Train and measure one design; returns the metrics stored as trial user attributes."""
     import torch
 
-    from . import api
-    from .analysis.memory import memory_report
-    from .recipe import Recipe
-    from .registry import create_model
-    from .train import evaluate
+    from .. import api
+    from ..analysis.memory import memory_report
+    from ..core.recipe import Recipe
+    from ..core.registry import create_model
+    from ..training.trainer import evaluate
 
     t0 = time.perf_counter()
     info = getattr(loaders, "info", None) or {}
@@ -405,7 +405,7 @@ def _explore(model_name, space_path, storage, n_trials, *, out_dir, study_name, 
     import optuna
     import torch
 
-    from .data import get_loaders
+    from ..data import get_loaders
 
     space = load_space(space_path)
     model_name = model_name or space.model
@@ -507,8 +507,8 @@ def _jsonable(v: Any) -> Any:
 
 def write_report(result: ExploreResult, space: ExploreSpace) -> ExploreResult:
     """Fill ``result.pareto``/``pareto_weight`` and write JSON, Markdown and PNGs to ``out_dir``."""
-    from .analysis.pareto import non_dominated, plot_front, plot_memory_breakdown
-    from .train import atomic_write_json
+    from ..analysis.pareto import non_dominated, plot_front, plot_memory_breakdown
+    from ..training.trainer import atomic_write_json
 
     trials = result.trials
     err = "error"

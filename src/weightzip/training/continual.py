@@ -62,9 +62,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from . import parametrize
-from .errors import WeightzipError
-from .primitives.growth import attachment_scores, grow_mask
+from ..core import parametrize
+from ..errors import WeightzipError
+from ..primitives.growth import attachment_scores, grow_mask
 
 __all__ = [
     "Task",
@@ -162,7 +162,7 @@ def mnist_tensors(root: str | None = None, train_subset: int | None = None, test
 
     The first ``train_subset`` training images (no validation split) and ``test_subset`` test images.
     """
-    from .data import get_loaders
+    from ..data import get_loaders
 
     loaders = get_loaders("mnist", batch_size=256, root=root, val_size=0, subset=train_subset,
                           eval_subset=test_subset)
@@ -241,7 +241,7 @@ class ContinualConfig(BaseModel):
 
 def sparse_layers(model: nn.Module) -> list[nn.Linear]:
     """The ``nn.Linear`` layers of an MLP, input to output."""
-    from .select import type_name
+    from ..core.select import type_name
 
     layers = [m for m in model.modules() if type_name(m) == "Linear"]
     if not layers:
@@ -322,9 +322,9 @@ class _Pairs(torch.utils.data.Dataset):
 
 def _fit(model: nn.Module, task: Task, cfg: ContinualConfig, epochs: int, seed: int,
          callbacks: Sequence[Any] = ()) -> None:
-    from .train import TrainConfig, Trainer
+    from .trainer import TrainConfig, Trainer
 
-    from .data.image import collate_batch
+    from ..data.image import collate_batch
 
     loader = torch.utils.data.DataLoader(_Pairs(task.x_train, task.y_train), batch_size=cfg.batch_size,
                                          shuffle=True, collate_fn=collate_batch)
@@ -356,11 +356,11 @@ def _head_rows(n_out: int, classes: Sequence[int] | None) -> Tensor:
 def initial_sparse_net(task: Task, cfg: ContinualConfig, n_in: int, n_out: int) -> nn.Module:
     """LeNet-300-100-style MLP trained on ``task``, pruned to ``cfg.density`` and fine-tuned.
 
-    Every Linear weight gets a :class:`~weightzip.parametrize.Mask`. In multi-head mode the
+    Every Linear weight gets a :class:`~weightzip.core.parametrize.Mask`. In multi-head mode the
     output layer keeps connections only into ``task.classes`` (``density`` of those rows); the
     other tasks' output units are created empty.
     """
-    from .models.lenet import LeNet300100
+    from ..models.lenet import LeNet300100
 
     torch.manual_seed(cfg.seed)
     model = LeNet300100(num_classes=n_out, in_features=n_in, hidden=cfg.hidden)

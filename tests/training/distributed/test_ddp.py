@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from weightzip.distributed import estimate_step_bytes, run_local
-from weightzip.distributed import launch
+from weightzip.training.distributed import estimate_step_bytes, run_local
+from weightzip.training.distributed import launch
 from weightzip.errors import WeightzipError
 
 pytestmark = pytest.mark.distributed
@@ -70,10 +70,10 @@ def _worker(rank: int, world: int, tmp: str) -> dict | None:
     """Phase 1: every scheme through the Trainer, then a compression recipe through
     weightzip.compress; each rank pickles its results. Phase 2: rank 1 dies during training;
     rank 0 must fail with a clear error (returned with the time it took)."""
-    from weightzip import registry
+    from weightzip.core import registry
     from weightzip.api import compress
-    from weightzip.recipe import Recipe
-    from weightzip.train import Trainer
+    from weightzip.core.recipe import Recipe
+    from weightzip.training.trainer import Trainer
 
     out: dict[str, Any] = {}
     for scheme in SCHEMES:
@@ -194,7 +194,7 @@ def test_a_dead_worker_makes_the_other_fail_clearly_not_hang(two_workers):
 
 def test_shard_loader_partitions_every_kind_of_loader():
     from weightzip.data import LMBatches
-    from weightzip.distributed.launch import ShardedLoaders, shard_loader
+    from weightzip.training.distributed.launch import ShardedLoaders, shard_loader
 
     ds = _data()
     loader = DataLoader(ds, batch_size=B, shuffle=True)

@@ -6,7 +6,7 @@ Three ways to get several processes (see ``docs/distributed.md``):
   re-runs itself under ``torchrun`` (:func:`relaunch`), multi-node with ``--nnodes`` and
   ``--rdzv-endpoint``;
 * ``torchrun --nproc-per-node N -m weightzip <command> ...``: any command whose training goes
-  through the :class:`~weightzip.train.Trainer` (training, the stages of a compression recipe)
+  through the :class:`~weightzip.training.trainer.Trainer` (training, the stages of a compression recipe)
   becomes data-parallel: the first Trainer initializes the process group from torchrun's
   environment (:func:`init_process_group`), gradient communication from
   ``$WEIGHTZIP_GRAD_QUANT`` (e.g. ``mbit:bits=2,clip=3``);
@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import WeightzipError
+from ...errors import WeightzipError
 from .grad_quant import CommState, GradQuantConfig, register_comm_hook
 
 __all__ = [
@@ -65,7 +65,7 @@ __all__ = [
     "free_port",
 ]
 
-log = logging.getLogger("weightzip.distributed")
+log = logging.getLogger("weightzip.training.distributed")
 
 ENV_GRAD_QUANT = "WEIGHTZIP_GRAD_QUANT"
 """Environment variable with the gradient communication of torchrun workers (``mbit:bits=2,clip=3``)."""
@@ -271,7 +271,7 @@ class ShardedLoaders:
 # The Trainer's data-parallel helper
 # ---------------------------------------------------------------------------------------------
 class DistributedTraining:
-    """What a data-parallel :class:`~weightzip.train.Trainer` holds: the DDP wrapper and the hook state.
+    """What a data-parallel :class:`~weightzip.training.trainer.Trainer` holds: the DDP wrapper and the hook state.
 
     ``ddp``: ``DistributedDataParallel(model)`` with the communication hook of ``config``
     registered (``comm.stats`` counts the bytes); ``rank``, ``world_size``, ``backend``.

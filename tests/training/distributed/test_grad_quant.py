@@ -8,8 +8,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import _should_compress
 
-from weightzip.distributed import launch
-from weightzip.distributed.grad_quant import (
+from weightzip.training.distributed import launch
+from weightzip.training.distributed.grad_quant import (
     CommStats,
     GradQuantConfig,
     allgather_wire_bytes,
@@ -158,7 +158,7 @@ def test_hook_in_one_process_quantizes_per_tensor_with_error_feedback(single_pro
 
 @pytest.mark.distributed
 def test_trainer_stays_local_in_a_one_process_group(single_process_group):
-    from weightzip.train import Trainer
+    from weightzip.training.trainer import Trainer
 
     class L:
         train = [(torch.randn(4, 3), torch.randint(0, 2, (4,)))]

@@ -15,7 +15,7 @@ import fnmatch
 import importlib
 from typing import Any, Callable
 
-from .errors import UnknownNameError
+from ..errors import UnknownNameError
 
 _MODELS: dict[str, Callable[..., Any]] = {}
 _METHODS: dict[str, Any] = {}

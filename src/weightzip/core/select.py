@@ -150,7 +150,7 @@ def per_layer_value(value, module_name: str, module: nn.Module, field: str = "va
             return v
     if "default" in value:
         return value["default"]
-    from .errors import RecipeError
+    from ..errors import RecipeError
 
     prefix = f"{where}: " if where else ""
     raise RecipeError(f"{prefix}field '{field}': no entry matches layer {module_name!r} and there is no "

@@ -1,4 +1,4 @@
-"""Runs a :class:`~weightzip.recipe.Recipe`'s stages in order on a model.
+"""Runs a :class:`~weightzip.core.recipe.Recipe`'s stages in order on a model.
 
 Each stage is a registered method applied to the model (adding parametrizations, training
 through the Trainer). After each stage the pipeline records the validation metrics and wall
@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from . import parametrize
-from .errors import InvalidModelError
-from .methods.base import StageContext
+from ..errors import InvalidModelError
+from ..methods.base import StageContext
 from .recipe import Recipe
 from .registry import get_method
-from .train import save_checkpoint
+from ..training.trainer import save_checkpoint
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import RecipeError, UnknownNameError
+from ..errors import RecipeError, UnknownNameError
 from .registry import get_method
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from weightzip.errors import UnknownNameError, WeightzipError
-from weightzip.runs import (
+from weightzip.jobs.runs import (
     baseline_path,
     default_data_for,
     ensure_baseline,
@@ -14,7 +14,7 @@ from weightzip.runs import (
     parse_key_values,
     recipe_for,
 )
-from weightzip.train import TrainConfig
+from weightzip.training.trainer import TrainConfig
 
 
 def test_recipes_are_valid_train_configs():
@@ -76,7 +76,7 @@ def test_unknown_names_fail_before_loading_data(tmp_path):
 
 
 def test_switching_optimizer_drops_sgd_only_recipe_settings():
-    from weightzip.runs import _train_settings
+    from weightzip.jobs.runs import _train_settings
 
     rec = recipe_for("lenet5", "mnist")["train"]
     assert rec["nesterov"] is True

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from weightzip.errors import InvalidModelError, WeightzipError
-from weightzip.train import (
+from weightzip.training.trainer import (
     Callback,
     Trainer,
     TrainConfig,

@@ -3,7 +3,7 @@
 The CLI and the benchmark scripts call these functions; they hold the small amount of logic
 that connects the registry, the data loaders and the trainer::
 
-    from weightzip.runs import train_model, evaluate_checkpoint, ensure_baseline
+    from weightzip.jobs.runs import train_model, evaluate_checkpoint, ensure_baseline
     out = train_model("lenet5", "mnist", "runs/lenet5/base.pt", train={"epochs": 2})
     evaluate_checkpoint("runs/lenet5/base.pt")          # {"loss", "accuracy", ...} on test
     path = ensure_baseline("lenet300_100", "mnist")     # trained once, then reused
@@ -25,9 +25,9 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from . import registry
-from .errors import UnknownNameError, WeightzipError
-from .train import Trainer, TrainConfig, evaluate, load_checkpoint, resolve_device, seed_everything
+from ..core import registry
+from ..errors import UnknownNameError, WeightzipError
+from ..training.trainer import (Trainer, TrainConfig, evaluate, load_checkpoint, resolve_device, seed_everything)
 
 __all__ = [
     "RECIPES",
@@ -48,7 +48,7 @@ __all__ = [
     "parse_key_values",
 ]
 
-log = logging.getLogger("weightzip.runs")
+log = logging.getLogger("weightzip.jobs.runs")
 
 BASELINES_DIR = Path("runs/baselines")
 
@@ -143,7 +143,7 @@ def build_model(name: str, task: str, info: Mapping[str, Any], model_args: Mappi
 
 def make_loaders(data: str, batch_size: int, **options: Any):
     """:func:`weightzip.data.get_loaders` with only the options it accepts (others are refused)."""
-    from .data import get_loaders
+    from ..data import get_loaders
 
     accepted = inspect.signature(get_loaders).parameters
     unknown = sorted(k for k in options if k not in accepted)
@@ -234,7 +234,7 @@ def model_from_checkpoint(ck: Mapping[str, Any] | str | Path, device: str | torc
                              "yourself and load_state_dict(checkpoint['model'])")
     model = registry.create_model(cfg["name"], **dict(cfg.get("kwargs") or {}))
     if ck.get("parametrizations"):
-        from .parametrize import restore_parametrizations
+        from ..core.parametrize import restore_parametrizations
 
         restore_parametrizations(model, ck["parametrizations"])
     model.load_state_dict(ck["model"])
@@ -250,7 +250,7 @@ def load_model(path: str | Path, device: str | torch.device | None = "cpu") -> t
     path = Path(path)
     if path.suffix == ".wz":
         try:
-            from .api import load as wz_load
+            from ..api import load as wz_load
         except ImportError as e:  # the .wz runtime is optional at this layer
             raise WeightzipError(f"cannot read {str(path)!r}: .wz support is not available ({e})") from e
         if not path.is_file():
@@ -271,7 +271,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, *, split: str
 
     ``data`` defaults to the dataset the run was trained on; the run's validation size and
     ``bptt`` are reused so that "val" is the same held-out split. Returns the metrics of
-    :func:`weightzip.train.evaluate` plus ``model``, ``data`` and ``split``.
+    :func:`weightzip.training.trainer.evaluate` plus ``model``, ``data`` and ``split``.
     """
     if split not in ("test", "val"):
         raise WeightzipError(f"unknown split {split!r}; use 'test' or 'val'")

@@ -46,8 +46,8 @@ import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
-from ..errors import WeightzipError
-from ..primitives.grad_quant import decode_packets, encode_packet, levels_for_bits, packet_nbytes
+from ...errors import WeightzipError
+from ...primitives.grad_quant import decode_packets, encode_packet, levels_for_bits, packet_nbytes
 
 __all__ = [
     "HOOK_SCHEMES",
@@ -68,7 +68,7 @@ __all__ = [
     "estimate_step_bytes",
 ]
 
-log = logging.getLogger("weightzip.distributed")
+log = logging.getLogger("weightzip.training.distributed")
 
 HOOK_SCHEMES = ("fp32", "mbit", "sign", "ternary", "torch_pertensor", "powersgd")
 
