@@ -40,8 +40,9 @@ from weightzip.jobs.runs import (
     make_loaders,
     recipe_for,
 )
-from weightzip.training.trainer import Callback, Trainer, TrainConfig, atomic_write_json, load_checkpoint, machine_info, resolve_device
-
+from weightzip.training.trainer import Callback, Trainer
+from weightzip.training.config import TrainConfig, resolve_device
+from weightzip.training.checkpoint import atomic_write_json, load_checkpoint, machine_info
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # name -> (model, data, target test accuracy or None, trained by default)

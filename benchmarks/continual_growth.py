@@ -37,8 +37,7 @@ import torch
 
 from weightzip.analysis.powerlaw import fit_degrees, network_degrees
 from weightzip.training.continual import ContinualConfig, compare_arms, mnist_tensors, permuted_mnist, split_mnist
-from weightzip.training.trainer import atomic_write_json, machine_info
-
+from weightzip.training.checkpoint import atomic_write_json, machine_info
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("finetune", "random", "pa-product", "pa-sum")
 LABELS = {"finetune": "fine-tuning (nothing frozen)", "random": "random growth + freezing",

@@ -38,8 +38,8 @@ from weightzip.methods.base import StageContext
 from weightzip.methods.prune import plot_sensitivity
 from weightzip.core.recipe import Recipe
 from weightzip.core.registry import get_method
-from weightzip.training.trainer import atomic_write_json, evaluate, machine_info
-
+from weightzip.training.checkpoint import atomic_write_json, machine_info
+from weightzip.training.evaluate import evaluate
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 

@@ -79,8 +79,7 @@ def _sharded_test(model, loaders, rank: int, world: int) -> dict[str, float]:
     import torch.distributed as dist
 
     from weightzip.training.distributed.launch import shard_loader
-    from weightzip.training.trainer import evaluate
-
+    from weightzip.training.evaluate import evaluate
     part = shard_loader(loaders.test, rank, world)
     n = len(part.sampler) if hasattr(part, "sampler") else None
     m = evaluate(model, part, loaders.task, "cpu")
@@ -121,8 +120,7 @@ def _run_one(rank: int, world: int, task: tuple[str, str], weights: str, grad: s
     from weightzip.core.pipeline import Pipeline
     from weightzip.core.recipe import Recipe
     from weightzip.jobs.runs import build_model
-    from weightzip.training.trainer import seed_everything
-
+    from weightzip.training.config import seed_everything
     model_name, data = task
     seed_everything(plan["seed"])
     model = build_model(model_name, loaders.task, loaders.info)
@@ -203,8 +201,7 @@ def quantization_error(tasks, plan, draws: int = 40) -> list[dict]:
     """Relative MSE and bias of each quantizer on one real gradient (batch of 64 at initialisation)."""
     from weightzip.primitives.grad_quant import clip_by_std, dequantize, quantize
     from weightzip.jobs.runs import build_model, make_loaders
-    from weightzip.training.trainer import seed_everything
-
+    from weightzip.training.config import seed_everything
     rows = []
     for model_name, data in tasks:
         loaders = make_loaders(data, 64, subset=2000, val_size=0, seed=plan["seed"])
@@ -406,8 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     from weightzip.core import registry
     import weightzip.methods  # noqa: F401  (registration)
     from weightzip.training.distributed import run_local
-    from weightzip.training.trainer import atomic_write_json, machine_info
-
+    from weightzip.training.checkpoint import atomic_write_json, machine_info
     have_laq = "loss_aware" in registry.list_methods()
     notes = [] if have_laq else ["the `loss_aware` method is not registered: only fp32 weights were run"]
     worlds = [int(w) for w in args.workers.split(",") if w.strip()]

@@ -50,8 +50,7 @@ from weightzip.methods.base import StageContext
 from weightzip.methods.gradient_importance import GradITQ, GradPTQ, ImportanceTracker
 from weightzip.core.registry import create_model
 from weightzip.jobs.runs import recipe_for, train_model
-from weightzip.training.trainer import evaluate
-
+from weightzip.training.evaluate import evaluate
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = {  # METHODS.md A: thesis ratios (PTQ, ITQ, combined)
     "lenet300_100": {"ptq": 7.62, "itq": 22.08, "combined": 57.22},

@@ -53,8 +53,9 @@ from weightzip.data import get_loaders
 from weightzip.errors import InvalidModelError
 from weightzip.methods.loss_aware import LossAware, LossAwareCallback, LossAwareQuant
 from weightzip.core.registry import create_model
-from weightzip.training.trainer import Trainer, atomic_write_json, evaluate, machine_info
-
+from weightzip.training.trainer import Trainer
+from weightzip.training.checkpoint import atomic_write_json, machine_info
+from weightzip.training.evaluate import evaluate
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = {
     "small": {"hidden": 200, "dropout": 0.0, "epochs": 2, "max_steps_per_epoch": 125, "eval_subset": 20000,

@@ -43,8 +43,9 @@ from weightzip.analysis.size import size_report
 from weightzip.data import get_loaders
 from weightzip.methods.loss_aware import LossAware, LossAwareCallback
 from weightzip.core.registry import create_model
-from weightzip.training.trainer import Trainer, atomic_write_json, evaluate, machine_info
-
+from weightzip.training.trainer import Trainer
+from weightzip.training.checkpoint import atomic_write_json, machine_info
+from weightzip.training.evaluate import evaluate
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = {
     "small": {"width": 512, "depth": 3, "epochs": 5, "milestones": [3, 4]},

@@ -52,8 +52,8 @@ from weightzip.primitives.sparsity import magnitude_mask
 from weightzip.core.recipe import Recipe
 from weightzip.jobs.runs import ensure_baseline, model_from_checkpoint
 from weightzip.core.select import Selection, qualified, select
-from weightzip.training.trainer import atomic_write_json, evaluate, machine_info
-
+from weightzip.training.checkpoint import atomic_write_json, machine_info
+from weightzip.training.evaluate import evaluate
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("lenet300_100", "lenet5")
 METHODS = ("magnitude", "gradient", "loss_aware", "random")

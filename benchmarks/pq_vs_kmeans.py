@@ -52,7 +52,8 @@ from weightzip.jobs import runs
 from weightzip.analysis.size import size_report
 from weightzip.primitives.pq import cluster_time
 from weightzip.core.recipe import Recipe
-from weightzip.training.trainer import atomic_write_json, evaluate, machine_info
+from weightzip.training.checkpoint import atomic_write_json, machine_info
+from weightzip.training.evaluate import evaluate
 from weightzip.jobs.bench import median_latency
 
 ROOT = Path(__file__).resolve().parent.parent

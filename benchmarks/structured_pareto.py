@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from weightzip.jobs.explore import ExploreSpace, explore, load_space  # noqa: E402
-from weightzip.training.trainer import atomic_write_json, machine_info  # noqa: E402
-
+from weightzip.training.checkpoint import atomic_write_json
+from weightzip.training.checkpoint import machine_info  # noqa: E402
 SPACES = {"mnist": ROOT / "recipes" / "space-structured.yaml",
           "cifar10": ROOT / "recipes" / "structured-qat-vgg-space.yaml"}
 # The thesis's claims (METHODS.md B): reductions of weight memory, number of Pareto designs.

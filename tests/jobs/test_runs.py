@@ -14,7 +14,7 @@ from weightzip.jobs.runs import (
     parse_key_values,
     recipe_for,
 )
-from weightzip.training.trainer import TrainConfig
+from weightzip.training.config import TrainConfig
 
 
 def test_recipes_are_valid_train_configs():

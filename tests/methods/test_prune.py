@@ -12,7 +12,7 @@ from weightzip.methods.base import StageContext
 from weightzip.methods.prune import per_layer_value, set_mask
 from weightzip.core.recipe import Recipe
 from weightzip.core.registry import get_method
-from weightzip.training.trainer import evaluate
+from weightzip.training.evaluate import evaluate
 
 from .dc_toy import toy_loaders, toy_model, trained_toy
 

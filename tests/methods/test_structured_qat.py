@@ -220,7 +220,7 @@ def test_checkpoint_spec_roundtrip_rebuilds_chain():
 
 def test_compress_save_load_end_to_end(tmp_path):
     import weightzip as wz
-    from weightzip.training.trainer import evaluate
+    from weightzip.training.evaluate import evaluate
 
     recipe = wz.Recipe.from_yaml(Path(__file__).parents[2] / "recipes" / "structured-qat-mlp.yaml")
     stage = recipe.stages[0].model_copy(update={"block": 8, "train": {"epochs": 1, "lr": 0.01}})

@@ -60,7 +60,7 @@ def test_warmup_then_cosine():
 
 
 def test_config_object_and_unknown_schedule():
-    from weightzip.training.trainer import TrainConfig
+    from weightzip.training.config import TrainConfig
 
     cfg = TrainConfig(lr=0.2, schedule="multistep", milestones=[1], gamma=0.5)
     assert lr_at(0.5, cfg) == 0.2 and lr_at(1.0, cfg) == 0.1

@@ -77,7 +77,9 @@ def test_grow_layers_respects_counts_and_allowed_positions():
 def test_gradient_mask_freezes_entries_under_the_trainer():
     from types import SimpleNamespace
 
-    from weightzip.training.trainer import TrainConfig, Trainer
+    from weightzip.training.config import TrainConfig
+
+    from weightzip.training.trainer import Trainer
 
     x, y, _, _ = _data()
     net = nn.Linear(12, 4)

@@ -12,17 +12,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from weightzip.errors import InvalidModelError, WeightzipError
-from weightzip.training.trainer import (
-    Callback,
-    Trainer,
-    TrainConfig,
-    evaluate,
-    load_checkpoint,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-    squared_hinge_loss,
-)
+from weightzip.training.checkpoint import load_checkpoint, rng_state, set_rng_state
+from weightzip.training.config import TrainConfig, seed_everything
+from weightzip.training.evaluate import evaluate, squared_hinge_loss
+from weightzip.training.trainer import Callback, Trainer
 
 torch.set_num_threads(1)
 

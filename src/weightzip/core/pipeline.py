@@ -23,9 +23,7 @@ from ..errors import InvalidModelError
 from ..methods.base import StageContext
 from .recipe import Recipe
 from .registry import get_method
-from ..training.trainer import save_checkpoint
-
-
+from ..training.checkpoint import save_checkpoint
 @dataclass
 class StageRecord:
     index: int

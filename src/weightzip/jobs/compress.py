@@ -19,8 +19,7 @@ from . import runs
 
 
 def _test_metrics(model: nn.Module, loaders, device: str, loss: str = "ce") -> dict[str, float]:
-    from ..training.trainer import evaluate
-
+    from ..training.evaluate import evaluate
     return evaluate(model, loaders.test, loaders.task, device, loss=loss)
 
 

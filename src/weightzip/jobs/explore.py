@@ -201,8 +201,7 @@ def train_design(space: ExploreSpace, model_name: str, design: dict[str, Any], l
     from ..analysis.memory import memory_report
     from ..core.recipe import Recipe
     from ..core.registry import create_model
-    from ..training.trainer import evaluate
-
+    from ..training.evaluate import evaluate
     t0 = time.perf_counter()
     info = getattr(loaders, "info", None) or {}
     kwargs = {k: info[k] for k in ("num_classes", "in_channels", "image_size") if k in info}
@@ -508,8 +507,7 @@ def _jsonable(v: Any) -> Any:
 def write_report(result: ExploreResult, space: ExploreSpace) -> ExploreResult:
     """Fill ``result.pareto``/``pareto_weight`` and write JSON, Markdown and PNGs to ``out_dir``."""
     from ..analysis.pareto import non_dominated, plot_front, plot_memory_breakdown
-    from ..training.trainer import atomic_write_json
-
+    from ..training.checkpoint import atomic_write_json
     trials = result.trials
     err = "error"
     result.pareto = sorted(non_dominated(trials, [err, "total_memory_bits"], ["minimize", "minimize"]),

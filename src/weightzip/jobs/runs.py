@@ -27,8 +27,10 @@ from torch import nn
 
 from ..core import registry
 from ..errors import UnknownNameError, WeightzipError
-from ..training.trainer import (Trainer, TrainConfig, evaluate, load_checkpoint, resolve_device, seed_everything)
-
+from ..training.trainer import Trainer
+from ..training.config import TrainConfig, resolve_device, seed_everything
+from ..training.evaluate import evaluate
+from ..training.checkpoint import load_checkpoint
 __all__ = [
     "RECIPES",
     "DEFAULT_DATA",
@@ -271,7 +273,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, *, split: str
 
     ``data`` defaults to the dataset the run was trained on; the run's validation size and
     ``bptt`` are reused so that "val" is the same held-out split. Returns the metrics of
-    :func:`weightzip.training.trainer.evaluate` plus ``model``, ``data`` and ``split``.
+    :func:`weightzip.training.evaluate.evaluate` plus ``model``, ``data`` and ``split``.
     """
     if split not in ("test", "val"):
         raise WeightzipError(f"unknown split {split!r}; use 'test' or 'val'")

@@ -57,8 +57,7 @@ class StageContext:
 
     def evaluate(self, model: nn.Module, split: str = "val") -> dict[str, float]:
         """Loss and accuracy (or perplexity) of ``model`` on a split (val falls back to test)."""
-        from ..training.trainer import evaluate
-
+        from ..training.evaluate import evaluate
         loader = getattr(self.loaders, split, None)
         if loader is None and split == "val":
             loader = self.loaders.test
@@ -67,8 +66,8 @@ class StageContext:
     def fit(self, model: nn.Module, train: Any, callbacks: Sequence[Any] = (), optimizer=None,
             tag: str = "fit") -> dict[str, Any]:
         """Train ``model`` with a ``TrainConfig`` (or dict) and callbacks; returns the history."""
-        from ..training.trainer import TrainConfig, Trainer
-
+        from ..training.config import TrainConfig
+        from ..training.trainer import Trainer
         cfg = train if isinstance(train, TrainConfig) else TrainConfig(**dict(train or {}))
         if cfg.device is None or cfg.device == "cpu":
             cfg = cfg.model_copy(update={"device": self.device})

@@ -179,8 +179,7 @@ class SensitivityConfig(BaseModel):
 
 def _quality(model: nn.Module, ctx: StageContext, split: str, max_batches: int | None) -> float:
     """Accuracy in percent (classify) or perplexity (lm) on a capped number of batches."""
-    from ..training.trainer import evaluate
-
+    from ..training.evaluate import evaluate
     loader = getattr(ctx.loaders, split, None)
     if loader is None:
         loader = getattr(ctx.loaders, "test", None) if split == "val" else None

@@ -113,7 +113,7 @@ def warmup_factor(t: float, warmup: float, start_factor: float = 0.1) -> float:
 def lr_at(t: float, cfg: Any, plateau_scale: float = 1.0) -> float:
     """Learning rate at training position ``t`` (in epochs, float) for a schedule config.
 
-    ``cfg`` is a :class:`weightzip.training.trainer.TrainConfig` or any mapping / object with the fields
+    ``cfg`` is a :class:`weightzip.training.config.TrainConfig` or any mapping / object with the fields
     ``lr, schedule, milestones, gamma, step_size, warmup_epochs, warmup_start_factor, min_lr,
     epochs`` (missing fields take the module defaults). ``plateau_scale`` is the multiplier
     kept by :func:`plateau_update` (used only by ``schedule="plateau"``). See the module

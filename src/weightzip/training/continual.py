@@ -322,7 +322,8 @@ class _Pairs(torch.utils.data.Dataset):
 
 def _fit(model: nn.Module, task: Task, cfg: ContinualConfig, epochs: int, seed: int,
          callbacks: Sequence[Any] = ()) -> None:
-    from .trainer import TrainConfig, Trainer
+    from .config import TrainConfig
+    from .trainer import Trainer
 
     from ..data.image import collate_batch
 

@@ -1,7 +1,7 @@
 """Training and evaluation loops: one :class:`Trainer` with callbacks, checkpoints and resume.
 
-Read top to bottom: the config, the losses, evaluation, checkpoints and RNG state, callbacks,
-then the trainer.
+The settings live in ``config.py``, losses and evaluation in ``evaluate.py``, checkpoints and RNG
+state in ``checkpoint.py``; this file holds the callbacks and the loop.
 
     cfg = TrainConfig(epochs=10, lr=0.05, optimizer="sgd", momentum=0.9, schedule="cosine")
     trainer = Trainer(model, cfg, loaders, checkpoint="runs/x.pt", record="runs/x.json")
@@ -23,345 +23,26 @@ learning rates are pure functions of the position in training (``primitives/sche
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import platform
-import random
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Iterable, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from ..errors import InvalidModelError, WeightzipError
 from ..primitives.schedule import lr_at, plateau_init, plateau_update
+from .checkpoint import (CHECKPOINT_VERSION, atomic_write_json, load_checkpoint, machine_info, rng_state,
+                         save_checkpoint, set_rng_state)
+from .config import TrainConfig, resolve_device, seed_everything
+from .evaluate import _detach, _forward, _windows, compute_loss, evaluate
 
-__all__ = [
-    "TrainConfig",
-    "Callback",
-    "Trainer",
-    "evaluate",
-    "compute_loss",
-    "squared_hinge_loss",
-    "seed_everything",
-    "resolve_device",
-    "save_checkpoint",
-    "load_checkpoint",
-    "rng_state",
-    "set_rng_state",
-    "machine_info",
-    "atomic_write_json",
-]
+__all__ = ["Callback", "Trainer"]
 
 log = logging.getLogger("weightzip.training.trainer")
-
-CHECKPOINT_VERSION = 1
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration
-# --------------------------------------------------------------------------------------------
-class TrainConfig(BaseModel):
-    """Everything that decides how a model is trained. Validated; unknown fields are refused.
-
-    Learning-rate schedules are described in :mod:`weightzip.primitives.schedule`; ``gamma``
-    is the decay factor of ``step``/``multistep`` and the factor applied on a plateau (use
-    0.25 for the PyTorch word-LM rule "divide by 4").
-    """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    epochs: int = Field(10, ge=1, description="number of passes over the training set")
-    lr: float = Field(0.01, gt=0, description="base learning rate")
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    weight_decay: float = Field(0.0, ge=0, description="L2 penalty (coupled, as torch.optim)")
-    nesterov: bool = False
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
-    schedule: Literal["constant", "step", "multistep", "cosine", "plateau"] = "constant"
-    milestones: list[float] = Field(default_factory=list, description="epochs where multistep decays")
-    gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step, multistep, plateau)")
-    step_size: float = Field(1, gt=0, description="epochs between decays of the 'step' schedule")
-    warmup_epochs: float = Field(0.0, ge=0, description="linear warmup length, in epochs")
-    warmup_start_factor: float = Field(0.1, gt=0, le=1, description="lr fraction on the first warmup step")
-    min_lr: float = Field(0.0, ge=0, description="floor of the cosine schedule")
-    plateau_patience: int = Field(0, ge=0, description="epochs without improvement before a plateau decay")
-    loss: Literal["ce", "squared_hinge"] = "ce"
-    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient L2 norm to this")
-    batch_size: int = Field(128, ge=1, description="training batch size (used by whoever builds loaders)")
-    seed: int = Field(0, ge=0)
-    device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:1', ...; None or 'auto': cuda if available")
-    log_every: int = Field(100, ge=1, description="log the running train loss every N steps")
-    bptt: int | None = Field(None, ge=1, description="LM: split longer windows into chunks of this many steps")
-    max_steps_per_epoch: int | None = Field(None, ge=1, description="stop each epoch after N optimizer steps")
-    progress: bool = Field(True, description="tqdm progress bars (only shown on a terminal)")
-    test_at_end: bool = Field(True, description="evaluate loaders.test once after the last epoch")
-    distributed: bool | None = Field(
-        None, description="None: data-parallel (DDP, weightzip.training.distributed) when torch.distributed is "
-                          "initialized with several processes; False: train this process alone; True: require it")
-
-    @field_validator("milestones")
-    @classmethod
-    def _sorted_milestones(cls, v: list[float]) -> list[float]:
-        if any(m <= 0 for m in v):
-            raise ValueError(f"milestones must be positive epochs, got {v}")
-        return sorted(v)
-
-    @model_validator(mode="after")
-    def _check_schedule(self) -> "TrainConfig":
-        if self.schedule == "multistep" and not self.milestones:
-            raise ValueError("schedule 'multistep' needs milestones, e.g. milestones=[15, 25]")
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
-            raise ValueError("nesterov=True needs optimizer='sgd' and momentum > 0")
-        return self
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``; refuses an absent GPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise WeightzipError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu")
-    return dev
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# --------------------------------------------------------------------------------------------
-# Losses and evaluation
-# --------------------------------------------------------------------------------------------
-def squared_hinge_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """One-vs-all squared hinge loss of BinaryConnect / LAB.
-
-    ``t = 2 * onehot(y) - 1`` (``+1`` for the true class, ``-1`` elsewhere);
-    ``loss = mean_{b, c} max(0, 1 - t_bc * o_bc) ** 2`` over the ``[B, C]`` outputs ``o``.
-    """
-    t = F.one_hot(target, logits.shape[-1]).to(logits.dtype) * 2 - 1  # (B x C)
-    return torch.clamp(1.0 - t * logits, min=0).pow(2).mean()
-
-
-def compute_loss(output: Tensor, target: Tensor, loss: str = "ce") -> Tensor:
-    """Mean loss of ``output [N, C]`` (or ``[T, B, V]``) against integer ``target``."""
-    output = output.reshape(-1, output.shape[-1])  # (N x C)
-    target = target.reshape(-1)  # (N)
-    if loss == "ce":
-        return F.cross_entropy(output, target)
-    if loss == "squared_hinge":
-        return squared_hinge_loss(output, target)
-    raise ValueError(f"unknown loss {loss!r}; valid losses: ce, squared_hinge")
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-def _detach(hidden: Any) -> Any:
-    """Cut the autograd history of an LSTM hidden state (a tensor or nested tuple/list)."""
-    if hidden is None:
-        return None
-    if isinstance(hidden, Tensor):
-        return hidden.detach()
-    return type(hidden)(_detach(h) for h in hidden)
-
-
-def _hidden_batch(hidden: Any) -> int | None:
-    """Batch size of a hidden state ``[layers, B, H]`` (first tensor found)."""
-    if hidden is None:
-        return None
-    if isinstance(hidden, Tensor):
-        return hidden.shape[1] if hidden.dim() >= 2 else hidden.shape[0]
-    for h in hidden:
-        b = _hidden_batch(h)
-        if b is not None:
-            return b
-    return None
-
-
-def _forward(model: nn.Module, x: Tensor, task: str, hidden: Any = None) -> tuple[Tensor, Any]:
-    if task == "lm":
-        if hidden is not None and _hidden_batch(hidden) != x.shape[1]:
-            hidden = None  # a last, narrower batch: start a fresh state
-        out = model(x, hidden)
-        if not isinstance(out, tuple):
-            raise InvalidModelError(
-                f"{type(model).__name__} returned {type(out).__name__} for a language-model batch; "
-                "an LM must return (logits [T, B, V], hidden) from forward(x [T, B], hidden)")
-        return out[0], out[1]
-    return model(x), None
-
-
-def _windows(x: Tensor, y: Tensor, task: str, bptt: int | None) -> Iterator[tuple[Tensor, Tensor]]:
-    """LM windows longer than ``bptt`` are split along time into ``bptt``-long chunks."""
-    if task != "lm" or bptt is None or x.shape[0] <= bptt:
-        yield x, y
-        return
-    for s in range(0, x.shape[0], bptt):
-        yield x[s:s + bptt], y[s:s + bptt]
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, task: str = "classify",
-             device: str | torch.device | None = None, *, loss: str = "ce",
-             max_steps: int | None = None, bptt: int | None = None) -> dict[str, float]:
-    """Loss and accuracy (classify) or loss and perplexity (lm) of ``model`` over ``loader``.
-
-    classify: ``loss = sum_i l(x_i, y_i) / N`` (per example), ``accuracy = #correct / N``.
-    lm: ``loss = sum_t CE(logits_t, y_t) / #tokens``, ``perplexity = exp(loss)``; the hidden
-    state is carried across windows, as in training.
-    The model is put in eval mode and restored to its previous mode afterwards.
-    """
-    if loader is None:
-        raise WeightzipError("evaluate() got no loader; this dataset has no such split (check val_size)")
-    dev = _model_device(model) if device is None else resolve_device(device)
-    was_training = model.training
-    model.eval()
-    total_loss, correct, count = 0.0, 0, 0
-    hidden = None
-    try:
-        for i, (x, y) in enumerate(loader):
-            if max_steps is not None and i >= max_steps:
-                break
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            for xw, yw in _windows(x, y, task, bptt):
-                out, hidden = _forward(model, xw, task, hidden)
-                n = yw.numel()
-                total_loss += compute_loss(out, yw, loss).item() * n
-                count += n
-                if task != "lm":
-                    correct += (out.argmax(dim=-1) == yw).sum().item()
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise WeightzipError("evaluate() got an empty loader; check the dataset split and subset size")
-    mean = total_loss / count
-    if task == "lm":
-        return {"loss": mean, "perplexity": math.exp(min(mean, 700.0))}
-    return {"loss": mean, "accuracy": correct / count}
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoints, RNG state, records
-# --------------------------------------------------------------------------------------------
-def rng_state() -> dict[str, Any]:
-    """Every RNG state as tensors and plain lists (loadable with ``weights_only=True``)."""
-    py = random.getstate()  # (version, tuple of 625 ints, gauss_next)
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": [str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(gauss)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_state`."""
-    v, keys, gauss = state["python"]
-    random.setstate((v, tuple(keys), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, then ``os.replace`` it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
-    """Atomically ``torch.save`` a checkpoint dict (tensors and plain containers only)."""
-    path = Path(path)
-    _atomic_write(path, lambda f: torch.save(checkpoint, f))
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(..., weights_only=True)``: never runs pickled code."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightzipError(f"checkpoint {str(path)!r} not found; train one with `weightzip train ... -o {path}`")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated file, pickle with code objects, ...
-        raise WeightzipError(f"cannot read checkpoint {str(path)!r}: {type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''}") from e
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON."""
-    data = (json.dumps(obj, indent=2, default=_json_default) + "\n").encode()
-    _atomic_write(Path(path), lambda f: f.write(data))
-    return Path(path)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, Tensor):
-        return o.tolist()
-    if isinstance(o, (np.generic,)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
-
-
-def machine_info(device: str | torch.device | None = None) -> dict[str, Any]:
-    """Where a run happened: platform, CPU count, torch threads and version, device."""
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "device": str(device) if device is not None else "cpu",
-    }
-    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return info
-
 
 def _parametrization_spec(model: nn.Module) -> Any:
     try:
@@ -768,3 +449,4 @@ def _fmt(metrics: dict[str, float]) -> str:
             continue
         parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
     return "  ".join(parts)
+
