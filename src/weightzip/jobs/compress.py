@@ -8,18 +8,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from .. import api
+from ..analysis.size import size_report
 from ..core import parametrize
 from ..core.recipe import Recipe
-from ..errors import WeightzipError
+from ..training.evaluate import evaluate
 from . import runs
 
 
 def _test_metrics(model: nn.Module, loaders, device: str, loss: str = "ce") -> dict[str, float]:
-    from ..training.evaluate import evaluate
     return evaluate(model, loaders.test, loaders.task, device, loss=loss)
 
 
@@ -36,30 +35,12 @@ def compress_run(source: str, recipe: str | Path | Recipe, out: str | Path, *, d
     """
     t_start = time.perf_counter()
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_yaml(recipe)
-    src = Path(source)
-    if src.suffix == ".pt":
-        if not src.is_file():
-            raise WeightzipError(f"checkpoint {source!r} not found")
-        model, info = runs.load_model(src, device)
-        data = data or info.get("data") or recipe.data
-        data_args = dict(info.get("data_args") or {})
-    else:
-        runs.check_model_name(source)
-        data = data or recipe.data or runs.default_data_for(source)
-        train = dict(recipe.baseline)
-        path = runs.ensure_baseline(source, data, device=device, train=train or None,
-                                    model_args=recipe.model_args or None, epochs=baseline_epochs)
-        model, info = runs.load_model(path, device)
-        data_args = dict(info.get("data_args") or {})
-    if not data:
-        raise WeightzipError("no dataset: pass --data DATASET (or set `data:` in the recipe)")
+    src = runs.prepare_source(source, device=device, data=data, recipe_data=recipe.data,
+                              baseline_train=dict(recipe.baseline) or None,
+                              model_args=recipe.model_args or None, data_args=recipe.data_args,
+                              baseline_epochs=baseline_epochs)
+    model, info, data, loaders = src.model, src.info, src.data, src.loaders
     name = (getattr(model, "wz_config", None) or {}).get("name", "*")
-    rec = runs.recipe_for(name, data)
-    opts = {k: data_args.get(k, rec["data"].get(k)) for k in ("val_size", "bptt", "augment")}
-    opts.update(recipe.data_args)
-    batch = int(recipe.data_args.get("batch_size", rec["train"].get("batch_size", 128)))
-    opts.pop("batch_size", None)
-    loaders = runs.make_loaders(data, batch, **opts)
     loss = (info.get("train_config") or {}).get("loss", "ce")
     base_test = _test_metrics(model, loaders, device, loss)
     log(f"baseline test: {base_test}")
@@ -70,8 +51,6 @@ def compress_run(source: str, recipe: str | Path | Recipe, out: str | Path, *, d
     model.cpu()
     metrics = {"baseline_test": base_test, "compressed_test": comp_test, "data": data}
     report = api.save(model, out, recipe=recipe, metrics=metrics)
-    from ..analysis.size import size_report
-
     size = size_report(out)
     reloaded = api.load(out)
     file_test = _test_metrics(reloaded, loaders, "cpu", loss)

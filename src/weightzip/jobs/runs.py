@@ -16,6 +16,7 @@ A run writes ``<out>.pt`` (the trainer checkpoint, loadable with ``weights_only=
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 import fnmatch
 import inspect
 import logging
@@ -48,6 +49,8 @@ __all__ = [
     "baseline_path",
     "ensure_baseline",
     "parse_key_values",
+    "Source",
+    "prepare_source",
 ]
 
 log = logging.getLogger("weightzip.jobs.runs")
@@ -356,3 +359,49 @@ def ensure_baseline(model: str, data: str, *, epochs: int | None = None, device:
             path.unlink()
     train_model(model, data, path, train=overrides, model_args=margs, data_args=data_args, resume=True)
     return path
+
+
+@dataclass
+class Source:
+    """What a job starts from: the model, what its checkpoint knows, the dataset and its loaders."""
+
+    model: nn.Module
+    info: dict[str, Any]
+    data: str
+    loaders: Any
+
+
+def prepare_source(source: str | Path, *, device: str = "cpu", data: str | None = None,
+                   recipe_data: str | None = None, baseline_train: Mapping[str, Any] | None = None,
+                   model_args: Mapping[str, Any] | None = None, data_args: Mapping[str, Any] | None = None,
+                   baseline_epochs: int | None = None) -> Source:
+    """The model and data a compression job starts from, in one call.
+
+    ``source`` is a ``.pt`` run checkpoint (its recorded dataset and split are reused) or a zoo
+    model name (its cached baseline from :func:`ensure_baseline`, trained once when missing).
+    The dataset is ``data``, else the checkpoint's, else ``recipe_data``, else the model's default.
+    Loader options: the run's own (validation size, ``bptt``, augmentation), then the training
+    recipe's, overridden by ``data_args`` (``batch_size`` included).
+    """
+    src = Path(source)
+    if src.suffix == ".pt":
+        if not src.is_file():
+            raise WeightzipError(f"checkpoint {str(source)!r} not found")
+        model, info = load_model(src, device)
+        data = data or info.get("data") or recipe_data
+    else:
+        check_model_name(str(source))
+        data = data or recipe_data or default_data_for(str(source))
+        path = ensure_baseline(str(source), data, device=device, train=baseline_train,
+                               model_args=model_args, epochs=baseline_epochs)
+        model, info = load_model(path, device)
+    if not data:
+        raise WeightzipError("no dataset: pass --data DATASET (or set `data:` in the recipe)")
+    saved = dict(info.get("data_args") or {})
+    rec = recipe_for((getattr(model, "wz_config", None) or {}).get("name", "*"), data)
+    over = dict(data_args or {})
+    opts = {k: saved.get(k, rec["data"].get(k)) for k in ("val_size", "bptt", "augment")}
+    opts.update(over)
+    batch = int(over.get("batch_size", rec["train"].get("batch_size", 128)))
+    opts.pop("batch_size", None)
+    return Source(model, info, data, make_loaders(data, batch, **opts))
