@@ -14,7 +14,7 @@ random initialisation by W = 2 (and 4) gloo processes on 127.0.0.1 (one thread e
   hook, counted; fp32 weights, W = 2). W = 4: fp32 and 2-bit with/without clipping, fp32 weights;
 * weights: full precision (a ``finetune`` stage) or loss-aware ternary (a ``loss_aware`` stage,
   ``mode: lat``), both run as a one-stage compression recipe through
-  :class:`weightzip.core.pipeline.Pipeline` - the same path as ``weightzip compress``.
+  :class:`weightzip.methods.pipeline.Pipeline` - the same path as ``weightzip compress``.
 
 Budget (2 shared CPU cores): a training subset, few epochs, Adam with a cosine decay, batch per
 process as given (global batch = W x batch); the test set is evaluated in full (10,000), split
@@ -117,7 +117,7 @@ def _run_one(rank: int, world: int, task: tuple[str, str], weights: str, grad: s
     import torch.distributed as dist
 
     from weightzip.training.distributed import launch
-    from weightzip.core.pipeline import Pipeline
+    from weightzip.methods.pipeline import Pipeline
     from weightzip.core.recipe import Recipe
     from weightzip.jobs.runs import build_model
     from weightzip.training.config import seed_everything

@@ -47,7 +47,7 @@ from weightzip.analysis.powerlaw import POWER_LAW_LIKE, analyze_file, plot_ccdfs
 from weightzip.data import get_loaders
 from weightzip.methods.base import StageContext
 from weightzip.methods.prune import set_mask
-from weightzip.core.pipeline import Pipeline
+from weightzip.methods.pipeline import Pipeline
 from weightzip.primitives.sparsity import magnitude_mask
 from weightzip.core.recipe import Recipe
 from weightzip.jobs.runs import ensure_baseline, model_from_checkpoint

@@ -10,7 +10,7 @@ from torch import nn
 
 from . import __version__
 from .core import parametrize
-from .core.pipeline import Pipeline, PipelineResult, check_finite
+from .methods.pipeline import Pipeline, PipelineResult, check_finite
 from .core.recipe import Recipe, StorageConfig
 from .methods.base import StageContext
 

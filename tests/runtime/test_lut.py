@@ -10,9 +10,9 @@ from torch import nn
 import weightzip as wz
 from weightzip.methods.product_quantization import attach_pq
 from weightzip.methods.prune import set_mask
-from weightzip.runtime.layers import _CONVERTERS
-from weightzip.runtime.lut import (FastestOf, FusedLUTMLP, LUTConv2d, LUTLinear, lut_from_parts,
-                                   lut_tables)
+from weightzip.runtime.fastest import FastestOf
+from weightzip.runtime.lut import FusedLUTMLP, LUTConv2d, LUTLinear, lut_from_parts, pq_lut_converter
+from weightzip.runtime.lut_kernels import lut_tables
 
 
 def random_pq(rows, cols, d, k, shared, seed, zero_frac=0.0):
@@ -115,18 +115,6 @@ def test_masked_parts_are_not_converted():
     assert layer is None and "groups=2" in why
 
 
-def test_fastest_of_picks_per_shape_and_stays_equivalent():
-    torch.manual_seed(1)
-    a, b = nn.Linear(8, 3), nn.Linear(8, 3)
-    b.load_state_dict(a.state_dict())
-    f = FastestOf({"a": a, "b": b}, repeats=2)
-    x = torch.randn(2, 8)
-    torch.testing.assert_close(f(x), a(x))
-    assert len(f.choices) == 1 and set(next(iter(f.timings.values()))) == {"a", "b"}
-    f(torch.randn(5, 8))
-    assert len(f.choices) == 2
-
-
 def _mlp():
     """Flatten -> [Linear 64-48, ReLU, Linear 48-32, ReLU, Linear 32-4] (the stack is a child module)."""
     return nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(),
@@ -142,8 +130,7 @@ def _pq_mlp(mask_mode):
     return model.eval()
 
 
-def test_converter_runs_first_and_lut_mode_swaps_the_pq_stack(tmp_path):
-    assert next(iter(_CONVERTERS)) == "pq_lut"
+def test_lut_mode_swaps_the_pq_stack_and_auto_races_it(tmp_path):
     model = _pq_mlp("subvector")
     path = tmp_path / "mlp.wz"
     wz.save(model, path)
@@ -175,3 +162,11 @@ def test_element_masked_pq_falls_back_to_dense_and_says_so(tmp_path, caplog):
     x = torch.randn(3, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_converter_leaves_non_pq_layers_and_other_modes_alone():
+    lin = nn.Linear(8, 4)
+    assert pq_lut_converter(lin, "fc", {}, "lut") is None                   # no PQ format for fc.weight
+    assert pq_lut_converter(nn.ReLU(), "act", {}, "lut") is None
+    assert pq_lut_converter(nn.Sequential(lin, nn.ReLU(), nn.Linear(4, 2)), "s", {}, "lut") is None
+    assert pq_lut_converter(lin, "fc", {}, "sparse") is None

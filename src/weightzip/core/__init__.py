@@ -1,6 +1,6 @@
-"""The model-side core every job shares: what a recipe says, which tensors it touches, how a model is changed.
+"""The mechanisms every method and job builds on: names, recipes, selection, model modification.
 
-``registry`` (named models, methods, datasets) -> ``recipe`` (validated stages) -> ``select`` (the one
-tensor-selection rule) -> ``parametrize`` (the one model-modification mechanism) -> ``pipeline``
-(runs a recipe's stages through the registered methods). Imports only ``errors`` from outside.
+``registry`` (named models, methods, datasets), ``recipe`` (validated stages, YAML/JSON),
+``select`` (the one rule for which tensors a stage touches), ``parametrize`` (the one
+model-modification mechanism). Imports only ``errors`` and ``primitives`` from the package.
 """

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..codec import container
-from ..codec.formats import decode
+from ..codec import decode
 from ..errors import WeightzipFormatError
 
 MODES = ("dense", "sparse", "lut", "auto")
@@ -84,11 +84,11 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") 
     model.load_state_dict(state)
     act = (manifest.get("runtime") or {}).get("activation_quant")
     if act:
-        from ..parametrize import install_activation_quant
+        from ..core.parametrize import install_activation_quant
 
         install_activation_quant(model, act)
     if mode != "dense":
-        from .layers import convert
+        from .convert import convert
 
         convert(model, formats, mode)
     model.eval()

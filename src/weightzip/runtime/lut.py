@@ -13,15 +13,9 @@ instead of ``rows * cols`` MACs for ``W x``: the FC speed-up is bounded by
 of ``mask_mode: subvector`` PQ) give ``T = 0`` and are skipped, so a pruned layer costs
 ``k*cols + (#kept sub-vectors)`` operations. The layers never hold the dense weight.
 
-Kernels (numba, float32, single-threaded):
-
-* ``_lut_matvec`` (one input): the table is built with axpy's over the ``k`` centroids of the
-  transposed codebook (``k`` contiguous, vectorized; zero inputs are skipped - post-ReLU
-  inputs are about half zeros), then each row sums its lookups (CSR list of flat table
-  indices ``m*k + code``, zero centroids left out).
-* ``_lut_matmat`` (many inputs; conv positions are inputs): the same on blocks of ``nb``
-  inputs, ``T[m*k + j, b]`` with ``b`` contiguous so that every lookup adds a vector.
-* a torch path (``index_select`` + sum) for autograd, non-CPU tensors or other dtypes.
+The compiled kernels (one input: the chain kernel; many inputs, e.g. conv positions: blocks of
+inputs) are in :mod:`weightzip.runtime.lut_kernels`; a torch path (``index_select`` + sum) runs
+autograd, non-CPU tensors and other dtypes.
 
 Masked PQ (``mask_mode: element``) multiplies the reconstruction by a per-weight mask; a LUT
 entry ``T[m, j]`` is shared by all rows and cannot apply row ``r``'s mask, so a layer whose
@@ -34,238 +28,30 @@ Modes (see :func:`weightzip.runtime.load.load`): ``lut`` converts every PQ layer
 is at least ``AUTO_MIN_BOUND`` (0.5) in :class:`FastestOf`, which times the LUT layer, the dense
 layer and what the other converters offer on the first input of each shape and then runs the
 fastest for that shape; layers below the bound are left to the other converters (dense).
+The converter is :func:`pq_lut_converter`, registered (first) by :mod:`weightzip.runtime.convert`.
 """
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any
+from typing import Any, Callable
 
-import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import layers as _layers
-from .layers import register_converter
+from .fastest import FastestOf
+from .lut_kernels import lut_chain, lut_gather_block, lut_tables, pack_chain
+from .stack import linear_relu_stack
 
-__all__ = ["LUTLinear", "LUTConv2d", "FusedLUTMLP", "FastestOf", "lut_from_parts", "lut_tables"]
+__all__ = ["LUTLinear", "LUTConv2d", "FusedLUTMLP", "FastestOf", "lut_from_parts", "lut_tables",
+           "pq_lut_converter", "AUTO_MIN_BOUND"]
 
 log = logging.getLogger("weightzip.runtime.lut")
 
 
 # ---------------------------------------------------------------------------------------------
-# Kernels
-#
-# A layer is "packed" as: cbT (flat float32, the transposed codebooks (n_cb, d, k) row-major),
-# geo = (rows, cols, M, d, k, n_cb), indptr (rows+1) int32 and fidx (nnz) int32 (per row the flat
-# table indices m*k + code of its non-zero-centroid sub-vectors), bias (rows). A chain of layers
-# concatenates the packs; offsets say where each layer's part starts.
-
-
-@numba.njit(cache=True, fastmath=True)
-def _build_table(x, cbT, M, d, cols, T):  # pragma: no cover - compiled
-    """``T[m*k + j] = sum_t cbT[c(m), t, j] x[m*d + t]`` (axpy over the k contiguous centroids;
-    zero inputs skipped). ``cbT`` (n_cb, d, k), ``x`` (>= cols,), ``T`` (>= M*k,)."""
-    ncb, _, k = cbT.shape
-    for m in range(M):
-        c = 0 if ncb == 1 else m
-        base = m * k
-        for j in range(k):
-            T[base + j] = 0.0
-        tmax = min(d, cols - m * d)
-        for t in range(tmax):
-            xv = x[m * d + t]
-            if xv != 0.0:
-                for j in range(k):
-                    T[base + j] += cbT[c, t, j] * xv
-
-
-@numba.njit(cache=True, fastmath=True)
-def _gather_rows(T, indptr, fidx, bias, relu, out):  # pragma: no cover - compiled
-    """``out[r] = act(bias[r] + sum_{p in row r} T[fidx[p]])`` with four independent partial sums."""
-    for r in range(indptr.shape[0] - 1):
-        e = indptr[r + 1]
-        s0 = np.float32(0.0)
-        s1 = np.float32(0.0)
-        s2 = np.float32(0.0)
-        s3 = np.float32(0.0)
-        p = indptr[r]
-        while p + 4 <= e:
-            s0 += T[fidx[p]]
-            s1 += T[fidx[p + 1]]
-            s2 += T[fidx[p + 2]]
-            s3 += T[fidx[p + 3]]
-            p += 4
-        while p < e:
-            s0 += T[fidx[p]]
-            p += 1
-        v = (s0 + s1) + (s2 + s3) + bias[r]
-        if relu and v < 0.0:
-            v = 0.0
-        out[r] = v
-
-
-@numba.njit(cache=True, fastmath=True)
-def _gather_cols(T, fidxT, M, bias, relu, out):  # pragma: no cover - compiled
-    """Sub-space-major gather for large tables: ``out[r] = act(bias[r] + sum_m T[fidxT[m*R + r]])``.
-
-    Sub-space ``m`` only touches its own ``k`` table entries (in L1) and the row sums
-    ``out`` (R,), so no lookup misses the cache however large ``M*k`` is; zero codes are
-    looked up (their entry is 0) instead of skipped.
-    """
-    R = bias.shape[0]
-    for r in range(R):
-        out[r] = bias[r]
-    for m in range(M):
-        base = m * R
-        for r in range(R):
-            out[r] += T[fidxT[base + r]]
-    if relu:
-        for r in range(R):
-            if out[r] < 0.0:
-                out[r] = 0.0
-
-
-@numba.njit(cache=True, fastmath=True)
-def _dense_rows(W, x, bias, relu, out):  # pragma: no cover - compiled
-    """``out[r] = act(bias[r] + sum_i W[r, i] x[i])`` (a small dense layer inside a chain)."""
-    for r in range(W.shape[0]):
-        s = np.float32(0.0)
-        for i in range(W.shape[1]):
-            s += W[r, i] * x[i]
-        v = s + bias[r]
-        if relu and v < 0.0:
-            v = 0.0
-        out[r] = v
-
-
-@numba.njit(cache=True, fastmath=True)
-def _lut_chain(x, cbT, cb_off, geo, indptr, ip_off, fidx, fi_off, bias, b_off, relu):  # pragma: no cover
-    """One input ``x`` (cols_0,) through L packed layers: ``h <- act_l(LUT_l(h) + b_l)``.
-
-    ``geo[l] = (rows, cols, M, d, k, n_cb, kind)``; ``kind`` 1 marks a small dense layer kept
-    in the chain (its weight, row-major, in ``cbT``), 0 a LUT layer: :func:`_build_table` then
-    :func:`_gather_rows` (row-wise, zero codes skipped), 2 a LUT layer with a table too large for
-    L1: :func:`_build_table` then :func:`_gather_cols` (sub-space-major). Returns the last layer's output as a new (1, rows) array.
-    """
-    L = geo.shape[0]
-    width = x.shape[0]
-    tsize = 1
-    for l in range(L):
-        width = max(width, geo[l, 0])
-        tsize = max(tsize, geo[l, 2] * geo[l, 4])
-    src = np.empty(width, dtype=np.float32)
-    dst = np.empty(width, dtype=np.float32)
-    T = np.empty(tsize, dtype=np.float32)
-    src[:x.shape[0]] = x
-    for l in range(L):
-        rows = geo[l, 0]
-        cols = geo[l, 1]
-        M = geo[l, 2]
-        d = geo[l, 3]
-        k = geo[l, 4]
-        ncb = geo[l, 5]
-        co = cb_off[l]
-        b = bias[b_off[l]:b_off[l] + rows]
-        if geo[l, 6] == 1:
-            _dense_rows(cbT[co:co + rows * cols].reshape((rows, cols)), src, b, relu[l], dst)
-        else:
-            _build_table(src, cbT[co:co + ncb * d * k].reshape((ncb, d, k)), M, d, cols, T)
-            if geo[l, 6] == 2:
-                _gather_cols(T, fidx[fi_off[l]:fi_off[l] + M * rows], M, b, relu[l], dst)
-            else:
-                io = ip_off[l]
-                _gather_rows(T, indptr[io:io + rows + 1], fidx[fi_off[l]:], b, relu[l], dst)
-        src, dst = dst, src
-    n = geo[L - 1, 0]
-    return src[:n].copy().reshape((1, n))
-
-
-@numba.njit(cache=True, fastmath=True)
-def _lut_gather_block(T, indptr, fidx, bias, outT, n0):  # pragma: no cover - compiled
-    """``outT[r, n0 + b] = bias[r] + sum_{p in row r} T[fidx[p], b]`` for a block ``T`` (M*k, nb)."""
-    R = outT.shape[0]
-    w = T.shape[1]
-    acc = np.empty(w, dtype=np.float32)
-    for r in range(R):
-        for b in range(w):
-            acc[b] = bias[r]
-        for p in range(indptr[r], indptr[r + 1]):
-            f = fidx[p]
-            for b in range(w):
-                acc[b] += T[f, b]
-        for b in range(w):
-            outT[r, n0 + b] = acc[b]
-    return outT
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables shared by the layers
-
-
-def lut_tables(codes: np.ndarray, codebooks: np.ndarray) -> dict[str, Any]:
-    """Precompute what the kernels need from ``codes`` (rows, M) and ``codebooks`` (n_cb, k, d).
-
-    Returns ``cbT`` (n_cb, d, k) float32 (transposed codebooks), ``indptr`` (rows+1,) and
-    ``fidx`` (nnz,) int32: per row the flat table indices ``m*k + codes[r, m]`` of its
-    sub-vectors whose centroid is not exactly zero (zero centroids contribute nothing), and
-    ``nnz`` (lookups per input).
-    """
-    codes = np.asarray(codes, dtype=np.int64)
-    cbs = np.ascontiguousarray(codebooks, dtype=np.float32)
-    rows, M = codes.shape
-    ncb, k, d = cbs.shape
-    if M * k >= 2 ** 31:
-        raise ValueError(f"PQ table of M*k = {M * k} entries is too large for the LUT runtime")
-    zero = ~np.any(cbs != 0, axis=2)                                  # (n_cb, k)
-    cb_of_m = np.zeros(M, dtype=np.int64) if ncb == 1 else np.arange(M)
-    skip = zero[cb_of_m[None, :], codes]                              # (rows, M)
-    flat = (np.arange(M, dtype=np.int64)[None, :] * k + codes)        # (rows, M)
-    keep = ~skip
-    indptr = np.zeros(rows + 1, dtype=np.int32)
-    np.cumsum(keep.sum(1), out=indptr[1:])
-    fidx = flat[keep].astype(np.int32)                                # row-major: rows in order
-    return {"cbT": np.ascontiguousarray(cbs.transpose(0, 2, 1)), "indptr": indptr, "fidx": fidx,
-            "nnz": int(fidx.size)}
-
-
-def _pack_chain(layers: list, relu: list[bool]) -> tuple:
-    """Concatenate the packed tables of ``layers`` (LUT layers or plain ``nn.Linear``) for
-    :func:`_lut_chain`."""
-    cb, ip, fi, bs = [], [], [], []
-    cb_off, ip_off, fi_off, b_off, geo = [], [], [], [], []
-    n_cb = n_ip = n_fi = n_b = 0
-    for lay in layers:
-        if isinstance(lay, _LUTBase):
-            vals, indptr, bias = lay._cbT.ravel(), lay._indptr, lay._bias
-            colmajor = lay._fidxT is not None
-            fidx = lay._fidxT if colmajor else lay._fidx
-            geo.append((lay.rows, lay.cols, lay.M, lay.d, lay.k, lay.n_codebooks, 2 if colmajor else 0))
-        else:  # nn.Linear: dense row-major weight
-            w = lay.weight.detach().to(torch.float32).contiguous().numpy()
-            vals, indptr, fidx = w.ravel(), np.zeros(1, np.int32), np.zeros(0, np.int32)
-            bias = (np.zeros(w.shape[0], np.float32) if lay.bias is None
-                    else lay.bias.detach().to(torch.float32).numpy())
-            geo.append((w.shape[0], w.shape[1], 0, 0, 0, 0, 1))
-        cb_off.append(n_cb)
-        ip_off.append(n_ip)
-        fi_off.append(n_fi)
-        b_off.append(n_b)
-        cb.append(vals)
-        ip.append(indptr)
-        fi.append(fidx)
-        bs.append(bias)
-        n_cb += vals.size
-        n_ip += indptr.size
-        n_fi += fidx.size
-        n_b += bias.size
-    i64 = np.int64
-    return (np.concatenate(cb).astype(np.float32), np.asarray(cb_off, i64), np.asarray(geo, i64),
-            np.concatenate(ip).astype(np.int32), np.asarray(ip_off, i64), np.concatenate(fi).astype(np.int32),
-            np.asarray(fi_off, i64), np.concatenate(bs).astype(np.float32), np.asarray(b_off, i64),
-            np.asarray(relu, np.bool_))
+# Layers
 
 
 COLMAJOR_MIN_TABLE = 16384
@@ -303,7 +89,7 @@ class _LUTBase(nn.Module):
             flat = np.arange(M, dtype=np.int64)[:, None] * k + codes_t.numpy().T      # (M, rows)
             self._fidxT = np.ascontiguousarray(flat.ravel(), dtype=np.int32)
         self._bias = self.bias.numpy()
-        self._pack = _pack_chain([self], [False])
+        self._pack = pack_chain([self], [False])
         self._flat = None
         # inputs per block of the batched path: the table block T (M*k, nb) stays within ~1 MB
         self._nb = int(max(8, min(256, (1 << 18) // max(1, M * k))))
@@ -313,7 +99,7 @@ class _LUTBase(nn.Module):
 
         CPU float32 without autograd: N = 1 (or N < 8) runs the compiled chain kernel per
         input; larger N builds the tables of blocks of inputs with one batched matmul
-        (``T[m] = C_m X_m^T``, (M, k, nb)) and gathers with :func:`_lut_gather_block`.
+        (``T[m] = C_m X_m^T``, (M, k, nb)) and gathers with :func:`lut_gather_block`.
         Anything else goes through the differentiable torch path.
         """
         n = x2.shape[0]
@@ -323,15 +109,15 @@ class _LUTBase(nn.Module):
         if n < 8:
             xc = xd.contiguous().numpy()
             if n == 1:
-                return torch.from_numpy(_lut_chain(xc[0], *self._pack))
-            return torch.from_numpy(np.concatenate([_lut_chain(xc[i], *self._pack) for i in range(n)]))
+                return torch.from_numpy(lut_chain(xc[0], *self._pack))
+            return torch.from_numpy(np.concatenate([lut_chain(xc[i], *self._pack) for i in range(n)]))
         outT = np.empty((self.rows, n), dtype=np.float32)
         xp = F.pad(xd, (0, self.M * self.d - self.cols)) if self.M * self.d != self.cols else xd
         X3 = xp.reshape(n, self.M, self.d).permute(1, 2, 0)                        # (M, d, N)
         nb = self._nb
         for n0 in range(0, n, nb):
             T = torch.matmul(self.codebooks, X3[:, :, n0:n0 + nb])                   # (M, k, nb)
-            _lut_gather_block(T.reshape(self.M * self.k, -1).numpy(), self._indptr, self._fidx, self._bias,
+            lut_gather_block(T.reshape(self.M * self.k, -1).numpy(), self._indptr, self._fidx, self._bias,
                               outT, n0)
         return torch.from_numpy(outT).T
 
@@ -428,7 +214,7 @@ class FusedLUTMLP(nn.Module):
 
     The product-quantized layers are :class:`LUTLinear`; a layer the codec stored otherwise
     (e.g. a tiny classifier kept as a codebook) stays an ``nn.Linear`` and runs as a dense
-    matvec inside the chain. At batch 1 the whole stack is a single :func:`_lut_chain` call (no
+    matvec inside the chain. At batch 1 the whole stack is a single :func:`lut_chain` call (no
     per-layer framework dispatch, ReLU fused); other inputs run layer by layer. Same outputs as
     the dense stack up to float summation order.
     """
@@ -442,11 +228,11 @@ class FusedLUTMLP(nn.Module):
                 raise ValueError(f"cannot chain {a.out_features} outputs into {b.in_features} inputs")
         self.layers = nn.ModuleList(layers)
         self.relu_after = [bool(r) for r in relu_after]
-        self._pack = _pack_chain(list(layers), self.relu_after)
+        self._pack = pack_chain(list(layers), self.relu_after)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2 and x.shape[0] == 1 and _fast_path(x):
-            return torch.from_numpy(_lut_chain(x.detach().reshape(-1).numpy(), *self._pack))
+            return torch.from_numpy(lut_chain(x.detach().reshape(-1).numpy(), *self._pack))
         for layer, relu in zip(self.layers, self.relu_after):
             x = layer(x)
             if relu:
@@ -456,59 +242,6 @@ class FusedLUTMLP(nn.Module):
     def extra_repr(self) -> str:
         return f"relu_after={self.relu_after}"
 
-
-# ---------------------------------------------------------------------------------------------
-# Per-shape choice
-
-
-class FastestOf(nn.Module):
-    """Runs the fastest of several equivalent modules, chosen per input shape.
-
-    On the first input of a given (shape, dtype, device, grad) key each candidate runs
-    ``repeats`` times (after one warm-up, interleaved with the others) under
-    ``torch.inference_mode``; the one with the smallest median wall time is used for that key
-    from then on. ``choices`` records the
-    decisions and ``timings`` the medians (seconds).
-    """
-
-    def __init__(self, candidates: dict[str, nn.Module], repeats: int = 15):
-        super().__init__()
-        if not candidates:
-            raise ValueError("FastestOf needs at least one candidate module")
-        self.candidates = nn.ModuleDict(candidates)
-        self.repeats = int(repeats)
-        self.choices: dict[tuple, str] = {}
-        self.timings: dict[tuple, dict[str, float]] = {}
-
-    def _key(self, x: torch.Tensor) -> tuple:
-        return (x.shape, x.dtype, x.device.type, x.requires_grad and torch.is_grad_enabled())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        key = self._key(x)
-        name = self.choices.get(key)
-        if name is None:
-            name = self._choose(key, x)
-        return self.candidates[name](x)
-
-    def _choose(self, key: tuple, x: torch.Tensor) -> str:
-        ts: dict[str, list[float]] = {name: [] for name in self.candidates}
-        with torch.inference_mode():
-            xi = x.detach()
-            for mod in self.candidates.values():
-                mod(xi)                                   # warm-up (and numba compilation)
-            for _ in range(self.repeats):                 # interleaved, so load drifts hit all alike
-                for name, mod in self.candidates.items():
-                    t0 = time.perf_counter()
-                    mod(xi)
-                    ts[name].append(time.perf_counter() - t0)
-        times = {name: float(np.median(v)) for name, v in ts.items()}
-        best = min(times, key=times.get)
-        self.choices[key] = best
-        self.timings[key] = times
-        return best
-
-    def extra_repr(self) -> str:
-        return f"choices={ {k[0]: v for k, v in self.choices.items()} }"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,72 +273,40 @@ def lut_from_parts(module: nn.Module, parts: dict[str, Any]) -> tuple[nn.Module 
 
 
 def _pq_parts(module: nn.Module, name: str, formats: dict[str, Any]) -> dict[str, Any] | None:
+    """The codec's PQ parts (codes, codebooks, mask) of ``name``'s weight, or None if not PQ."""
     fmt = formats.get(f"{name}.weight" if name else "weight")
     if fmt is None or getattr(fmt, "kind", None) != "pq":
         return None
-    from ..codec.formats import decode_parts
+    from ..codec import decode_parts
 
     return decode_parts(fmt)
 
 
-def _alternatives(module: nn.Module, name: str, formats: dict[str, Any], mode: str) -> dict[str, nn.Module]:
-    """What the OTHER registered converters would put in place of ``module`` (for auto mode)."""
-    out: dict[str, nn.Module] = {}
-    for key, fn in list(_layers._CONVERTERS.items()):
-        if key in _OURS:
-            continue
-        alt = fn(module, name, formats, mode)
-        if alt is not None:
-            out[key] = alt
-    return out
+def _lut_layer(module: nn.Module, name: str, formats: dict[str, Any]) -> nn.Module | None:
+    """The LUT layer of one PQ ``Linear`` / ``Conv2d``; None (logged) where the file's PQ form
+    cannot run by lookup tables, None (silently) where the weight is not product-quantized."""
+    parts = _pq_parts(module, name, formats)
+    if parts is None:
+        return None
+    lut, why = lut_from_parts(module, parts)
+    if lut is None:
+        log.warning("%s: product-quantized layer kept dense: %s", name, why)
+    return lut
 
 
 def _lut_sequential(module: nn.Module, name: str, formats: dict[str, Any]) -> nn.Module | None:
-    """A :class:`FusedLUTMLP` for a Sequential of PQ Linear / ReLU / Dropout layers, or None."""
-    linears, relu_after = [], []
-    for i, child in enumerate(module):
-        if type(child) is nn.Linear:
-            cname = f"{name}.{i}" if name else str(i)
-            parts = _pq_parts(child, cname, formats)
-            lut, why = (None, "not product-quantized") if parts is None else lut_from_parts(child, parts)
-            if lut is None and parts is not None:
-                log.warning("%s: product-quantized layer kept dense: %s", cname, why)
-            linears.append(child if lut is None else lut)
-            relu_after.append(False)
-        elif type(child) is nn.ReLU and linears and not relu_after[-1]:
-            relu_after[-1] = True
-        elif type(child) is nn.Dropout:
-            continue
-        else:
-            return None
-    if len(linears) < 2 or not any(isinstance(x, LUTLinear) for x in linears) \
-            or any(a.out_features != b.in_features for a, b in zip(linears, linears[1:])):
+    """A :class:`FusedLUTMLP` for a Sequential of Linear / ReLU / Dropout layers of which at least
+    one is product-quantized (the others run as dense matvecs in the chain), or None."""
+    stack = linear_relu_stack(module)
+    if stack is None or not stack.chains():
         return None
-    return FusedLUTMLP(linears, relu_after)
-
-
-def _pq_lut_converter(module: nn.Module, name: str, formats: dict[str, Any], mode: str):
-    """``lut``: the LUT layer (or fused chain); ``auto``: :class:`FastestOf` LUT / dense / others."""
-    if mode not in ("lut", "auto"):
+    layers = []
+    for pos, child in zip(stack.positions, stack.linears):
+        lut = _lut_layer(child, f"{name}.{pos}" if name else str(pos), formats)
+        layers.append(child if lut is None else lut)
+    if not any(isinstance(x, LUTLinear) for x in layers):
         return None
-    if type(module) is nn.Sequential:
-        lut = _lut_sequential(module, name, formats)
-    elif type(module) in (nn.Linear, nn.Conv2d):
-        parts = _pq_parts(module, name, formats)
-        if parts is None:
-            return None
-        lut, why = lut_from_parts(module, parts)
-        if lut is None:
-            log.warning("%s: product-quantized layer kept dense: %s", name, why)
-    else:
-        return None
-    if lut is None:
-        return None
-    if mode == "lut":
-        return lut
-    if _bound(lut) < AUTO_MIN_BOUND:
-        return None  # the tables cost more than twice the dense product: not worth timing
-    return FastestOf({"lut": lut, "dense": module, **_alternatives(module, name, formats, mode)})
+    return FusedLUTMLP(layers, stack.relu_after)
 
 
 AUTO_MIN_BOUND = 0.5
@@ -620,10 +321,24 @@ def _bound(lay: nn.Module) -> float:
     return dense / max(1, table)
 
 
-_OURS = ("pq_lut",)
-register_converter("pq_lut")(_pq_lut_converter)
-# A PQ format is more specific than "a Linear with zeros": run this converter before the others
-# (the sparse one would otherwise claim pruned PQ layers in auto mode; FastestOf compares it).
-_order = [("pq_lut", _layers._CONVERTERS.pop("pq_lut"))] + list(_layers._CONVERTERS.items())
-_layers._CONVERTERS.clear()
-_layers._CONVERTERS.update(_order)
+def pq_lut_converter(module: nn.Module, name: str, formats: dict[str, Any], mode: str,
+                     others: Callable[[], dict[str, nn.Module]] | None = None) -> nn.Module | None:
+    """``lut``: the LUT layer (or fused chain) of a PQ ``Linear`` / ``Conv2d`` / ``Sequential``;
+    ``auto``: a :class:`FastestOf` over the LUT layer, ``module`` itself (dense) and ``others()``
+    (what the other converters offer, asked only when the cost-model bound is >= ``AUTO_MIN_BOUND``).
+    """
+    if mode not in ("lut", "auto"):
+        return None
+    if type(module) is nn.Sequential:
+        lut = _lut_sequential(module, name, formats)
+    elif type(module) in (nn.Linear, nn.Conv2d):
+        lut = _lut_layer(module, name, formats)
+    else:
+        return None
+    if lut is None:
+        return None
+    if mode == "lut":
+        return lut
+    if _bound(lut) < AUTO_MIN_BOUND:
+        return None  # the tables cost more than twice the dense product: not worth timing
+    return FastestOf({"lut": lut, "dense": module, **(others() if others is not None else {})})

@@ -18,12 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import parametrize
+from ..core import parametrize
+from ..core.recipe import Recipe
+from ..core.registry import get_method
 from ..errors import InvalidModelError
-from ..methods.base import StageContext
-from .recipe import Recipe
-from .registry import get_method
 from ..training.checkpoint import save_checkpoint
+from .base import StageContext
+
+
 @dataclass
 class StageRecord:
     index: int
