@@ -10,10 +10,10 @@ from weightzip.jobs.runs import (
     default_data_for,
     ensure_baseline,
     evaluate_checkpoint,
-    model_from_checkpoint,
     parse_key_values,
     recipe_for,
 )
+from weightzip.training.checkpoint import model_from_checkpoint
 from weightzip.training.config import TrainConfig
 
 

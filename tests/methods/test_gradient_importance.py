@@ -16,11 +16,9 @@ from weightzip.methods.gradient_importance import (
     ImportanceTracker,
     ITQCallback,
     MixedFixedPoint,
-    cluster_importance,
     importance_tensors,
     named_latent_parameters,
     ptq_quantize,
-    quantile_threshold,
 )
 from weightzip.primitives.fixed_point import frac_bits_for, fxp_quantize
 from weightzip.core.recipe import Recipe
@@ -148,28 +146,7 @@ def test_mixed_fixed_forward_matches_per_element_reference_and_round_trips():
 
 
 # ---------------------------------------------------------------------------------------------
-# clustering / PTQ
-
-
-@pytest.mark.parametrize("method", ["kmeans", "quantile"])
-def test_clustering_gives_more_bits_to_more_important(method):
-    torch.manual_seed(0)
-    a = [torch.rand(40, 30) ** 4, torch.rand(30) * 10, torch.rand(10, 40) ** 2]
-    ids = cluster_importance(a, 4, method)
-    flat_a = torch.cat([t.reshape(-1) for t in a])
-    flat_c = torch.cat([t.reshape(-1) for t in ids])
-    order = torch.argsort(flat_a, descending=True)
-    # cluster ids (0 = most important) never decrease as importance decreases
-    assert torch.all(flat_c[order][1:] >= flat_c[order][:-1])
-    assert flat_c[order[0]] == 0 and flat_c[order[-1]] == 3
-    assert set(flat_c.tolist()) == {0, 1, 2, 3}
-
-
-def test_quantile_fractions_set_cluster_sizes():
-    a = [torch.arange(100, dtype=torch.float32).reshape(10, 10) + 1]
-    ids = cluster_importance(a, 3, "quantile", fractions=[0.1, 0.3, 0.6])[0].reshape(-1)
-    assert [int((ids == c).sum()) for c in range(3)] == [10, 30, 60]
-    assert torch.all(ids[90:] == 0) and torch.all(ids[:60] == 2)
+# PTQ
 
 
 def test_ptq_attaches_mixed_fixed_with_bits_by_importance():
@@ -215,12 +192,6 @@ def test_grad_ptq_config_validation():
 
 # ---------------------------------------------------------------------------------------------
 # ITQ
-
-
-def test_quantile_threshold_counts():
-    v = [torch.arange(10.0), torch.arange(10.0, 20.0)]
-    assert quantile_threshold(v, 0.5) == 9.0
-    assert quantile_threshold(v, 0.875) == 17.0
 
 
 def _itq(variant, quantiles=(0.5, 0.75, 0.75), recovery=0, weight_decay=1e-3):

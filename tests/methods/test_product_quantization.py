@@ -92,7 +92,7 @@ def test_mean_centroid_gradient_divides_by_the_count():
 
 
 def test_storage_hint_is_the_codecs_pq_format():
-    from weightzip.codec.formats import decode, decode_parts, encode
+    from weightzip.codec import decode, decode_parts, encode
 
     torch.manual_seed(3)
     lin = nn.Linear(256, 64)

@@ -337,7 +337,7 @@ def default_input_shape(model_config: Mapping[str, Any]) -> tuple[int, ...] | No
     from ..core import registry
 
     name, kwargs = model_config.get("name"), dict(model_config.get("kwargs") or {})
-    registry._import_all()
+    registry.import_plugins()
     fn = registry._MODELS.get(name)
     if fn is not None:
         for p in _inspect.signature(fn).parameters.values():

@@ -104,7 +104,7 @@ class SizeReport:
 
 def size_rows(formats: Mapping[str, Any], state: Mapping[str, torch.Tensor] | None = None) -> list[dict[str, Any]]:
     """One row per tensor: format, shape, nnz, density, bits per weight, index bits, bytes, ratio, bound."""
-    from ..codec import formats as F
+    from .. import codec as F
 
     rows = []
     for name, f in formats.items():

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import WeightzipFormatError
-from .formats import Format, validate
+from .decoding import validate
+from .format import Format
 
 MAGIC = b"\x89WZF\r\n\x1a\n"
 VERSION = 1
@@ -256,7 +257,7 @@ def read(path) -> tuple[dict, dict[str, Format]]:
     ``manifest`` is what was given to :func:`write` (without ``"tensors"``). Wrong magic, a newer
     version, truncation, any checksum mismatch, out-of-bounds streams, malformed JSON or wrong
     field types raise :class:`WeightzipFormatError` naming the tensor/stream. Each Format is
-    structurally validated (:func:`weightzip.codec.formats.validate`); ``decode`` checks the rest.
+    structurally validated (:func:`weightzip.codec.validate`); ``decode`` checks the rest.
     """
     doc, start, slen, f = _read_head_and_manifest(path)
     try:

@@ -216,6 +216,10 @@ def restore_parametrizations(model: nn.Module, spec: dict[str, list[dict[str, An
         mod = modules[mname]
         for item in items:
             if item["kind"] not in _PARAMETRIZATIONS:
+                from .registry import import_plugins  # method-specific kinds register at import
+
+                import_plugins()
+            if item["kind"] not in _PARAMETRIZATIONS:
                 raise KeyError(f"unknown parametrization kind {item['kind']!r} on {key}; "
                                f"known: {sorted(_PARAMETRIZATIONS)} (import the method that defines it)")
             cls = _PARAMETRIZATIONS[item["kind"]]

@@ -22,8 +22,9 @@ _METHODS: dict[str, Any] = {}
 _DATASETS: dict[str, Callable[..., Any]] = {}
 
 
-def _import_all() -> None:
-    # Registration happens at import; make sure the zoo and the methods are imported.
+def import_plugins() -> None:
+    """Import the zoo, the methods (with their parametrization kinds) and the datasets by name:
+    they register themselves at import. Named by string, so that ``core`` stays below them."""
     for mod in ("weightzip.models", "weightzip.methods", "weightzip.data"):
         importlib.import_module(mod)
 
@@ -49,7 +50,7 @@ def register_model(name: str | None = None) -> Callable:
 
 def create_model(name: str, **kwargs: Any):
     """Build a registered model; ``model.wz_config`` records ``name`` and ``kwargs``."""
-    _import_all()
+    import_plugins()
     if name not in _MODELS:
         raise _unknown("model", name, list(_MODELS))
     model = _MODELS[name](**kwargs)
@@ -59,7 +60,7 @@ def create_model(name: str, **kwargs: Any):
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a glob ``pattern``, sorted."""
-    _import_all()
+    import_plugins()
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
@@ -78,14 +79,14 @@ def register_method(name: str) -> Callable:
 
 def get_method(name: str):
     """The registered method class for ``name``."""
-    _import_all()
+    import_plugins()
     if name not in _METHODS:
         raise _unknown("method", name, list(_METHODS))
     return _METHODS[name]
 
 
 def list_methods(pattern: str = "*") -> list[str]:
-    _import_all()
+    import_plugins()
     return sorted(n for n in _METHODS if fnmatch.fnmatch(n, pattern))
 
 
@@ -100,12 +101,12 @@ def register_dataset(name: str) -> Callable:
 
 
 def get_dataset_fn(name: str):
-    _import_all()
+    import_plugins()
     if name not in _DATASETS:
         raise _unknown("dataset", name, list(_DATASETS))
     return _DATASETS[name]
 
 
 def list_datasets(pattern: str = "*") -> list[str]:
-    _import_all()
+    import_plugins()
     return sorted(n for n in _DATASETS if fnmatch.fnmatch(n, pattern))

@@ -16,10 +16,10 @@ A run writes ``<out>.pt`` (the trainer checkpoint, loadable with ``weights_only=
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 import fnmatch
 import inspect
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -28,10 +28,11 @@ from torch import nn
 
 from ..core import registry
 from ..errors import UnknownNameError, WeightzipError
-from ..training.trainer import Trainer
+from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from ..training.config import TrainConfig, resolve_device, seed_everything
 from ..training.evaluate import evaluate
-from ..training.checkpoint import load_checkpoint
+from ..training.trainer import Trainer
+
 __all__ = [
     "RECIPES",
     "DEFAULT_DATA",
@@ -43,7 +44,6 @@ __all__ = [
     "build_model",
     "make_loaders",
     "train_model",
-    "model_from_checkpoint",
     "load_model",
     "evaluate_checkpoint",
     "baseline_path",
@@ -226,24 +226,6 @@ def train_model(model: str, data: str, out: str | Path, *, train: Mapping[str, A
     summary = trainer.fit(resume=resume)
     return {**summary, "checkpoint": str(out), "record": str(_record_path(out)),
             "model_config": getattr(net, "wz_config", None), "data": data, "model": net}
-
-
-def model_from_checkpoint(ck: Mapping[str, Any] | str | Path, device: str | torch.device | None = "cpu"
-                          ) -> nn.Module:
-    """Rebuild the zoo model of a trainer checkpoint, its parametrizations, then its weights."""
-    if not isinstance(ck, Mapping):
-        ck = load_checkpoint(ck)
-    cfg = ck.get("model_config")
-    if not cfg or "name" not in cfg:
-        raise WeightzipError("checkpoint has no model_config (not a zoo model): build the model "
-                             "yourself and load_state_dict(checkpoint['model'])")
-    model = registry.create_model(cfg["name"], **dict(cfg.get("kwargs") or {}))
-    if ck.get("parametrizations"):
-        from ..core.parametrize import restore_parametrizations
-
-        restore_parametrizations(model, ck["parametrizations"])
-    model.load_state_dict(ck["model"])
-    return model.to(resolve_device(device))
 
 
 def load_model(path: str | Path, device: str | torch.device | None = "cpu") -> tuple[nn.Module, dict]:

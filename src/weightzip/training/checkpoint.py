@@ -7,13 +7,16 @@ import platform
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..core.parametrize import restore_parametrizations
+from ..core.registry import create_model
 from ..errors import WeightzipError
+from .config import resolve_device
 
 CHECKPOINT_VERSION = 1
 
@@ -119,3 +122,19 @@ def machine_info(device: str | torch.device | None = None) -> dict[str, Any]:
     if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def model_from_checkpoint(ck: Mapping[str, Any] | str | Path, device: str | torch.device | None = "cpu"
+                          ) -> nn.Module:
+    """Rebuild the zoo model of a trainer checkpoint, its parametrizations, then its weights."""
+    if not isinstance(ck, Mapping):
+        ck = load_checkpoint(ck)
+    cfg = ck.get("model_config")
+    if not cfg or "name" not in cfg:
+        raise WeightzipError("checkpoint has no model_config (not a zoo model): build the model "
+                             "yourself and load_state_dict(checkpoint['model'])")
+    model = create_model(cfg["name"], **dict(cfg.get("kwargs") or {}))
+    if ck.get("parametrizations"):
+        restore_parametrizations(model, ck["parametrizations"])
+    model.load_state_dict(ck["model"])
+    return model.to(resolve_device(device))

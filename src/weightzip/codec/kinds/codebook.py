@@ -1,0 +1,84 @@
+"""``codebook``: a table of the distinct values and one code per stored value.
+
+Streams ``codebook``: float32 table (K,) = ``meta["codebook_size"]``, sorted, with ``0.0`` as code
+0 whenever a stored entry is zero (dense zeros or relative-index fillers); ``codes``: the
+``n_entries`` indices into the table, alphabet K (``ceil(log2 K)`` bits when packed).
+Value = ``codebook[code]``. Tried for every float tensor whose distinct values make the table
+pay off (``32 K + numel ceil(log2 K) < 32 numel``), hinted or not.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..bitpack import bits_for_alphabet
+from ..format import FLOAT_DTYPES, MAX_NUMEL, Format, Reject, bad, meta_int
+from ..layout import Layout, decode_layout, layout_parts
+from ..streams import StreamReader, StreamWriter
+from .registry import EncodeContext, Kind, ValueCoder, register_kind
+
+
+def _estimate(nzv: np.ndarray) -> tuple[int, int]:
+    k = np.unique(nzv).size
+    return bits_for_alphabet(k), bits_for_alphabet(k + 1)
+
+
+def _encode(lay: Layout, st: StreamWriter, max_codebook: int) -> dict:
+    table = np.unique(lay.entries)                                   # (K,) sorted, no -0.0
+    if table.size == 0:
+        raise Reject("no stored values")
+    if table.size > max_codebook:
+        raise Reject(f"{table.size} distinct values > max_codebook {max_codebook}")
+    if table[np.searchsorted(table, 0.0).clip(max=table.size - 1)] == 0:
+        # zero present (dense zeros or fillers): it is code 0, the nonzero values follow sorted
+        nzt = table[table != 0]                                      # (K-1,)
+        codes = np.where(lay.entries == 0, 0, np.searchsorted(nzt, lay.entries) + 1)
+        table = np.concatenate([np.zeros(1, np.float32), nzt])
+    else:
+        codes = np.searchsorted(table, lay.entries)
+    st.floats("codebook", table)
+    st.symbols("codes", codes, table.size)
+    return {"codebook_size": int(table.size)}
+
+
+def coders(ctx: EncodeContext) -> list[ValueCoder]:
+    """One coder when the table of the K distinct values is smaller than float32 values."""
+    w, opts = ctx.w, ctx.opts
+    if "codebook" not in opts.kinds or not w.size:
+        return []
+    k_all = np.unique(w).size
+    if k_all <= opts.max_codebook and k_all * 32 + w.size * bits_for_alphabet(k_all) < 32 * w.size:
+        return [ValueCoder("codebook", "codebook", lambda: _estimate(ctx.nzv),
+                           lambda lay, st: _encode(lay, st, opts.max_codebook))]
+    if ctx.hkind == "codebook":
+        ctx.hint_notes["codebook"] = f"larger: {k_all} distinct values"
+    return []
+
+
+def read_values(fmt: Format, rd: StreamReader, n: int, pos_fn) -> np.ndarray:
+    """(n,) float32 ``codebook[codes]``."""
+    k = meta_int(fmt, fmt.meta, "codebook_size", 0, MAX_NUMEL)
+    table = rd.floats("codebook", k)
+    if k == 0:
+        if n:
+            raise bad(fmt, "empty codebook for a non-empty tensor", "codebook")
+        return np.zeros(0, np.float32)
+    return table[rd.symbols("codes", n, k)]
+
+
+def _read_parts(fmt: Format, rd: StreamReader, n: int, pos_fn) -> tuple[np.ndarray, dict, dict]:
+    k = meta_int(fmt, fmt.meta, "codebook_size", 0, MAX_NUMEL)
+    table = rd.floats("codebook", k)
+    codes = rd.symbols("codes", n, k) if k else np.zeros(0, np.int64)
+    vals = table[codes] if k else np.zeros(0, np.float32)
+    return vals, {"codebook": table}, {"codes": codes}
+
+
+def _summary(fmt: Format) -> dict:
+    return {"value_bits": bits_for_alphabet(fmt.meta.get("stream_info", {}).get("codes", {}).get("alphabet", 1))}
+
+
+CODEBOOK = register_kind(Kind(
+    "codebook", FLOAT_DTYPES,
+    decode=lambda fmt, rd: decode_layout(fmt, rd, read_values),
+    parts=lambda fmt, rd: layout_parts(fmt, rd, _read_parts),
+    summary=_summary, coders=coders))

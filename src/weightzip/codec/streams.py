@@ -1,0 +1,110 @@
+"""Writing and reading the named byte streams of a :class:`~.format.Format`.
+
+Every stream has a ``meta["stream_info"][name]`` entry: ``coding`` (``raw`` = bit-packed,
+``huffman``, ``ans`` for integer symbols, :mod:`.entropy`; ``float32`` / ``float16`` for float
+arrays; ``bytes`` for the data of ``raw`` tensors), ``count`` (symbols / values) and, for integer
+streams, ``alphabet`` (symbols are in ``[0, alphabet)``, ``ceil(log2 alphabet)`` bits when packed).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import WeightzipFormatError
+from . import entropy
+from .bitpack import bits_for_alphabet
+from .format import Format, bad, is_int
+
+
+class StreamWriter:
+    """Collects streams and their ``stream_info`` while a candidate is built. Integer streams get
+    the smallest of ``codings`` (:func:`.entropy.best_coding`)."""
+
+    def __init__(self, codings):
+        self.codings = codings
+        self.streams: dict[str, bytes] = {}
+        self.info: dict[str, dict] = {}
+
+    def symbols(self, name: str, symbols, alphabet: int) -> None:
+        s = np.asarray(symbols, dtype=np.int64).ravel()
+        coding, data = entropy.best_coding(s, alphabet, self.codings)
+        self.streams[name] = data
+        self.info[name] = {"coding": coding, "count": int(s.size), "alphabet": int(alphabet)}
+
+    def floats(self, name: str, values, dtype: str = "float32") -> None:
+        v = np.asarray(values, dtype=np.float32).ravel()
+        data = v.astype("<f4" if dtype == "float32" else "<f2").tobytes()
+        self.streams[name] = data
+        self.info[name] = {"coding": dtype, "count": int(v.size)}
+
+    def raw(self, name: str, data: bytes, count: int) -> None:
+        self.streams[name] = bytes(data)
+        self.info[name] = {"coding": "bytes", "count": int(count)}
+
+    def sub(self) -> "StreamWriter":
+        """An empty writer with the same codings (to build alternatives and keep the smaller)."""
+        return StreamWriter(self.codings)
+
+    def merge(self, other: "StreamWriter") -> None:
+        self.streams.update(other.streams)
+        self.info.update(other.info)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(s) for s in self.streams.values())
+
+
+class StreamReader:
+    """Reads a Format's streams, validating counts and codings against expectations."""
+
+    def __init__(self, fmt: Format):
+        self.fmt = fmt
+        info = fmt.meta.get("stream_info")
+        if not isinstance(info, dict):
+            raise bad(fmt, "meta['stream_info'] is missing or not an object")
+        self.info = info
+
+    def _get(self, name: str) -> tuple[dict, bytes]:
+        if name not in self.fmt.streams:
+            raise bad(self.fmt, "stream is missing", name)
+        inf = self.info.get(name)
+        if not isinstance(inf, dict):
+            raise bad(self.fmt, "stream has no stream_info entry", name)
+        return inf, self.fmt.streams[name]
+
+    def symbols(self, name: str, count: int, alphabet: int) -> np.ndarray:
+        """(count,) int64 symbols in ``[0, alphabet)``."""
+        inf, data = self._get(name)
+        if inf.get("count") != count:
+            raise bad(self.fmt, f"stream holds {inf.get('count')!r} symbols, expected {count}", name)
+        if inf.get("alphabet") != alphabet:
+            raise bad(self.fmt, f"stream alphabet is {inf.get('alphabet')!r}, expected {alphabet}", name)
+        coding = inf.get("coding")
+        if coding not in entropy.CODINGS:
+            raise bad(self.fmt, f"unknown coding {coding!r} for an integer stream (valid: {entropy.CODINGS})", name)
+        try:
+            return entropy.decode_symbols(data, coding, count, bits=bits_for_alphabet(alphabet),
+                                          alphabet_size=alphabet)
+        except WeightzipFormatError as e:
+            raise bad(self.fmt, str(e), name) from None
+
+    def floats(self, name: str, count: int | None = None) -> np.ndarray:
+        """(count,) float32 values of a float32 / float16 stream."""
+        inf, data = self._get(name)
+        coding = inf.get("coding")
+        if coding not in ("float32", "float16"):
+            raise bad(self.fmt, f"stream coding must be float32 or float16, got {coding!r}", name)
+        n = inf.get("count")
+        if count is not None and n != count:
+            raise bad(self.fmt, f"stream holds {n!r} values, expected {count}", name)
+        width = 4 if coding == "float32" else 2
+        if not is_int(n) or len(data) != n * width:
+            raise bad(self.fmt, f"stream has {len(data)} bytes, {n!r} {coding} values need "
+                                f"{n * width if is_int(n) else '?'}", name)
+        return np.frombuffer(data, dtype="<f4" if width == 4 else "<f2").astype(np.float32)
+
+    def alphabet(self, name: str) -> int:
+        """The declared alphabet of an integer stream whose alphabet is not implied by the meta."""
+        a = self.info.get(name, {}).get("alphabet")
+        if not is_int(a) or not 1 <= a <= 2**32:
+            raise bad(self.fmt, f"bad alphabet {a!r}", name)
+        return a
