@@ -20,10 +20,7 @@ EXTRAPOLATED as ``s/step x steps/epoch`` (validation excluded).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +28,7 @@ from statistics import median
 
 import torch
 
+import _common as C
 from weightzip.core.registry import list_models
 from weightzip.jobs.runs import (
     BASELINES_DIR,
@@ -42,8 +40,9 @@ from weightzip.jobs.runs import (
 )
 from weightzip.training.trainer import Callback, Trainer
 from weightzip.training.config import TrainConfig, resolve_device
-from weightzip.training.checkpoint import atomic_write_json, load_checkpoint, machine_info
-RESULTS = Path(__file__).resolve().parent / "results"
+from weightzip.training.checkpoint import load_checkpoint, machine_info
+
+RESULTS = C.RESULTS
 
 # name -> (model, data, target test accuracy or None, trained by default)
 BASELINES: dict[str, tuple[str, str, float | None, bool]] = {
@@ -69,7 +68,7 @@ def run_baseline(name: str, args: argparse.Namespace) -> dict:
                            root=args.runs, progress=args.progress)
     ck = load_checkpoint(path)
     rec_path = path.with_suffix(".json")
-    record = json.loads(rec_path.read_text()) if rec_path.is_file() else {}
+    record = C.read_json(rec_path)
     last = ck["metrics"][-1]
     test = ck["test"] or {}
     params = sum(t.numel() for k, t in ck["model"].items() if t.is_floating_point())
@@ -94,7 +93,7 @@ def run_baseline(name: str, args: argparse.Namespace) -> dict:
         "machine": record.get("machine", machine_info(resolve_device(args.device))),
         "checkpoint": str(path),
         "this_invocation_s": time.perf_counter() - t0,
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "date": C.now(),
     }
     log.info("%s: test %s", entry["name"], test)
     return entry
@@ -146,8 +145,8 @@ def time_model(model: str, args: argparse.Namespace, loader_cache: dict) -> dict
         "device": str(resolve_device(args.device)),
         "threads": torch.get_num_threads(),
         # other processes on the machine slow the steps down: say how busy it was
-        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "load_avg_1min": C.load_average(),
+        "date": C.now(),
     }
     log.info("%s on %s: %.3f s/step x %d steps = %.0f s/epoch (extrapolated)", model, data, s_step,
              per_epoch, s_step * per_epoch)
@@ -155,14 +154,6 @@ def time_model(model: str, args: argparse.Namespace, loader_cache: dict) -> dict
 
 
 # ---------------------------------------------------------------------------------------------
-def _fmt(v, spec: str = ".4f") -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "NO"
-    if isinstance(v, float):
-        return format(v, spec)
-    return str(v)
 
 
 def _seconds(s: float) -> str:
@@ -190,15 +181,14 @@ def write_markdown(results: dict, path: Path) -> None:
              "Times are wall-clock on the machine named below, which may be shared with other jobs.", ""]
     base = results.get("baselines", {})
     if base:
-        lines += ["| baseline | epochs | recipe | test acc | target | met | val acc | s/epoch (measured) "
-                  "| train time | device, threads |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += C.md_header(["baseline", "epochs", "recipe", "test acc", "target", "met", "val acc",
+                              "s/epoch (measured)", "train time", "device, threads"])
         for name, e in sorted(base.items()):
             m = e.get("machine", {})
             lines.append(
-                f"| {name} | {e['epochs']} | {_recipe(e['train_config'])} | {_fmt(e['test_accuracy'])} "
-                f"| {_fmt(e['target_accuracy'], '.3f')} | {_fmt(e['meets_target'])} | {_fmt(e['val_accuracy'])} "
-                f"| {_fmt(e['s_per_epoch_measured'], '.1f')} | {_fmt(e['train_time_s'], '.0f')} s "
+                f"| {name} | {e['epochs']} | {_recipe(e['train_config'])} | {C.fmt(e['test_accuracy'])} "
+                f"| {C.fmt(e['target_accuracy'], '.3f')} | {C.fmt(e['meets_target'])} | {C.fmt(e['val_accuracy'])} "
+                f"| {C.fmt(e['s_per_epoch_measured'], '.1f')} | {C.fmt(e['train_time_s'], '.0f')} s "
                 f"| {m.get('device', '-')}, {m.get('torch_threads', '-')} |")
         lines.append("")
     timing = results.get("timing", {})
@@ -210,41 +200,39 @@ def write_markdown(results: dict, path: Path) -> None:
                   "with the recipe's batch size and optimizer, times the number of steps in one epoch; "
                   "validation excluded. The load average is the machine's 1-minute load when the model was "
                   "timed: on a shared machine, a load above the number of CPUs inflates the times.", "",
-                  "| model | data | params | batch | s/step | steps/epoch | s/epoch (extrapolated) | device, threads "
-                  "| load avg |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  *C.md_header(["model", "data", "params", "batch", "s/step", "steps/epoch",
+                                "s/epoch (extrapolated)", "device, threads", "load avg"])]
         for name, e in sorted(timing.items()):
             batch = f"{e['batch_size']}" + (f" x bptt {e['bptt']}" if e.get("bptt") else "")
             lines.append(f"| {name} | {e['data']} | {e['params']:,} | {batch} | {e['s_per_step']:.3f} "
                          f"| {e['steps_per_epoch']} | {_seconds(e['s_per_epoch_extrapolated'])} "
-                         f"| {e['device']}, {e['threads']} | {_fmt(e.get('load_avg_1min'), '.1f')} |")
+                         f"| {e['device']}, {e['threads']} | {C.fmt(e.get('load_avg_1min'), '.1f')} |")
         lines.append("")
     m = results.get("machine", {})
     if m:
         lines += [f"Machine of the last run: {m.get('platform')}, {m.get('cpu_count')} CPUs "
                   f"(torch threads {m.get('torch_threads')}), torch {m.get('torch')}.", ""]
-    path.write_text("\n".join(lines))
+    C.write_text(path, "\n".join(lines))
 
 
 # ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = C.parser(__doc__, paragraph=True, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", action="append", metavar="NAME",
                    help=f"a baseline ({', '.join(BASELINES)}) or 'timing'; repeatable "
                         "[default: the MNIST/Fashion-MNIST baselines and timing]")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto [default: cpu]")
+    C.add_arg(p, "device", help="cpu, cuda or auto [default: cpu]")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs (a CPU budget for CIFAR)")
     p.add_argument("--width", type=float, help="width multiplier for the CIFAR models (cached separately)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads [default: 1]")
-    p.add_argument("--runs", type=Path, default=BASELINES_DIR, help="checkpoint cache [runs/baselines]")
+    C.add_arg(p, "threads", help="torch CPU threads [default: 1]")
+    C.add_arg(p, "runs", default=BASELINES_DIR, help="checkpoint cache [runs/baselines]")
     p.add_argument("--timing-steps", type=int, default=5, help="timed training steps per model [5]")
     p.add_argument("--warmup-steps", type=int, default=1, help="untimed warm-up steps per model [1]")
     p.add_argument("--results", type=Path, default=RESULTS, help="output folder [benchmarks/results]")
     p.add_argument("--progress", action="store_true", help="progress bars")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(args.threads)
+    C.setup(args)
 
     selected = args.only or [n for n, (*_, default) in BASELINES.items() if default] + ["timing"]
     unknown = [n for n in selected if n != "timing" and n not in BASELINES]
@@ -258,12 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         # re-read the file each time: entries written meanwhile by other runs (e.g. merged GPU
         # results) are kept; only the entries produced here are replaced
-        results = json.loads(json_path.read_text()) if json_path.is_file() else {}
+        results = C.read_json(json_path)
         for section, entries in produced.items():
             results.setdefault(section, {}).update(entries)
         results["machine"] = machine_info(resolve_device(args.device))
         results["generated_by"] = "benchmarks/baselines.py"
-        atomic_write_json(json_path, results)
+        C.write_json(json_path, results)
         write_markdown(results, args.results / "baselines.md")
 
     for name in selected:

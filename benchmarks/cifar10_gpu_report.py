@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import _common as C
 from weightzip.analysis.size import size_report
 
 PUBLISHED = {
@@ -49,16 +50,16 @@ def main(folder: str, evaluate: bool = False) -> None:
              "`weight-memory reduction` is the memory model of `analysis/memory.py` (kept weights x bits +",
              "block-mask bits + fp32 bias/BN, against fp32 weights), the thesis's measure; `file ratio` is",
              "the `.wz` on disk against the fp32 state_dict (entropy coding included).", "",
-             "| run | baseline acc | compressed acc | from file | file bytes | file ratio | weight-memory reduction | time (s) | published |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             *C.md_header(["run", "baseline acc", "compressed acc", "from file", "file bytes", "file ratio",
+                           "weight-memory reduction", "time (s)", "published"])]
     for r in rows:
         lines.append(f"| {r['run']} | {r['baseline_acc']:.4f} | {r['compressed_acc']:.4f} | {r['file_acc']:.4f}"
                      + (f" (CPU here: {r['file_acc_cpu']:.4f})" if "file_acc_cpu" in r else "")
                      + f" | {r['file_bytes']:,} | {r['file_ratio']:.1f}x | "
                      + (f"{r['weight_memory_reduction']:.1f}x" if "weight_memory_reduction" in r else "-")
                      + f" | {r['seconds']:.0f} | {PUBLISHED[r['run']]} |")
-    (root / "README.md").write_text("\n".join(lines) + "\n")
-    (root / "summary.json").write_text(json.dumps(rows, indent=2))
+    C.write_text(root / "README.md", "\n".join(lines) + "\n")
+    C.write_json(root / "summary.json", rows, indent=2)
     print("\n".join(lines))
 
 

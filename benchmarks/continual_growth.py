@@ -26,19 +26,18 @@ CPU core. Outputs in ``--out``: ``continual_growth.json`` / ``.md`` and ``contin
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-
+import _common as C
 from weightzip.analysis.powerlaw import fit_degrees, network_degrees
 from weightzip.training.continual import ContinualConfig, compare_arms, mnist_tensors, permuted_mnist, split_mnist
-from weightzip.training.checkpoint import atomic_write_json, machine_info
-ROOT = Path(__file__).resolve().parents[1]
+from weightzip.training.checkpoint import machine_info
+
+ROOT = C.ROOT
 ARMS = ("finetune", "random", "pa-product", "pa-sum")
 LABELS = {"finetune": "fine-tuning (nothing frozen)", "random": "random growth + freezing",
           "pa-product": "PA growth (product) + freezing", "pa-sum": "PA growth (sum) + freezing"}
@@ -71,7 +70,7 @@ def run(name: str, data, seed: int, args) -> dict[str, Any]:
     tasks = tasks_for(name, data, args)
     print(f"== {name}, seed {seed}: {len(tasks)} tasks", flush=True)
     res = compare_arms(tasks, cfg, arms=("finetune", "random", "pa"), rules=["product", "sum"],
-                       log=lambda s: print(s, flush=True))
+                       log=C.say)
     out = {}
     for label, r in res["runs"].items():
         out[label] = {k: r[k] for k in ("acc", "avg_acc", "forgetting", "learning_acc", "connections",
@@ -118,7 +117,7 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
               f"{', '.join(map(str, first['train_sizes']))}.", ""]
         head = ["arm", "average accuracy", "forgetting", "learning accuracy", "connections (task 1 -> last)",
                 "fc1 in-degree max", "whole-net degree verdict"]
-        L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        L += C.md_header(head)
         for arm in ARMS:
             rs = [per_seed[s]["arms"][arm] for s in seeds if arm in per_seed[s]["arms"]]
             if not rs:
@@ -162,11 +161,7 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = C.pyplot()
     fig, axes = plt.subplots(2, len(results), figsize=(5.2 * len(results), 7.0), squeeze=False)
     for col, (name, per_seed) in enumerate(results.items()):
         for k, arm in enumerate(ARMS):
@@ -187,13 +182,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
             axes[row, col].set_ylabel("test accuracy (%)")
             axes[row, col].grid(alpha=0.3)
         axes[0, col].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    C.save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = C.parser(__doc__)
     ap.add_argument("--benchmarks", nargs="*", default=["permuted", "split"], choices=["permuted", "split"])
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--tasks", type=int, default=5, help="permuted MNIST tasks")
@@ -204,12 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--growth", type=float, default=0.25)
     ap.add_argument("--perm-seed", type=int, default=0)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--threads", type=int, default=1)
+    C.add_args(ap, "data_dir", "out", "threads")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
+    C.setup(args, "out")
     t0 = time.perf_counter()
     data = mnist_tensors(args.data_dir, train_subset=max(args.train_subset, args.per_task))
     results: dict[str, Any] = {}
@@ -218,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"seeds": args.seeds, "tasks": args.tasks, "per_task": args.per_task, "train_subset": args.train_subset,
             "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "growth": args.growth,
             "machine": machine_info("cpu"), "seconds": time.perf_counter() - t0}
-    atomic_write_json(args.out / "continual_growth.json", {"meta": meta, "results": results})
-    (args.out / "continual_growth.md").write_text(markdown(results, meta))
+    C.write_results(args.out / "continual_growth.json", {"meta": meta, "results": results},
+                    args.out / "continual_growth.md", markdown(results, meta))
     plot(results, args.out / "continual_growth.png")
     print(f"wrote {args.out / 'continual_growth.md'} ({meta['seconds'] / 60:.1f} min)")
     return 0

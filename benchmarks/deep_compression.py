@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
-import json
 import logging
 import sys
 import time
@@ -30,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+import _common as C
 import weightzip as wz
 from weightzip.core import parametrize
 from weightzip.jobs import runs
@@ -38,10 +37,10 @@ from weightzip.methods.base import StageContext
 from weightzip.methods.prune import plot_sensitivity
 from weightzip.core.recipe import Recipe
 from weightzip.core.registry import get_method
-from weightzip.training.checkpoint import atomic_write_json, machine_info
+from weightzip.training.checkpoint import machine_info
 from weightzip.training.evaluate import evaluate
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+ROOT = C.ROOT
+RESULTS = C.RESULTS
 
 # Published: Deep Compression (Han et al. 2016), Table 1 (MNIST rows). Error in %, sizes in KB.
 PAPER = {
@@ -70,11 +69,7 @@ def _err(metrics: dict) -> float:
 
 def _drop_bulk(metrics):
     """Stage metrics without per-epoch histories (kept short in the JSON)."""
-    if isinstance(metrics, dict):
-        return {k: _drop_bulk(v) for k, v in metrics.items() if k not in ("train_history",)}
-    if isinstance(metrics, list):
-        return [_drop_bulk(v) for v in metrics]
-    return metrics
+    return C.without_keys(metrics, ("train_history",))
 
 
 def sensitivity_analysis(model, loaders, args, png: Path) -> dict:
@@ -111,8 +106,7 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
     model, info = runs.load_model(base_path, args.device)
     t_base = time.perf_counter() - t0
     rec = runs.recipe_for(model_name, data)
-    saved = dict(info.get("data_args") or {})
-    opts = {k: saved.get(k, rec["data"].get(k)) for k in ("val_size", "split_seed", "eval_batch_size")}
+    opts = C.data_options(info, rec, ("val_size", "split_seed", "eval_batch_size"))
     opts.update({k: v for k, v in recipe.data_args.items() if k != "batch_size"})
     batch = int(recipe.data_args.get("batch_size", rec["train"].get("batch_size", 128)))
     loaders = runs.make_loaders(data, batch, **opts)
@@ -135,10 +129,9 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
     # 3. write the file, read it back, evaluate FROM THE FILE
     out = RESULTS / out_name
     model.cpu()
-    saved_report = wz.save(model, out, recipe=recipe,
-                           metrics={"baseline_test": base_test, "compressed_test": comp_test, "data": data})
+    saved_report, reloaded = C.save_and_reload(
+        model, out, recipe=recipe, metrics={"baseline_test": base_test, "compressed_test": comp_test, "data": data})
     size = size_report(out)
-    reloaded = wz.load(out)
     file_test = evaluate(reloaded, loaders.test, device="cpu")
     after = parametrize.effective_state(model)
     dec = reloaded.state_dict()
@@ -199,7 +192,7 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
         "plot": str(plot.relative_to(ROOT)) if plot else None,
         "machine": machine_info(args.device),
         "torch_threads": torch.get_num_threads(),
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "date": C.now(),
     }
     entry["targets"]["met"] = entry["targets"]["ratio_met"] and entry["targets"]["error_met"]
     log.info("%s: %.1fx (file), error %.2f%% -> %.2f%% (from the file)", case, size.file_ratio,
@@ -275,27 +268,27 @@ def write_markdown(results: dict, path: Path) -> None:
             L += ["", "Pruning sensitivity of the baseline (each layer alone, tau = s * std(W), "
                       f"validation accuracy; largest s within a 0.5-point drop: {chosen}):", "",
                   f"![{name} sensitivity]({Path(e['sensitivity_plot']).name})"]
-    path.write_text("\n".join(L) + "\n")
+    C.write_text(path, "\n".join(L) + "\n")
 
 
 def main(argv=None) -> int:
     """Run the selected cases, merge them into the JSON, regenerate the Markdown."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = C.parser(__doc__)
     ap.add_argument("--only", choices=sorted(CASES), action="append", help="run only this case (repeatable)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on the shared 2-core machine)")
-    ap.add_argument("--runs", default=str(ROOT / runs.BASELINES_DIR), help="cached baselines folder")
-    ap.add_argument("--seed", type=int, default=0)
+    C.add_arg(ap, "device")
+    C.add_arg(ap, "threads", help="torch threads (1 on the shared 2-core machine)")
+    C.add_arg(ap, "runs", type=str, default=str(ROOT / runs.BASELINES_DIR), help="cached baselines folder")
+    C.add_arg(ap, "seed")
     ap.add_argument("--markdown-only", action="store_true", help="only regenerate the .md from the JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
-    torch.set_num_threads(args.threads)
+    C.setup(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path = RESULTS / "deep_compression.json"
-    results = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    results = C.read_json(json_path)
     for name in [] if args.markdown_only else (args.only or list(CASES)):
         results[name] = run_case(name, args)
-        atomic_write_json(json_path, results)
+        C.write_json(json_path, results)
         write_markdown(results, RESULTS / "deep_compression.md")
     write_markdown(results, RESULTS / "deep_compression.md")
     ok = all(e["targets"]["met"] for name, e in results.items() if not CASES.get(name, (0,) * 5)[4])

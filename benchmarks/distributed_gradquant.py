@@ -34,11 +34,8 @@ quantizer over repeated draws.
 """
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -46,9 +43,11 @@ from typing import Any
 
 import torch
 
+import _common as C
+
 torch.set_num_threads(1)
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = C.RESULTS
 NAME = "distributed_gradquant"
 
 TASKS = [("lenet5", "mnist"), ("mlp", "fashion_mnist")]
@@ -244,11 +243,7 @@ def _smooth(v: list[float], k: int) -> list[float]:
 
 
 def plot_curves(runs: list[dict], out_dir: Path, name: str = NAME) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = C.pyplot()
     paths = []
     for model_name, data in sorted({(r["model"], r["data"]) for r in runs}):
         mine = [r for r in runs if r["model"] == model_name and r["data"] == data]
@@ -267,10 +262,8 @@ def plot_curves(runs: list[dict], out_dir: Path, name: str = NAME) -> list[str]:
             ax.set_yscale("log")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.tight_layout()
         p = out_dir / f"{name}-{model_name}-{data}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
+        C.save_figure(fig, p, dpi=110)
         paths.append(p.name)
     return paths
 
@@ -383,7 +376,7 @@ def markdown(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = C.parser(__doc__)
     ap.add_argument("--workers", default="2,4", help="process counts, e.g. 2,4 or 2")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--subset", type=int, default=20000, help="training examples (of the 55,000 after the split)")
@@ -392,18 +385,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr-fp", type=float, default=2e-3)
     ap.add_argument("--lr-laq", type=float, default=1e-2)
     ap.add_argument("--laq-mode", default="lat")
-    ap.add_argument("--seed", type=int, default=0)
+    C.add_arg(ap, "seed")
     ap.add_argument("--quick", action="store_true", help="tiny budget smoke test (results not written)")
     ap.add_argument("--longer", action="store_true", help="the 2-bit target at a longer budget: MLP / "
                     "Fashion-MNIST, fp32 weights, W = 2, 3 epochs of the whole training split (~5 min); "
                     f"writes {NAME}-longer.*")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    C.add_arg(ap, "out")
     args = ap.parse_args(argv)
 
     from weightzip.core import registry
     import weightzip.methods  # noqa: F401  (registration)
     from weightzip.training.distributed import run_local
-    from weightzip.training.checkpoint import atomic_write_json, machine_info
+    from weightzip.training.checkpoint import machine_info
     have_laq = "loss_aware" in registry.list_methods()
     notes = [] if have_laq else ["the `loss_aware` method is not registered: only fp32 weights were run"]
     worlds = [int(w) for w in args.workers.split(",") if w.strip()]
@@ -417,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks, name, worlds = [("mlp", "fashion_mnist")], f"{NAME}-longer", [2]
         plan.update(tasks=tasks, epochs=3, subset=None, weights=["fp"])
     t0 = time.perf_counter()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load = C.load_average()
     runs: list[dict] = []
     for w in worlds:
         grads = ({"fp": GRADS + EXTRA + EXTRA_FP, "laq": GRADS + EXTRA} if w == 2 else {"fp": GRADS_W4, "laq": []})
@@ -429,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         runs += res[0]["result"]
     qerror = quantization_error(tasks, plan, draws=40)
     analytic = analytic_bytes(tasks, worlds)
-    out = {"name": name, "date": dt.datetime.now().isoformat(timespec="seconds"), "plan": plan, "workers": worlds,
+    out = {"name": name, "date": C.now(), "plan": plan, "workers": worlds,
            "machine": machine_info("cpu"), "load_start": round(load, 2) if load is not None else None,
            "runs": runs, "analytic": analytic, "qerror": qerror, "qerror_draws": 40, "notes": notes}
     out["seconds"] = time.perf_counter() - t0
@@ -439,8 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     out["plots"] = plot_curves(runs, args.out, name)
-    atomic_write_json(args.out / f"{name}.json", out)
-    (args.out / f"{name}.md").write_text(markdown(out))
+    C.write_results(args.out / f"{name}.json", out, args.out / f"{name}.md", markdown(out))
     print(f"wrote {args.out / (name + '.md')} in {out['seconds'] / 60:.1f} min")
     return 0
 

@@ -29,7 +29,6 @@ listed in the JSON). Without ``--sweep`` only the default configuration of each 
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -42,6 +41,7 @@ from typing import Any
 
 import torch
 
+import _common as C
 import weightzip
 from weightzip.core import parametrize as P
 from weightzip.analysis.pareto import non_dominated
@@ -51,7 +51,7 @@ from weightzip.methods.gradient_importance import GradITQ, GradPTQ, ImportanceTr
 from weightzip.core.registry import create_model
 from weightzip.jobs.runs import recipe_for, train_model
 from weightzip.training.evaluate import evaluate
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = C.ROOT
 PUBLISHED = {  # METHODS.md A: thesis ratios (PTQ, ITQ, combined)
     "lenet300_100": {"ptq": 7.62, "itq": 22.08, "combined": 57.22},
     "lenet5": {"ptq": 10.87, "itq": 21.05, "combined": 50.19},
@@ -95,8 +95,7 @@ ITQ_GRID = [
 ABLATION_ITQ = [3, 4]  # indices of ITQ_GRID also run with importance: magnitude
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
+log = C.say
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -115,6 +114,17 @@ def small_val(data: str, batch_size: int, data_opts: dict, n: int | None):
     from weightzip.jobs.runs import make_loaders
 
     return make_loaders(data, batch_size, **{**data_opts, "eval_subset": n}).val
+
+
+def sweep_loaders(data: str, rec: dict, train_cfg: dict, subset: int | None, val_examples: int | None):
+    """``(loaders, val)``: the baseline's loaders with ``val`` = its first ``val_examples``
+    validation examples (what the sweep selects on; the test split stays whole)."""
+    from weightzip.jobs.runs import make_loaders
+
+    data_opts = {**rec["data"], "seed": train_cfg.get("seed", 0), "subset": subset}
+    ld = make_loaders(data, train_cfg.get("batch_size", 128), **data_opts)
+    val = small_val(data, train_cfg.get("batch_size", 128), data_opts, val_examples)
+    return SimpleNamespace(train=ld.train, val=val, test=ld.test, task=ld.task, info=ld.info), val
 
 
 def accuracy(model, loader, device) -> float:
@@ -138,10 +148,10 @@ def ptq_point(base, state, cfg, importance, ctx, device, method="ptq", extra=Non
 
 
 # ---- one model -----------------------------------------------------------------------------
-def run_model(name: str, data: str, args) -> dict:
-    t_start = time.perf_counter()
-    published = PUBLISHED.get(name, {})
-    rec = recipe_for(name, data)
+def tracked_baseline(name: str, data: str, rec: dict, args):
+    """Train (or resume) the baseline with the :class:`ImportanceTracker` from the first epoch.
+
+    Returns ``(model, tracker, train_cfg, checkpoint, seconds)``."""
     train_cfg = {**rec["train"], "progress": False, "device": args.device}
     if args.baseline_epochs:
         train_cfg["epochs"] = args.baseline_epochs
@@ -153,33 +163,22 @@ def run_model(name: str, data: str, args) -> dict:
     t0 = time.perf_counter()
     out = train_model(name, data, ck, train=train_cfg, model_args=margs, callbacks=[tracker], resume=True,
                       data_args={"subset": args.subset} if args.subset else None)
-    base_s = time.perf_counter() - t0
-    base = out["model"].eval()
-    importance = {k: v.clone() for k, v in tracker.store.items()}
-    device = args.device
+    return out["model"].eval(), tracker, train_cfg, ck, time.perf_counter() - t0
 
-    from weightzip.jobs.runs import make_loaders
-    data_opts = {**rec["data"], "seed": train_cfg.get("seed", 0), "subset": args.subset}
-    ld = make_loaders(data, train_cfg.get("batch_size", 128), **data_opts)
-    val = small_val(data, train_cfg.get("batch_size", 128), data_opts, args.val_subset)
-    loaders = SimpleNamespace(train=ld.train, val=val, test=ld.test, task=ld.task, info=ld.info)
-    ctx = StageContext(loaders=loaders, device=device, log=log, seed=0)
-    base_val = accuracy(base, val, device)
-    base_test = accuracy(base, ld.test, device)
-    log(f"[{name}] baseline val {base_val:.2f}  test {base_test:.2f}  ({base_s:.0f}s)")
-    budget_end = t_start + args.budget if args.budget else math.inf
 
-    out_json = Path(args.out) / f"gradient_importance_{name}.json"
-    old = json.loads(out_json.read_text()) if args.append and out_json.exists() else None
-    points: list[dict] = list(old["points"]) if old else []
-    ptq_grid = [] if old else (PTQ_GRID if args.sweep else PTQ_DEFAULT)
+def ptq_sweep(base, importance, ctx, device, grid) -> list[dict]:
+    """One PTQ point per (importance kind, config of ``grid``)."""
+    points = []
     for imp in ("gradient", "magnitude"):
-        for cfg in ptq_grid:
+        for cfg in grid:
             p, _ = ptq_point(base, importance, cfg, imp, ctx, device)
             points.append(p)
             log(f"  ptq {imp:9s} {cfg}: ratio {p['thesis_ratio']:.2f} val {p['val_acc']:.2f}")
+    return points
 
-    itq_runs, skipped = [], []
+
+def itq_jobs(points: list[dict], args) -> list[tuple[int, dict, str]]:
+    """``(index, ITQ config, importance)`` still to run (ITQ points already in ``points`` are skipped)."""
     itq_grid = ITQ_GRID if args.sweep else ITQ_DEFAULT
     chosen_itq = args.itq_configs if args.itq_configs is not None else list(range(len(itq_grid)))
     ablation = args.ablation_itq if args.ablation_itq is not None else ABLATION_ITQ
@@ -189,9 +188,14 @@ def run_model(name: str, data: str, args) -> dict:
     jobs = [j for j in jobs if (json.dumps(j[1], sort_keys=True), j[2]) not in done]
     if not args.sweep:
         jobs.append((0, itq_grid[0], "magnitude"))
-    itq_train = {**train_cfg, "lr": args.itq_lr, "schedule": "cosine", "warmup_epochs": 0.0,
-                 "test_at_end": False, "max_steps_per_epoch": args.itq_steps}
-    itq_train.pop("epochs", None)
+    return jobs
+
+
+def itq_sweep(base, importance, jobs, ctx, device, itq_train: dict, budget_end: float, points: list[dict], args):
+    """Run the ITQ ``jobs`` (and the combined PTQ points after each) until ``budget_end``; new
+    points are appended to ``points``. Returns ``(itq_runs, skipped)``, ``itq_runs`` =
+    ``[(point, model, importance after training)]``."""
+    itq_runs, skipped = [], []
     for i, cfg, imp in jobs:
         if time.perf_counter() > budget_end:
             skipped.append({"config": cfg, "importance": imp, "why": "budget spent"})
@@ -212,22 +216,32 @@ def run_model(name: str, data: str, args) -> dict:
                              extra={"itq": cfg})
             points.append(q)
             log(f"    combined {ccfg}: ratio {q['thesis_ratio']:.2f} val {q['val_acc']:.2f}")
+    return itq_runs, skipped
 
-    # ---- chosen points, test accuracy, .wz files ----------------------------------------
+
+def picks_of(pts: list[dict], published_ratio: float | None, base_val: float) -> dict[str, dict | None]:
+    """The chosen points of one (method, importance): the most accurate at or above the published
+    ratio (when there is one) and the highest ratio within 0.5 point of the baseline (validation)."""
+    picks = {}
+    if published_ratio:
+        over = [p for p in pts if p["thesis_ratio"] >= published_ratio]
+        picks["at_published_ratio"] = max(over, key=lambda p: p["val_acc"]) if over else None
+    ok = [p for p in pts if p["val_acc"] >= base_val - 0.5]
+    picks["max_ratio_within_0.5"] = max(ok, key=lambda p: p["thesis_ratio"]) if ok else None
+    return picks
+
+
+def choose(name: str, points, old, published, base_val, base, importance, itq_runs, ctx, device, itq_train,
+           test_loader, args) -> list[dict]:
+    """Test accuracy of the chosen points (and their ``.wz``); an earlier run's measurements of the
+    same point (``--append``) are kept."""
     chosen = []
     for method in ("ptq", "itq", "combined"):
         for imp in ("gradient", "magnitude"):
             pts = [p for p in points if p["method"] == method and p["importance"] == imp]
             if not pts:
                 continue
-            picks = {}
-            pub = published.get(method)
-            if pub:
-                over = [p for p in pts if p["thesis_ratio"] >= pub]
-                picks["at_published_ratio"] = max(over, key=lambda p: p["val_acc"]) if over else None
-            ok = [p for p in pts if p["val_acc"] >= base_val - 0.5]
-            picks["max_ratio_within_0.5"] = max(ok, key=lambda p: p["thesis_ratio"]) if ok else None
-            for kind, p in picks.items():
+            for kind, p in picks_of(pts, published.get(method), base_val).items():
                 if p is None:
                     chosen.append({"method": method, "importance": imp, "pick": kind, "found": False})
                     continue
@@ -241,14 +255,44 @@ def run_model(name: str, data: str, args) -> dict:
                 m = rebuild(p, base, importance, itq_runs, ctx, device, itq_train)
                 row = {"method": method, "importance": imp, "pick": kind, "found": True,
                        "config": p["config"], "itq": p.get("itq"), "thesis_ratio": p["thesis_ratio"],
-                       "val_acc": p["val_acc"], "test_acc": accuracy(m, ld.test, device),
+                       "val_acc": p["val_acc"], "test_acc": accuracy(m, test_loader, device),
                        "density": p["density"]}
-                if imp == "gradient" and kind == "max_ratio_within_0.5":
-                    save_chosen(name, method, m, row, ld.test, args)
+                if wants_wz:
+                    save_chosen(name, method, m, row, test_loader, args)
                     m.to(device)
                 chosen.append(row)
                 log(f"  chosen {method}/{imp}/{kind}: ratio {row['thesis_ratio']:.2f} test {row['test_acc']:.2f}"
                     + (f" file {row['file_ratio']:.2f}x" if "file_ratio" in row else ""))
+    return chosen
+
+
+def run_model(name: str, data: str, args) -> dict:
+    """Tracked baseline, PTQ / ITQ / combined sweep, chosen points; writes the model's JSON and PNG."""
+    t_start = time.perf_counter()
+    published = PUBLISHED.get(name, {})
+    rec = recipe_for(name, data)
+    base, tracker, train_cfg, ck, base_s = tracked_baseline(name, data, rec, args)
+    importance = {k: v.clone() for k, v in tracker.store.items()}
+    device = args.device
+
+    ld, val = sweep_loaders(data, rec, train_cfg, args.subset, args.val_subset)
+    ctx = StageContext(loaders=ld, device=device, log=log, seed=0)
+    base_val = accuracy(base, val, device)
+    base_test = accuracy(base, ld.test, device)
+    log(f"[{name}] baseline val {base_val:.2f}  test {base_test:.2f}  ({base_s:.0f}s)")
+    budget_end = t_start + args.budget if args.budget else math.inf
+
+    out_json = Path(args.out) / f"gradient_importance_{name}.json"
+    old = C.cached(out_json) if args.append else None
+    points: list[dict] = list(old["points"]) if old else []
+    points += ptq_sweep(base, importance, ctx, device, [] if old else (PTQ_GRID if args.sweep else PTQ_DEFAULT))
+    jobs = itq_jobs(points, args)
+    itq_train = {**train_cfg, "lr": args.itq_lr, "schedule": "cosine", "warmup_epochs": 0.0,
+                 "test_at_end": False, "max_steps_per_epoch": args.itq_steps}
+    itq_train.pop("epochs", None)
+    itq_runs, skipped = itq_sweep(base, importance, jobs, ctx, device, itq_train, budget_end, points, args)
+    chosen = choose(name, points, old, published, base_val, base, importance, itq_runs, ctx, device, itq_train,
+                    ld.test, args)
 
     result = {
         "model": name, "data": data, "device": device, "threads": torch.get_num_threads(),
@@ -260,7 +304,7 @@ def run_model(name: str, data: str, args) -> dict:
     }
     front = non_dominated(points, ["thesis_ratio", "val_acc"], ["maximize", "maximize"])
     result["pareto"] = [points.index(p) for p in front]
-    out_json.write_text(json.dumps(result, indent=1, default=float))
+    C.write_json(out_json, result, indent=1, default=float)
     plot(result, Path(args.out) / f"gradient_importance_{name}.png")
     log(f"[{name}] done in {result['seconds']:.0f}s -> {out_json}")
     return result
@@ -297,18 +341,14 @@ def write_wz(name: str, data: str, args) -> None:
                       model_args={"width": args.width} if args.width else None, callbacks=[tracker], resume=True,
                       data_args={"subset": r["subset"]} if r.get("subset") else None)
     base = res["model"].eval()
-    from weightzip.jobs.runs import make_loaders
-    data_opts = {**rec["data"], "seed": train_cfg.get("seed", 0), "subset": r.get("subset")}
-    ld = make_loaders(data, train_cfg.get("batch_size", 128), **data_opts)
-    val = small_val(data, train_cfg.get("batch_size", 128), data_opts, r.get("val_examples"))
-    ctx = StageContext(loaders=SimpleNamespace(train=ld.train, val=val, test=ld.test, task=ld.task, info=ld.info),
-                       device=args.device, log=log, seed=0)
+    ld, val = sweep_loaders(data, rec, train_cfg, r.get("subset"), r.get("val_examples"))
+    ctx = StageContext(loaders=ld, device=args.device, log=log, seed=0)
     for row in r["chosen"]:
         if not (row.get("found") and row["importance"] == "gradient" and row["pick"] == "max_ratio_within_0.5"):
             continue
         ck = ROOT / "runs" / "gradient_importance" / "chosen" / f"{name}-gi-{row['method']}.pt"
         if ck.exists():
-            from weightzip.jobs.runs import model_from_checkpoint
+            from weightzip.training.checkpoint import model_from_checkpoint
             m = model_from_checkpoint(torch.load(ck, weights_only=True))
         elif row["method"] == "ptq":
             m = ptq_point(base, dict(tracker.store), row["config"], "gradient", ctx, args.device)[1]
@@ -325,7 +365,7 @@ def write_wz(name: str, data: str, args) -> None:
             row["rebuilt_val_acc"] = v
         save_chosen(name, row["method"], m, row, ld.test, args)
         log(f"  wrote {row['wz']}: file ratio {row['file_ratio']:.2f}x, test from file {row['test_acc_from_file']:.2f}")
-    out_json.write_text(json.dumps(r, indent=1, default=float))
+    C.write_json(out_json, r, indent=1, default=float)
 
 
 def rebuild(p, base, importance, itq_runs, ctx, device, itq_train):
@@ -412,8 +452,8 @@ def markdown(out_dir: Path) -> None:
                   f"test {b['test_acc']:.2f}, val {b['val_acc']:.2f}. Run time {r['seconds']:.0f} s "
                   f"({r['device']}, {r['threads']} thread(s)); ITQ runs: {r['itq_train'].get('max_steps_per_epoch') or 'full'} "
                   f"steps per epoch, one epoch per quantile plus the recovery epochs.", "",
-                  "| method | importance | thesis ratio | pick | our ratio | test acc | test drop vs baseline | file ratio | config |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  *C.md_header(["method", "importance", "thesis ratio", "pick", "our ratio", "test acc",
+                                "test drop vs baseline", "file ratio", "config"])]
         for c in r["chosen"]:
             pub = r["published"].get(c["method"], "")
             if not c.get("found"):
@@ -426,7 +466,7 @@ def markdown(out_dir: Path) -> None:
         lines += ["", verdict(r), "", f"![curve](gradient_importance_{r['model']}.png)", ""]
         if r.get("skipped"):
             lines += [f"Skipped for the budget: {len(r['skipped'])} ITQ run(s).", ""]
-    (out_dir / "gradient_importance.md").write_text("\n".join(lines) + "\n")
+    C.write_text(out_dir / "gradient_importance.md", "\n".join(lines) + "\n")
 
 
 def verdict(r: dict) -> str:
@@ -471,13 +511,12 @@ def verdict(r: dict) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = C.parser(__doc__)
     ap.add_argument("--models", nargs="+", default=["lenet300_100", "lenet5"])
     ap.add_argument("--data", default=None, help="dataset (default: mnist for LeNets, cifar10 for AlexNet/VGG)")
     ap.add_argument("--sweep", action="store_true", help="sweep the grids (else the default config of each method)")
     ap.add_argument("--budget", type=float, default=None, help="seconds per model; later ITQ runs are skipped")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
+    C.add_args(ap, "device", "threads")
     ap.add_argument("--baseline-epochs", type=int, default=None, help="default: the zoo recipe's epochs")
     ap.add_argument("--itq-steps", type=int, default=None, help="optimizer steps per ITQ epoch (default: full epochs)")
     ap.add_argument("--itq-lr", type=float, default=0.01)
@@ -488,14 +527,13 @@ def main(argv=None) -> None:
     ap.add_argument("--val-subset", type=int, default=5000, help="validation examples used by the sweep")
     ap.add_argument("--width", type=float, default=None, help="width multiplier of CIFAR models")
     ap.add_argument("--subset", type=int, default=None, help="train on the first N training examples (smoke tests)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    C.add_arg(ap, "out", type=str, default=str(C.RESULTS))
     ap.add_argument("--append", action="store_true",
                     help="add ITQ runs to an existing sweep (its PTQ points and measured picks are kept)")
     ap.add_argument("--write-wz", action="store_true",
                     help="only (re)write the chosen .wz files of finished sweeps (JSON in --out)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    C.setup(args, "out")
     for name in args.models:
         data = args.data or DEFAULT_DATA.get(name, "mnist")
         if args.write_wz:

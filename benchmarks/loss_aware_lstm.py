@@ -36,8 +36,6 @@ Runs are cached under ``--runs`` (per-epoch checkpoints and one JSON per run). O
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import time
@@ -46,17 +44,19 @@ from typing import Any
 
 import torch
 
+import _common as C
 import weightzip
-from weightzip.core import parametrize as P
 from weightzip.analysis.size import size_report
+from weightzip.core import parametrize as P
+from weightzip.core.registry import create_model
 from weightzip.data import get_loaders
 from weightzip.errors import InvalidModelError
 from weightzip.methods.loss_aware import LossAware, LossAwareCallback, LossAwareQuant
-from weightzip.core.registry import create_model
-from weightzip.training.trainer import Trainer
-from weightzip.training.checkpoint import atomic_write_json, machine_info
+from weightzip.training.checkpoint import machine_info
 from weightzip.training.evaluate import evaluate
-ROOT = Path(__file__).resolve().parents[1]
+from weightzip.training.trainer import Trainer
+
+ROOT = C.ROOT
 BUDGETS = {
     "small": {"hidden": 200, "dropout": 0.0, "epochs": 2, "max_steps_per_epoch": 125, "eval_subset": 20000,
               "schedule": "constant"},
@@ -130,8 +130,8 @@ def run_one(weights: str, norm: str, budget: str, loaders, args) -> dict[str, An
     b = BUDGETS[budget]
     tag = f"ptb-{budget}-{weights}-{norm}"
     rec_path = args.runs / f"{tag}.json"
-    if rec_path.is_file() and not args.force:
-        return json.loads(rec_path.read_text())
+    if (rec := C.cached(rec_path, args.force)) is not None:
+        return rec
     torch.manual_seed(args.seed)  # the same initial weights for every run of a norm
     model = create_model("lstm_lm", vocab_size=loaders.info["vocab_size"], hidden_size=b["hidden"],
                          dropout=b["dropout"], norm=norm)
@@ -141,7 +141,7 @@ def run_one(weights: str, norm: str, budget: str, loaders, args) -> dict[str, An
     targets = []
     if cfg is not None:
         method = LossAware(LossAware.Config(method="loss_aware", select={"types": ["LSTMLayer"]}, **cfg))
-        targets = method.attach(model, log=lambda s: print(s, flush=True))
+        targets = method.attach(model, log=C.say)
         callbacks.append(LossAwareCallback(targets))
     callbacks.append(stats)
     trainer = Trainer(model, train_config(b, args.device, args.seed), loaders, callbacks=callbacks,
@@ -168,7 +168,7 @@ def run_one(weights: str, norm: str, budget: str, loaders, args) -> dict[str, An
         "stats_columns": ["step", "gate_i", "gate_f", "gate_g", "gate_o", "grad_w_ih", "grad_w_hh", "loss"],
         "stats": stats.rows,
     }
-    atomic_write_json(rec_path, rec)
+    C.write_json(rec_path, rec)
     return rec
 
 
@@ -241,17 +241,12 @@ def markdown(rows: dict[tuple[str, str], dict[str, Any]], budget: str, meta: dic
     lines += ["", f"Plot: `loss_aware_lstm_{budget}.png` - per training step: mean |gate pre-activation| (mean of the 4 "
               "gates), ||grad W_hh|| of the latent weights (before clipping) and the training loss; one column per "
               "weight precision, one line per normalization.", "",
-              f"Machine: {meta['machine'].get('processor')}, torch {meta['machine'].get('torch')}, "
-              f"{meta['machine'].get('torch_threads')} thread(s), device {meta['machine'].get('device')}.", ""]
+              C.machine_line(meta["machine"]), ""]
     return "\n".join(lines)
 
 
 def plot(rows: dict[tuple[str, str], dict[str, Any]], path: Path, budget: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = C.pyplot()
     fig, axes = plt.subplots(3, len(WEIGHTS), figsize=(4 * len(WEIGHTS), 9), sharex=True, squeeze=False)
     for j, w in enumerate(WEIGHTS):
         for n in NORMS:
@@ -272,29 +267,23 @@ def plot(rows: dict[tuple[str, str], dict[str, Any]], path: Path, budget: str) -
     axes[2, 0].set_ylabel("training loss")
     axes[0, 0].legend(title="norm")
     fig.suptitle(f"PTB word LM, {budget} budget: gate pre-activation scale and gradients over training")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    C.save_figure(fig, path, dpi=80)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = C.parser(__doc__)
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="small")
-    ap.add_argument("--device", default="cpu")
+    C.add_arg(ap, "device")
     ap.add_argument("--weights", nargs="*", default=list(WEIGHTS), choices=list(WEIGHTS))
     ap.add_argument("--norms", nargs="*", default=list(NORMS), choices=list(NORMS))
-    ap.add_argument("--data-dir", default=None, help="dataset root (default: $WEIGHTZIP_DATA)")
-    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "loss_aware", help="cache of checkpoints and runs")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    C.add_arg(ap, "data_dir", help="dataset root (default: $WEIGHTZIP_DATA)")
+    C.add_arg(ap, "runs", default=ROOT / "runs" / "loss_aware", help="cache of checkpoints and runs")
+    C.add_args(ap, "out", "seed", "threads")
     ap.add_argument("--no-from-file", dest="from_file", action="store_false",
                     help="skip re-evaluating each run from its .wz")
-    ap.add_argument("--force", action="store_true", help="retrain runs whose result is cached")
+    C.add_arg(ap, "force", help="retrain runs whose result is cached")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    args.runs.mkdir(parents=True, exist_ok=True)
-    args.out.mkdir(parents=True, exist_ok=True)
+    C.setup(args, "runs", "out")
     b = BUDGETS[args.budget]
     loaders = get_loaders("ptb", batch_size=BATCH, bptt=BPTT, root=args.data_dir, eval_batch_size=BATCH,
                           eval_subset=b["eval_subset"], seed=args.seed)
@@ -308,24 +297,23 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   diverged: {e}", flush=True)
                 r = {"weights": w, "norm": n, "budget": args.budget, "val_ppl": None, "test_ppl": None,
                      "from_file_test_ppl": None, "diverged": str(e), "stats": [], "lstm_bits_per_weight": {}}
-                atomic_write_json(args.runs / f"ptb-{args.budget}-{w}-{n}.json", r)
+                C.write_json(args.runs / f"ptb-{args.budget}-{w}-{n}.json", r)
             rows[(w, n)] = r
             print(f"   test ppl {_fmt(r['test_ppl'])}  val ppl {_fmt(r['val_ppl'])}  "
                   f"({r.get('train_seconds', 0):.0f}s)", flush=True)
-    for w in WEIGHTS:  # runs finished earlier with the same budget complete the table
-        for n in NORMS:
-            p = args.runs / f"ptb-{args.budget}-{w}-{n}.json"
-            if (w, n) not in rows and p.is_file():
-                rows[(w, n)] = json.loads(p.read_text())
+    # runs finished earlier with the same budget complete the table
+    C.complete_from_cache(rows, [(w, n) for w in WEIGHTS for n in NORMS],
+                          lambda wn: args.runs / f"ptb-{args.budget}-{wn[0]}-{wn[1]}.json")
     meta = {"seed": args.seed, "machine": machine_info(args.device), "budget": b,
             "train": train_config(b, args.device, args.seed)}
     stem = f"loss_aware_lstm_{args.budget}"
     thinned = {f"{w}/{n}": {**r, "stats": [[float(f"{x:.4g}") for x in row]
                                            for row in r["stats"][:: max(1, math.ceil(len(r["stats"]) / 50))]]}
                for (w, n), r in rows.items()}
-    atomic_write_json(args.out / f"{stem}.json", {"meta": meta, "rows": thinned,
-                                                  "note": "stats thinned to <= 50 rows per run (4 digits); full series in --runs"})
-    (args.out / f"{stem}.md").write_text(markdown(rows, args.budget, meta))
+    C.write_results(args.out / f"{stem}.json",
+                    {"meta": meta, "rows": thinned,
+                     "note": "stats thinned to <= 50 rows per run (4 digits); full series in --runs"},
+                    args.out / f"{stem}.md", markdown(rows, args.budget, meta))
     plot(rows, args.out / f"{stem}.png", args.budget)
     print(f"wrote {args.out / stem}.md")
     return 0

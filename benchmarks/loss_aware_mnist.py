@@ -27,8 +27,6 @@ laq3_lin, the ``.wz`` files.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import shutil
 import sys
@@ -38,15 +36,16 @@ from typing import Any
 
 import torch
 
-import weightzip
+import _common as C
 from weightzip.analysis.size import size_report
+from weightzip.core.registry import create_model
 from weightzip.data import get_loaders
 from weightzip.methods.loss_aware import LossAware, LossAwareCallback
-from weightzip.core.registry import create_model
-from weightzip.training.trainer import Trainer
-from weightzip.training.checkpoint import atomic_write_json, machine_info
+from weightzip.training.checkpoint import machine_info
 from weightzip.training.evaluate import evaluate
-ROOT = Path(__file__).resolve().parents[1]
+from weightzip.training.trainer import Trainer
+
+ROOT = C.ROOT
 BUDGETS = {
     "small": {"width": 512, "depth": 3, "epochs": 5, "milestones": [3, 4]},
     "full": {"width": 2048, "depth": 3, "epochs": 50, "milestones": [15, 25]},
@@ -87,15 +86,15 @@ def run_one(label: str, budget: str, loaders, args) -> dict[str, Any]:
     b = BUDGETS[budget]
     tag = f"mnist-{budget}-{label}"
     rec_path = args.runs / f"{tag}.json"
-    if rec_path.is_file() and not args.force:
-        return json.loads(rec_path.read_text())
+    if (rec := C.cached(rec_path, args.force)) is not None:
+        return rec
     torch.manual_seed(args.seed)
     model = create_model("mlp", width=b["width"], depth=b["depth"], batch_norm=True)
     callbacks, targets = [], []
     cfg = METHODS[label]
     if cfg is not None:
         method = LossAware(LossAware.Config(method="loss_aware", **cfg))
-        targets = method.attach(model, log=lambda s: print(s, flush=True))
+        targets = method.attach(model, log=C.say)
         callbacks = [LossAwareCallback(targets)]
     trainer = Trainer(model, train_config(b, args.device, args.seed), loaders, callbacks=callbacks,
                       checkpoint=args.runs / f"{tag}.pt", meta={"benchmark": "loss_aware_mnist", "label": label})
@@ -103,9 +102,8 @@ def run_one(label: str, budget: str, loaders, args) -> dict[str, Any]:
     fit = trainer.fit(resume=True)
     model = trainer.model.cpu().eval()
     wz = args.runs / f"{tag}.wz"
-    weightzip.save(model, wz, metrics={"test": fit["test"]})
+    _, loaded = C.save_and_reload(model, wz, metrics={"test": fit["test"]})
     size = size_report(wz)
-    loaded = weightzip.load(wz)
     from_file = evaluate(loaded, loaders.test, "classify", "cpu", loss="squared_hinge")
     distinct = {}
     for mname, mod, t, p in targets:
@@ -122,7 +120,7 @@ def run_one(label: str, budget: str, loaders, args) -> dict[str, Any]:
         "payload_ratio": size.payload_ratio, "paper_ratio": size.paper.get("deep_compression"),
         "distinct_values": distinct, "wz": str(wz),
     }
-    atomic_write_json(rec_path, rec)
+    C.write_json(rec_path, rec)
     return rec
 
 
@@ -139,8 +137,8 @@ def markdown(rows: dict[str, dict[str, Any]], budget: str, meta: dict[str, Any])
         "" if budget == "full" else
         f"**Shortened** from the paper's 3 x 2048 / 50 epochs (decays at 15, 25) to fit 2 shared CPU cores.",
         "",
-        "| method | test error % | from file % | vs fp (points) | paper % (LAB Table 1) | file ratio | distinct values / tensor | train s |",
-        "|---|---|---|---|---|---|---|---|",
+        *C.md_header(["method", "test error %", "from file %", "vs fp (points)", "paper % (LAB Table 1)",
+                      "file ratio", "distinct values / tensor", "train s"]),
     ]
     for label in METHODS:
         r = rows.get(label)
@@ -167,26 +165,21 @@ def markdown(rows: dict[str, dict[str, Any]], budget: str, meta: dict[str, Any])
               "heavily loaded machine.",
               "", "The paper's values are recalled in `shared/METHODS.md` (\"verify before quoting\"); "
               "the paper trained 3 x 2048 for 50 epochs.", "",
-              f"Machine: {meta['machine'].get('processor')}, torch {meta['machine'].get('torch')}, "
-              f"{meta['machine'].get('torch_threads')} thread(s), device {meta['machine'].get('device')}.", ""]
+              C.machine_line(meta["machine"]), ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = C.parser(__doc__)
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="small")
-    ap.add_argument("--device", default="cpu")
+    C.add_arg(ap, "device")
     ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
-    ap.add_argument("--data-dir", default=None, help="dataset root (default: $WEIGHTZIP_DATA)")
-    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "loss_aware", help="cache of checkpoints and runs")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--force", action="store_true", help="retrain rows whose result is cached")
+    C.add_arg(ap, "data_dir", help="dataset root (default: $WEIGHTZIP_DATA)")
+    C.add_arg(ap, "runs", default=ROOT / "runs" / "loss_aware", help="cache of checkpoints and runs")
+    C.add_args(ap, "out", "seed", "threads")
+    C.add_arg(ap, "force", help="retrain rows whose result is cached")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    args.runs.mkdir(parents=True, exist_ok=True)
-    args.out.mkdir(parents=True, exist_ok=True)
+    C.setup(args, "runs", "out")
     loaders = get_loaders("mnist", batch_size=100, root=args.data_dir, eval_batch_size=1000, seed=args.seed)
     rows: dict[str, dict[str, Any]] = {}
     for label in args.methods:
@@ -196,15 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   test error {r['test_error']:.2f}%  from file {r['from_file_test_error']:.2f}%  "
               f"ratio {r['file_ratio']:.1f}x  ({r['train_seconds']:.0f}s)", flush=True)
     # rows trained earlier with the same budget complete the table
-    for label in METHODS:
-        p = args.runs / f"mnist-{args.budget}-{label}.json"
-        if label not in rows and p.is_file():
-            rows[label] = json.loads(p.read_text())
+    C.complete_from_cache(rows, METHODS, lambda label: args.runs / f"mnist-{args.budget}-{label}.json")
     meta = {"seed": args.seed, "machine": machine_info(args.device), "budget": BUDGETS[args.budget],
             "n_test": len(loaders.test.dataset)}
     stem = f"loss_aware_mnist_{args.budget}"
-    atomic_write_json(args.out / f"{stem}.json", {"meta": meta, "paper": PAPER, "targets": TARGETS, "rows": rows})
-    (args.out / f"{stem}.md").write_text(markdown(rows, args.budget, meta))
+    C.write_results(args.out / f"{stem}.json", {"meta": meta, "paper": PAPER, "targets": TARGETS, "rows": rows},
+                    args.out / f"{stem}.md", markdown(rows, args.budget, meta))
     for label in KEEP_WZ:
         if label in rows and Path(rows[label]["wz"]).is_file():
             shutil.copyfile(rows[label]["wz"], args.out / f"mnist-{args.budget}-{label}.wz")

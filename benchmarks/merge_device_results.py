@@ -11,19 +11,20 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 from baselines import RESULTS, write_markdown  # noqa: E402
 
 
 def main(src: str) -> None:
     theirs = json.loads(Path(src).read_text())
     path = RESULTS / "baselines.json"
-    ours = json.loads(path.read_text()) if path.exists() else {"baselines": {}, "timing": {}}
+    ours = C.read_json(path, {"baselines": {}, "timing": {}})
     for name, entry in theirs.get("baselines", {}).items():
         if (entry.get("device") or entry.get("train_config", {}).get("device")) == "cuda" or "cuda" in json.dumps(entry.get("machine", {})):
             entry = dict(entry)
             entry.setdefault("machine", theirs.get("machine"))
             ours["baselines"][name] = entry
-    path.write_text(json.dumps(ours, indent=2, sort_keys=True))
+    C.write_json(path, ours, indent=2, sort_keys=True)
     write_markdown(ours, RESULTS / "baselines.md")
     print(f"merged into {path}")
 

@@ -30,8 +30,6 @@ an interrupted study resumes. Outputs in ``--out``: ``powerlaw_study.json`` / ``
 """
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import sys
 import time
@@ -42,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import _common as C
 import weightzip
 from weightzip.analysis.powerlaw import POWER_LAW_LIKE, analyze_file, plot_ccdfs
 from weightzip.data import get_loaders
@@ -50,11 +49,13 @@ from weightzip.methods.prune import set_mask
 from weightzip.methods.pipeline import Pipeline
 from weightzip.primitives.sparsity import magnitude_mask
 from weightzip.core.recipe import Recipe
-from weightzip.jobs.runs import ensure_baseline, model_from_checkpoint
+from weightzip.jobs.runs import ensure_baseline
+from weightzip.training.checkpoint import model_from_checkpoint
 from weightzip.core.select import Selection, qualified, select
-from weightzip.training.checkpoint import atomic_write_json, machine_info
+from weightzip.training.checkpoint import machine_info
 from weightzip.training.evaluate import evaluate
-ROOT = Path(__file__).resolve().parents[1]
+
+ROOT = C.ROOT
 MODELS = ("lenet300_100", "lenet5")
 METHODS = ("magnitude", "gradient", "loss_aware", "random")
 ABBREV = {"power law": "PL", "truncated power law": "TPL", "exponential": "exp", "lognormal": "LN",
@@ -121,13 +122,13 @@ def slim(stats: dict[str, Any]) -> dict[str, Any]:
 def run_one(model_name: str, method: str, p: float, loaders, args) -> dict[str, Any]:
     tag = f"{model_name}-{method}-{int(round(100 * p))}"
     cache = args.runs / f"{tag}.json"
-    if cache.is_file() and not args.force:
-        return json.loads(cache.read_text())
+    if (rec := C.cached(cache, args.force)) is not None:
+        return rec
     print(f"== {tag}", flush=True)
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     model = model_from_checkpoint(ensure_baseline(model_name, "mnist"))
-    ctx = StageContext(loaders=loaders, device="cpu", seed=args.seed, log=lambda s: print(s, flush=True))
+    ctx = StageContext(loaders=loaders, device="cpu", seed=args.seed, log=C.say)
     notes = prune(model, method, p, ctx, args)
     model.eval()
     test = evaluate(model, loaders.test, "classify", "cpu")
@@ -148,7 +149,7 @@ def run_one(model_name: str, method: str, p: float, loaders, args) -> dict[str, 
            "seconds_prune_train": t1 - t0, "seconds_analysis": time.perf_counter() - t1,
            # raw degrees for the overview plots (kept in the cache, not in the results JSON)
            "degrees": _degrees(wz)}
-    atomic_write_json(cache, rec)
+    C.write_json(cache, rec)
     return rec
 
 
@@ -204,20 +205,20 @@ def markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
               "fitted exponent alpha (tail d >= xmin).", ""]
         head = ["method", "sparsity", "test acc"] + [n.replace(".weight", "") for n in names] + \
                ["whole network", "alpha (xmin)"]
-        L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        L += C.md_header(head)
         for r in rs:
             cells = [r["method"], f"{100 * r['sparsity']:.1f}%", f"{100 * r['test_acc']:.2f}%"]
             cells += [f"{_v(l['in'])} / {_v(l['out'])}" for l in r["layers"]]
             net = r["network"]
             cells += [net["verdict"], f"{_f(net['alpha'])} ({_f(net['xmin'], 'g')})"]
-            L.append("| " + " | ".join(cells) + " |")
+            L.append(C.md_row(cells))
         L.append("")
         L.append(f"![degree CCDFs of {m}](powerlaw_study_{m}.png)")
         L.append("")
     # summary per method
     L += ["## Summary", "", "Per-layer distributions with a fit (at least 20 units), by verdict:", ""]
     head = ["method", "fitted", "power-law-like (PL/TPL)", "exp", "LN", "narrow", "?", "whole network PL-like"]
-    L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    L += C.md_header(head)
     summary = {}
     for meth in dict.fromkeys(r["method"] for r in runs):
         rs = [r for r in runs if r["method"] == meth]
@@ -270,16 +271,16 @@ def markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
           "truncated one (R > 0 vs TPL) means the package's truncated fit stopped short of its optimum.", ""]
     head = ["model", "method", "sparsity", "distribution", "units", "mean", "max", "alpha", "xmin", "decades",
             "R,p vs exp", "R,p vs LN", "R,p vs TPL", "TPL vs exp", "all units R,p vs exp", "verdict"]
-    L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    L += C.md_header(head)
     for r in runs:
         items = [(f"{l['name']} {k}", l[k]) for l in r["layers"] for k in ("in", "out")] + [("whole network", r["network"])]
         for name, s in items:
-            L.append("| " + " | ".join([r["model"], r["method"], f"{100 * r['sparsity']:.1f}%", name, str(s["n_units"]),
-                                        _f(s["mean"], ".1f"), str(s["max"]), _f(s["alpha"]), _f(s["xmin"], "g"),
-                                        _f(s["tail_decades"]), _rp(s["R_exp"], s["p_exp"]),
-                                        _rp(s["R_lognormal"], s["p_lognormal"]), _rp(s["R_tpl"], s["p_tpl"]),
-                                        _rp(s["R_tpl_vs_exp"], s["p_tpl_vs_exp"]),
-                                        _rp(s["all_units_R_exp"], s["all_units_p_exp"]), s["verdict"]]) + " |")
+            L.append(C.md_row([r["model"], r["method"], f"{100 * r['sparsity']:.1f}%", name, str(s["n_units"]),
+                               _f(s["mean"], ".1f"), str(s["max"]), _f(s["alpha"]), _f(s["xmin"], "g"),
+                               _f(s["tail_decades"]), _rp(s["R_exp"], s["p_exp"]),
+                               _rp(s["R_lognormal"], s["p_lognormal"]), _rp(s["R_tpl"], s["p_tpl"]),
+                               _rp(s["R_tpl_vs_exp"], s["p_tpl_vs_exp"]),
+                               _rp(s["all_units_R_exp"], s["all_units_p_exp"]), s["verdict"]]))
     L.append("")
     return "\n".join(L)
 
@@ -300,7 +301,7 @@ def overview_plot(runs: list[dict[str, Any]], model: str, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = C.parser(__doc__)
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--sparsities", nargs="*", type=float, default=[0.8, 0.9, 0.95])
@@ -310,16 +311,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the (slow) truncated power law is fitted")
     ap.add_argument("--truncated-all-at", nargs="*", type=float, default=[0.9],
                     help="sparsities at which it is fitted on every distribution")
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "powerlaw")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--force", action="store_true", help="redo runs whose result is cached")
+    C.add_arg(ap, "data_dir")
+    C.add_arg(ap, "runs", default=ROOT / "runs" / "powerlaw")
+    C.add_args(ap, "out", "seed", "threads")
+    C.add_arg(ap, "force", help="redo runs whose result is cached")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    args.runs.mkdir(parents=True, exist_ok=True)
-    args.out.mkdir(parents=True, exist_ok=True)
+    C.setup(args, "runs", "out")
     t0 = time.perf_counter()
     loaders = get_loaders("mnist", batch_size=128, root=args.data_dir, subset=args.subset, eval_batch_size=1000,
                           seed=args.seed)
@@ -332,8 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             "sparsities": args.sparsities, "machine": machine_info("cpu"), "seconds": seconds,
             "seconds_runs": sum(r["seconds_prune_train"] + r["seconds_analysis"] for r in runs)}
     public = [{k: v for k, v in r.items() if k not in ("degrees", "wz", "plots")} for r in runs]
-    atomic_write_json(args.out / "powerlaw_study.json", {"meta": meta, "runs": public})
-    (args.out / "powerlaw_study.md").write_text(markdown(runs, meta))
+    C.write_results(args.out / "powerlaw_study.json", {"meta": meta, "runs": public},
+                    args.out / "powerlaw_study.md", markdown(runs, meta))
     for m in args.models:
         overview_plot(runs, m, args.out / f"powerlaw_study_{m}.png")
         for suffix in ("network", "layers"):

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
 import json
 import logging
 import sys
@@ -46,18 +45,19 @@ import numpy as np
 import torch
 from torch import nn
 
+import _common as C
 import weightzip as wz
 from weightzip.core import parametrize
 from weightzip.jobs import runs
 from weightzip.analysis.size import size_report
 from weightzip.primitives.pq import cluster_time
 from weightzip.core.recipe import Recipe
-from weightzip.training.checkpoint import atomic_write_json, machine_info
+from weightzip.training.checkpoint import machine_info
 from weightzip.training.evaluate import evaluate
 from weightzip.jobs.bench import median_latency
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+ROOT = C.ROOT
+RESULTS = C.RESULTS
 PQ_RECIPE = "recipes/prune-pq.yaml"
 KM_RECIPE = "recipes/prune-kmeans-matched.yaml"
 
@@ -120,11 +120,8 @@ def split_recipes(case_budget: dict) -> tuple[Recipe, Recipe, Recipe]:
 
 
 def drop_bulk(x):
-    if isinstance(x, dict):
-        return {k: drop_bulk(v) for k, v in x.items() if k not in ("train_history", "sensitivity")}
-    if isinstance(x, list):
-        return [drop_bulk(v) for v in x]
-    return x
+    """Stage metrics without per-epoch histories and threshold scans (kept short in the JSON)."""
+    return C.without_keys(x, ("train_history", "sensitivity"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +153,7 @@ def clustering_times(pruned: nn.Module, pq_layers: dict, niter: int, repeats: in
 def layer_timings(path: Path, shape: tuple, repeat: int, number: int) -> list[dict]:
     """Batch-1 latency of each PQ layer alone: dense ``nn.Linear``/``nn.Conv2d`` vs its LUT layer."""
     from weightzip.codec import container
-    from weightzip.codec.formats import decode_parts
+    from weightzip.codec import decode_parts
     from weightzip.runtime.lut import lut_from_parts
 
     dense = wz.load(path, mode="dense")
@@ -258,8 +255,7 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
                                      data_args=data_args, root=root)
     model, info = runs.load_model(base_path, args.device)
     rec = runs.recipe_for(name, data)
-    saved = dict(info.get("data_args") or {})
-    opts = {k: saved.get(k, rec["data"].get(k)) for k in ("val_size", "split_seed", "eval_batch_size", "augment")}
+    opts = C.data_options(info, rec, ("val_size", "split_seed", "eval_batch_size", "augment"))
     if b["subset"]:
         opts["subset"] = b["subset"]
     if b["eval_subset"]:
@@ -288,9 +284,10 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
         out = RESULTS / f"{key}-{tag}.wz"
         full = Recipe.from_dict({**r.to_dict(), "name": f"{'prune-pq' if tag == 'pq' else 'prune-kmeans-matched'}",
                                  "stages": [s.model_dump(mode="json") for s in prefix.stages + r.stages]})
-        wz.save(m, out, recipe=full, metrics={"baseline_test": base_test, "compressed_test": mem_test, "data": data})
+        _, reloaded = C.save_and_reload(m, out, recipe=full,
+                                        metrics={"baseline_test": base_test, "compressed_test": mem_test, "data": data})
         size = size_report(out)
-        file_test = evaluate(wz.load(out), loaders.test, device="cpu")
+        file_test = evaluate(reloaded, loaders.test, device="cpu")
         st = res.stages[-1].metrics
         branches[tag] = {
             "file": str(out.relative_to(ROOT)), "test_acc_in_memory": acc(mem_test), "test_acc_from_file": acc(file_test),
@@ -323,7 +320,7 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
         "branches": branches, "clustering": ctime, "inference": timing, "layer_inference": layers,
         "recipes": {"pq": PQ_RECIPE, "kmeans": KM_RECIPE}, "seconds": time.perf_counter() - t0,
         "machine": machine_info(args.device), "torch_threads": torch.get_num_threads(),
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "date": C.now(),
     }
 
 
@@ -479,20 +476,19 @@ def write_markdown(results: dict, path: Path) -> None:
     m = results.get("machine")
     if m:
         L += ["", f"Machine of the last run: {json.dumps(m)}."]
-    path.write_text("\n".join(L) + "\n")
+    C.write_text(path, "\n".join(L) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = C.parser(__doc__)
     ap.add_argument("--only", nargs="*", choices=sorted(CASES), help="run only these models")
     ap.add_argument("--cifar", action="store_true", help="also run ResNet-20 and VGG-16 on CIFAR-10")
     ap.add_argument("--cifar-only", action="store_true", help="run only the CIFAR-10 models")
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="tiny", help="CIFAR-10 budget (see the docstring)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
+    C.add_args(ap, "device", "seed")
     ap.add_argument("--repeat", type=int, default=7, help="timed repeats (median)")
     ap.add_argument("--number", type=int, default=200, help="calls per timed repeat at batch 1")
     ap.add_argument("--cluster-repeats", type=int, default=3)
@@ -517,7 +513,7 @@ def main(argv=None) -> int:
         names = [n for n in names if n in args.only] or list(args.only)
     RESULTS.mkdir(parents=True, exist_ok=True)
     jpath = RESULTS / "pq_vs_kmeans.json"
-    results = json.loads(jpath.read_text()) if jpath.is_file() else {}
+    results = C.read_json(jpath)
     results.setdefault("cases", {})
     if args.timing_only:
         from weightzip.jobs.bench import input_shape_of
@@ -527,18 +523,18 @@ def main(argv=None) -> int:
             shape = input_shape_of(wz.load(path))
             e["inference"] = model_timings(path, shape, (1, 64), args.repeat, args.number)
             e["layer_inference"] = layer_timings(path, shape, args.repeat, args.number)
-            e["timing_date"] = dt.datetime.now().isoformat(timespec="seconds")
+            e["timing_date"] = C.now()
             log.info("%s: timings re-measured", key)
         names = []
     for name in names:
         entry = run_case(name, args)
         results["cases"][entry["case"]] = entry
         results["machine"] = entry["machine"]
-        atomic_write_json(jpath, results)
+        C.write_json(jpath, results)
         write_markdown(results, RESULTS / "pq_vs_kmeans.md")
     if not args.no_synthetic:
         results["synthetic_fc"] = synthetic_fc(args.repeat, args.number)
-        atomic_write_json(jpath, results)
+        C.write_json(jpath, results)
     write_markdown(results, RESULTS / "pq_vs_kmeans.md")
     log.info("wrote %s and %s", jpath, RESULTS / "pq_vs_kmeans.md")
     return 0

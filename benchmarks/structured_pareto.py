@@ -24,8 +24,6 @@ fingerprint) and are recorded.
 """
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import shutil
 import sys
 import time
@@ -34,12 +32,14 @@ from pathlib import Path
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+import _common as C
+
+ROOT = C.ROOT
 sys.path.insert(0, str(ROOT / "src"))
 
 from weightzip.jobs.explore import ExploreSpace, explore, load_space  # noqa: E402
-from weightzip.training.checkpoint import atomic_write_json
 from weightzip.training.checkpoint import machine_info  # noqa: E402
+
 SPACES = {"mnist": ROOT / "recipes" / "space-structured.yaml",
           "cifar10": ROOT / "recipes" / "structured-qat-vgg-space.yaml"}
 # The thesis's claims (METHODS.md B): reductions of weight memory, number of Pareto designs.
@@ -70,7 +70,7 @@ def derived_space(task: str, args) -> tuple[ExploreSpace, Path]:
     work = Path(args.workdir or ROOT / "runs" / "structured-pareto" / d["name"])
     work.mkdir(parents=True, exist_ok=True)
     path = work / "space.yaml"
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    C.write_text(path, yaml.safe_dump(d, sort_keys=False))
     return ExploreSpace(**d), path
 
 
@@ -211,27 +211,26 @@ def markdown(res: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = C.parser(__doc__)
     ap.add_argument("--task", choices=sorted(SPACES), default="mnist")
     ap.add_argument("--space", help="space YAML (default: the task's)")
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds of exploration this run (no new design starts after it); rerun to resume")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
+    C.add_args(ap, "device", "threads")
     ap.add_argument("--storage", help="database URL (default: SQLite in the work dir)")
     ap.add_argument("--epochs", type=int, help="override train.epochs of every design")
     ap.add_argument("--max-steps", type=int, help="override train.max_steps_per_epoch")
     ap.add_argument("--subset", type=int, help="training examples (smoke runs)")
     ap.add_argument("--width", type=float, help="width multiplier of every topology (vgg_small)")
     ap.add_argument("--workdir", help="study + all .wz (default runs/structured-pareto/<space name>)")
-    ap.add_argument("--out", help="results folder (default benchmarks/results/structured-pareto-<task>)")
-    ap.add_argument("--data-dir", help="dataset root (default $WEIGHTZIP_DATA)")
+    C.add_arg(ap, "out", type=None, default=None,
+              help="results folder (default benchmarks/results/structured-pareto-<task>)")
+    C.add_arg(ap, "data_dir", help="dataset root (default $WEIGHTZIP_DATA)")
     args = ap.parse_args(argv)
-    if args.device == "cpu":
-        torch.set_num_threads(args.threads)
+    C.setup(args, threads=args.device == "cpu")
     space, space_path = derived_space(args.task, args)
     work = space_path.parent
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"structured-pareto-{args.task}")
+    out = Path(args.out or C.RESULTS / f"structured-pareto-{args.task}")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     r = explore(space.model, space_path, storage=args.storage, out_dir=work, device=args.device,
@@ -270,13 +269,12 @@ def main(argv=None) -> dict:
         f", {space.method.get('train', {}).get('epochs')} epoch(s) per design", "seconds_this_run": seconds,
         "design_seconds_total": sum(t["seconds"] for t in r.trials),
         "device": args.device, "threads": torch.get_num_threads(), "machine": machine_info(args.device),
-        "date": dt.datetime.now().isoformat(timespec="seconds"), "thesis": THESIS,
+        "date": C.now(), "thesis": THESIS,
         "claims": claims(r.trials, sparse, dense), "pareto": r.pareto, "pareto_weight": r.pareto_weight,
         "wz_match": wz_match, "trials": r.trials, "notes": notes, "dense_topologies": dense,
         "overrides": {k: getattr(args, k) for k in ("epochs", "max_steps", "subset", "width")},
     }
-    atomic_write_json(out / "results.json", res)
-    (out / "README.md").write_text(markdown(res))
+    C.write_results(out / "results.json", res, out / "README.md", markdown(res))
     print(f"wrote {out}/README.md: {len(r.trials)} designs, {len(r.pareto)} on the front, "
           f".wz accuracies match: {wz_match} ({seconds:.0f}s)")
     return res
