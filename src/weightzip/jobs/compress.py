@@ -4,6 +4,7 @@ Returns plain data (a dict) that the CLI prints and benchmark scripts save; no a
 """
 from __future__ import annotations
 
+import glob
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +23,24 @@ def _test_metrics(model: nn.Module, loaders, device: str, loss: str = "ce") -> d
     return evaluate(model, loaders.test, loaders.task, device, loss=loss)
 
 
+def remove_stale_temp_files(out: str | Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Delete the temporary files a killed writer of ``out`` left next to it; returns them.
+
+    :func:`weightzip.codec.container.write` writes ``.<name>.<random>.tmp`` in the output's folder
+    and renames it over ``<name>`` only when complete, so a process killed mid-write (SIGKILL,
+    power loss) leaves that temp file and never a partial ``.wz``. It is harmless (a hidden
+    ``.tmp`` file, never read) and this removes it at the start of the next compression to the
+    same output. Two jobs writing one output at once are not supported (the last rename would
+    win anyway); a second job would remove the first one's unfinished temp file.
+    """
+    out = Path(out)
+    stale = sorted(out.parent.glob(f".{glob.escape(out.name)}.*.tmp")) if out.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+        log(f"removed {p}: the unfinished temp file of an interrupted write of {out.name}")
+    return stale
+
+
 def compress_run(source: str, recipe: str | Path | Recipe, out: str | Path, *, data: str | None = None,
                  workdir: str | Path | None = None, device: str = "cpu", resume: bool = False,
                  plot: str | Path | None = None, seed: int = 0, baseline_epochs: int | None = None,
@@ -34,6 +53,7 @@ def compress_run(source: str, recipe: str | Path | Recipe, out: str | Path, *, d
     with the baseline, compressed and from-file metrics, the size report and timings.
     """
     t_start = time.perf_counter()
+    remove_stale_temp_files(out, log)
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_yaml(recipe)
     src = runs.prepare_source(source, device=device, data=data, recipe_data=recipe.data,
                               baseline_train=dict(recipe.baseline) or None,
