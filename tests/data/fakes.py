@@ -86,3 +86,28 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+def make_mnist_dir(root: Path, *, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
+    """``root/mnist/`` with the four IDX ``.gz`` files of a learnable fake MNIST; returns ``root``.
+
+    Image ``i`` has label ``i % 10`` and a bright horizontal band at rows ``2*label .. 2*label+5``
+    over uniform noise in [0, 60). Not the real md5s: read with ``check_md5=False`` or
+    ``WEIGHTZIP_NO_MD5=1``.
+    """
+    d = Path(root) / "mnist"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        y = (np.arange(n) % 10).astype(np.uint8)
+        x = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+        for i in range(n):
+            x[i, 2 * y[i]:2 * y[i] + 6, 4:24] = 250
+        return x, y
+
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    for name, a in zip(names, (*split(n_train), *split(n_test))):
+        (d / name).write_bytes(gzip.compress(idx_bytes(a), mtime=0))
+    return Path(root)

@@ -14,7 +14,6 @@ At the pause the child prints ``WZ-PAUSED <point>`` and sleeps; the test then SI
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import signal
@@ -23,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from typer.testing import CliRunner
@@ -31,7 +29,7 @@ from typer.testing import CliRunner
 from weightzip.cli import app
 from weightzip.jobs.compress import remove_stale_temp_files
 
-from ..data.fakes import idx_bytes
+from ..data.fakes import make_mnist_dir
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir() or os.name != "posix",
                                 reason="needs POSIX signals and /proc/self/fd (Linux)")
@@ -90,26 +88,6 @@ app()
 """
 
 
-def _fake_mnist(root: Path, n_train: int = 600, n_test: int = 200) -> None:
-    """IDX files whose class is a bright horizontal band at row 2*label (learnable in a few steps)."""
-    d = root / "mnist"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-
-    def split(n):
-        y = (np.arange(n) % 10).astype(np.uint8)
-        x = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
-        for i in range(n):
-            x[i, 2 * y[i]:2 * y[i] + 6, 4:24] = 250
-        return x, y
-
-    arrays = (*split(n_train), *split(n_test))
-    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-    for name, a in zip(names, arrays):
-        (d / name).write_bytes(gzip.compress(idx_bytes(a), mtime=0))
-
-
 def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
@@ -117,7 +95,7 @@ def _sha(p: Path) -> str:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     d = tmp_path_factory.mktemp("kill")
-    _fake_mnist(d / "data")
+    make_mnist_dir(d / "data")
     (d / "r.yaml").write_text(RECIPE)
     (d / "driver.py").write_text(DRIVER)
     e = {**os.environ, "WEIGHTZIP_DATA": str(d / "data"), "WEIGHTZIP_NO_MD5": "1", "WEIGHTZIP_NO_DOWNLOAD": "1",

@@ -1,4 +1,5 @@
 import json
+import time
 import subprocess
 import sys
 import textwrap
@@ -134,3 +135,104 @@ def test_two_worker_processes_share_one_sqlite_study(space_file, tmp_path, data_
     a = [t for t in r.trials if t["worker"] == sorted(workers)[0]]
     b = [t for t in r.trials if t["worker"] == sorted(workers)[1]]
     assert any(x["started"] < y["finished"] and y["started"] < x["finished"] for x in a for y in b)  # at once
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: a real server started by the test (tests/jobs/_postgres.py), two worker processes,
+# one of them SIGKILLed mid-trial.
+
+PG_WORKER = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    import weightzip.jobs.explore as ex
+    space, storage, out, data, barrier, me, pause_at = sys.argv[1:8]
+    calls = []
+    _train = ex.train_design
+
+    def train_design(*a, **kw):                  # the test kills this worker inside its trial no. pause_at
+        calls.append(1)
+        if len(calls) == int(pause_at):
+            print("WZ-PAUSED trial", flush=True)
+            time.sleep(600)
+        return _train(*a, **kw)
+
+    ex.train_design = train_design
+
+    def log(msg):
+        if msg.startswith("explore ") and barrier != "-":   # study opened: wait for the other worker
+            Path(barrier, me).touch()
+            t0 = time.time()
+            while len(list(Path(barrier).iterdir())) < 2 and time.time() - t0 < 120:
+                time.sleep(0.05)
+    ex.explore(None, space, storage=storage, out_dir=out, data_root=data, threads=1, report=False,
+               heartbeat_interval=1, grace_period=3, log=log)
+""")
+
+
+@pytest.fixture
+def postgres_url(tmp_path):
+    from . import _postgres
+
+    try:
+        srv = _postgres.start(tmp_path / "pg")
+    except _postgres.Unavailable as e:
+        pytest.skip(str(e))
+    try:
+        yield srv.url
+    finally:
+        srv.stop()
+
+
+@pytest.mark.distributed
+def test_postgresql_study_two_workers_one_killed_mid_trial_then_resumed(tmp_path, postgres_url, monkeypatch):
+    from ..data.fakes import make_mnist_dir
+
+    space_file = tmp_path / "space.yaml"                       # the 4 deep-sparse designs of TINY
+    space_file.write_text(TINY.replace("topology: [shallow-dense, deep-sparse]", "topology: [deep-sparse]"))
+
+    assert postgres_url.startswith("postgresql://") and "host=/" in postgres_url  # unix socket, no TCP
+    data = make_mnist_dir(tmp_path / "data")
+    out, barrier = tmp_path / "out", tmp_path / "barrier"
+    barrier.mkdir()
+    env = {**__import__("os").environ, "WEIGHTZIP_NO_MD5": "1", "WEIGHTZIP_NO_DOWNLOAD": "1", "OMP_NUM_THREADS": "1"}
+
+    def worker(me, pause_at, barrier_dir="-"):
+        return subprocess.Popen([sys.executable, "-c", PG_WORKER, str(space_file), postgres_url, str(out), str(data),
+                                 str(barrier_dir), me, str(pause_at)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    # A trains one design, is SIGKILLed inside its second; B works on at the same time
+    a, b = worker("a", 2, barrier), worker("b", 0, barrier)
+    try:
+        assert a.stdout.readline().strip() == "WZ-PAUSED trial", a.stderr.read()[-3000:]
+    finally:
+        a.kill()
+        a.communicate(timeout=30)
+    killed_at = time.time()
+    _, err = b.communicate(timeout=120)
+    assert b.returncode == 0, err[-3000:]
+
+    S = optuna.trial.TrialState
+    study = optuna.load_study(study_name="tiny:mlp", storage=postgres_url)
+    # resume: a new worker after the grace period fails the dead trial (no heartbeat) and retries it
+    time.sleep(max(0.0, killed_at + 4 - time.time()))
+    monkeypatch.setenv("WEIGHTZIP_NO_MD5", "1")
+    explore(None, space_file, storage=postgres_url, out_dir=out, data_root=data, report=False,
+            heartbeat_interval=1, grace_period=3, log=lambda *_: None)
+
+    trials = study.get_trials(deepcopy=False)
+    assert not [t for t in trials if t.state in (S.RUNNING, S.WAITING)]           # nothing left hanging
+    failed = [t for t in trials if t.state == S.FAIL]
+    assert len(failed) == 1                                                        # the killed trial
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number
+               or (t.state == S.COMPLETE and t.params == failed[0].params)]
+    assert [t.state for t in retried] == [S.COMPLETE]                              # retried once, completed
+    r = explore(None, space_file, storage=postgres_url, n_trials=0, out_dir=out, log=lambda *_: None)
+    assert len(r.trials) == 4 and len({t["design"] for t in r.trials}) == 4         # every design, once
+    assert len([t for t in trials if t.state == S.COMPLETE]) == 4                   # no design trained twice
+    by_worker = {}
+    for t in r.trials:
+        by_worker.setdefault(t["worker"].split(":")[-1], []).append(t)
+    assert len(by_worker) >= 2 and a.pid in {int(w) for w in by_worker}            # A's first design was kept
+    for d in r.trials:
+        assert Path(d["wz_path"]).is_file() and d["wz_test_accuracy"] == d["test_accuracy"]
