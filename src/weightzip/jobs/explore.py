@@ -22,10 +22,12 @@ Storage: an Optuna RDB study - ``sqlite:///<out_dir>/study.db`` by default, or a
 URL (PostgreSQL for many machines). ``load_if_exists``: running the same command again
 resumes the study; several worker processes (or machines) running it at once share the
 work. Trials of a killed worker stop sending heartbeats and are failed and retried by the
-next worker (``heartbeat_interval`` / ``grace_period``); designs whose every trial failed are
-re-queued once at start-up. The default sampler ``bruteforce`` visits every design once
-(Optuna's BruteForceSampler, which skips designs other workers are running); ``nsga2``,
-``tpe`` and ``random`` sample larger spaces (give ``n_trials``).
+next worker (``heartbeat_interval`` / ``grace_period``; a starting worker looks first); a design
+whose every trial failed is queued again once (never one that another trial completed or runs).
+The default sampler ``bruteforce`` visits every design once (Optuna's BruteForceSampler, which skips designs other workers are running; two workers asking at the
+same instant, or one asking when every design is done or running, can still train a design
+twice: :func:`study_trials` keeps the first); ``nsga2``, ``tpe`` and ``random`` sample larger
+spaces (give ``n_trials``).
 
 ``n_trials`` counts COMPLETE trials of the whole study (all workers): a worker stops when the
 study holds that many (or, with ``bruteforce``, when every design is done).
@@ -258,11 +260,13 @@ def train_design(space: ExploreSpace, model_name: str, design: dict[str, Any], l
 # The study
 
 
-def _storage(url: str, heartbeat_interval: int | None, grace_period: int | None):
+def _storage(url: str, heartbeat_interval: int | None, grace_period: int | None,
+             on_stale: Callable[[Any, Any], None] | None = None):
+    """An Optuna RDBStorage for ``url``; with ``heartbeat_interval`` a RUNNING trial whose heartbeat
+    is older than ``grace_period`` (default 4 intervals) is failed by the next worker that looks
+    (:func:`_fail_stale`) and ``on_stale(study, trial)`` is called for it."""
     import optuna
     from optuna.storages import RDBStorage
-
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
 
     if "://" not in url:
         raise WeightzipError(f"storage {url!r} is not a database URL; use e.g. sqlite:///study.db or "
@@ -273,7 +277,7 @@ def _storage(url: str, heartbeat_interval: int | None, grace_period: int | None)
     kw = {}
     if heartbeat_interval:
         kw = {"heartbeat_interval": int(heartbeat_interval), "grace_period": int(grace_period or 4 * heartbeat_interval),
-              "heartbeat_stale_trial_callback": retry(max_retry=1)}
+              "heartbeat_stale_trial_callback": on_stale}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Workers starting together race to create the tables (alembic's version row is unique):
     # serialize creation with a lock file next to a SQLite database, and retry for other URLs.
@@ -421,7 +425,10 @@ def _explore(model_name, space_path, storage, n_trials, *, out_dir, study_name, 
     if space.sampler.name != "bruteforce" and n_trials is None and timeout is None:
         raise WeightzipError(f"sampler {space.sampler.name!r} needs n_trials (or a timeout); "
                              "only bruteforce knows when the space is exhausted")
-    rdb = _storage(storage, heartbeat_interval, grace_period)
+    # a trial whose worker died (no heartbeat) is failed; its design is queued again only when no
+    # other trial has it (Optuna's RetryFailedTrialCallback would re-run a design that is done)
+    rdb = _storage(storage, heartbeat_interval, grace_period,
+                   on_stale=(lambda st, _trial: _requeue_failed(st, space)) if retry_failed else None)
     directions = [o.direction for o in space.objectives]
     try:
         study = optuna.create_study(study_name=study_name, storage=rdb, sampler=_sampler(space.sampler),
@@ -438,6 +445,7 @@ def _explore(model_name, space_path, storage, n_trials, *, out_dir, study_name, 
         raise WeightzipError(f"study {study_name!r} in {storage} was created from a different space "
                              f"definition; resume it with the same file, or pass another study name")
 
+    _fail_stale(study)
     done = len(study_trials(study))
     log(f"explore {study_name}: {space.n_designs()} designs, {done} done, storage {storage}")
     if n_trials != 0:
@@ -469,6 +477,14 @@ def _explore(model_name, space_path, storage, n_trials, *, out_dir, study_name, 
     if report:
         write_report(result, space)
     return result
+
+
+def _fail_stale(study) -> None:
+    """Fail the RUNNING trials of dead workers now (Optuna only looks when a trial starts, so
+    without this a dead worker's trial stays RUNNING for ever once nothing is left to run)."""
+    import optuna
+
+    optuna.storages.fail_stale_trials(study)   # a no-op without heartbeats
 
 
 def _requeue_failed(study, space: ExploreSpace, max_retry: int = 1) -> None:
