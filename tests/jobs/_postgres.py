@@ -44,10 +44,10 @@ def _driver() -> None:
 def _pgserver(root: Path) -> Server:
     import warnings
 
-    import pgserver
-
     with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set, falling back to /tmp/..."
         warnings.simplefilter("ignore")
+        import pgserver
+
         srv = pgserver.get_server(root / "pgserver", cleanup_mode="stop")
     return Server(srv.get_uri(), f"pgserver {getattr(pgserver, '__version__', '')}".strip(), srv.cleanup)
 
@@ -60,50 +60,57 @@ def _system_bin() -> Path:
     raise Unavailable("no PostgreSQL binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin")
 
 
-def _system(root: Path) -> Server:
+def _system(root: Path | None = None) -> Server:
     bindir = _system_bin()
     prefix: list[str] = []
-    # a short socket folder: a unix socket path must fit in ~107 bytes
-    sock = Path(tempfile.mkdtemp(prefix="wzpg-"))
-    data = root / "pgdata"
+    # data and socket in a fresh short folder under the temp dir (``root`` may sit below folders
+    # the ``postgres`` user cannot enter, and a unix socket path must fit in ~107 bytes)
+    top = Path(tempfile.mkdtemp(prefix="wzpg-"))
+    data, sock = top / "data", top / "sock"
     data.mkdir()
+    sock.mkdir()
     if os.geteuid() == 0:  # postgres refuses to run as root
         import pwd
 
         try:
             pw = pwd.getpwnam("postgres")
         except KeyError:
+            shutil.rmtree(top)
             raise Unavailable("running as root and there is no 'postgres' user to run the server as") from None
         runuser = shutil.which("runuser")
         if not runuser:
+            shutil.rmtree(top)
             raise Unavailable("running as root and no runuser to start the server as 'postgres'")
         prefix = [runuser, "-u", "postgres", "--"]
-        for p in (data, sock):
+        for p in (top, data, sock):
             os.chown(p, pw.pw_uid, pw.pw_gid)
-        for p in [root, *root.parents]:  # the postgres user must reach its data folder
-            if p != Path("/"):
-                os.chmod(p, os.stat(p).st_mode | 0o011)
 
     def run(*args: str) -> None:
         r = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=60)
         if r.returncode:
-            raise Unavailable(f"{' '.join(args[:2])} failed: {(r.stderr or r.stdout).strip()[-500:]}")
-
-    run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-t", "30", "-l", str(data / "log"),
-        "-o", f"-h '' -k {sock}", "start")
+            raise Unavailable(f"{Path(args[0]).name} failed: {(r.stderr or r.stdout).strip()[-500:]}")
 
     def stop() -> None:
         try:
             run(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-m", "fast", "stop")
         finally:
-            shutil.rmtree(sock, ignore_errors=True)
+            shutil.rmtree(top, ignore_errors=True)
 
+    try:
+        run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-t", "30", "-l", str(data / "log"),
+            "-o", f"-h '' -k {sock}", "start")
+    except BaseException:
+        if (data / "postmaster.pid").exists():
+            stop()
+        shutil.rmtree(top, ignore_errors=True)
+        raise
     return Server(f"postgresql://postgres@/postgres?host={sock}", f"system PostgreSQL ({bindir})", stop)
 
 
 def start(root: Path) -> Server:
-    """Start a server with its files under ``root``; :class:`Unavailable` if none can start."""
+    """Start a server (pgserver's files under ``root``, the system server's in a fresh temp folder
+    removed by ``stop``); :class:`Unavailable` if none can start."""
     _driver()
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
