@@ -2,7 +2,7 @@
 
 Tried in order:
 
-1. PyPI ``pgserver`` (in the ``postgres`` / ``dev`` extras): bundled PostgreSQL binaries; it
+1. PyPI ``pgserver`` (in the ``dev`` extra): bundled PostgreSQL binaries; it
    listens on no IP address (``-h ""``), only on a socket in a private folder. As root it runs
    the server as a system user ``pgserver`` (it creates one: PostgreSQL refuses to run as root).
 2. The system's PostgreSQL (Debian ``postgresql``: ``initdb`` / ``pg_ctl`` on ``PATH`` or under
