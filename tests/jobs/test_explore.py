@@ -184,7 +184,14 @@ PG_WORKER = textwrap.dedent("""
         if len(calls) == int(pause_at):
             print("WZ-PAUSED trial", flush=True)
             time.sleep(600)
-        return _train(*a, **kw)
+        if len(calls) == 2 and barrier != "-":   # B: its 2nd design only once A finished its 1st, so that
+            t0 = time.time()                      # A cannot find every design taken before its 2nd trial
+            while not Path(barrier, "a-done-1").exists() and time.time() - t0 < 120:
+                time.sleep(0.05)
+        out = _train(*a, **kw)
+        if len(calls) == 1 and me == "a":
+            Path(barrier, "a-done-1").touch()
+        return out
 
     ex.train_design = train_design
 
@@ -192,7 +199,7 @@ PG_WORKER = textwrap.dedent("""
         if msg.startswith("explore ") and barrier != "-":   # study opened: wait for the other worker
             Path(barrier, me).touch()
             t0 = time.time()
-            while len(list(Path(barrier).iterdir())) < 2 and time.time() - t0 < 120:
+            while not (Path(barrier, "a").exists() and Path(barrier, "b").exists()) and time.time() - t0 < 120:
                 time.sleep(0.05)
     ex.explore(None, space, storage=storage, out_dir=out, data_root=data, threads=1, report=False,
                heartbeat_interval=1, grace_period=int(os.environ["GRACE"]), log=log)
