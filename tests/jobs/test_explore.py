@@ -262,7 +262,7 @@ def test_postgresql_study_two_workers_one_killed_mid_trial_then_resumed(tmp_path
             heartbeat_interval=1, grace_period=GRACE, log=lambda *_: None)
 
     trials = study.get_trials(deepcopy=False)
-    table = "\n".join(f"{t.number} {t.state.name} {t.params} retry-of={t.system_attrs.get('failed_trial')} "
+    table = "\n".join(f"{t.number} {t.state.name} {t.params} queued={'fixed_params' in t.system_attrs} "
                       f"{(t.user_attrs.get('metrics') or {}).get('worker')}" for t in trials)
     assert not [t for t in trials if t.state in (S.RUNNING, S.WAITING)], table     # nothing left hanging
     failed = [t for t in trials if t.state == S.FAIL]
