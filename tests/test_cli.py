@@ -119,3 +119,20 @@ def test_python_dash_m_entry_point():
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == list_models("lenet5*")
+
+
+def test_explore_report_only_with_heartbeat(tmp_path, monkeypatch):
+    """`explore -n 0` opens (creates) the study and writes the report without training; `--heartbeat`
+    reaches the storage."""
+    import weightzip.jobs.explore as ex
+    from tests.jobs.test_explore import TINY
+
+    seen, storage = [], ex._storage
+    monkeypatch.setattr(ex, "_storage", lambda url, hb, grace, **kw: seen.append(hb) or storage(url, hb, grace, **kw))
+    (tmp_path / "space.yaml").write_text(TINY)
+    res = CliRunner().invoke(app, ["explore", "--space", str(tmp_path / "space.yaml"), "-n", "0", "--heartbeat", "2",
+                                   "--storage", f"sqlite:///{tmp_path / 'study.db'}", "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "0 designs" in res.output and (tmp_path / "out" / "pareto.md").is_file() and seen == [2]
+    res = CliRunner().invoke(app, ["explore", "--space", str(tmp_path / "space.yaml"), "--heartbeat", "0"])
+    assert res.exit_code == 2

@@ -441,6 +441,9 @@ def explore(
     study_name: Annotated[Optional[str], typer.Option(help="Study name [default: from the space file].")] = None,
     device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'auto'.")] = "cpu",
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding the datasets.")] = None,
+    heartbeat: Annotated[int, typer.Option(min=1, help="Seconds between a running trial's heartbeats; a trial "
+                                           "silent for 4 of them (its worker died) is failed and its design "
+                                           "run again by the next worker.")] = 30,
 ) -> None:
     """Train every design of a space (bits x activation bits x structure x topology), keep the Pareto set.
 
@@ -453,7 +456,7 @@ def explore(
     if not space.is_file():
         raise WeightzipError(f"space file {str(space)!r} not found (see recipes/space-structured.yaml)")
     res = run_explore(model, space, storage, trials, out_dir=output, study_name=study_name, device=device,
-                      data_root=data_dir, log=logging.getLogger("weightzip").info)
+                      data_root=data_dir, heartbeat_interval=heartbeat, log=logging.getLogger("weightzip").info)
     typer.echo(f"{len(res.trials)} designs, {len(res.pareto)} on the Pareto front (error vs total memory); "
                f"report in {res.out_dir}")
 
