@@ -70,11 +70,18 @@ def encode_model(model: nn.Module, storage: StorageConfig | None = None) -> dict
 
 def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
          metrics: dict[str, Any] | None = None, storage: StorageConfig | None = None,
-         extra: dict[str, Any] | None = None) -> SaveReport:
+         extra: dict[str, Any] | None = None, example_inputs=None, graph: bool | str = "auto") -> SaveReport:
     """Write ``model`` (parametrizations baked) to a ``.wz`` file, atomically.
 
     The manifest records the zoo name and constructor arguments (``model.wz_config``) or
     ``"user model"``; the recipe; metrics; runtime settings such as activation quantizers.
+
+    ``graph``: record the computation graph as data (``weightzip.graph``, allowlisted ops only)
+    so that ``load`` rebuilds the model without its class. ``"auto"`` (default): for models
+    outside the zoo; ``True``: also for zoo models; ``False``: never. ``example_inputs`` (a tuple
+    of tensors, e.g. one batch) lets models that ``torch.fx`` cannot trace be captured with
+    ``torch.export`` and checks the recorded graph against the model. A model whose graph
+    cannot be recorded is saved without it, with a warning naming the reason.
     """
     from .analysis.size import baseline_bytes
     from .codec import container
@@ -82,6 +89,7 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
     storage = storage or (recipe.storage if recipe is not None else StorageConfig())
     formats = encode_model(model, storage)
     cfg = getattr(model, "wz_config", None) or {"name": "user model", "class": type(model).__name__}
+    graph_json = _record_graph(model, path, example_inputs, graph, cfg, formats)
     manifest = {
         "weightzip_version": __version__,
         "model": cfg,
@@ -91,10 +99,36 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
         "baseline_bytes": baseline_bytes(model),
         "extra": extra or {},
     }
+    if graph_json is not None:
+        manifest["graph"] = graph_json
     path = Path(path)
     container.write(path, manifest, formats)
     payload = sum(f.nbytes for f in formats.values())
     return SaveReport(path, path.stat().st_size, payload, manifest["baseline_bytes"])
+
+
+def _record_graph(model, path, example_inputs, graph, cfg, formats) -> dict | None:
+    """Capture the graph (see ``save``); graph constants go into ``formats`` as ``__graph__.*``."""
+    import warnings
+
+    from .codec import encode
+    from .graph import EXTRA_PREFIX, GraphCaptureError, capture
+
+    if graph is False or (graph == "auto" and cfg.get("name") != "user model"):
+        return None
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    try:
+        g, tensors = capture(model, example_inputs)
+        if g["level"] == "aten" and (getattr(model, "wz_runtime", {}) or {}).get("activation_quant"):
+            raise GraphCaptureError("activation quantizers need module hooks, which an aten-level graph has not")
+    except GraphCaptureError as e:
+        warnings.warn(f"{path}: the model's graph is not recorded ({e}); loading the file will need "
+                      f"weightzip.load(path, model=...)", stacklevel=3)
+        return None
+    for name, t in tensors.items():
+        formats[EXTRA_PREFIX + name] = encode(t.detach().cpu(), None, options={"name": EXTRA_PREFIX + name})
+    return g
 
 
 def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") -> nn.Module:

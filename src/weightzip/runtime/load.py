@@ -37,12 +37,19 @@ def read_model_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.
     return manifest, state, formats
 
 
-def build_model(manifest: dict[str, Any], path: str | Path = "file") -> nn.Module:
-    """Rebuild the zoo model named in the manifest."""
+def build_model(manifest: dict[str, Any], path: str | Path = "file", state: dict[str, torch.Tensor] | None = None,
+                graph_tensors: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """Rebuild the zoo model named in the manifest, or a user model from its recorded graph."""
     from ..core.registry import create_model
 
     cfg = manifest.get("model") or {}
     name = cfg.get("name")
+    if (not name or name == "user model") and manifest.get("graph") is not None and state is not None:
+        from ..graph import rebuild
+
+        gm = rebuild(manifest["graph"], {k: (tuple(v.shape), v.dtype) for k, v in state.items()}, graph_tensors)
+        gm.wz_config = dict(cfg)
+        return gm
     if not name or name == "user model":
         cls = cfg.get("class", "?")
         raise WeightzipFormatError(
@@ -66,8 +73,11 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") 
     if mode not in MODES:
         raise ValueError(f"unknown runtime mode {mode!r}; valid modes: {', '.join(MODES)}")
     manifest, state, formats = read_model_state(path)
+    from ..graph import EXTRA_PREFIX
+
+    graph_tensors = {k[len(EXTRA_PREFIX):]: state.pop(k) for k in list(state) if k.startswith(EXTRA_PREFIX)}
     if model is None:
-        model = build_model(manifest, path)
+        model = build_model(manifest, path, state, graph_tensors)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
