@@ -57,7 +57,9 @@ def test_compress_save_load_roundtrip_bit_exact(tmp_path):
 
 def test_user_model_needs_module(tmp_path):
     model = nn.Sequential(nn.Linear(4, 3))
-    wz.save(model, tmp_path / "u.wz")
+    wz.save(model, tmp_path / "g.wz")  # graph recorded (issue 14): loads without the module
+    assert torch.equal(wz.load(tmp_path / "g.wz")(torch.ones(1, 4)), model(torch.ones(1, 4)))
+    wz.save(model, tmp_path / "u.wz", graph=False)
     with pytest.raises(wz.WeightzipFormatError, match="user model"):
         wz.load(tmp_path / "u.wz")
     m2 = wz.load(tmp_path / "u.wz", model=nn.Sequential(nn.Linear(4, 3)))
