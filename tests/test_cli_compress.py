@@ -60,7 +60,13 @@ def test_inspect_eval_bench_export(compressed):
     assert res.exit_code == 0, res.output
     from safetensors.torch import load_file
 
-    assert "layers.0.weight" in load_file(str(d / "m.safetensors"))
+    from weightzip.export import load_dense
+
+    stored = load_file(str(d / "m.safetensors"))  # compressed by default: named parts
+    assert "layers.0.weight::codes" in stored and "layers.0.weight" in load_dense(d / "m.safetensors")
+    res = r.invoke(app, ["export", str(d / "m.wz"), "--to", "safetensors", "--dense", "-o", str(d / "d.safetensors")])
+    assert res.exit_code == 0, res.output
+    assert "layers.0.weight" in load_file(str(d / "d.safetensors"))
     res = r.invoke(app, ["report", str(d), "-o", str(d / "rep")])
     assert res.exit_code == 0 and (d / "rep" / "report.md").is_file()
 

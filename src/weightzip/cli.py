@@ -402,15 +402,18 @@ class ExportFormat(str, Enum):
 @app.command()
 def export(
     path: Annotated[Path, typer.Argument(help="A .wz file.")],
-    to: Annotated[ExportFormat, typer.Option("--to", help="Output format of the decoded dense model.")],
+    to: Annotated[ExportFormat, typer.Option("--to", help="Output format.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
+    dense: Annotated[bool, typer.Option("--dense", help="Write the decoded fp32 model instead of the compressed one.")] = False,
 ) -> None:
-    """Write the decoded dense model of a .wz as safetensors or ONNX (for other runtimes)."""
+    """Write a .wz as ONNX (low-bit initializers + decoding ops, runs in onnxruntime) or safetensors
+    (codes, codebooks, scales, indices as named tensors); --dense: the decoded fp32 model."""
     from .jobs.export import export as run_export
 
     if not path.is_file():
         raise WeightzipError(f"file {str(path)!r} not found")
-    typer.echo(f"wrote {run_export(path, to.value, output)}")
+    out = run_export(path, to.value, output, dense=dense)
+    typer.echo(f"wrote {out} ({out.stat().st_size:,} bytes, {'dense fp32' if dense else 'compressed'})")
 
 
 @app.command()
