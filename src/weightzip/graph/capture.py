@@ -248,7 +248,13 @@ def capture_export(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> 
     nodes = _nodes_json(g)
     used_attrs = {n.target for n in g.nodes if n.op == "get_attr"}
     extra = {k: v for k, v in extra.items() if k in used_attrs}
-    out = {"version": GRAPH_VERSION, "opset": OPSET_VERSION, "level": "aten", "nodes": nodes, "modules": {},
+    # the allowlisted layers whose tensors the graph reads keep their kind (methods select by it);
+    # the graph itself reads their tensors (get_attr), it does not call them
+    modules = {}
+    for mname, mod in m.named_modules():
+        if mname and module_kind(mod) is not None and any(t.startswith(mname + ".") for t in used_attrs | state):
+            modules[mname] = module_spec(mod)
+    out = {"version": GRAPH_VERSION, "opset": OPSET_VERSION, "level": "aten", "nodes": nodes, "modules": modules,
            "params": sorted(params & state), "extra": sorted(extra)}
     return out, extra
 

@@ -175,8 +175,15 @@ _TUPLE_ARGS = {"kernel_size", "stride", "padding", "dilation", "output_padding",
                "unflattened_size", "output_size"}
 
 
+from .modules import Conv1D, is_gpt_conv1d  # noqa: E402
+
+MODULES["Conv1D"] = (Conv1D, lambda m: {"nf": m.nf, "nx": m.nx})
+
+
 def module_kind(m: nn.Module) -> str | None:
     """The allowlisted kind of ``m`` (seen through parametrize's ``Parametrized<Name>``), or None."""
+    if is_gpt_conv1d(m):
+        return "Conv1D"
     for cls in type(m).__mro__:
         for kind, (k, _) in MODULES.items():
             if cls is k:

@@ -172,6 +172,15 @@ def rebuild(graph: dict, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]],
         raise
     except Exception as e:
         raise WeightzipFormatError(f"graph: cannot be rebuilt: {type(e).__name__}: {str(e)[:200]}") from None
+    # every recorded module keeps its kind, also where the graph only reads its tensors (aten level)
+    for mpath in modules_j:
+        real = root.get_submodule(mpath)
+        owner, leaf = _owner(gm, mpath)
+        cur = owner._modules.get(leaf)
+        if cur is not real:
+            if cur is not None and cur._modules:
+                raise WeightzipFormatError(f"graph: module {mpath!r} has submodules {list(cur._modules)[:3]}")
+            owner.add_module(leaf, real)
     # tensors the graph does not reference (tied/unused weights) keep their place in the state_dict
     for name, (shape, dtype) in shapes.items():
         if not _has_tensor(gm, name):

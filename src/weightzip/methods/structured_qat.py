@@ -60,7 +60,7 @@ from ..core.parametrize import Mask, WzParametrization, register_parametrization
 from ..primitives import blocks as B
 from ..primitives.quantizers import pact_activation, quantize_weight, weight_storage_bits
 from ..core.registry import register_method
-from ..core.select import qualified, select
+from ..core.select import qualified, select, type_name
 from .base import Method, MethodConfig, StageContext
 
 __all__ = ["BlockMask", "DoReFaWeight", "TernaryWeight", "BinaryWeight", "StructuredQAT",
@@ -312,7 +312,9 @@ class StructuredQAT(Method):
                 mask = bm.mask if bm is not None else torch.ones(item["shape"])
                 P.attach(mod, t, qcls(item["bits"], mask).to(dev))
         # 2. activation quantizers on the inputs of every selected module but the first
-        act_modules = list(dict.fromkeys(i["module"] for i in plan))[1:]
+        # (an Embedding's input is token indices, not an activation: never quantized)
+        act_modules = [m for m in list(dict.fromkeys(i["module"] for i in plan))[1:]
+                       if type_name(model.get_submodule(m)) != "Embedding"]
         pact = None
         if c.a_bits < FLOAT_BITS and act_modules:
             if c.activation == "pact":
