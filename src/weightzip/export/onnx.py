@@ -167,7 +167,7 @@ def example_input(model: torch.nn.Module, manifest: dict) -> tuple[torch.Tensor,
         return torch.zeros(35, 1, dtype=torch.int64), {0: Dim.AUTO, 1: Dim.AUTO}
     import inspect
 
-    from ..registry import _MODELS
+    from ..core.registry import _MODELS
 
     params = inspect.signature(_MODELS[name]).parameters if name in _MODELS else {}
     c = kw.get("in_channels", params["in_channels"].default if "in_channels" in params else 1)
