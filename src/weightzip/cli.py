@@ -315,7 +315,8 @@ def _print_size_table(path: Path) -> None:
 
 @app.command()
 def compress(
-    source: Annotated[str, typer.Argument(help="A trained run checkpoint (.pt) or a zoo model name; a zoo name "
+    source: Annotated[str, typer.Argument(help="A trained run checkpoint (.pt), a .wz file (any model saved with its graph) "
+                                          "or a zoo model name; a zoo name "
                                           "gets a cached baseline (trained once under runs/baselines).")],
     recipe: Annotated[Path, typer.Option("--recipe", "-r", help="Recipe YAML, e.g. recipes/deep-compression.yaml.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .wz file to write (atomically).")],

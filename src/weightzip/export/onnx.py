@@ -216,6 +216,16 @@ def _torch_export_quiet(model, x, dyn, onnx) -> Any:
             return onnx.load_from_string(buf.getvalue())
 
 
+def _strip(proto) -> None:
+    """Drop what inference does not need: per-node metadata (stack traces, name scopes), doc
+    strings and intermediate value_info (onnxruntime infers shapes itself)."""
+    for n in proto.graph.node:
+        del n.metadata_props[:]
+        n.doc_string = ""
+    del proto.graph.value_info[:]
+    proto.graph.doc_string = ""
+
+
 def export_onnx(path: str | Path, out: str | Path, *, dense: bool = False) -> dict[str, Any]:
     """Write ``path`` (a .wz) as ONNX to ``out`` (compressed unless ``dense``); returns a report:
     ``{"out", "bytes", "compressed": [tensor names], "dense": [names kept fp32], "opset"}``."""
@@ -228,6 +238,7 @@ def export_onnx(path: str | Path, out: str | Path, *, dense: bool = False) -> di
     manifest, formats = container.read(path)
     x, dyn = example_input(model, manifest)
     proto = _torch_export(model, x, dyn)
+    _strip(proto)
     report: dict[str, Any] = {"out": str(out), "compressed": [], "dense": []}
     if not dense:
         inits = {i.name: i for i in proto.graph.initializer}

@@ -45,7 +45,7 @@ def compress_run(source: str, recipe: str | Path | Recipe, out: str | Path, *, d
                  workdir: str | Path | None = None, device: str = "cpu", resume: bool = False,
                  plot: str | Path | None = None, seed: int = 0, baseline_epochs: int | None = None,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Compress ``source`` (a ``.pt`` run checkpoint, or a zoo model name) with ``recipe``.
+    """Compress ``source`` (a ``.pt`` run checkpoint, a ``.wz`` file, or a zoo model name) with ``recipe``.
 
     A zoo name gets its baseline from :func:`weightzip.jobs.runs.ensure_baseline` (trained once,
     then cached under ``runs/baselines``). The model is compressed by the recipe's stages,
@@ -70,7 +70,11 @@ def compress_run(source: str, recipe: str | Path | Recipe, out: str | Path, *, d
     comp_test = _test_metrics(model, loaders, device, loss)
     model.cpu()
     metrics = {"baseline_test": base_test, "compressed_test": comp_test, "data": data}
-    report = api.save(model, out, recipe=recipe, metrics=metrics)
+    example = None
+    if name == "user model":  # lets save record (and check) the graph of a model outside the zoo
+        batch = next(iter(loaders.test))
+        example = (batch[0] if isinstance(batch, (tuple, list)) else batch,)
+    report = api.save(model, out, recipe=recipe, metrics=metrics, example_inputs=example)
     size = size_report(out)
     reloaded = api.load(out)
     file_test = _test_metrics(reloaded, loaders, "cpu", loss)

@@ -359,8 +359,8 @@ def prepare_source(source: str | Path, *, device: str = "cpu", data: str | None 
                    baseline_epochs: int | None = None) -> Source:
     """The model and data a compression job starts from, in one call.
 
-    ``source`` is a ``.pt`` run checkpoint (its recorded dataset and split are reused) or a zoo
-    model name (its cached baseline from :func:`ensure_baseline`, trained once when missing).
+    ``source`` is a ``.pt`` run checkpoint (its recorded dataset and split are reused), a ``.wz``
+    file (any model whose graph the file holds: see ``weightzip.graph``) or a zoo model name (its cached baseline from :func:`ensure_baseline`, trained once when missing).
     The dataset is ``data``, else the checkpoint's, else ``recipe_data``, else the model's default.
     Loader options: the run's own (validation size, ``bptt``, augmentation), then the training
     recipe's, overridden by ``data_args`` (``batch_size`` included).
@@ -371,6 +371,10 @@ def prepare_source(source: str | Path, *, device: str = "cpu", data: str | None 
             raise WeightzipError(f"checkpoint {str(source)!r} not found")
         model, info = load_model(src, device)
         data = data or info.get("data") or recipe_data
+    elif src.suffix == ".wz":  # a saved model (e.g. one outside the zoo, rebuilt from its recorded graph)
+        model, info = load_model(src, device)
+        model.train()
+        data = data or ((getattr(model, "wz_manifest", {}) or {}).get("metrics") or {}).get("data") or recipe_data
     else:
         check_model_name(str(source))
         data = data or recipe_data or default_data_for(str(source))
