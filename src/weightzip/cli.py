@@ -261,6 +261,7 @@ def eval_cmd(
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Evaluation batch size.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding the datasets.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Evaluate the first N batches only.")] = None,
 ) -> None:
     """Evaluate a trained run (.pt) or a compressed file (.wz): loss and accuracy (or perplexity).
 
@@ -270,7 +271,7 @@ def eval_cmd(
     from .jobs.runs import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(path, data, split=split.value, device=device, batch_size=batch_size,
-                                  root=data_dir)
+                                  root=data_dir, max_steps=max_steps)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return
