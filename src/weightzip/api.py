@@ -120,8 +120,6 @@ def _record_graph(model, path, example_inputs, graph, cfg, formats) -> dict | No
         example_inputs = (example_inputs,)
     try:
         g, tensors = capture(model, example_inputs)
-        if g["level"] == "aten" and (getattr(model, "wz_runtime", {}) or {}).get("activation_quant"):
-            raise GraphCaptureError("activation quantizers need module hooks, which an aten-level graph has not")
     except GraphCaptureError as e:
         warnings.warn(f"{path}: the model's graph is not recorded ({e}); loading the file will need "
                       f"weightzip.load(path, model=...)", stacklevel=3)

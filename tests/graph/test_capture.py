@@ -162,3 +162,20 @@ def test_graph_is_json_and_captures_a_functional_model():
 def test_capture_reports_the_reason():
     with pytest.raises(GraphCaptureError, match="fx: .*control flow.*aten: no example inputs"):
         capture(Untraceable())
+
+
+def test_activation_quantizers_are_reinstalled_on_a_rebuilt_fx_graph(tmp_path):
+    torch.manual_seed(0)
+    m = _trained_bn(UserCNN())
+    x = torch.randn(32, 1, 12, 12)
+    dl = DataLoader(TensorDataset(x, torch.randint(0, 10, (32,))), batch_size=16)
+    recipe = wz.Recipe.from_yaml("name: s\nstages: [{method: structured_qat, block: 4, compression: 2, "
+                                 "train: {epochs: 1, max_steps_per_epoch: 2, lr: 0.001, optimizer: adam}}]\n")
+    wz.compress(m, recipe, dl, dl, log=lambda *_: None)
+    m.eval()
+    path = tmp_path / "q.wz"
+    wz.save(m, path)
+    loaded = wz.load(path)
+    assert loaded.wz_manifest["graph"]["level"] == "fx" and loaded.wz_manifest["runtime"]["activation_quant"]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))

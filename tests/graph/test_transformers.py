@@ -99,13 +99,21 @@ def test_compressed_transformer_loads_without_class(tmp_path, which):
     assert torch.equal(a, b) and torch.equal(b, c)
 
 
-def test_structured_qat_on_a_transformer_saves_without_graph_and_says_why(tmp_path):
+def test_structured_qat_activation_quantizers_are_in_the_aten_graph(tmp_path):
     m = tiny_vit()
     recipe = wz.Recipe.from_yaml(f"name: t\nstages: [{{method: structured_qat, block: 4, compression: 2, train: {T}}}]\n")
     wz.compress(m, recipe, loaders=_image_loaders(), log=lambda *_: None)
-    with pytest.warns(UserWarning, match="activation quantizers"):
-        wz.save(m, tmp_path / "s.wz", example_inputs=(torch.randn(2, 1, 8, 8),))
-    wz.load(tmp_path / "s.wz", model=tiny_vit())
+    x = torch.randn(4, 1, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wz.save(m, tmp_path / "s.wz", example_inputs=(x,))
+    m.eval()
+    loaded = wz.load(tmp_path / "s.wz")
+    ops = {n["target"] for n in loaded.wz_manifest["graph"]["nodes"] if n["op"] == "call_function"}
+    assert "aten.round.default" in ops  # the quantizers' arithmetic is part of the recorded graph
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))
+        assert torch.equal(wz.load(tmp_path / "s.wz", model=tiny_vit())(x), m(x))
 
 
 def test_readme_flow_cli_compress_eval_export_on_ptb(tmp_path, data_root):

@@ -41,8 +41,10 @@ class _Tracer(fx.Tracer):
         return module_kind(m) is not None
 
 
-def clean_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode with parametrizations baked in and forward hooks dropped."""
+def clean_copy(model: nn.Module, keep_hooks: bool = False) -> nn.Module:
+    """A deep copy in eval mode with parametrizations baked in and (unless ``keep_hooks``)
+    forward hooks dropped: an fx graph calls leaf modules, whose hooks the runtime re-installs
+    from the manifest (activation quantizers); torch.export records the hooks' operators."""
     from torch.nn.utils import parametrize as P
 
     m = copy.deepcopy(model).cpu().eval()
@@ -56,8 +58,9 @@ def clean_copy(model: nn.Module) -> nn.Module:
             mod.__class__ = type(mod).__bases__[0]
             for name, v in values.items():
                 mod.register_parameter(name, nn.Parameter(v))
-        mod._forward_pre_hooks.clear()
-        mod._forward_hooks.clear()
+        if not keep_hooks:
+            mod._forward_pre_hooks.clear()
+            mod._forward_hooks.clear()
     return m
 
 
@@ -177,7 +180,7 @@ def capture_export(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> 
     """aten-level capture through :func:`torch.export.export` with ``example_inputs`` (positional)."""
     from torch.export import Dim
 
-    m = clean_copy(model)
+    m = clean_copy(model, keep_hooks=True)
     args = tuple(x.detach().cpu() for x in example_inputs)
     if not args or not all(isinstance(x, torch.Tensor) for x in args):
         raise GraphCaptureError("torch.export needs example inputs (tensors, positional)")
@@ -301,7 +304,7 @@ def _flatten_out(y) -> list[torch.Tensor]:
 def _check(model: nn.Module, g: dict, extra: dict, example_inputs) -> None:
     from .rebuild import rebuild
 
-    m = clean_copy(model)
+    m = clean_copy(model, keep_hooks=g["level"] == "aten")  # an aten graph holds the hooks' operators
     state = m.state_dict()
     shapes = {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
     try:

@@ -31,7 +31,7 @@ flatten floor full full_like gather ge gelu gt index_select layer_norm le log lo
 masked_fill matmul max maximum mean min minimum mm mul ne neg ones ones_like permute pow relu
 reshape rsqrt sigmoid sin softmax split sqrt square squeeze stack sub sum tanh tensor_split
 transpose tril triu unsqueeze where zeros zeros_like sign erf numel narrow roll repeat_interleave
-conv1d conv2d batch_norm dropout embedding t topk sort std var logsumexp outer mv dot
+conv1d conv2d batch_norm dropout embedding t topk sort std var logsumexp outer mv dot round
 """.split()
 
 _F_FUNCS = """
@@ -82,7 +82,7 @@ abs add add_ argmax bool chunk clamp contiguous cos cumsum detach dim div eq exp
 flatten float half int long gather ge gelu gt le log log_softmax lt masked_fill matmul max mean min
 mul ne neg numel permute pow relu repeat reshape rsqrt sigmoid sin size softmax split sqrt square
 squeeze std sub sum t tanh to transpose tril triu type_as unbind unflatten unsqueeze var view view_as
-where new_zeros new_ones new_full new_empty masked_fill_ mul_ clone sign norm sort topk argsort
+where new_zeros new_ones new_full new_empty masked_fill_ mul_ clone sign norm sort topk argsort round
 """.split())
 
 # ------------------------------------------------------------------------------------------
@@ -244,7 +244,7 @@ sqrt squeeze stack sub sum sym_size sym_numel sym_stride t tanh to transpose tri
 unsqueeze view where zeros zeros_like _assert_tensor_metadata _assert_scalar sym_constrain_range_for_size
 __and__ __or__ __invert__ _to_copy _softmax _log_softmax batch_norm _native_batch_norm_legit_no_training
 adaptive_avg_pool2d _adaptive_avg_pool2d mean_dim var std rsub hardswish hardsigmoid mish elu
-group_norm instance_norm glu _unsafe_view unflatten chunk narrow tensor_split fill
+group_norm instance_norm glu _unsafe_view unflatten chunk narrow tensor_split fill round
 """.split())
 
 
