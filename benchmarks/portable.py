@@ -15,6 +15,7 @@ keep the compression.
 For every model: file ratio, accuracy / perplexity before and after, and whether `wz.load` WITHOUT
 the class gives the same outputs as the load into the class (`torch.equal` on a test batch).
 Writes `benchmarks/results/portable.{json,md}`; the .wz / .onnx files go to `runs/portable/`.
+`--from-json` re-renders the page from a run's JSON (no computation).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
+import _common as C
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -332,23 +334,29 @@ def markdown(res: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = C.parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny sizes and few steps (a smoke test, not results)")
     ap.add_argument("--lm-steps", type=int, default=600)
     ap.add_argument("--lm-finetune-steps", type=int, default=100)
     ap.add_argument("--image-steps", type=int, default=400)
-    ap.add_argument("--threads", type=int, default=1)
+    C.add_args(ap, "threads")
     ap.add_argument("--only", nargs="*", default=["lenet", "gpt2", "image"])
-    ap.add_argument("--out", type=Path, default=RESULTS / "portable.md")
+    ap.add_argument("--from-json", type=Path, help="re-render the page from this results JSON")
+    C.add_arg(ap, "out", default=RESULTS / "portable.md")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.from_json:
+        res = json.loads(args.from_json.read_text())
+        C.write_text(args.out, markdown(res))
+        print(f"wrote {args.out}")
+        return
     out_dir = ROOT / "runs" / "portable"
+    C.setup(args)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log = lambda m: print(m, flush=True)  # noqa: E731
+    log = C.say
     t0 = time.perf_counter()
     res = {"command": "python benchmarks/portable.py" + (" --quick" if args.quick else ""), "threads": args.threads,
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-           "loadavg_before": open("/proc/loadavg").read().split()[0], "lenet": [], "models": []}
+           "loadavg_before": C.load_average(), "lenet": [], "models": []}
     if args.quick:
         args.lm_steps, args.lm_finetune_steps, args.image_steps = 5, 2, 5
     if "lenet" in args.only:
@@ -361,10 +369,9 @@ def main() -> None:
         res["models"] += image_models(out_dir, args.quick, args.image_steps, log)
         log(json.dumps(res["models"][-2:], indent=1))
     res["seconds"] = time.perf_counter() - t0
-    res["loadavg_after"] = open("/proc/loadavg").read().split()[0]
+    res["loadavg_after"] = C.load_average()
     out = args.out if not args.quick else out_dir / "portable-quick.md"
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str))
-    out.write_text(markdown(res))
+    C.write_results(out.with_suffix(".json"), res, out, markdown(res))
     print(f"wrote {out}")
 
 
