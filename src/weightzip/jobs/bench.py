@@ -26,12 +26,17 @@ def median_latency(fn: Callable[[], Any], repeat: int, number: int) -> float:
 
 
 def input_shape_of(model: nn.Module) -> tuple[int, ...]:
-    """The shape of one input example, from the model's constructor arguments."""
+    """The shape of one input example, from the model's constructor arguments (or, for a model
+    rebuilt from its recorded graph, the graph's example input: integer inputs are LM windows)."""
     cfg = (getattr(model, "wz_config", None) or {})
     kw = cfg.get("kwargs") or {}
     name = cfg.get("name", "")
     if name.startswith("lstm"):
         return (35,)
+    ex = ((getattr(model, "wz_manifest", None) or {}).get("graph") or {}).get("example_inputs")
+    if ex and name == "user model":
+        shape, dtype = ex[0]["shape"], ex[0]["dtype"]
+        return (shape[0],) if dtype.startswith("int") else tuple(shape[1:])
     import inspect as _inspect
 
     from ..core.registry import _MODELS  # defaults of the constructor
