@@ -36,6 +36,7 @@ STAGES = {
     "uniform4": "[{method: quantize_uniform, bits: 4}]",
     "uniform8": "[{method: quantize_uniform, bits: 8}]",
     "pq": "[{method: pq_share, d: 4, k: 16, pad: true}]",
+    "binary": "[{method: loss_aware, mode: bwn, train: {epochs: 1, max_steps_per_epoch: 2, lr: 0.001, optimizer: adam}}]",
 }
 
 
@@ -86,5 +87,7 @@ def test_onnx_export_is_compressed_and_runs_in_onnxruntime(tmp_path, kind):
         assert types["fc1.weight::q"] == onnx.TensorProto.INT4 and "DequantizeLinear" in ops
     if kind == "uniform8":
         assert types["fc1.weight::q"] == onnx.TensorProto.INT8 and "DequantizeLinear" in ops
+    if kind == "binary":  # codes of {-1, +1} (x one scale per layer): 4-bit codes + scale
+        assert types.get("fc1.weight::q", types.get("fc1.weight::codes")) in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4)
     if kind == "pq":
         assert "fc1.weight::codebooks" in types and "Gather" in ops
