@@ -273,6 +273,7 @@ stages:
   - method: kmeans_share
     bits: 4
     select: {{types: {types}}}
+    finetune: {{epochs: 1, max_steps_per_epoch: {max(steps // 4, 2)}, lr: 0.0005, optimizer: adam}}
 storage: {{entropy: auto}}
 """
         example = next(iter(loaders.test))[0][:8]
@@ -380,6 +381,14 @@ def main() -> None:
     res["seconds"] = time.perf_counter() - t0
     res["loadavg_after"] = C.load_average()
     out = args.out if not args.quick else out_dir / "portable-quick.md"
+    if set(args.only) != {"lenet", "gpt2", "image"}:  # a partial run updates the parts it ran
+        old = C.read_json(out.with_suffix(".json"))
+        if old:
+            ran = {m["model"] for m in res["models"]}
+            res["models"] = [m for m in old.get("models", []) if m["model"] not in ran] + res["models"]
+            res["lenet"] = res["lenet"] or old.get("lenet", [])
+            res["command"] = f"{old.get('command')}; then {res['command']} --only {' '.join(args.only)}"
+            res["seconds"] += old.get("seconds", 0)
     C.write_results(out.with_suffix(".json"), res, out, markdown(res))
     print(f"wrote {out}")
 
