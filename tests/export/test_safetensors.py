@@ -8,7 +8,7 @@ from .test_onnx import STAGES, _compressed
 import pytest
 
 
-@pytest.mark.parametrize("kind", ["prune+kmeans", "uniform4", "pq"])
+@pytest.mark.parametrize("kind", list(STAGES))
 def test_safetensors_keeps_parts_and_decodes_exactly(tmp_path, kind):
     from safetensors import safe_open
 
@@ -20,7 +20,11 @@ def test_safetensors_keeps_parts_and_decodes_exactly(tmp_path, kind):
         keys = set(f.keys())
         meta = f.metadata()
     assert "weightzip_graph" in meta and "fc1.weight" not in keys
-    assert {"scale", "q"} <= {k.split("::")[1] for k in keys if k.startswith("fc1.weight::")} or kind != "uniform4"
+    if kind == "pq+uniform4":
+        assert {"codes", "codebooks"} <= {k.split("::")[1] for k in keys if k.startswith("fc1.weight::")}
+    if kind.startswith("sparse"):
+        assert {"codes", "codebook", "gaps"} <= {k.split("::")[1] for k in keys if k.startswith("fc1.weight::")}
+        assert {"q", "scale"} <= {k.split("::")[1] for k in keys if k.startswith("conv.weight::")}
     state = wz.load(path).state_dict()
     dec = load_dense(tmp_path / "c.safetensors")
     assert set(dec) == set(state)
