@@ -284,6 +284,10 @@ storage: {{entropy: auto}}
 
 
 # ------------------------------------------------------------------------------------------ report
+def _load(x):
+    return f"{float(x):.2f}" if x is not None else "-"
+
+
 def _pct(x):
     return f"{100 * x:+.2f}%"
 
@@ -291,7 +295,8 @@ def _pct(x):
 def markdown(res: dict) -> str:
     L = ["# A .wz that travels: any model in, no class needed, compressed exports", "",
          f"Produced by `{res['command']}` ({res['machine']}, {res['threads']} thread(s), load average "
-         f"before / after: {res['loadavg_before']} / {res['loadavg_after']}; total {res['seconds'] / 60:.1f} min).",
+         f"before / after: {_load(res['loadavg_before'])} / {_load(res['loadavg_after'])} (of the last run; other jobs "
+         f"shared the 2 cores throughout); total {res['seconds'] / 60:.1f} min).",
          "All sizes are bytes on disk; ratios are file ratios (fp32 state_dict bytes / .wz bytes). The ONNX files",
          "are plain protobuf (no zstd); `fp32 ONNX` is `weightzip export --to onnx --dense` of the same file.", ""]
     L += ["## 1. ONNX export of the Deep Compression LeNets", "",
