@@ -377,21 +377,22 @@ def bench(
                                                        "[default: 1 and 64].")] = None,
     repeat: Annotated[int, typer.Option(min=1, help="Timed repeats (the median is reported).")] = 7,
     number: Annotated[int, typer.Option(min=1, help="Calls per timed repeat.")] = 50,
-    threads: Annotated[int, typer.Option(min=1, help="torch threads for both runtimes.")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="Threads of every runtime (torch, onnxruntime, numba).")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
-    """Latency of the compressed runtime vs the same model as dense fp32 PyTorch (same machine)."""
+    """Latency of every runtime (torch eager, onnxruntime fp32/int8, torch.ao int8, each weightzip mode)
+    interleaved in one process, with speed-ups, the load average and the hardware limit estimate."""
     from .jobs.bench import bench as run_bench
 
     if not path.is_file():
         raise WeightzipError(f"file {str(path)!r} not found")
     out = run_bench(path, batch_sizes=tuple(batch or (1, 64)), repeat=repeat, number=number, threads=threads)
     if as_json:
-        typer.echo(json.dumps(out, indent=2))
+        typer.echo(json.dumps(out, indent=2, default=str))
         return
-    from .report.tables import bench_table
+    from .analysis.speed import bench_text
 
-    typer.echo(bench_table(out))
+    typer.echo(bench_text(out))
 
 
 class ExportFormat(str, Enum):

@@ -107,6 +107,30 @@ def _finish(op, F, r, acc):  # pragma: no cover - compiled
     return _act(np.float32(v), op[C_ACT], F, op[C_ACTP])
 
 
+@numba.njit(cache=True, fastmath=FM)
+def _epi(op, F, y, n, r0, r1, ys, yr):  # pragma: no cover - compiled
+    """In place over rows r0..r1-1 of n samples: ``y = act(alpha[r] * y + beta[r])``.
+    One call per op (a call per element costs ~15 ns: more than the arithmetic)."""
+    a0 = op[C_ALPHA]
+    b0 = op[C_BETA]
+    act = op[C_ACT]
+    p = op[C_ACTP]
+    for r in range(r0, r1):
+        a = F[a0 + r] if a0 >= 0 else np.float32(1.0)
+        b = F[b0 + r] if b0 >= 0 else np.float32(0.0)
+        o = r * yr
+        if act == A_NONE:
+            for s in range(n):
+                y[o + s * ys] = y[o + s * ys] * a + b
+        elif act == A_RELU:
+            for s in range(n):
+                v = y[o + s * ys] * a + b
+                y[o + s * ys] = v if v > 0.0 else np.float32(0.0)
+        else:
+            for s in range(n):
+                y[o + s * ys] = _act(y[o + s * ys] * a + b, act, F, p)
+
+
 # ------------------------------------------------------------------------------------------
 # fully connected
 
@@ -133,7 +157,7 @@ def _csr_rows_tab(op, F, ptr, col, codes, tab, x, y):  # pragma: no cover - comp
         while j < e:
             s0 += tab[codes[j]] * x[col[j]]
             j += 1
-        y[r] = _finish(op, F, r, (s0 + s1) + (s2 + s3))
+        y[r] = (s0 + s1) + (s2 + s3)
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -155,7 +179,7 @@ def _csr_rows_val(op, F, ptr, col, vals, x, y):  # pragma: no cover - compiled
         while j < e:
             s0 += np.float32(vals[j]) * x[col[j]]
             j += 1
-        y[r] = _finish(op, F, r, (s0 + s1) + (s2 + s3))
+        y[r] = (s0 + s1) + (s2 + s3)
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -165,7 +189,7 @@ def _dense_rows_tab(op, F, rows, cols, codes, tab, x, y):  # pragma: no cover - 
         o = r * cols
         for j in range(cols):
             s += tab[codes[o + j]] * x[j]
-        y[r] = _finish(op, F, r, s)
+        y[r] = s
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -175,7 +199,7 @@ def _dense_rows_val(op, F, rows, cols, vals, x, y):  # pragma: no cover - compil
         o = r * cols
         for j in range(cols):
             s += np.float32(vals[o + j]) * x[j]
-        y[r] = _finish(op, F, r, s)
+        y[r] = s
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -213,59 +237,164 @@ def _fc1(op, B, F, x, y):  # pragma: no cover - compiled
             _csr_rows_tab(op, F, ptr, col4, B[v0:v0 + nnz], F[op[C_TAB]:op[C_TAB] + 256], x, y)
 
 
+# Weights-stationary products ``acc[:] += w_j * xT[offs[col_j] : offs[col_j] + n]`` over the
+# stored weights of rows r0..r1-1, then :func:`_store`. No branch in the inner loops, so LLVM
+# vectorizes the n-loop. Used by FC at batch n > 1 (xT = transposed inputs, offs[c] = c*n) and
+# by CONV at any batch (xT = the zero-padded input with offs = the tap's shift, or an im2col).
+
+
+@numba.njit(cache=True, fastmath=FM, inline="always")
+def _store(acc, y, r, n, ys, yr, wrow, wval):  # pragma: no cover - compiled
+    """``y[s*ys + r*yr] = acc[s]``; with ``wrow > 0`` only the first ``wval`` of every ``wrow``
+    accumulators are outputs (the widened rows of the shifted-input convolution)."""
+    if wrow == 0:
+        for s in range(n):
+            y[s * ys + r * yr] = acc[s]
+    else:
+        k = 0
+        for oh in range(n // wrow):
+            for ow in range(wval):
+                y[r * yr + k] = acc[oh * wrow + ow]
+                k += 1
+
+
 @numba.njit(cache=True, fastmath=FM)
-def _weight(op, B, F, j):  # pragma: no cover - compiled
-    """Value of stored entry ``j`` (CSR order, or row-major for DENSE)."""
+def _ws_csr_tab(ptr, col, codes, tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
+    acc = np.empty(n, np.float32)
+    for r in range(r0, r1):
+        for s in range(n):
+            acc[s] = 0.0
+        for j in range(ptr[r], ptr[r + 1]):
+            w = tab[codes[j]]
+            base = offs[col[j]]
+            for s in range(n):
+                acc[s] += w * xT[base + s]
+        _store(acc, y, r, n, ys, yr, wrow, wval)
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _ws_csr_val(ptr, col, vals, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
+    acc = np.empty(n, np.float32)
+    for r in range(r0, r1):
+        for s in range(n):
+            acc[s] = 0.0
+        for j in range(ptr[r], ptr[r + 1]):
+            w = np.float32(vals[j])
+            base = offs[col[j]]
+            for s in range(n):
+                acc[s] += w * xT[base + s]
+        _store(acc, y, r, n, ys, yr, wrow, wval)
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _ws_dense_tab(cols, codes, tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
+    acc = np.empty(n, np.float32)
+    for r in range(r0, r1):
+        for s in range(n):
+            acc[s] = 0.0
+        o = r * cols
+        for j in range(cols):
+            w = tab[codes[o + j]]
+            base = offs[j]
+            for s in range(n):
+                acc[s] += w * xT[base + s]
+        _store(acc, y, r, n, ys, yr, wrow, wval)
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _ws_dense_val(cols, vals, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
+    acc = np.empty(n, np.float32)
+    for r in range(r0, r1):
+        for s in range(n):
+            acc[s] = 0.0
+        o = r * cols
+        for j in range(cols):
+            w = np.float32(vals[o + j])
+            base = offs[j]
+            for s in range(n):
+                acc[s] += w * xT[base + s]
+        _store(acc, y, r, n, ys, yr, wrow, wval)
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _ws_pq(op, codes, cb, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover - compiled
+    """PQ weights decoded on the fly: ``w[r, m*d + t] = cb[m or 0, codes[m, r], t]``."""
+    acc = np.empty(n, np.float32)
+    rows = op[C_ROWS]
+    cols = op[C_COLS]
+    M = op[C_M]
+    k = op[C_K]
+    d = op[C_D]
+    shared = op[C_NCB] == 1
+    for r in range(r0, r1):
+        for s in range(n):
+            acc[s] = 0.0
+        for m in range(M):
+            c0 = ((0 if shared else m) * k + np.int64(codes[m * rows + r])) * d
+            tmax = min(d, cols - m * d)
+            for t in range(tmax):
+                w = cb[c0 + t]
+                base = offs[m * d + t]
+                for s in range(n):
+                    acc[s] += w * xT[base + s]
+        _store(acc, y, r, n, ys, yr, wrow, wval)
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _ws(op, B, F, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover - compiled
+    """Dispatch on the weight format with typed views taken once."""
+    nnz = op[C_NNZ]
     vf = op[C_VFMT]
-    if vf == V_TABLE:
-        return F[op[C_TAB] + B[op[C_VAL] + j]]
-    if vf == V_Q8:
-        return np.float32(B[op[C_VAL]:op[C_VAL] + op[C_NNZ]].view(np.int8)[j])
-    return F[op[C_VAL] + j]
+    v0 = op[C_VAL]
+    cols = op[C_COLS]
+    tab = F[op[C_TAB]:op[C_TAB] + 256]
+    if vf == V_PQ:
+        cb = F[op[C_TAB]:op[C_TAB] + op[C_NCB] * op[C_K] * op[C_D]]
+        if op[C_CODEW] == 1:
+            _ws_pq(op, B[v0:v0 + nnz], cb, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+        else:
+            _ws_pq(op, B[v0:v0 + 2 * nnz].view(np.uint16), cb, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+        return
+    if op[C_LAYOUT] == L_DENSE:
+        if vf == V_F32:
+            _ws_dense_val(cols, F[v0:v0 + nnz], xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+        elif vf == V_Q8:
+            _ws_dense_val(cols, B[v0:v0 + nnz].view(np.int8), xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+        else:
+            _ws_dense_tab(cols, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+        return
+    ptr = B[op[C_PTR]:op[C_PTR] + 4 * (op[C_ROWS] + 1)].view(np.int32)
+    if op[C_COLW] == 4:
+        col4 = B[op[C_COL]:op[C_COL] + 4 * nnz].view(np.int32)
+        if vf == V_F32:
+            _ws_csr_val(ptr, col4, F[v0:v0 + nnz], xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+        elif vf == V_Q8:
+            _ws_csr_val(ptr, col4, B[v0:v0 + nnz].view(np.int8), xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+        else:
+            _ws_csr_tab(ptr, col4, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+    else:
+        col = B[op[C_COL]:op[C_COL] + 2 * nnz].view(np.uint16)
+        if vf == V_F32:
+            _ws_csr_val(ptr, col, F[v0:v0 + nnz], xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+        elif vf == V_Q8:
+            _ws_csr_val(ptr, col, B[v0:v0 + nnz].view(np.int8), xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+        else:
+            _ws_csr_tab(ptr, col, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
 
 
 @numba.njit(cache=True, fastmath=FM)
 def _fc_batch(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
-    """Weights-stationary batch: ``xT (cols, n)`` in scratch, row accumulators of n floats."""
+    """Batch n > 1: transpose the inputs to ``xT (cols, n)`` once, then one weights-stationary
+    pass (each weight decoded once per n samples)."""
     nin = op[C_NIN]
     nout = op[C_NOUT]
     xT = scr[:nin * n]
-    acc = scr[nin * n:nin * n + n]
     for s in range(n):
         for j in range(nin):
             xT[j * n + s] = x[s * nin + j]
-    dense = op[C_LAYOUT] == L_DENSE
-    vf = op[C_VFMT]
-    if not dense:
-        ptr = B[op[C_PTR]:op[C_PTR] + 4 * (nout + 1)].view(np.int32)
-    for r in range(nout):
-        for s in range(n):
-            acc[s] = 0.0
-        if dense:
-            j0 = r * nin
-            j1 = j0 + nin
-        else:
-            j0 = ptr[r]
-            j1 = ptr[r + 1]
-        for j in range(j0, j1):
-            if dense:
-                c = j - j0
-            elif op[C_COLW] == 2:
-                c = np.int64(B[op[C_COL] + 2 * j]) | (np.int64(B[op[C_COL] + 2 * j + 1]) << 8)
-            else:
-                c = np.int64(B[op[C_COL]:op[C_COL] + 4 * op[C_NNZ]].view(np.int32)[j])
-            if vf == V_TABLE:
-                w = F[op[C_TAB] + B[op[C_VAL] + j]]
-            elif vf == V_Q8:
-                w = np.float32(np.int8(B[op[C_VAL] + j]))
-            else:
-                w = F[op[C_VAL] + j]
-            if w != 0.0:
-                base = c * n
-                for s in range(n):
-                    acc[s] += w * xT[base + s]
-        for s in range(n):
-            y[s * nout + r] = _finish(op, F, r, acc[s])
+    offs = (np.arange(nin) * n).astype(np.uint32)  # unsigned: no negative-index wraparound
+    _ws(op, B, F, xT, offs, y, n, 0, nout, nout, 1, 0, 0)
+    _epi(op, F, y, n, 0, nout, nout, 1)
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -274,6 +403,7 @@ def _fc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     nout = op[C_NOUT]
     if n == 1:
         _fc1(op, B, F, x[:nin], y[:nout])
+        _epi(op, F, y, 1, 0, nout, 0, 1)
     else:
         _fc_batch(op, B, F, x, y, n, scr)
 
@@ -324,7 +454,8 @@ def _pqfc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
                 for r in range(rows):
                     acc[r] += Tm[cm16[r]]
         for r in range(rows):
-            y[s * rows + r] = _finish(op, F, r, acc[r])
+            y[s * rows + r] = acc[r]
+    _epi(op, F, y, n, 0, rows, rows, 1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -332,110 +463,109 @@ def _pqfc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=FM)
-def _tap(op, xs, ys, c, i, j, w):  # pragma: no cover - compiled
-    """``ys[oh, ow] += w * xs[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` over the valid range."""
+def _im2col(op, xs, g, X2):  # pragma: no cover - compiled
+    """``X2[col, p] = x[g*cin_g + c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` (0 outside) for
+    ``col = (c*kh + i)*kw + j`` of group ``g`` and output position ``p = oh*Wo + ow``."""
     H = op[C_H]
     W = op[C_W]
     Ho = op[C_HO]
     Wo = op[C_WO]
     sh = op[C_SH]
     sw = op[C_SW]
-    offh = i * op[C_DH] - op[C_PH]
-    offw = j * op[C_DW] - op[C_PW]
-    # ow valid where 0 <= ow*sw + offw < W
-    ow0 = 0 if offw >= 0 else (-offw + sw - 1) // sw
-    ow1 = (W - 1 - offw) // sw + 1 if W - 1 - offw >= 0 else 0
-    if ow1 > Wo:
-        ow1 = Wo
-    if ow1 <= ow0:
-        return
-    xc = c * H * W
-    for oh in range(Ho):
-        ih = oh * sh + offh
-        if ih < 0 or ih >= H:
-            continue
-        xr = xc + ih * W + offw
-        yr = oh * Wo
-        if sw == 1:
-            for ow in range(ow0, ow1):
-                ys[yr + ow] += w * xs[xr + ow]
-        else:
-            for ow in range(ow0, ow1):
-                ys[yr + ow] += w * xs[xr + ow * sw]
+    kh = op[C_KH]
+    kw = op[C_KW]
+    cin_g = op[C_CIN] // op[C_GROUPS]
+    L = Ho * Wo
+    for c in range(cin_g):
+        xc = (g * cin_g + c) * H * W
+        for i in range(kh):
+            offh = i * op[C_DH] - op[C_PH]
+            for j in range(kw):
+                offw = j * op[C_DW] - op[C_PW]
+                rb = ((c * kh + i) * kw + j) * L
+                ow0 = 0 if offw >= 0 else (-offw + sw - 1) // sw
+                ow1 = (W - 1 - offw) // sw + 1 if W - 1 - offw >= 0 else 0
+                if ow1 > Wo:
+                    ow1 = Wo
+                if ow0 > ow1:
+                    ow0 = ow1
+                for oh in range(Ho):
+                    ih = oh * sh + offh
+                    ob = rb + oh * Wo
+                    if ih < 0 or ih >= H:
+                        for ow in range(Wo):
+                            X2[ob + ow] = 0.0
+                        continue
+                    for ow in range(ow0):
+                        X2[ob + ow] = 0.0
+                    xr = xc + ih * W + offw
+                    if sw == 1:
+                        X2[ob + ow0:ob + ow1] = xs[xr + ow0:xr + ow1]
+                    else:
+                        for ow in range(ow0, ow1):
+                            X2[ob + ow] = xs[xr + ow * sw]
+                    for ow in range(ow1, Wo):
+                        X2[ob + ow] = 0.0
 
 
 @numba.njit(cache=True, fastmath=FM)
 def _conv(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
+    """Per sample and group, weights stationary over the output plane.
+
+    Stride 1 (shifted input): the group's input is copied zero-padded into scratch
+    ``P (cin_g, Hp, Wp)``; tap ``(c, i, j)`` then reads the CONTIGUOUS run
+    ``P[c*Hp*Wp + i*dh*Wp + j*dw :][: Ho*Wp]`` (output rows computed over the padded width
+    ``Wp``; the ``Wp - Wo`` extra columns are dropped), so there is no im2col copy.
+    Other strides: im2col into ``X2 (cols, Ho*Wo)``.
+    """
     nin = op[C_NIN]
     nout = op[C_NOUT]
-    cout = op[C_COUT]
-    groups = op[C_GROUPS]
-    cin_g = op[C_CIN] // groups
-    cout_g = cout // groups
+    cout_g = op[C_COUT] // op[C_GROUPS]
+    cin_g = op[C_CIN] // op[C_GROUPS]
+    H = op[C_H]
+    W = op[C_W]
+    Ho = op[C_HO]
+    Wo = op[C_WO]
     kh = op[C_KH]
     kw = op[C_KW]
-    khw = kh * kw
-    plane = op[C_HO] * op[C_WO]
-    vf = op[C_VFMT]
+    L = Ho * Wo
     cols = op[C_COLS]
-    dense = op[C_LAYOUT] == L_DENSE
-    if vf != V_PQ and not dense:
-        ptr = B[op[C_PTR]:op[C_PTR] + 4 * (cout + 1)].view(np.int32)
+    shifted = op[C_SH] == 1 and op[C_SW] == 1
+    Hp = H + 2 * op[C_PH]
+    Wp = W + 2 * op[C_PW]
+    offs = np.empty(cols, np.uint32)  # unsigned: lets LLVM vectorize xT[offs[c] + s]
+    if shifted:
+        for c in range(cin_g):
+            for i in range(kh):
+                for j in range(kw):
+                    offs[(c * kh + i) * kw + j] = c * Hp * Wp + i * op[C_DH] * Wp + j * op[C_DW]
+        P = scr[:cin_g * Hp * Wp + kw * op[C_DW] + 16]
+        for i in range(P.shape[0]):
+            P[i] = 0.0
+    else:
+        for c in range(cols):
+            offs[c] = c * L
+        X2 = scr[:cols * L]
     for s in range(n):
         xs = x[s * nin:(s + 1) * nin]
         ys = y[s * nout:(s + 1) * nout]
-        for o in range(cout):
-            yo = ys[o * plane:(o + 1) * plane]
-            for p in range(plane):
-                yo[p] = 0.0
-            g = o // cout_g
-            if vf == V_PQ:
-                M = op[C_M]
-                k = op[C_K]
-                d = op[C_D]
-                for m in range(M):
-                    if op[C_CODEW] == 1:
-                        code = np.int64(B[op[C_VAL] + m * cout + o])
-                    else:
-                        code = np.int64(B[op[C_VAL] + 2 * (m * cout + o)]) | (
-                            np.int64(B[op[C_VAL] + 2 * (m * cout + o) + 1]) << 8)
-                    cb = op[C_TAB] + (((0 if op[C_NCB] == 1 else m) * k + code) * d)
-                    for t in range(d):
-                        col = m * d + t
-                        if col >= cols:
-                            break
-                        w = F[cb + t]
-                        if w != 0.0:
-                            cl = col // khw
-                            rem = col - cl * khw
-                            ki = rem // kw
-                            _tap(op, xs, yo, g * cin_g + cl, ki, rem - ki * kw, w)
+        for g in range(op[C_GROUPS]):
+            if shifted:
+                for c in range(cin_g):
+                    xc = (g * cin_g + c) * H * W
+                    pc = c * Hp * Wp + op[C_PH] * Wp + op[C_PW]
+                    for h in range(H):
+                        P[pc + h * Wp:pc + h * Wp + W] = xs[xc + h * W:xc + h * W + W]
+                _ws(op, B, F, P, offs, ys, Ho * Wp, g * cout_g, (g + 1) * cout_g, 1, L, Wp, Wo)
             else:
-                if dense:
-                    j0 = o * cols
-                    j1 = j0 + cols
-                else:
-                    j0 = ptr[o]
-                    j1 = ptr[o + 1]
-                for jj in range(j0, j1):
-                    if dense:
-                        col = jj - j0
-                    elif op[C_COLW] == 2:
-                        col = np.int64(B[op[C_COL] + 2 * jj]) | (np.int64(B[op[C_COL] + 2 * jj + 1]) << 8)
-                    else:
-                        col = np.int64(B[op[C_COL]:op[C_COL] + 4 * op[C_NNZ]].view(np.int32)[jj])
-                    w = _weight(op, B, F, jj)
-                    if w != 0.0:
-                        cl = col // khw
-                        rem = col - cl * khw
-                        ki = rem // kw
-                        _tap(op, xs, yo, g * cin_g + cl, ki, rem - ki * kw, w)
-            for p in range(plane):
-                yo[p] = _finish(op, F, o, yo[p])
+                _im2col(op, xs, g, X2)
+                _ws(op, B, F, X2, offs, ys, L, g * cout_g, (g + 1) * cout_g, 1, L, 0, 0)
+        _epi(op, F, ys, L, 0, op[C_COUT], 1, L)
 
 
 @numba.njit(cache=True, fastmath=FM)
 def _pool(op, x, y, n):  # pragma: no cover - compiled
+    """Max (NaN propagates) or average (padding counted, as torch's default) pooling."""
     C = op[C_CIN]
     H = op[C_H]
     W = op[C_W]
@@ -450,33 +580,47 @@ def _pool(op, x, y, n):  # pragma: no cover - compiled
     nin = op[C_NIN]
     nout = op[C_NOUT]
     is_max = op[C_LAYOUT] == P_MAX
+    inv = np.float32(1.0 / (kh * kw))
+    if is_max and kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+        for s in range(n):  # the common 2x2 / 2 max pool, no bounds checks
+            for c in range(C):
+                xo = s * nin + c * H * W
+                yo = s * nout + c * Ho * Wo
+                for oh in range(Ho):
+                    r0 = xo + 2 * oh * W
+                    for ow in range(Wo):
+                        a = x[r0 + 2 * ow]
+                        b = x[r0 + 2 * ow + 1]
+                        cc = x[r0 + W + 2 * ow]
+                        d = x[r0 + W + 2 * ow + 1]
+                        m1 = a if not a < b else b
+                        m2 = cc if not cc < d else d
+                        y[yo + oh * Wo + ow] = m1 if not m1 < m2 else m2
+        return
     for s in range(n):
         for c in range(C):
             xo = s * nin + c * H * W
             yo = s * nout + c * Ho * Wo
             for oh in range(Ho):
+                i0 = max(0, oh * sh - ph)
+                i1 = min(H, oh * sh - ph + kh)
                 for ow in range(Wo):
+                    j0 = max(0, ow * sw - pw)
+                    j1 = min(W, ow * sw - pw + kw)
                     if is_max:
-                        v = -np.inf
-                    else:
-                        v = 0.0
-                    for i in range(kh):
-                        ih = oh * sh - ph + i
-                        if ih < 0 or ih >= H:
-                            continue
-                        for j in range(kw):
-                            iw = ow * sw - pw + j
-                            if iw < 0 or iw >= W:
-                                continue
-                            e = x[xo + ih * W + iw]
-                            if is_max:
-                                if e > v or e != e:
+                        v = np.float32(-np.inf)
+                        for ih in range(i0, i1):
+                            for iw in range(j0, j1):
+                                e = x[xo + ih * W + iw]
+                                if not e <= v:
                                     v = e
-                            else:
-                                v += e
-                    if not is_max:
-                        v = v / (kh * kw)
-                    y[yo + oh * Wo + ow] = v
+                        y[yo + oh * Wo + ow] = v
+                    else:
+                        a = np.float32(0.0)
+                        for ih in range(i0, i1):
+                            for iw in range(j0, j1):
+                                a += x[xo + ih * W + iw]
+                        y[yo + oh * Wo + ow] = a * inv
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -484,11 +628,10 @@ def _ew(op, F, x, y, n):  # pragma: no cover - compiled
     nin = op[C_NIN]
     C = op[C_CIN]
     per = nin // C
+    for i in range(n * nin):
+        y[i] = x[i]
     for s in range(n):
-        for c in range(C):
-            o = s * nin + c * per
-            for i in range(per):
-                y[o + i] = _finish(op, F, c, x[o + i])
+        _epi(op, F, y[s * nin:(s + 1) * nin], per, 0, C, 1, per)
 
 
 @numba.njit(cache=True)

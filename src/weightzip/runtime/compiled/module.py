@@ -166,7 +166,7 @@ def sample_shape_of(model: nn.Module, manifest: dict | None = None) -> tuple[int
     """One input sample's shape from the zoo model's constructor arguments (None: unknown)."""
     import inspect as _inspect
 
-    from ...registry import _MODELS
+    from ...core.registry import _MODELS
 
     cfg = (manifest or {}).get("model") or getattr(model, "wz_config", None) or {}
     name = cfg.get("name", "")

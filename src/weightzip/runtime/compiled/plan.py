@@ -291,7 +291,7 @@ def _fmt_parts(formats: dict, name: str):
     fmt = (formats or {}).get(f"{name}.weight")
     if fmt is None:
         return None
-    from ...codec.formats import decode_parts
+    from ...codec import decode_parts
 
     return decode_parts(fmt)
 
@@ -416,6 +416,10 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
                     op[K.C_DH], op[K.C_DW] = _pair(mod.dilation)
                     op[K.C_GROUPS] = mod.groups
                     op[K.C_HO], op[K.C_WO] = out_shape[1], out_shape[2]
+                    cin_g = C // mod.groups
+                    pad_plane = (H + 2 * pad[0]) * (W + 2 * pad[1])
+                    scr_fx = max(scr_fx, rep.cols * out_shape[1] * out_shape[2] + 16,
+                                 cin_g * pad_plane + op[K.C_KW] * op[K.C_DW] + 32)
                 wbytes = _pack_weight(op, rep, pk, conv)
                 fused = []
                 bn = None

@@ -56,7 +56,8 @@ class WeightRep:
             p = self.pq
             return f"pq k={p['codebooks'].shape[1]} d={p['codebooks'].shape[2]} M={p['codes'].shape[1]}"
         lay = "csr" if self.layout == K.L_CSR else "dense"
-        v = {K.V_TABLE: f"codebook{len(self.tab)}", K.V_Q8: "int8-levels", K.V_F32: "fp32"}[self.vfmt]
+        v = (f"codebook{len(self.tab)}" if self.vfmt == K.V_TABLE else
+             "int8-levels" if self.vfmt == K.V_Q8 else "fp32")
         return f"{lay} {v}"
 
     def nonzero_macs(self) -> int:
