@@ -368,6 +368,9 @@ def inspect(
         typer.echo(json.dumps(size_report(path).to_dict(), indent=2, default=str))
         return
     _print_size_table(path)
+    from .analysis.speed import plan_text
+
+    typer.echo(plan_text(path))
 
 
 @app.command()

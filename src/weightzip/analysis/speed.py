@@ -277,3 +277,32 @@ def bench_text(out: dict[str, Any]) -> str:
     for k, v in (out.get("notes") or {}).items():
         lines.append(f"  {k}: {v}")
     return "\n".join(lines)
+
+
+def plan_text(path: str | Path) -> str:
+    """What ``load(path, mode="compiled")`` runs per layer: op, representation, fused layers,
+    non-zero MACs, resident bytes, and every layer that falls back to decoded dense (and why)."""
+    from ..runtime import load
+
+    try:
+        cm = load(path, mode="compiled")
+    except Exception as e:  # a user model without its module, ...
+        return f"compiled runtime: not available ({type(e).__name__}: {e})"
+    plans = getattr(cm, "plans", None)
+    if not plans:
+        return "compiled runtime: no input shape known for this model (plans are built on the first call)"
+    lines = []
+    for shape, plan in plans.items():
+        lines.append(f"compiled runtime (load mode 'compiled'), input {list(shape)}: "
+                     f"{sum(1 for s in plan.segments if hasattr(s, 'ops'))} native call(s) per forward")
+        if plan.whole_model_reason:
+            lines.append(f"  whole model runs decoded dense: {plan.whole_model_reason}")
+        for i in plan.info():
+            fused = f" + {', '.join(i.fused)}" if i.fused else ""
+            lines.append(f"  {i.layer:<24} {i.op:<22} {i.rep:<26} MACs {i.macs:>10,}  bytes {i.weight_bytes:>9,}"
+                         f"{fused}" + (f"  [{i.note}]" if i.note else ""))
+        for layer, why in plan.fallbacks:
+            lines.append(f"  fallback to decoded dense: {layer}: {why}")
+    res = cm.resident_bytes()
+    lines.append(f"  resident: {res['total']:,} B ({res['native']:,} native, {res['torch_fallback']:,} torch fallback)")
+    return "\n".join(lines)

@@ -288,9 +288,13 @@ def _pool_check(m: nn.Module, shape) -> tuple:
 
 
 def _fmt_parts(formats: dict, name: str):
+    """``decode_parts`` of the layer's weight Format (a value that is already a parts dict, as
+    ``decode_parts`` returns, is used as it is)."""
     fmt = (formats or {}).get(f"{name}.weight")
     if fmt is None:
         return None
+    if isinstance(fmt, dict):
+        return fmt
     from ...codec import decode_parts
 
     return decode_parts(fmt)

@@ -1,0 +1,200 @@
+"""Inference speed of the compiled runtime vs torch / onnxruntime: benchmarks/results/runtime.md (+ .json).
+
+For each committed file (LeNet deep-compression, PQ, LAB / LAT MNIST, the W2A2 vgg_small) and
+for synthetic AlexNet-size FC layers (4096x4096 and 9216x4096 at 90% sparsity with a 4-bit
+codebook; PQ with 256 centroids of d=4), all runtimes run INTERLEAVED in one process at the
+same thread count (:func:`weightzip.analysis.speed.compare`): torch eager dense, onnxruntime
+fp32 of the exported dense model, onnxruntime int8 (quantize_dynamic), torch.ao int8 dynamic,
+and the weightzip modes. Inputs are standard-normal (no activation zeros to exploit). The load
+average is recorded before and after each file.
+
+    PYTHONPATH=src python benchmarks/runtime.py            # ~10-20 min on 2 cores
+    PYTHONPATH=src python benchmarks/runtime.py --quick    # fewer repeats (smoke run)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+RES = ROOT / "benchmarks" / "results"
+FILES = ["lenet300_100-deep-compression", "lenet5-deep-compression", "lenet300_100-pq", "lenet5-pq",
+         "mnist-small-lab", "mnist-small-lat_e", "cifar10-gpu/vgg_small-structured-w2a2c4"]
+# issue 13 targets: (file, batch, threads) -> minimum speed-up of compiled over onnxruntime fp32
+TARGETS = {("lenet300_100-deep-compression", 1): 3.0, ("lenet5-deep-compression", 1): 1.5,
+           ("lenet300_100-pq", 1): 1.5, ("lenet5-pq", 1): 1.5,
+           ("lenet300_100-deep-compression", 64): 1.2, ("lenet5-deep-compression", 64): 1.2,
+           ("fc4096x4096-codebook4-s90", 1): 4.0, ("fc9216x4096-codebook4-s90", 1): 4.0,
+           ("fc4096x4096-pq256", 1): 4.0, ("fc9216x4096-pq256", 1): 4.0}
+
+
+def synthetic_fc(rows: int, cols: int, kind: str, seed: int = 0):
+    """(dense nn.Sequential(Linear), parts dict of its weight) - codebook 16 at 90% sparsity or PQ 256 x d=4."""
+    rng = np.random.default_rng(seed)
+    if kind == "codebook":
+        tab = np.linspace(-0.05, 0.05, 16).astype(np.float32)
+        tab[tab == 0] = 0.01
+        nnz = rows * cols // 10
+        pos = np.sort(rng.choice(rows * cols, nnz, replace=False)).astype(np.int64)
+        codes = rng.integers(0, 16, nnz)
+        w = np.zeros(rows * cols, np.float32)
+        w[pos] = tab[codes]
+        parts = {"kind": "codebook", "shape": (rows, cols), "matrix_shape": (rows, cols), "sparse": "relative",
+                 "positions": pos, "codes": codes, "codebook": tab, "values": tab[codes]}
+    else:
+        d, k = 4, 256
+        M = cols // d
+        cbs = (rng.standard_normal((1, k, d)) * 0.02).astype(np.float32)
+        codes = rng.integers(0, k, (rows, M))
+        w = cbs[0][codes].reshape(rows, cols)
+        parts = {"kind": "pq", "shape": (rows, cols), "matrix_shape": (rows, cols), "codes": codes,
+                 "codebooks": cbs, "mask": None}
+    lin = nn.Linear(cols, rows)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(w.reshape(rows, cols)))
+    return nn.Sequential(lin).eval(), {"0.weight": parts}
+
+
+@torch.inference_mode()
+def bench_synthetic(name, dense, formats, cols, batches, threads, repeat, number):
+    from weightzip.analysis.speed import _onnx_sessions, load_average, memory_bandwidth, peak_mac_rate
+    from weightzip.runtime.compiled import compile_model
+
+    torch.set_num_threads(threads)
+    cm = compile_model(dense, formats, (cols,), threads=threads)
+    info = cm.plans[(cols,)].info()
+    macs = sum(i.macs for i in info)
+    wbytes = sum(i.weight_bytes for i in info)
+    sess = _onnx_sessions(dense, torch.randn(1, cols), threads)
+    peak, bw = peak_mac_rate(threads), memory_bandwidth()
+    rows = []
+    for b in batches:
+        x = torch.randn(b, cols)
+        xn = x.numpy()
+        calls = {"torch eager dense": lambda: dense(x), "weightzip compiled": lambda: cm(x)}
+        for k, s in sess.items():
+            if not isinstance(s, str):
+                calls[k] = (lambda s=s: s.run(None, {"input": xn}))
+        ref = dense(x)
+        diff = float((cm(x) - ref).abs().max())
+        for fn in calls.values():
+            fn()
+        times = {k: [] for k in calls}
+        for _ in range(repeat):
+            for k, fn in calls.items():
+                t0 = time.perf_counter()
+                for _ in range(number):
+                    fn()
+                times[k].append((time.perf_counter() - t0) / number)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        lim = max(macs * b / peak, wbytes / bw)
+        for k, t in med.items():
+            rows.append({"batch": b, "mode": k, "us": t * 1e6, "speedup": med["torch eager dense"] / t,
+                         "vs_onnxruntime": med.get("onnxruntime fp32", float("nan")) / t,
+                         "max_abs_diff": diff if k == "weightzip compiled" else 0.0,
+                         "over_limit": t / lim if k == "weightzip compiled" else None})
+    return {"path": name, "threads": threads, "rows": rows, "load_average": list(load_average()),
+            "compiled": {"nonzero_macs_per_sample": macs, "weight_bytes": wbytes, "fallbacks": [],
+                         "resident_bytes": cm.resident_bytes()},
+            "dense_param_bytes": sum(p.numel() * 4 for p in dense.parameters()), "peak_mac_per_s": peak,
+            "memory_bandwidth_B_per_s": bw}
+
+
+def _get(out, b, mode):
+    r = [r for r in out["rows"] if r["batch"] == b and r["mode"] == mode]
+    return r[0] if r else None
+
+
+def render(results: list[dict], cmd: str) -> str:
+    lines = ["# Compiled runtime vs torch / onnxruntime (issue 13)", "",
+             f"Written by `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Machine: "
+             f"{os.cpu_count()} cores shared with other jobs; every row was timed interleaved with the other "
+             "runtimes of its file (median of repeats), standard-normal inputs. Times in microseconds per call.", "",
+             "| file | threads | batch | load avg | torch eager | ort fp32 | ort int8 | torch.ao int8 | weightzip "
+             "compiled | compiled vs ort fp32 | target | met | compiled / limit | resident vs dense |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for out in results:
+        name = out["name"]
+        cs = out.get("compiled") or {}
+        res = (cs.get("resident_bytes") or {}).get("total")
+        rv = f"{res / 1024:.0f} KiB / {out['dense_param_bytes'] / 1024:.0f} KiB" if res else "-"
+        for b in sorted({r["batch"] for r in out["rows"]}):
+            c = _get(out, b, "weightzip compiled")
+            f = lambda m: f"{_get(out, b, m)['us']:.1f}" if _get(out, b, m) else "-"  # noqa: E731
+            vs = c["vs_onnxruntime"] if c else None
+            tgt = TARGETS.get((name, b)) if out["threads"] == 1 else None
+            met = "-" if tgt is None or vs is None else ("yes" if vs >= tgt else f"no ({vs / tgt:.2f} of it)")
+            la = out.get("load_average", [float("nan")])[0]
+            lines.append(f"| {name} | {out['threads']} | {b} | {la:.1f} | {f('torch eager dense')} | "
+                         f"{f('onnxruntime fp32')} | {f('onnxruntime int8')} | {f('torch.ao int8')} | "
+                         f"{f('weightzip compiled')} | {vs:.2f}x | {tgt or '-'} | {met} | "
+                         f"{(c or {}).get('over_limit') or float('nan'):.1f}x | {rv} |")
+    lines += ["", "`limit` = max(non-zero MACs x batch / peak MAC rate of a 512^3 fp32 torch.mm, compressed "
+              "weight bytes / memory bandwidth of one pass over 64 MiB), at the row's thread count.",
+              "Other weightzip modes (sparse, lut, auto) are in runtime.json; `auto` is `compiled` for every file "
+              "here (all layers compile).", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=str(RES / "runtime"))
+    args = ap.parse_args(argv)
+    from weightzip.analysis.speed import compare, load_average
+
+    repeat = 3 if args.quick else 5
+    results = []
+    for f in FILES:
+        path = RES / f"{f}.wz"
+        if not path.is_file():
+            print("missing", path, file=sys.stderr)
+            continue
+        big = f.startswith("cifar10")
+        for threads, batches in ((1, (1, 16, 64, 256) if not big else (1, 16)), (2, (1, 64) if not big else (16,))):
+            if args.quick and threads == 2:
+                continue
+            print(f"{f} threads={threads} load {load_average()[0]:.2f}", flush=True)
+            out = None
+            for b in batches:  # one compare per batch: the number of calls per repeat scales with 1/b
+                number = max(3, (20 if big else 200) // b)
+                o = compare(path, batch_sizes=(b,), repeat=repeat, number=number, threads=threads,
+                            log=lambda s: print("  ", s, flush=True))
+                if out is None:
+                    out = o
+                else:
+                    out["rows"] += o["rows"]
+                    out["limits"].update(o["limits"])
+            out["load_average"] = list(load_average())
+            out["name"] = f.split("/")[-1]
+            results.append(out)
+    for rows, cols in ((4096, 4096), (4096, 9216)):
+        for kind in ("codebook", "pq"):
+            name = f"fc{cols}x{rows}-" + ("codebook4-s90" if kind == "codebook" else "pq256")
+            print(name, "load", load_average()[0], flush=True)
+            dense, formats = synthetic_fc(rows, cols, kind)
+            out = bench_synthetic(name, dense, formats, cols, (1, 64), 1, 3 if args.quick else 5, 5)
+            out["name"] = name
+            results.append(out)
+            del dense, formats
+    cmd = "PYTHONPATH=src python benchmarks/runtime.py" + (" --quick" if args.quick else "")
+    text = render(results, cmd)
+    for ext, data in ((".md", text), (".json", json.dumps(results, indent=1, default=str))):
+        tmp = Path(args.out + ext + ".tmp")
+        tmp.write_text(data)
+        os.replace(tmp, args.out + ext)  # atomic
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
