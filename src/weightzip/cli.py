@@ -381,6 +381,8 @@ def bench(
     repeat: Annotated[int, typer.Option(min=1, help="Timed repeats (the median is reported).")] = 7,
     number: Annotated[int, typer.Option(min=1, help="Calls per timed repeat.")] = 50,
     threads: Annotated[int, typer.Option(min=1, help="Threads of every runtime (torch, onnxruntime, numba).")] = 1,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Time on this dataset's test inputs "
+                                                "(e.g. mnist) instead of standard-normal ones.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Latency of every runtime (torch eager, onnxruntime fp32/int8, torch.ao int8, each weightzip mode)
@@ -389,7 +391,8 @@ def bench(
 
     if not path.is_file():
         raise WeightzipError(f"file {str(path)!r} not found")
-    out = run_bench(path, batch_sizes=tuple(batch or (1, 64)), repeat=repeat, number=number, threads=threads)
+    out = run_bench(path, batch_sizes=tuple(batch or (1, 64)), repeat=repeat, number=number, threads=threads,
+                    data=data)
     if as_json:
         typer.echo(json.dumps(out, indent=2, default=str))
         return

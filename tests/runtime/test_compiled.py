@@ -233,3 +233,18 @@ def test_grad_inputs_use_the_reference():
     xg = torch.randn(2, 4, requires_grad=True)
     cm(xg).sum().backward()
     assert xg.grad is not None
+
+
+@pytest.mark.parametrize("background", [0.0, -0.4242])
+def test_background_skipping_batch1_path(background):
+    """Batch 1 with mostly-background inputs takes the CSC kernel: W x = x0 rowsum(W) + W (x - x0)."""
+    rng = np.random.default_rng(4)
+    model = nn.Sequential(nn.Linear(50, 20), nn.ReLU(), nn.Linear(20, 7)).eval()
+    formats = _install(model, {"0": ("codebook", 0.2), "2": ("uniform", 0.3)}, rng)
+    cm = compile_model(model, formats, (50,))
+    from weightzip.runtime.compiled import kernels as K
+
+    assert cm.plans[(50,)].segments[0].ops[0, K.C_CPTR] >= 0   # the CSC copy is there
+    x = np.full((1, 50), background, np.float32)
+    x[0, rng.choice(50, 6, replace=False)] = rng.standard_normal(6)
+    _check(model, cm, torch.from_numpy(x))

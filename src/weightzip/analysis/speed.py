@@ -153,10 +153,12 @@ def _plan_stats(path, shape, threads):
 @torch.inference_mode()
 def compare(path: str | Path, *, batch_sizes=(1, 64), repeat: int = 7, number: int = 50, modes=MODES,
             threads: int = 1, baselines: bool = True, log: Callable[[str], None] | None = None,
-            input_shape: Callable[[nn.Module], tuple[int, ...]] | None = None) -> dict[str, Any]:
+            input_shape: Callable[[nn.Module], tuple[int, ...]] | None = None,
+            examples: torch.Tensor | None = None) -> dict[str, Any]:
     """Time every runtime on ``path`` (see the module docstring); returns plain data.
     ``input_shape(model)`` gives one example's shape where the model config does not
-    (e.g. a language model's token window)."""
+    (e.g. a language model's token window). ``examples`` (N, *shape): real inputs (e.g. test
+    images) to take each batch from instead of standard-normal ones."""
     from ..runtime import load
     from ..runtime.compiled.module import sample_shape_of
 
@@ -196,7 +198,11 @@ def compare(path: str | Path, *, batch_sizes=(1, 64), repeat: int = 7, number: i
         bw = memory_bandwidth()
         rows = []
         for b in batch_sizes:
-            x = _example(dense, shape, b)
+            if examples is not None:
+                reps = -(-b // examples.shape[0])
+                x = examples.repeat((reps,) + (1,) * (examples.dim() - 1))[:b].contiguous()
+            else:
+                x = _example(dense, shape, b)
             xn = x.numpy()
             calls: dict[str, Callable[[], Any]] = {}
             for name, c in cands.items():
@@ -238,6 +244,7 @@ def compare(path: str | Path, *, batch_sizes=(1, 64), repeat: int = 7, number: i
                 rows[-len(med)].setdefault("limit", limit)
         return {
             "path": str(path), "threads": threads, "input_shape": list(shape), "rows": rows,
+            "inputs": "given examples" if examples is not None else "standard normal",
             "load_average": list(load_average()), "peak_mac_per_s": peak, "memory_bandwidth_B_per_s": bw,
             "dense_param_bytes": dense_bytes, "file_bytes": Path(path).stat().st_size,
             "compiled": compiled_stats, "notes": notes,
@@ -250,7 +257,8 @@ def compare(path: str | Path, *, batch_sizes=(1, 64), repeat: int = 7, number: i
 def bench_text(out: dict[str, Any]) -> str:
     """Plain-text table of :func:`compare`'s result."""
     la = out.get("load_average") or [float("nan")] * 3
-    lines = [f"{out['path']}: {out['threads']} thread(s), input {out['input_shape']}, load average "
+    lines = [f"{out['path']}: {out['threads']} thread(s), input {out['input_shape']} "
+             f"({out.get('inputs', 'standard normal')}), load average "
              f"{la[0]:.2f} {la[1]:.2f} {la[2]:.2f}; median of repeats, interleaved"]
     hdr = f"{'batch':>5}  {'runtime':<22} {'us / call':>11} {'vs torch':>9} {'vs ort fp32':>11} {'max |diff|':>10}"
     lines.append(hdr)

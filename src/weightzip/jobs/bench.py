@@ -44,12 +44,28 @@ def input_shape_of(model: nn.Module) -> tuple[int, ...]:
 
 def bench(path: str | Path, *, batch_sizes=(1, 64), repeat: int = 7, number: int = 50,
           modes=("sparse", "lut", "auto", "compiled"), threads: int | None = 1, baselines: bool = True,
-          log=None) -> dict[str, Any]:
+          log=None, data: str | None = None) -> dict[str, Any]:
     """Latency of every runtime on one file, interleaved in one process: torch eager dense,
     onnxruntime fp32 / int8, torch.ao int8 and the weightzip ``modes``, with speed-ups, the load
     average and a limit estimate; see :func:`weightzip.analysis.speed.compare`.
     Returns ``{"rows": [{batch, mode, ms, us, speedup, vs_onnxruntime, max_abs_diff}], ...}``."""
     from ..analysis.speed import compare
 
+    examples = test_examples(data, max(batch_sizes)) if data else None
     return compare(path, batch_sizes=batch_sizes, repeat=repeat, number=number, modes=modes,
-                   threads=threads or 1, baselines=baselines, log=log, input_shape=input_shape_of)
+                   threads=threads or 1, baselines=baselines, log=log, input_shape=input_shape_of,
+                   examples=examples)
+
+
+def test_examples(data: str, n: int) -> torch.Tensor:
+    """The first ``n`` test inputs of dataset ``data`` (normalized as in training)."""
+    from ..data import get_loaders
+
+    loaders = get_loaders(data, batch_size=min(n, 256), eval_batch_size=min(n, 256), val_size=0)
+    xs, total = [], 0
+    for x, _ in loaders.test:
+        xs.append(x)
+        total += x.shape[0]
+        if total >= n:
+            break
+    return torch.cat(xs)[:n].contiguous()

@@ -65,7 +65,9 @@ C_LAYOUT, C_VFMT, C_PTR, C_COL, C_COLW, C_VAL, C_TAB, C_NNZ = 7, 8, 9, 10, 11, 1
 C_CIN, C_H, C_W, C_COUT, C_KH, C_KW, C_SH, C_SW, C_PH, C_PW, C_DH, C_DW, C_GROUPS, C_HO, C_WO = range(15, 30)
 C_M, C_K, C_D, C_NCB, C_CODEW, C_SCR = 30, 31, 32, 33, 34, 35
 C_ROWS, C_COLS = 36, 37
-OPW = 38
+C_CPTR, C_CROW, C_CVAL = 38, 39, 40   # optional column-major copy (CSC) of an FC weight; -1 = none
+C_CSUM = 41                            # F offset of the row sums sum_j w[r, j] (with the CSC copy)
+OPW = 42
 # pool: C_LAYOUT holds the pool type
 P_MAX, P_AVG = 0, 1
 
@@ -200,6 +202,72 @@ def _dense_rows_val(op, F, rows, cols, vals, x, y):  # pragma: no cover - compil
         for j in range(cols):
             s += np.float32(vals[o + j]) * x[j]
         y[r] = s
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _differ(x, v, idx):  # pragma: no cover - compiled
+    """Positions of the inputs that differ from ``v`` into ``idx``; returns their count."""
+    k = 0
+    for c in range(x.shape[0]):
+        idx[k] = c
+        k += 1 if x[c] != v else 0
+    return k
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _csc_tab(cptr, row, codes, tab, x, x0, idx, k, y):  # pragma: no cover - compiled
+    """Input-stationary, background skipped: ``y[row_j] += (x[c] - x0) * tab[code_j]`` over the
+    stored weights of every input ``c`` that differs from the background value ``x0``."""
+    for t in range(k):
+        c = idx[t]
+        xv = x[c] - x0
+        for j in range(cptr[c], cptr[c + 1]):
+            y[row[j]] += xv * tab[codes[j]]
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _csc_val(cptr, row, vals, x, x0, idx, k, y):  # pragma: no cover - compiled
+    for t in range(k):
+        c = idx[t]
+        xv = x[c] - x0
+        for j in range(cptr[c], cptr[c + 1]):
+            y[row[j]] += xv * np.float32(vals[j])
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _fc1_csc(op, B, F, x, y, scr):  # pragma: no cover - compiled
+    """Batch-1 FC from the CSC copy when at most half the inputs differ from a background value
+    ``x0`` (0: post-ReLU zeros; else ``x[0]``: e.g. the normalized blank pixels of an image):
+    ``W x = x0 * rowsum(W) + W (x - x0)`` costs ~ nnz * (fraction of non-background inputs)
+    instead of nnz (EIE's activation sparsity). Returns False to use the CSR rows instead."""
+    nin = op[C_NIN]
+    idx = scr[:nin].view(np.int32)
+    x0 = np.float32(0.0)
+    k = _differ(x, x0, idx)
+    if 2 * k > nin:
+        x0 = x[0]
+        k = _differ(x, x0, idx)
+        if 2 * k > nin:
+            return False
+    nnz = op[C_NNZ]
+    if x0 == 0.0:
+        for r in range(y.shape[0]):
+            y[r] = 0.0
+    else:
+        rs = F[op[C_CSUM]:op[C_CSUM] + y.shape[0]]
+        for r in range(y.shape[0]):
+            y[r] = x0 * rs[r]
+    cptr = B[op[C_CPTR]:op[C_CPTR] + 4 * (nin + 1)].view(np.int32)
+    row = B[op[C_CROW]:op[C_CROW] + 2 * nnz].view(np.uint16)
+    v0 = op[C_CVAL]
+    vf = op[C_VFMT]
+    if vf == V_TABLE:
+        _csc_tab(cptr, row, B[v0:v0 + nnz], F[op[C_TAB]:op[C_TAB] + 256], x, x0, idx, k, y)
+    elif vf == V_Q8:
+        _csc_val(cptr, row, B[v0:v0 + nnz].view(np.int8), x, x0, idx, k, y)
+    else:
+        _csc_val(cptr, row, F[v0:v0 + nnz], x, x0, idx, k, y)
+    return True
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -402,7 +470,8 @@ def _fc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     nin = op[C_NIN]
     nout = op[C_NOUT]
     if n == 1:
-        _fc1(op, B, F, x[:nin], y[:nout])
+        if op[C_CPTR] < 0 or not _fc1_csc(op, B, F, x[:nin], y[:nout], scr):
+            _fc1(op, B, F, x[:nin], y[:nout])
         _epi(op, F, y, 1, 0, nout, 0, 1)
     else:
         _fc_batch(op, B, F, x, y, n, scr)
@@ -413,48 +482,102 @@ def _fc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=FM)
-def _pqfc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
+def _pq1(op, cbT, codes, x, T, acc):  # pragma: no cover - compiled
+    """One input: tables ``T[m, j] = <cb[m or 0, j], x_m>`` (axpy over the k contiguous
+    centroids of the transposed codebook; zero inputs skipped), then sub-space-major lookups
+    ``acc[r] += T[m, codes[m, r]]``. Slices + range indices only (no negative-index checks),
+    so both loops vectorize."""
     nin = op[C_NIN]
     rows = op[C_NOUT]
     M = op[C_M]
     k = op[C_K]
     d = op[C_D]
-    ncb = op[C_NCB]
-    cbT = F[op[C_TAB]:op[C_TAB] + ncb * d * k]          # (ncb, d, k): transposed codebooks
-    T = scr[:M * k]
-    acc = scr[M * k:M * k + rows]
-    if op[C_CODEW] == 1:
-        codes8 = B[op[C_VAL]:op[C_VAL] + M * rows]
-    else:
-        codes16 = B[op[C_VAL]:op[C_VAL] + 2 * M * rows].view(np.uint16)
-    for s in range(n):
-        xs = x[s * nin:(s + 1) * nin]
-        for m in range(M):
-            base = m * k
-            cb = (0 if ncb == 1 else m) * d * k
+    shared = op[C_NCB] == 1
+    for r in range(rows):
+        acc[r] = 0.0
+    for m in range(M):
+        Tm = T[m * k:(m + 1) * k]
+        for j in range(k):
+            Tm[j] = 0.0
+        cb = (0 if shared else m) * d * k
+        tmax = min(d, nin - m * d)
+        for t in range(tmax):
+            xv = x[m * d + t]
+            if xv != 0.0:
+                crow = cbT[cb + t * k:cb + (t + 1) * k]
+                for j in range(k):
+                    Tm[j] += crow[j] * xv
+        cm = codes[m * rows:(m + 1) * rows]
+        for r in range(rows):
+            acc[r] += Tm[cm[r]]
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _pqn(op, cbT, codes, xT, n, Tm, acc):  # pragma: no cover - compiled
+    """n inputs, weights stationary: per sub-space m the table ``Tm (k, n)`` of all n inputs
+    (``Tm[j, :] += cb[j, t] * xT[m*d + t, :]``, n contiguous), then every row adds the table
+    row of its code: ``acc[r, :] += Tm[codes[m, r], :]``. Tm and acc stay in cache; each code
+    is read once per n samples."""
+    nin = op[C_NIN]
+    rows = op[C_NOUT]
+    M = op[C_M]
+    k = op[C_K]
+    d = op[C_D]
+    shared = op[C_NCB] == 1
+    for i in range(rows * n):
+        acc[i] = 0.0
+    for m in range(M):
+        for i in range(k * n):
+            Tm[i] = 0.0
+        cb = (0 if shared else m) * d * k
+        tmax = min(d, nin - m * d)
+        # unsigned bases (no slices in the loops: a slice costs more than its n-wide axpy)
+        for t in range(tmax):
+            xb = np.uint32((m * d + t) * n)
             for j in range(k):
-                T[base + j] = 0.0
-            tmax = min(d, nin - m * d)
-            for t in range(tmax):
-                xv = xs[m * d + t]
-                if xv != 0.0:
-                    o = cb + t * k
-                    for j in range(k):
-                        T[base + j] += cbT[o + j] * xv
+                cv = cbT[cb + t * k + j]
+                tb = np.uint32(j * n)
+                for s in range(n):
+                    Tm[tb + s] += cv * xT[xb + s]
+        cm = codes[m * rows:(m + 1) * rows]
         for r in range(rows):
-            acc[r] = 0.0
-        for m in range(M):
-            Tm = T[m * k:(m + 1) * k]
-            if op[C_CODEW] == 1:
-                cm = codes8[m * rows:(m + 1) * rows]
-                for r in range(rows):
-                    acc[r] += Tm[cm[r]]
-            else:
-                cm16 = codes16[m * rows:(m + 1) * rows]
-                for r in range(rows):
-                    acc[r] += Tm[cm16[r]]
+            tb = np.uint32(np.int64(cm[r]) * n)
+            ab = np.uint32(r * n)
+            for s in range(n):
+                acc[ab + s] += Tm[tb + s]
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _pqfc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
+    nin = op[C_NIN]
+    rows = op[C_NOUT]
+    M = op[C_M]
+    k = op[C_K]
+    ncb = op[C_NCB]
+    cbT = F[op[C_TAB]:op[C_TAB] + ncb * op[C_D] * k]          # (ncb, d, k): transposed codebooks
+    if n == 1:
+        T = scr[:M * k]
+        acc = scr[M * k:M * k + rows]
+        if op[C_CODEW] == 1:
+            _pq1(op, cbT, B[op[C_VAL]:op[C_VAL] + M * rows], x[:nin], T, acc)
+        else:
+            _pq1(op, cbT, B[op[C_VAL]:op[C_VAL] + 2 * M * rows].view(np.uint16), x[:nin], T, acc)
         for r in range(rows):
-            y[s * rows + r] = acc[r]
+            y[r] = acc[r]
+    else:
+        xT = scr[:nin * n]
+        Tm = scr[nin * n:nin * n + k * n]
+        acc = scr[nin * n + k * n:nin * n + k * n + rows * n]
+        for s in range(n):
+            for j in range(nin):
+                xT[j * n + s] = x[s * nin + j]
+        if op[C_CODEW] == 1:
+            _pqn(op, cbT, B[op[C_VAL]:op[C_VAL] + M * rows], xT, n, Tm, acc)
+        else:
+            _pqn(op, cbT, B[op[C_VAL]:op[C_VAL] + 2 * M * rows].view(np.uint16), xT, n, Tm, acc)
+        for r in range(rows):
+            for s in range(n):
+                y[s * rows + r] = acc[r * n + s]
     _epi(op, F, y, n, 0, rows, rows, 1)
 
 

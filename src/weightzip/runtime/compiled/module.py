@@ -26,6 +26,7 @@ class _Native:
         self.prog = prog
         self.ops, self.B, self.F = prog.ops, prog.B, prog.F
         self.nin, self.nout = prog.nin, prog.nout
+        self.out_full = tuple(prog.out_shape)
         self._work: dict[tuple[int, int], tuple] = {}
 
     def work(self, n: int, threads: int):
@@ -41,18 +42,19 @@ class _Native:
             self._work[key] = w
         return w
 
-    def run_numpy(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
-        """``x`` (n, nin) float32 C-contiguous -> (n, nout) float32."""
+    def run_numpy(self, x: np.ndarray, threads: int = 1, out_shape: tuple | None = None) -> np.ndarray:
+        """``x`` (n, nin) float32 C-contiguous -> (n, nout) float32 (or ``(n, *out_shape)``)."""
         n = x.shape[0]
-        out = np.empty((n, self.nout), np.float32)
+        out = np.empty((n, self.nout), np.float32)  # 2-D: one kernel signature for every model
         work, half, scr, chunk = self.work(n, threads)
+        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
         if threads > 1 and n > 1:
             if numba.get_num_threads() != threads:
                 numba.set_num_threads(threads)
             K.run_parallel(self.ops, self.B, self.F, x, out, work, half, scr, chunk)
         else:
             K.run_serial(self.ops, self.B, self.F, x, out, work, half, scr, chunk)
-        return out
+        return out if out_shape is None or len(out_shape) == 1 else out.reshape((n,) + tuple(out_shape))
 
 
 class CompiledModel(nn.Module):
@@ -123,13 +125,15 @@ class CompiledModel(nn.Module):
         if x.dtype != torch.float32 or x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
             return self._dense_model()(x)
         threads = self.threads or torch.get_num_threads()
-        if self._single is not None and tuple(x.shape[1:]) == self._single_shape:
-            nat = self._single
-            xn = x.detach().reshape(x.shape[0], nat.nin)
-            if not xn.is_contiguous():
-                xn = xn.contiguous()
-            out = nat.run_numpy(xn.numpy(), threads)
-            return torch.from_numpy(out).view((x.shape[0],) + nat.prog.out_shape)
+        nat = self._single
+        if nat is not None and x.shape[1:] == self._single_shape:
+            # the batch-1 path costs ~20 us in all, so every torch call counts: reshape in numpy,
+            # the output is allocated by numpy and returned without a copy
+            n = x.shape[0]
+            xn = x.detach().numpy().reshape(n, nat.nin)
+            if not xn.flags.c_contiguous:
+                xn = np.ascontiguousarray(xn)
+            return torch.from_numpy(nat.run_numpy(xn, threads, nat.out_full))
         sample = tuple(x.shape[1:])
         self.plan_for(sample)
         h = x.detach()

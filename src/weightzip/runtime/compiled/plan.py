@@ -179,6 +179,7 @@ def _new_op(kind: int, nin: int, nout: int) -> np.ndarray:
     op[K.C_ALPHA] = -1
     op[K.C_BETA] = -1
     op[K.C_ACT] = K.A_NONE
+    op[K.C_CPTR] = op[K.C_CROW] = op[K.C_CVAL] = op[K.C_CSUM] = -1
     return op
 
 
@@ -220,6 +221,29 @@ def _pack_weight(op: np.ndarray, rep: WeightRep, pk: _Packer, conv: bool) -> int
             op[K.C_VAL] = pk.b(rep.val)
         if rep.vfmt == K.V_TABLE:
             op[K.C_TAB] = pk.f(rep.tab)
+    return (pk.blen - start_b) + 4 * (pk.flen - start_f)
+
+
+CSC_MAX_NNZ = 1 << 20
+
+
+def _pack_csc(op: np.ndarray, rep: WeightRep, pk: _Packer) -> int:
+    """Also store the weight column-major (CSC) and its row sums for the background-skipping
+    batch-1 kernel (:func:`.kernels._fc1_csc`); only for CSR layers whose input is likely to be
+    mostly one value (the model input, after ReLU / act-quant)."""
+    if rep.layout != K.L_CSR or rep.vfmt == K.V_PQ or rep.rows > 65536 or rep.nnz > CSC_MAX_NNZ or rep.nnz == 0:
+        return 0
+    start_b, start_f = pk.blen, pk.flen
+    r = np.repeat(np.arange(rep.rows), np.diff(rep.indptr))
+    order = np.lexsort((r, rep.col))
+    cptr = np.zeros(rep.cols + 1, np.int64)
+    np.cumsum(np.bincount(rep.col, minlength=rep.cols)[:rep.cols], out=cptr[1:])
+    op[K.C_CPTR] = pk.b(cptr.astype(np.int32))
+    op[K.C_CROW] = pk.b(r[order].astype(np.uint16))
+    v = rep.val[order]
+    op[K.C_CVAL] = pk.f(v) if rep.vfmt == K.V_F32 else pk.b(v)
+    w = (rep.tab[rep.val] if rep.vfmt == K.V_TABLE else rep.val).astype(np.float64)
+    op[K.C_CSUM] = pk.f(np.bincount(r, weights=w, minlength=rep.rows)[:rep.rows])   # row sums
     return (pk.blen - start_b) + 4 * (pk.flen - start_f)
 
 
@@ -373,6 +397,7 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
         pk, ops, info = _Packer(), [], []
         act_max, scr_ps, scr_fx = 1, 0, 0
 
+    zeros_likely = True   # the model input (images are often mostly 0), or after ReLU / act-quant
     i = 0
     while i < len(steps):
         n = steps[i]
@@ -393,6 +418,7 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
                 op[K.C_TAB] = pk.f(np.asarray([float(item.get("clip", 1.0))], np.float32))
                 ops.append(op)
                 info.append(OpInfo(f"{name} (input)", f"act-quant {item['bits']} bit"))
+                zeros_likely = True
             if isinstance(mod, (nn.Linear, nn.Conv2d)) and type(mod) in (nn.Linear, nn.Conv2d):
                 if isinstance(mod, nn.Conv2d):
                     _conv_check(mod)
@@ -404,7 +430,9 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
                 conv = isinstance(mod, nn.Conv2d)
                 if rep.vfmt == K.V_PQ and not conv:
                     op = _new_op(K.K_PQFC, nin, nout)
-                    scr_fx = max(scr_fx, rep.pq["codes"].shape[1] * rep.pq["codebooks"].shape[1] + rep.rows + 16)
+                    kq = rep.pq["codebooks"].shape[1]
+                    scr_fx = max(scr_fx, rep.pq["codes"].shape[1] * kq + rep.rows + 16)
+                    scr_ps = max(scr_ps, nin + kq + rep.rows + 1)   # batch: xT, Tm (k, n), acc (rows, n)
                 else:
                     op = _new_op(K.K_CONV if conv else K.K_FC, nin, nout)
                     if not conv:
@@ -425,6 +453,9 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
                     scr_fx = max(scr_fx, rep.cols * out_shape[1] * out_shape[2] + 16,
                                  cin_g * pad_plane + op[K.C_KW] * op[K.C_DW] + 32)
                 wbytes = _pack_weight(op, rep, pk, conv)
+                if not conv and zeros_likely and op[K.C_KIND] == K.K_FC:
+                    wbytes += _pack_csc(op, rep, pk)
+                    scr_fx = max(scr_fx, nin + 16)
                 fused = []
                 bn = None
                 act = None
@@ -447,6 +478,8 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
                     out_shape = _node_shape(steps[i + consumed - 1])
                     nout = int(np.prod(out_shape))
                 wbytes += _epilogue(op, pk, rep.rows, rep.rowscale, mod.bias, bn, act)
+                zeros_likely = act is not None and (act[0] == K.A_RELU or (act[0] == K.A_HARDTANH
+                                                                           and act[1][0] == 0.0))
                 ops.append(op)
                 per_pos = (out_shape[1] * out_shape[2]) if conv else 1
                 info.append(OpInfo(name, ("conv" if conv else ("pq-lut" if op[K.C_KIND] == K.K_PQFC else "fc")),
@@ -469,9 +502,12 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
                 if mod is not None and _bn_ok(mod):
                     _epilogue(op, pk, C, None, None, mod, None)
                     label = "batchnorm"
+                    zeros_likely = False
                 else:
-                    _epilogue(op, pk, C, None, None, None, _step_act(n, modules))
+                    a = _step_act(n, modules)
+                    _epilogue(op, pk, C, None, None, None, a)
                     label = "activation"
+                    zeros_likely = a[0] == K.A_RELU
                 ops.append(op)
                 info.append(OpInfo(name, label))
             else:

@@ -27,6 +27,41 @@ from ...errors import WeightzipFormatError
 from . import kernels as K
 
 CSR_MAX_DENSITY = 0.5
+# int8 / fp32 values: the dense row loop vectorizes (16 MACs per instruction), the CSR gather does
+# not (~1.5 cycles per non-zero), so CSR pays off only below this density
+CSR_MAX_DENSITY_VECTOR = 0.15
+
+
+def _densify(rep: "WeightRep") -> "WeightRep":
+    """CSR -> DENSE of the same values (TABLE gets a zero entry when its table has none)."""
+    rows, cols = rep.rows, rep.cols
+    r = np.repeat(np.arange(rows), np.diff(rep.indptr))
+    if rep.vfmt == K.V_TABLE:
+        tab = rep.tab
+        zero = np.flatnonzero(tab == 0)
+        if zero.size:
+            z = int(zero[0])
+        elif len(tab) < 256:
+            tab = np.concatenate([tab, np.zeros(1, np.float32)])
+            z = len(tab) - 1
+        else:
+            return rep
+        codes = np.full((rows, cols), z, np.uint8)
+        codes[r, rep.col] = rep.val
+        return WeightRep(rows, cols, K.L_DENSE, K.V_TABLE, val=codes.reshape(-1), tab=tab, source=rep.source,
+                         note=rep.note)
+    val = np.zeros((rows, cols), rep.val.dtype)
+    val[r, rep.col] = rep.val
+    return WeightRep(rows, cols, K.L_DENSE, rep.vfmt, val=val.reshape(-1), rowscale=rep.rowscale,
+                     source=rep.source, note=rep.note)
+
+
+def _choose_layout(rep: "WeightRep") -> "WeightRep":
+    if rep.layout != K.L_CSR or rep.vfmt == K.V_PQ or not rep.rows * rep.cols:
+        return rep
+    density = rep.nnz / (rep.rows * rep.cols)
+    limit = CSR_MAX_DENSITY if rep.vfmt == K.V_TABLE else CSR_MAX_DENSITY_VECTOR
+    return _densify(rep) if density > limit else rep
 
 
 @dataclass
@@ -120,6 +155,11 @@ def rep_from_dense(w: np.ndarray, note: str = "", source: str = "dense") -> Weig
 
 
 def weight_rep(parts: dict | None, dense: np.ndarray, where: str) -> WeightRep:
+    """See :func:`_weight_rep`; then CSR or DENSE by density and value format."""
+    return _choose_layout(_weight_rep(parts, dense, where))
+
+
+def _weight_rep(parts: dict | None, dense: np.ndarray, where: str) -> WeightRep:
     """The kernel representation of one weight from its codec ``parts`` (or the dense array).
 
     ``dense`` is the module's (decoded) weight; its shape must equal the Format's shape,
@@ -141,8 +181,8 @@ def weight_rep(parts: dict | None, dense: np.ndarray, where: str) -> WeightRep:
         if lay == K.L_CSR:  # drop stored entries whose centroid is 0 (none for sparse layouts)
             keep = tab[codes] != 0
             if not keep.all():
-                return weight_rep({**parts, "positions": _positions(ip, col, cols)[keep],
-                                   "codes": codes[keep]}, dense, where)
+                return _weight_rep({**parts, "positions": _positions(ip, col, cols)[keep],
+                                    "codes": codes[keep]}, dense, where)
         return WeightRep(rows, cols, lay, K.V_TABLE, ip, col, codes.astype(np.uint8), tab, source=kind)
     if kind == "uniform":
         q = np.asarray(parts["q"])
