@@ -162,7 +162,7 @@ def main(argv=None) -> int:
             continue
         big = f.startswith("cifar10")
         for threads, batches in ((1, (1, 16, 64, 256) if not big else (1,)), (2, (1, 64) if not big else ())):
-            if args.quick and threads == 2:
+            if (args.quick and threads == 2) or not batches:
                 continue
             print(f"{f} threads={threads} load {load_average()[0]:.2f}", flush=True)
             out = None
