@@ -473,6 +473,12 @@ def _fc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
         if op[C_CPTR] < 0 or not _fc1_csc(op, B, F, x[:nin], y[:nout], scr):
             _fc1(op, B, F, x[:nin], y[:nout])
         _epi(op, F, y, 1, 0, nout, 0, 1)
+    elif op[C_LAYOUT] == L_DENSE:
+        # dense layers: one long vectorized dot product per (sample, row) beats the n-wide
+        # weights-stationary axpy (measured 5-10x on the int8-level MLPs at n = 16..256)
+        for s in range(n):
+            _fc1(op, B, F, x[s * nin:(s + 1) * nin], y[s * nout:(s + 1) * nout])
+        _epi(op, F, y, n, 0, nout, nout, 1)
     else:
         _fc_batch(op, B, F, x, y, n, scr)
 
