@@ -223,6 +223,10 @@ def test_committed_files_compiled_equal_dense(name):
     shape = next(iter(cm.plans))
     _check(dense, cm, torch.randn(4, *shape))
     assert isinstance(wz.load(path, mode="auto"), CompiledModel)   # auto: compiled when it all compiles
+    assert cm._model[0] is None                                     # dense weights dropped from memory...
+    x = torch.randn(2, *shape)
+    with torch.no_grad():                                           # ...and re-read from the file on demand
+        torch.testing.assert_close(cm.reference(x), dense(x))
 
 
 def test_grad_inputs_use_the_reference():

@@ -92,7 +92,8 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") 
     if mode in ("compiled", "auto"):
         from .compiled.module import compile_from_file
 
-        cm = compile_from_file(path, model, formats, manifest, required=mode == "compiled")
+        cm = compile_from_file(path, model, formats, manifest, required=mode == "compiled",
+                               reload=lambda: (load(path, mode="dense"), container.read(path)[1]))
         if cm is not None:
             return cm
     if mode != "dense":

@@ -186,19 +186,13 @@ def sample_shape_of(model: nn.Module, manifest: dict | None = None) -> tuple[int
 
 
 def compile_from_file(path, model: nn.Module, formats: dict, manifest: dict, required: bool,
-                      threads: int | None = None) -> CompiledModel | None:
+                      threads: int | None = None, reload=None) -> CompiledModel | None:
     """``load(mode="compiled" | "auto")``: the compiled model, or None where ``auto`` should use
-    the per-layer converters instead (the model does not compile completely)."""
+    the per-layer converters instead (the model does not compile completely). ``reload()`` ->
+    (dense model, formats) re-reads the file (given by ``load``, so no import goes back to it)."""
     shape = sample_shape_of(model, manifest)
     model.eval()
     model.wz_manifest = manifest
-
-    def reload():
-        from ..load import load
-
-        from ...codec import container
-
-        return load(path, mode="dense"), container.read(path)[1]
 
     if shape is None:
         if not required:
