@@ -137,8 +137,7 @@ def _plan_stats(path, shape, threads):
     cm = load(path, mode="compiled")
     if hasattr(cm, "threads"):
         cm.threads = threads
-    plans = getattr(cm, "plans", {})
-    plan = plans.get(tuple(shape)) if plans else None
+    plan = cm.plan_for(tuple(shape)) if hasattr(cm, "plan_for") else None
     if plan is None:
         return cm, None, None, [("<model>", "no compiled plan for this input")], None
     info = plan.info()

@@ -180,8 +180,10 @@ def sample_shape_of(model: nn.Module, manifest: dict | None = None) -> tuple[int
     params = _inspect.signature(_MODELS[name]).parameters
     if "image_size" not in params and "image_size" not in kw:
         return None
-    c = kw.get("in_channels", params["in_channels"].default if "in_channels" in params else 1)
-    s = kw.get("image_size", params["image_size"].default)
+    c = kw["in_channels"] if "in_channels" in kw else (params["in_channels"].default if "in_channels" in params else 1)
+    s = kw["image_size"] if "image_size" in kw else params["image_size"].default
+    if s is _inspect.Parameter.empty or c is _inspect.Parameter.empty:
+        return None
     return (int(c), int(s), int(s))
 
 
