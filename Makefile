@@ -13,7 +13,7 @@ $(BIN)/weightzip: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: the CPU build on this machine (a plain `torch` pulls CUDA wheels)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,bench]"
 	touch $(BIN)/weightzip
 
 setup: $(BIN)/weightzip

@@ -370,6 +370,9 @@ def inspect(
         typer.echo(json.dumps(size_report(path).to_dict(), indent=2, default=str))
         return
     _print_size_table(path)
+    from .analysis.speed import plan_text
+
+    typer.echo(plan_text(path))
 
 
 @app.command()
@@ -379,21 +382,25 @@ def bench(
                                                        "[default: 1 and 64].")] = None,
     repeat: Annotated[int, typer.Option(min=1, help="Timed repeats (the median is reported).")] = 7,
     number: Annotated[int, typer.Option(min=1, help="Calls per timed repeat.")] = 50,
-    threads: Annotated[int, typer.Option(min=1, help="torch threads for both runtimes.")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="Threads of every runtime (torch, onnxruntime, numba).")] = 1,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Time on this dataset's test inputs "
+                                                "(e.g. mnist) instead of standard-normal ones.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
-    """Latency of the compressed runtime vs the same model as dense fp32 PyTorch (same machine)."""
+    """Latency of every runtime (torch eager, onnxruntime fp32/int8, torch.ao int8, each weightzip mode)
+    interleaved in one process, with speed-ups, the load average and the hardware limit estimate."""
     from .jobs.bench import bench as run_bench
 
     if not path.is_file():
         raise WeightzipError(f"file {str(path)!r} not found")
-    out = run_bench(path, batch_sizes=tuple(batch or (1, 64)), repeat=repeat, number=number, threads=threads)
+    out = run_bench(path, batch_sizes=tuple(batch or (1, 64)), repeat=repeat, number=number, threads=threads,
+                    data=data)
     if as_json:
-        typer.echo(json.dumps(out, indent=2))
+        typer.echo(json.dumps(out, indent=2, default=str))
         return
-    from .report.tables import bench_table
+    from .analysis.speed import bench_text
 
-    typer.echo(bench_table(out))
+    typer.echo(bench_text(out))
 
 
 class ExportFormat(str, Enum):

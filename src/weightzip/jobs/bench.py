@@ -47,37 +47,30 @@ def input_shape_of(model: nn.Module) -> tuple[int, ...]:
     return (c, s, s)
 
 
-@torch.inference_mode()
 def bench(path: str | Path, *, batch_sizes=(1, 64), repeat: int = 7, number: int = 50,
-          modes=("sparse", "lut", "auto"), threads: int | None = 1) -> dict[str, Any]:
-    """Latency of the compressed runtime vs the dense fp32 model (decoded), median of repeats.
+          modes=("sparse", "lut", "auto", "compiled"), threads: int | None = 1, baselines: bool = True,
+          log=None, data: str | None = None) -> dict[str, Any]:
+    """Latency of every runtime on one file, interleaved in one process: torch eager dense,
+    onnxruntime fp32 / int8, torch.ao int8 and the weightzip ``modes``, with speed-ups, the load
+    average and a limit estimate; see :func:`weightzip.analysis.speed.compare`.
+    Returns ``{"rows": [{batch, mode, ms, us, speedup, vs_onnxruntime, max_abs_diff}], ...}``."""
+    from ..analysis.speed import compare
 
-    The dense reference is the same network with decoded fp32 weights run by plain PyTorch on
-    the same machine and thread count. Returns ``{"rows": [{batch, mode, ms, speedup}], ...}``.
-    """
-    if threads:
-        torch.set_num_threads(threads)
-    dense = api.load(path, mode="dense")
-    shape = input_shape_of(dense)
-    rows = []
-    for b in batch_sizes:
-        if len(shape) == 1:  # language model: token windows
-            vocab = (dense.wz_config.get("kwargs") or {}).get("vocab_size", 10000)
-            x = torch.randint(0, vocab, (shape[0], b))
-        else:
-            x = torch.randn(b, *shape)
-        t_dense = median_latency(lambda: dense(x), repeat, number)
-        rows.append({"batch": b, "mode": "dense fp32", "ms": t_dense * 1e3, "speedup": 1.0})
-        for mode in modes:
-            m = api.load(path, mode=mode)
-            swapped = sorted({type(mod).__name__ for mod in m.modules()} - {type(mod).__name__ for mod in dense.modules()})
-            if not swapped:
-                continue
-            y_ref, y = dense(x), m(x)
-            y_ref = y_ref[0] if isinstance(y_ref, tuple) else y_ref
-            y = y[0] if isinstance(y, tuple) else y
-            err = float((y - y_ref).abs().max())
-            t = median_latency(lambda: m(x), repeat, number)
-            rows.append({"batch": b, "mode": mode, "ms": t * 1e3, "speedup": t_dense / t,
-                         "layers": swapped, "max_abs_diff": err})
-    return {"path": str(path), "threads": torch.get_num_threads(), "input_shape": list(shape), "rows": rows}
+    examples = test_examples(data, max(batch_sizes)) if data else None
+    return compare(path, batch_sizes=batch_sizes, repeat=repeat, number=number, modes=modes,
+                   threads=threads or 1, baselines=baselines, log=log, input_shape=input_shape_of,
+                   examples=examples)
+
+
+def test_examples(data: str, n: int) -> torch.Tensor:
+    """The first ``n`` test inputs of dataset ``data`` (normalized as in training)."""
+    from ..data import get_loaders
+
+    loaders = get_loaders(data, batch_size=min(n, 256), eval_batch_size=min(n, 256), val_size=0)
+    xs, total = [], 0
+    for x, _ in loaders.test:
+        xs.append(x)
+        total += x.shape[0]
+        if total >= n:
+            break
+    return torch.cat(xs)[:n].contiguous()

@@ -20,7 +20,7 @@ from ..codec import container
 from ..codec import decode
 from ..errors import WeightzipFormatError
 
-MODES = ("dense", "sparse", "lut", "auto")
+MODES = ("dense", "sparse", "lut", "compiled", "auto")
 
 
 def read_model_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
@@ -67,8 +67,10 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") 
 
     ``mode``: ``dense`` decodes every tensor to a dense fp32 weight; ``sparse`` additionally
     runs pruned ``nn.Linear`` layers from their CSR form; ``lut`` runs product-quantized layers
-    by lookup tables where the file has them; ``auto`` picks per layer what the benchmarks found
-    fastest. The loaded module carries ``wz_manifest``.
+    by lookup tables where the file has them; ``compiled`` runs the whole model as one native
+    program over the compressed weights (:mod:`weightzip.runtime.compiled`; layers without a
+    kernel run decoded dense); ``auto`` is ``compiled`` when every layer compiles, else it picks
+    per layer what the benchmarks found fastest. The loaded module carries ``wz_manifest``.
     """
     if mode not in MODES:
         raise ValueError(f"unknown runtime mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -97,6 +99,13 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") 
         from ..core.parametrize import install_activation_quant
 
         install_activation_quant(model, act)
+    if mode in ("compiled", "auto"):
+        from .compiled.module import compile_from_file
+
+        cm = compile_from_file(path, model, formats, manifest, required=mode == "compiled",
+                               reload=lambda: (load(path, mode="dense"), container.read(path)[1]))
+        if cm is not None:
+            return cm
     if mode != "dense":
         from .convert import convert
 

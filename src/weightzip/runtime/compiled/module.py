@@ -1,0 +1,209 @@
+"""``CompiledModel``: an ``nn.Module`` that runs a :class:`.plan.Plan` (one native call per
+native segment; a sequential model that compiles completely is ONE call per forward).
+
+Inputs that the native path does not take (autograd, non-CPU, other dtypes) run the decoded
+dense reference model, which is then built on demand from the kept formats. Threads: the
+batch is split into chunks of ``<= CHUNK`` samples (at least one per thread) and ONE parallel
+region runs the whole program per chunk (``numba.prange``), so there is no per-layer
+synchronisation; batch 1 runs on the calling thread (a parallel region costs more than the
+whole forward of a small model).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from torch import nn
+
+from . import kernels as K
+from .plan import CHUNK, Plan, Program, TorchSegment, build_plan
+
+
+class _Native:
+    """A packed program plus its cached work buffers."""
+
+    def __init__(self, prog: Program):
+        self.prog = prog
+        self.ops, self.B, self.F = prog.ops, prog.B, prog.F
+        self.nin, self.nout = prog.nin, prog.nout
+        self.out_full = tuple(prog.out_shape)
+        self._work: dict[tuple[int, int], tuple] = {}
+
+    def work(self, n: int, threads: int):
+        key = (n, threads)
+        w = self._work.get(key)
+        if w is None:
+            chunk = CHUNK if threads <= 1 else max(1, min(CHUNK, -(-n // threads)))
+            nch = -(-n // chunk) if threads > 1 else 1
+            half, scr, total = self.prog.work_layout(chunk)
+            w = (np.zeros((nch, total), np.float32), half, scr, chunk)
+            if len(self._work) > 8:
+                self._work.clear()
+            self._work[key] = w
+        return w
+
+    def run_numpy(self, x: np.ndarray, threads: int = 1, out_shape: tuple | None = None) -> np.ndarray:
+        """``x`` (n, nin) float32 C-contiguous -> (n, nout) float32 (or ``(n, *out_shape)``)."""
+        n = x.shape[0]
+        out = np.empty((n, self.nout), np.float32)  # 2-D: one kernel signature for every model
+        work, half, scr, chunk = self.work(n, threads)
+        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+        if threads > 1 and n > 1:
+            if numba.get_num_threads() != threads:
+                numba.set_num_threads(threads)
+            K.run_parallel(self.ops, self.B, self.F, x, out, work, half, scr, chunk)
+        else:
+            K.run_serial(self.ops, self.B, self.F, x, out, work, half, scr, chunk)
+        return out if out_shape is None or len(out_shape) == 1 else out.reshape((n,) + tuple(out_shape))
+
+
+class CompiledModel(nn.Module):
+    """Runs a loaded model from its compressed representation (see :mod:`.plan`).
+
+    ``reference`` builds the decoded dense module (used for inputs the native path does not
+    take). ``threads`` (default: ``torch.get_num_threads()`` at each call) caps the numba
+    threads. ``plans`` holds one plan per input sample shape, built on first use.
+    """
+
+    def __init__(self, model: nn.Module, formats: dict | None, sample_shape: tuple[int, ...] | None = None,
+                 act_quant: list[dict] | None = None, threads: int | None = None, reload=None):
+        super().__init__()
+        self._formats = formats
+        self._reload = reload
+        self._act_quant = act_quant
+        self.threads = threads
+        self.plans: dict[tuple[int, ...], Plan] = {}
+        self._natives: dict[tuple[int, ...], list] = {}
+        # keep the torch model only for fallback segments / reference; the compiled layers'
+        # dense weights are dropped from memory once every plan is built natively
+        self._model = [model]
+        self._single: _Native | None = None
+        self._single_shape: tuple[int, ...] | None = None
+        if sample_shape is not None:
+            self.plan_for(tuple(sample_shape))
+            if reload is not None and self.plans[tuple(sample_shape)].native_only:
+                # weights now live only in the packed arrays; the dense model and the formats
+                # are re-read from the file if another input shape or the reference is needed
+                self._model = [None]
+                self._formats = None
+
+    def _dense_model(self) -> nn.Module:
+        if self._model[0] is None:
+            model, formats = self._reload()
+            self._model = [model]
+            self._formats = formats
+        return self._model[0]
+
+    # -- plans -----------------------------------------------------------------------------
+    def plan_for(self, sample_shape: tuple[int, ...]) -> Plan:
+        plan = self.plans.get(sample_shape)
+        if plan is None:
+            model = self._dense_model()
+            plan = build_plan(model, self._formats, sample_shape, self._act_quant)
+            self.plans[sample_shape] = plan
+            segs = [(_Native(s) if isinstance(s, Program) else s) for s in plan.segments]
+            self._natives[sample_shape] = segs
+            if len(segs) == 1 and isinstance(segs[0], _Native):
+                self._single, self._single_shape = segs[0], sample_shape
+        return plan
+
+    @property
+    def reference(self) -> nn.Module:
+        """The decoded dense model (the reference mode)."""
+        return self._dense_model()
+
+    def resident_bytes(self) -> dict[str, int]:
+        """Bytes held for inference: packed native programs, torch fallback parameters."""
+        native = sum(s.prog.nbytes for segs in self._natives.values() for s in segs if isinstance(s, _Native))
+        fb = {id(p): p for segs in self._natives.values() for s in segs if isinstance(s, TorchSegment)
+              for p in list(s.module.parameters()) + list(s.module.buffers())}
+        torch_b = sum(p.numel() * p.element_size() for p in fb.values())
+        return {"native": int(native), "torch_fallback": int(torch_b), "total": int(native + torch_b)}
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32 or x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
+            return self._dense_model()(x)
+        threads = self.threads or torch.get_num_threads()
+        nat = self._single
+        if nat is not None and x.shape[1:] == self._single_shape:
+            # the batch-1 path costs ~20 us in all, so every torch call counts: reshape in numpy,
+            # the output is allocated by numpy and returned without a copy
+            n = x.shape[0]
+            xn = x.detach().numpy().reshape(n, nat.nin)
+            if not xn.flags.c_contiguous:
+                xn = np.ascontiguousarray(xn)
+            return torch.from_numpy(nat.run_numpy(xn, threads, nat.out_full))
+        sample = tuple(x.shape[1:])
+        self.plan_for(sample)
+        h = x.detach()
+        for seg in self._natives[sample]:
+            if isinstance(seg, _Native):
+                hn = h.reshape(h.shape[0], seg.nin).contiguous()
+                h = torch.from_numpy(seg.run_numpy(hn.numpy(), threads)).view((h.shape[0],) + seg.prog.out_shape)
+            else:
+                h = seg.module(h)
+        return h
+
+    def extra_repr(self) -> str:
+        lines = []
+        for shape, plan in self.plans.items():
+            lines.append(f"input {shape}: {len(plan.segments)} segment(s)" +
+                         (f", fallbacks {plan.fallbacks}" if plan.fallbacks else ""))
+        return "; ".join(lines)
+
+
+def compile_model(model: nn.Module, formats: dict | None, sample_shape: tuple[int, ...] | None = None,
+                  threads: int | None = None, reload=None) -> CompiledModel:
+    """Wrap a loaded (eval-mode) model in :class:`CompiledModel`; the plan for ``sample_shape``
+    is built now (so fallbacks are known), other input shapes on first use. ``reload()`` ->
+    ``(dense model, formats)`` lets the wrapper drop both while every layer runs natively."""
+    act = (getattr(model, "wz_runtime", None) or {}).get("activation_quant")
+    cm = CompiledModel(model.eval(), formats, sample_shape, act, threads, reload)
+    for attr in ("wz_manifest", "wz_config", "wz_runtime"):
+        if hasattr(model, attr):
+            setattr(cm, attr, getattr(model, attr))
+    return cm
+
+
+def sample_shape_of(model: nn.Module, manifest: dict | None = None) -> tuple[int, ...] | None:
+    """One input sample's shape from the zoo model's constructor arguments (None: unknown)."""
+    import inspect as _inspect
+
+    from ...core.registry import _MODELS
+
+    cfg = (manifest or {}).get("model") or getattr(model, "wz_config", None) or {}
+    name = cfg.get("name", "")
+    kw = cfg.get("kwargs") or {}
+    if name not in _MODELS or name.startswith("lstm"):
+        return None
+    params = _inspect.signature(_MODELS[name]).parameters
+    if "image_size" not in params and "image_size" not in kw:
+        return None
+    c = kw["in_channels"] if "in_channels" in kw else (params["in_channels"].default if "in_channels" in params else 1)
+    s = kw["image_size"] if "image_size" in kw else params["image_size"].default
+    if s is _inspect.Parameter.empty or c is _inspect.Parameter.empty:
+        return None
+    return (int(c), int(s), int(s))
+
+
+def compile_from_file(path, model: nn.Module, formats: dict, manifest: dict, required: bool,
+                      threads: int | None = None, reload=None) -> CompiledModel | None:
+    """``load(mode="compiled" | "auto")``: the compiled model, or None where ``auto`` should use
+    the per-layer converters instead (the model does not compile completely). ``reload()`` ->
+    (dense model, formats) re-reads the file (given by ``load``, so no import goes back to it)."""
+    shape = sample_shape_of(model, manifest)
+    model.eval()
+    model.wz_manifest = manifest
+
+    if shape is None:
+        if not required:
+            return None
+        cm = compile_model(model, formats, None, threads, None)
+        cm.wz_manifest = manifest
+        return cm
+    cm = compile_model(model, formats, shape, threads, reload)
+    cm.wz_manifest = manifest
+    if not required and not cm.plans[shape].native_only:
+        return None
+    return cm

@@ -1,0 +1,254 @@
+"""The compiled runtime equals the decoded-dense forward (rtol 1e-5) on random layers / shapes.
+
+Tolerance: ``|y - y_dense| <= 1e-5 * |y_dense| + 1e-5 * (|W| |x|)`` elementwise - float32 sums
+in another order differ by a few ulps of the sum of |terms|, so outputs near zero (where the
+terms cancel) are compared against the size of the terms, not of the result.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import weightzip as wz
+from weightzip.codec import decode, encode
+from weightzip.errors import WeightzipFormatError
+from weightzip.runtime.compiled import compile_model
+from weightzip.runtime.compiled.module import CompiledModel
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _weight(kind: str, shape, density: float, rng: np.random.Generator) -> tuple[torch.Tensor, object]:
+    """A weight of ``kind`` with the given density of non-zeros, and its Format (decoded exactly)."""
+    rows = shape[0]
+    cols = int(np.prod(shape[1:]))
+    mask = rng.random((rows, cols)) < density
+    if kind == "codebook":
+        tab = rng.standard_normal(int(rng.integers(1, 12))).astype(np.float32)
+        tab[tab == 0] = 0.5
+        w = tab[rng.integers(0, len(tab), (rows, cols))] * mask
+        fmt = encode(torch.from_numpy(w.reshape(shape)), {"kind": "codebook"}, options={"kinds": ["codebook"]})
+    elif kind == "uniform":
+        scale = float(rng.uniform(0.05, 0.5))
+        q = rng.integers(-3, 4, (rows, cols)) * mask
+        w = (q.astype(np.float32) * np.float32(scale))
+        fmt = encode(torch.from_numpy(w.reshape(shape)), {"kind": "uniform", "scale": scale, "bits": 3})
+    elif kind == "pq":
+        d = int(rng.integers(1, 5))
+        M = -(-cols // d)
+        k = int(rng.integers(1, 9))
+        cbs = rng.standard_normal((1, k, d)).astype(np.float32)
+        codes = rng.integers(0, k, (rows, M))
+        hint = {"kind": "pq", "codes": torch.from_numpy(codes), "codebooks": torch.from_numpy(cbs)}
+        w = cbs[0][codes].reshape(rows, M * d)[:, :cols]
+        fmt = encode(torch.from_numpy(np.ascontiguousarray(w).reshape(shape)), hint, options={"kinds": ["pq"]})
+    else:
+        w = rng.standard_normal((rows, cols)).astype(np.float32) * mask
+        fmt = encode(torch.from_numpy(w.reshape(shape)))
+    t = decode(fmt)
+    return t, fmt
+
+
+def _install(model: nn.Module, layers: dict[str, tuple[str, float]], rng) -> dict:
+    formats = {}
+    for name, (kind, density) in layers.items():
+        mod = model.get_submodule(name)
+        w, fmt = _weight(kind, tuple(mod.weight.shape), density, rng)
+        with torch.no_grad():
+            mod.weight.copy_(w)
+        formats[f"{name}.weight"] = fmt
+    return formats
+
+
+def _check(model: nn.Module, cm: nn.Module, x: torch.Tensor) -> None:
+    with torch.inference_mode():
+        ref = model(x)
+        y = cm(x)
+        # bound of the summation error: the same network on |W|, |x| (no bias sign cancellation)
+    assert y.shape == ref.shape
+    err = (y - ref).abs()
+    scale = _abs_forward(model, x)
+    tol = 1e-5 * ref.abs() + 1e-5 * scale + 1e-6
+    assert bool((err <= tol).all()), f"max err {float(err.max())}, max ref {float(ref.abs().max())}"
+
+
+def _abs_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    import copy
+
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, (nn.Linear, nn.Conv2d)):
+                mod.weight.abs_()
+                if mod.bias is not None:
+                    mod.bias.abs_()
+            if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                mod.bias.abs_()
+                mod.weight.abs_()
+                mod.running_mean.zero_()
+        with torch.inference_mode():
+            return m(x.abs()).abs() + 1.0
+
+
+KINDS = st.sampled_from(["codebook", "uniform", "pq", "dense"])
+DENS = st.sampled_from([0.0, 0.02, 0.3, 0.6, 1.0])
+
+
+@SETTINGS
+@given(k1=KINDS, k2=KINDS, d1=DENS, d2=DENS, a=st.integers(1, 40), b=st.integers(1, 33), c=st.integers(1, 9),
+       bn=st.booleans(), act=st.sampled_from(["relu", "tanh", "relu6", "none"]), batch=st.sampled_from([1, 2, 5, 17]),
+       seed=st.integers(0, 2**16))
+def test_mlp_equals_dense(k1, k2, d1, d2, a, b, c, bn, act, batch, seed):
+    rng = np.random.default_rng(seed)
+    acts = {"relu": nn.ReLU(), "tanh": nn.Tanh(), "relu6": nn.ReLU6(), "none": nn.Identity()}
+    layers = [nn.Linear(a, b)] + ([nn.BatchNorm1d(b)] if bn else []) + [acts[act], nn.Dropout(0.1), nn.Linear(b, c)]
+    model = nn.Sequential(nn.Flatten(), *layers).eval()
+    if bn:
+        bnm = model[2]
+        bnm.running_mean.uniform_(-1, 1)
+        bnm.running_var.uniform_(0.5, 2)
+        bnm.weight.data.uniform_(0.5, 1.5)
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    formats = _install(model, {names[0]: (k1, d1), names[1]: (k2, d2)}, rng)
+    cm = compile_model(model, formats, (a,))
+    plan = cm.plans[(a,)]
+    assert plan.native_only and len(plan.segments) == 1
+    _check(model, cm, torch.from_numpy(rng.standard_normal((batch, a)).astype(np.float32)))
+
+
+@SETTINGS
+@given(kind=KINDS, dens=DENS, cin=st.integers(1, 4), mult=st.integers(1, 3), k=st.integers(1, 4),
+       stride=st.integers(1, 3), pad=st.integers(0, 2), dil=st.integers(1, 2), hw=st.integers(5, 11),
+       grouped=st.sampled_from(["none", "groups", "depthwise"]), pool=st.sampled_from(["max", "avg", "gap", "none"]),
+       bn=st.booleans(), batch=st.sampled_from([1, 3]), seed=st.integers(0, 2**16))
+def test_conv_equals_dense(kind, dens, cin, mult, k, stride, pad, dil, hw, grouped, pool, bn, batch, seed):
+    rng = np.random.default_rng(seed)
+    groups = {"none": 1, "groups": cin, "depthwise": cin}[grouped]
+    cout = cin * mult if grouped != "none" else mult + 1
+    if hw + 2 * pad < dil * (k - 1) + 1:
+        pad = dil * (k - 1)
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dil, groups=groups)
+    ho = (hw + 2 * pad - dil * (k - 1) - 1) // stride + 1
+    mods: list[nn.Module] = [conv] + ([nn.BatchNorm2d(cout)] if bn else []) + [nn.ReLU()]
+    if pool == "max" and ho >= 2:
+        mods.append(nn.MaxPool2d(2))
+        ho //= 2
+    elif pool == "avg" and ho >= 2:
+        mods.append(nn.AvgPool2d(2, stride=1, padding=1))
+        ho = ho + 1
+    elif pool == "gap":
+        mods.append(nn.AdaptiveAvgPool2d(1))
+        ho = 1
+    mods += [nn.Flatten(), nn.Linear(cout * ho * ho, 3)]
+    model = nn.Sequential(*mods).eval()
+    if bn:
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    formats = _install(model, {"0": (kind, dens), str(len(mods) - 1): ("codebook", 0.5)}, rng)
+    cm = compile_model(model, formats, (cin, hw, hw))
+    assert cm.plans[(cin, hw, hw)].native_only
+    _check(model, cm, torch.from_numpy(rng.standard_normal((batch, cin, hw, hw)).astype(np.float32)))
+
+
+def test_threads_and_batch_chunks_match():
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 5)).eval()
+    formats = _install(model, {"0": ("codebook", 0.2), "2": ("uniform", 0.5)}, rng)
+    x = torch.from_numpy(rng.standard_normal((150, 30)).astype(np.float32))
+    for threads in (1, 2):
+        cm = compile_model(model, formats, (30,), threads=threads)
+        _check(model, cm, x)          # 150 = 2 chunks of 64 + 22 (1 thread) / 2 x 64 + 22 (2 threads)
+
+
+def test_unsupported_layer_falls_back_to_dense_and_says_why():
+    rng = np.random.default_rng(1)
+    model = nn.Sequential(nn.Linear(12, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    formats = _install(model, {"0": ("codebook", 0.5), "3": ("codebook", 0.5)}, rng)
+    cm = compile_model(model, formats, (12,))
+    plan = cm.plans[(12,)]
+    assert [f[0] for f in plan.fallbacks] == ["1"] and "LayerNorm" in plan.fallbacks[0][1]
+    assert len(plan.segments) == 3
+    _check(model, cm, torch.from_numpy(rng.standard_normal((3, 12)).astype(np.float32)))
+
+
+def test_non_chain_model_runs_dense_with_reason():
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(6, 6)
+
+        def forward(self, x):
+            return x + self.a(x)
+
+    model = Res().eval()
+    cm = compile_model(model, {}, (6,))
+    assert "residual" in cm.plans[(6,)].whole_model_reason
+    _check(model, cm, torch.randn(2, 6))
+
+
+def test_masked_pq_runs_as_decoded_fp32_with_a_note():
+    from weightzip.runtime.compiled.weights import weight_rep
+
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    parts = {"kind": "pq", "shape": (3, 4), "matrix_shape": (3, 4), "mask": np.ones((3, 4), bool),
+             "codes": np.zeros((3, 2), np.int64), "codebooks": np.zeros((1, 1, 2), np.float32)}
+    rep = weight_rep(parts, w, "fc")
+    assert "mask" in rep.note and np.array_equal(rep.dense(), w)
+
+
+def test_file_tensor_that_does_not_fit_the_graph_is_a_clear_error():
+    rng = np.random.default_rng(2)
+    model = nn.Sequential(nn.Linear(5, 4)).eval()
+    _, fmt = _weight("codebook", (4, 6), 0.5, rng)   # a 4x6 tensor for a 4x5 layer
+    with pytest.raises(WeightzipFormatError, match="shape"):
+        compile_model(model, {"0.weight": fmt}, (5,))
+
+
+@pytest.mark.parametrize("name", ["lenet300_100-deep-compression", "lenet5-deep-compression", "lenet5-pq",
+                                  "mnist-small-lat_e"])
+def test_committed_files_compiled_equal_dense(name):
+    path = RESULTS / f"{name}.wz"
+    dense = wz.load(path)
+    cm = wz.load(path, mode="compiled")
+    assert isinstance(cm, CompiledModel) and cm.plans and all(p.native_only for p in cm.plans.values())
+    res = cm.resident_bytes()
+    assert 0 < res["total"] < sum(p.numel() * 4 for p in dense.parameters()) / 2
+    shape = next(iter(cm.plans))
+    _check(dense, cm, torch.randn(4, *shape))
+    assert isinstance(wz.load(path, mode="auto"), CompiledModel)   # auto: compiled when it all compiles
+    assert cm._model[0] is None                                     # dense weights dropped from memory...
+    x = torch.randn(2, *shape)
+    with torch.no_grad():                                           # ...and re-read from the file on demand
+        torch.testing.assert_close(cm.reference(x), dense(x))
+
+
+def test_grad_inputs_use_the_reference():
+    rng = np.random.default_rng(3)
+    model = nn.Sequential(nn.Linear(4, 3)).eval()
+    formats = _install(model, {"0": ("codebook", 1.0)}, rng)
+    cm = compile_model(model, formats, (4,))
+    xg = torch.randn(2, 4, requires_grad=True)
+    cm(xg).sum().backward()
+    assert xg.grad is not None
+
+
+@pytest.mark.parametrize("background", [0.0, -0.4242])
+def test_background_skipping_batch1_path(background):
+    """Batch 1 with mostly-background inputs takes the CSC kernel: W x = x0 rowsum(W) + W (x - x0)."""
+    rng = np.random.default_rng(4)
+    model = nn.Sequential(nn.Linear(50, 20), nn.ReLU(), nn.Linear(20, 7)).eval()
+    formats = _install(model, {"0": ("codebook", 0.2), "2": ("uniform", 0.3)}, rng)
+    cm = compile_model(model, formats, (50,))
+    from weightzip.runtime.compiled import kernels as K
+
+    assert cm.plans[(50,)].segments[0].ops[0, K.C_CPTR] >= 0   # the CSC copy is there
+    x = np.full((1, 50), background, np.float32)
+    x[0, rng.choice(50, 6, replace=False)] = rng.standard_normal(6)
+    _check(model, cm, torch.from_numpy(x))
