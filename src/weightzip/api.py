@@ -97,11 +97,13 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
     return SaveReport(path, path.stat().st_size, payload, manifest["baseline_bytes"])
 
 
-def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") -> nn.Module:
-    """Load a ``.wz`` as a runnable ``nn.Module`` (see :func:`weightzip.runtime.load.load`)."""
+def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", *,
+         max_decoded_bytes: int | str | None = None) -> nn.Module:
+    """Load a ``.wz`` as a runnable ``nn.Module`` (see :func:`weightzip.runtime.load.load`);
+    ``max_decoded_bytes`` caps what a (possibly hostile) file may make the loader allocate."""
     from .runtime.load import load as _load
 
-    return _load(path, model=model, mode=mode)
+    return _load(path, model=model, mode=mode, max_decoded_bytes=max_decoded_bytes)
 
 
 def load_checkpoint_model(path: str | Path, device: str = "cpu") -> nn.Module:

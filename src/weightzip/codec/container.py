@@ -46,7 +46,8 @@ HEADER_SIZE = HEADER.size                 # 32
 MAX_MANIFEST_BYTES = 32 << 20             # decompressed JSON: 32 MiB is ~1000x the largest committed manifest
 MANIFEST_RATIO = 64                       # ... and at most 64x its compressed size (real manifests: 3-12x)
 MANIFEST_FLOOR = 1 << 20                  # ... except that 1 MiB is always allowed
-DEFAULT_MAX_DECODED_BYTES = 4 << 30       # sum over tensors of numel x element size (1G float32 weights)
+DEFAULT_MAX_DECODED_BYTES = 2 << 30       # sum over tensors of numel x element size (512M float32 weights)
+MAX_DECODED_ENV = "WEIGHTZIP_MAX_DECODED_BYTES"   # overrides the default (the CLI's --max-decoded-bytes sets it)
 RESERVED_KEY = "tensors"
 
 
@@ -282,6 +283,25 @@ def _check_no_overlap(path, tensors: dict) -> None:
                              f"{asn!r} (bytes {a0}..{a1}); streams must not share bytes (corrupted or forged file)")
 
 
+def parse_size(text) -> int:
+    """``"123"``, ``"64K"``, ``"512M"``, ``"8G"`` (powers of 1024) -> bytes; raises ValueError."""
+    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    try:
+        n = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise ValueError(f"max_decoded_bytes must be a byte count like 4096, 512M or 8G, got {text!r}") from None
+    if not n > 0 or n != n or n == float("inf"):
+        raise ValueError(f"max_decoded_bytes must be positive, got {text!r}")
+    return int(n)
+
+
+def default_max_decoded_bytes() -> int:
+    """:data:`DEFAULT_MAX_DECODED_BYTES`, or the environment variable ``WEIGHTZIP_MAX_DECODED_BYTES``."""
+    env = os.environ.get(MAX_DECODED_ENV)
+    return parse_size(env) if env else DEFAULT_MAX_DECODED_BYTES
+
+
 def _decoded_nbytes(e: dict) -> int:
     """``numel x element size`` of a (checked) tensor entry; float kinds decode to float32 unless float16/bf16."""
     numel = 1
@@ -316,7 +336,7 @@ def read(path, *, max_decoded_bytes: int | None = None) -> tuple[dict, dict[str,
 
     Nothing is allocated before it is checked: the manifest is decompressed only up to
     :func:`manifest_limit`, streams may not overlap, the tensors may not declare more than
-    ``max_decoded_bytes`` (default :data:`DEFAULT_MAX_DECODED_BYTES`) decoded bytes in all, and
+    ``max_decoded_bytes`` (default :func:`default_max_decoded_bytes`) decoded bytes in all, and
     every Format is validated (its streams' counts against its meta and against the bytes
     present) before any tensor is decoded.
 
@@ -338,8 +358,8 @@ def read(path, *, max_decoded_bytes: int | None = None) -> tuple[dict, dict[str,
     for name, e in tensors.items():
         _check_entry(path, name, e, slen)
     _check_no_overlap(path, tensors)
-    _check_decoded_size(path, tensors, DEFAULT_MAX_DECODED_BYTES if max_decoded_bytes is None
-                        else int(max_decoded_bytes))
+    _check_decoded_size(path, tensors, default_max_decoded_bytes() if max_decoded_bytes is None
+                        else parse_size(max_decoded_bytes))
     formats: dict[str, Format] = {}
     for name, e in tensors.items():
         streams = {}
@@ -364,4 +384,5 @@ def file_size(path) -> int:
     return os.path.getsize(path)
 
 
-__all__ = ["MAGIC", "VERSION", "write", "read", "read_manifest", "file_size"]
+__all__ = ["MAGIC", "VERSION", "DEFAULT_MAX_DECODED_BYTES", "write", "read", "read_manifest", "file_size",
+           "parse_size", "default_max_decoded_bytes", "manifest_limit"]

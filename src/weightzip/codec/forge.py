@@ -92,3 +92,83 @@ def dump(raw: RawFile, *, manifest: bytes | None = None, compress: bool = True, 
     head = struct.pack("<8sHHIIQ", MAGIC, raw.version, flags, len(man), _crc(man), len(raw.area))
     head += struct.pack("<I", _crc(head))
     return head + man + bytes(raw.area)
+
+
+# =============================================================================================
+# random mutations (the fuzzer's and the bounded random test's)
+
+HOSTILE_VALUES = [0, -1, 1, 2, 3, 7, 8, 16, 31, 32, 33, 63, 64, 65, 255, 256, 2**16, 2**24, 2**31 - 1, 2**31,
+                  2**32 - 1, 2**32, 2**33, 2**53, 2**63, 2**64, -2**31, -2**63, 10**30, 1e308, -1e308, 0.5, 1.0,
+                  -0.0, float("nan"), float("inf"), float("-inf"), True, False, None, "", "x", "float32",
+                  "float16", "bytes", "raw", "huffman", "ans", "none", "relative", "bitmap", "block", "range",
+                  "table", "dense", "codebook", "uniform", "pq", "mixed_fixed", [], {}, [0], [1, 1], [-1],
+                  [2**31, 2**31], [2**16] * 3, {"a": 1}, [[[[[]]]]]]
+
+MUTATIONS = ("manifest_value", "manifest_number", "manifest_delete", "manifest_copy", "stream_bytes",
+             "stream_length", "stream_replace", "file_bytes")
+
+
+def _nodes(obj, path=()):
+    """Every (path, value) under ``obj`` (dict keys and list indices), depth first."""
+    yield path, obj
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _nodes(v, path + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _nodes(v, path + (i,))
+
+
+def _set(doc, path, value) -> None:
+    node = doc
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+
+
+def _delete(doc, path) -> None:
+    node = doc
+    for p in path[:-1]:
+        node = node[p]
+    del node[path[-1]]
+
+
+def random_mutation(raw: RawFile, rng) -> tuple[bytes, str]:
+    """One random hostile change of ``raw`` (not modified) as file bytes with every CRC recomputed
+    (except ``file_bytes``, which flips bytes of the finished file), and a description.
+    ``rng``: a ``random.Random``."""
+    r = raw.copy()
+    op = rng.choice(MUTATIONS)
+    tensors = r.doc[RESERVED_KEY]
+    nodes = [(p, v) for p, v in _nodes(tensors) if p]
+    if op in ("manifest_value", "manifest_number", "manifest_delete", "manifest_copy"):
+        if op == "manifest_number":
+            nums = [(p, v) for p, v in nodes if isinstance(v, int) and not isinstance(v, bool)]
+            path, v = rng.choice(nums)
+            new = rng.choice([v + 1, v - 1, v * 2, v // 2, -v, v + rng.randint(-1000, 1000), v << rng.randint(1, 40)])
+            _set(tensors, path, new)
+            return dump(r), f"{op} {'/'.join(map(str, path))}: {v} -> {new}"
+        path, v = rng.choice(nodes)
+        if op == "manifest_delete":
+            _delete(tensors, path)
+            return dump(r), f"{op} {'/'.join(map(str, path))}"
+        new = rng.choice(HOSTILE_VALUES) if op == "manifest_value" else rng.choice(nodes)[1]
+        _set(tensors, path, copy.deepcopy(new))
+        return dump(r), f"{op} {'/'.join(map(str, path))} = {str(new)[:40]}"
+    entries = [(n, s, e) for n, e in tensors.items() for s, e in e["streams"].items() if e["length"]]
+    if op == "file_bytes" or not entries:
+        b = bytearray(dump(r))
+        for _ in range(rng.randint(1, 4)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        return bytes(b), "file_bytes"
+    name, sname, e = rng.choice(entries)
+    o, n = e["offset"], e["length"]
+    if op == "stream_bytes":
+        for _ in range(rng.randint(1, 3)):
+            r.area[o + rng.randrange(n)] = rng.randrange(256)
+    elif op == "stream_length":
+        e["length"] = rng.randrange(n)
+    else:
+        data = bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 2, 3, 4, 5, 8, 16, n, 2 * n + 1])))
+        set_stream(r, name, sname, data)
+    return dump(r), f"{op} {name}/{sname}"
