@@ -361,3 +361,26 @@ def test_random_mutations_are_refused_or_valid(base):
         i += 1
     assert i >= 200 and outcomes["refused"] > i // 2, outcomes
     assert slowest < MAX_SECONDS, slowest
+
+
+def test_a_few_header_bytes_declaring_2_24_symbols_cost_only_the_output(tmp_path):
+    """A consistent file (a constant tensor) whose code stream is 6 bytes for 2^24 symbols: valid,
+    and decoded without materializing the symbols (peak ~ the 64 MiB output, not 3x it)."""
+    n = 1 << 24
+    path = tmp_path / "seed.wz"
+    container.write(path, {}, {"w": encode(torch.ones(4))})
+    raw = forge.load(path)
+    e = raw.doc["tensors"]["w"]
+    assert e["kind"] == "codebook" and e["meta"]["sparse"] == "none"
+    e["shape"], e["meta"]["n_entries"] = [n], n
+    forge.set_stream(raw, "w", "codes", entropy._header(np.array([0]), np.array([n])),
+                     {"coding": "huffman", "count": n, "alphabet": 1})
+    path.write_bytes(forge.dump(raw))
+    assert path.stat().st_size < 400
+    tracemalloc.start()
+    out = load_all(path)["w"]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert out.shape == (n,) and bool((out == 1).all())
+    assert peak < 1.3 * 4 * n, f"{peak / 2**20:.0f} MiB for a 64 MiB tensor"
+    assert_refused(path, "max_decoded_bytes=1000000", max_decoded_bytes=1_000_000)

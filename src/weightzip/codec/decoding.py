@@ -153,4 +153,7 @@ def _decode_parts(fmt: Format) -> dict:
     out: dict[str, Any] = {"kind": fmt.kind, "shape": tuple(fmt.shape), "dtype": fmt.dtype,
                            "matrix_shape": matrix_shape(fmt.shape)}
     out.update(get_kind(fmt.kind).parts(fmt, StreamReader(fmt)))
+    for k, v in out.items():  # one-symbol streams decode to read-only broadcast views: hand out arrays
+        if isinstance(v, np.ndarray) and not v.flags.writeable:
+            out[k] = np.array(v)
     return out

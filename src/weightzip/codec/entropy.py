@@ -79,6 +79,12 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     raise WeightzipFormatError("entropy-coded stream header has an over-long varint")
 
 
+def _constant(value, count: int) -> np.ndarray:
+    """(count,) int64 all ``value``: a read-only broadcast view, so a stream of one symbol (a few
+    header bytes, or 0 bytes at 0 bits) costs no memory however large the count it declares."""
+    return np.broadcast_to(np.int64(value), (int(count),))
+
+
 def histogram(symbols) -> tuple[np.ndarray, np.ndarray]:
     """``(distinct ascending symbols (K,), counts (K,))`` of a symbol stream (int64)."""
     s = _as_symbols(symbols)
@@ -225,7 +231,7 @@ def huffman_decode(data: bytes, count: int, alphabet_size: int | None = None) ->
     if count == 0:
         return np.zeros(0, dtype=np.int64)
     if vals.size == 1:
-        return np.full(count, vals[0], dtype=np.int64)
+        return _constant(vals[0], count)
     payload = data[pos:]
     if len(payload) * 8 < count:  # every Huffman code word of a >= 2-symbol alphabet has >= 1 bit
         raise WeightzipFormatError(f"huffman stream too short for {count} symbols ({len(payload)} bytes)")
@@ -270,7 +276,7 @@ def ans_decode(data: bytes, count: int, alphabet_size: int | None = None) -> np.
     if count == 0:
         return np.zeros(0, dtype=np.int64)
     if vals.size == 1:
-        return np.full(count, vals[0], dtype=np.int64)
+        return _constant(vals[0], count)
     payload = data[pos:]
     if len(payload) % 4:
         raise WeightzipFormatError(f"ans stream payload of {len(payload)} bytes is not a whole number of words")
@@ -306,8 +312,8 @@ def encode_symbols(symbols, coding: str, *, bits: int | None = None) -> bytes:
 
 def decode_symbols(data: bytes, coding: str, count: int, *, bits: int | None = None,
                    alphabet_size: int | None = None) -> np.ndarray:
-    """Decode ``count`` symbols (int64). Malformed data raises :class:`WeightzipFormatError`;
-    symbols ``>= alphabet_size`` (when given) too."""
+    """Decode ``count`` symbols (int64; read-only when the stream holds one distinct symbol).
+    Malformed data raises :class:`WeightzipFormatError`; symbols ``>= alphabet_size`` (when given) too."""
     count = int(count)
     if count < 0:
         raise WeightzipFormatError(f"negative symbol count {count}")
@@ -317,6 +323,8 @@ def decode_symbols(data: bytes, coding: str, count: int, *, bits: int | None = N
         if len(data) != packed_nbytes(count, bits):
             raise WeightzipFormatError(
                 f"raw stream has {len(data)} bytes, {count} symbols x {bits} bits need {packed_nbytes(count, bits)}")
+        if bits == 0:
+            return _constant(0, count)
         out = unpack_bits(data, bits, count).astype(np.int64)
         if alphabet_size is not None and out.size and out.max() >= alphabet_size:
             raise WeightzipFormatError(f"raw stream has symbol {int(out.max())} outside the alphabet of {alphabet_size}")
