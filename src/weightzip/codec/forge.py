@@ -105,7 +105,9 @@ HOSTILE_VALUES = [0, -1, 1, 2, 3, 7, 8, 16, 31, 32, 33, 63, 64, 65, 255, 256, 2*
                   [2**31, 2**31], [2**16] * 3, {"a": 1}, [[[[[]]]]]]
 
 MUTATIONS = ("manifest_value", "manifest_number", "manifest_delete", "manifest_copy", "stream_bytes",
-             "stream_length", "stream_replace", "file_bytes")
+             "stream_length", "stream_replace", "file_bytes", "zstd_bomb", "deep_json", "overlap", "nan_float",
+             "bit_width", "unknown_kind")
+BIT_WIDTH_KEYS = ("index_bits", "mask_index_bits", "alphabet", "bits", "codebook_size", "k")
 
 
 def _nodes(obj, path=()):
@@ -140,6 +142,8 @@ def random_mutation(raw: RawFile, rng) -> tuple[bytes, str]:
     r = raw.copy()
     op = rng.choice(MUTATIONS)
     tensors = r.doc[RESERVED_KEY]
+    if op in ("zstd_bomb", "deep_json", "overlap", "nan_float", "bit_width", "unknown_kind"):
+        return _targeted(r, op, rng)
     nodes = [(p, v) for p, v in _nodes(tensors) if p]
     if op in ("manifest_value", "manifest_number", "manifest_delete", "manifest_copy"):
         if op == "manifest_number":
@@ -172,3 +176,49 @@ def random_mutation(raw: RawFile, rng) -> tuple[bytes, str]:
         data = bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 2, 3, 4, 5, 8, 16, n, 2 * n + 1])))
         set_stream(r, name, sname, data)
     return dump(r), f"{op} {name}/{sname}"
+
+
+def _targeted(r: RawFile, op: str, rng) -> tuple[bytes, str]:
+    """The named hostile cases, at random places: a manifest padded to 2-32 MiB of JSON (a zstd
+    bomb, with or without the frame's content size), JSON nested 10^4-10^6 deep, one stream pointed
+    at another's bytes, NaN / Inf written into a float stream, a width / alphabet / table size set
+    to 0, 33, 64 or 2^32+, an unknown kind."""
+    tensors = r.doc[RESERVED_KEY]
+    name = rng.choice(sorted(tensors))
+    e = tensors[name]
+    if op == "zstd_bomb":
+        pad = rng.randint(2, 32) << 20
+        text = json.dumps(r.doc).encode()
+        man = text[:-1] + b', "pad": "' + b" " * pad + b'"}'
+        cs = rng.random() < 0.5
+        return dump(r, manifest=man, level=1, content_size=cs), f"{op} {pad >> 20} MiB content_size={cs}"
+    if op == "deep_json":
+        depth = rng.choice([10**4, 10**5, 10**6])
+        text = json.dumps(r.doc).replace('"meta": {', '"meta": {"deep": ' + "[" * depth + "]" * depth + ", ", 1)
+        return dump(r, manifest=text.encode()), f"{op} {depth}"
+    streams = [(n, sn, se) for n, t in tensors.items() for sn, se in t["streams"].items() if se["length"]]
+    if op == "overlap" and len(streams) >= 2:
+        (n1, s1, e1), (n2, s2, e2) = rng.sample(streams, 2)
+        e1["offset"] = e2["offset"] + rng.randrange(e2["length"])
+        e1["length"] = min(e1["length"], len(r.area) - e1["offset"])
+        return dump(r), f"{op} {n1}/{s1} -> {n2}/{s2}"
+    info = e["meta"].get("stream_info", {})
+    floats = [sn for sn, inf in info.items() if inf.get("coding") in ("float32", "float16") and sn in e["streams"]
+              and e["streams"][sn]["length"] >= 4]
+    if op == "nan_float" and floats:
+        sn = rng.choice(floats)
+        se = e["streams"][sn]
+        width = 4 if info[sn]["coding"] == "float32" else 2
+        at = se["offset"] + width * rng.randrange(se["length"] // width)
+        val = rng.choice([float("nan"), float("inf"), float("-inf")])
+        r.area[at:at + width] = struct.pack("<f" if width == 4 else "<e", val)
+        return dump(r), f"{op} {name}/{sn} = {val}"
+    if op == "bit_width":
+        spots = [(p, v) for p, v in _nodes(e) if p and p[-1] in BIT_WIDTH_KEYS]
+        if spots:
+            path, v = rng.choice(spots)
+            new = rng.choice([0, 33, 64, 2**32 + 1, -1])
+            _set(e, path, new)
+            return dump(r), f"{op} {name}/{'/'.join(map(str, path))}: {v} -> {new}"
+    e["kind"] = rng.choice(["jpeg", "", "RAW", "dense2", 7, None, ["dense"]])
+    return dump(r), f"unknown_kind {name} = {e['kind']!r}"
