@@ -4,10 +4,14 @@
 
 The files: committed ``benchmarks/results/**/*.wz``, a few chosen so that between them they hold
 every format kind, sparse layout and stream coding that occurs in any committed file (the
-smallest file first). The cases: random hostile mutations (:func:`weightzip.codec.forge.random_mutation`)
-with every checksum recomputed (so CRCs do not refuse them), plus ``file_bytes`` flips that leave
-the checksums stale, spread evenly over the files. There is also one forged file per named hostile
-case of ``tests/codec/test_container_hostile.py``, which that test suite runs.
+smallest file first). The cases: random hostile mutations (:func:`weightzip.codec.forge.random_mutation`),
+spread evenly over the files, with every checksum recomputed so CRCs do not refuse them:
+any manifest field set to a hostile value (huge / negative / float / bool / string / list), a number
+moved, a key deleted or copied from elsewhere, stream bytes changed, a stream cut or replaced; and the
+targeted families: zstd bombs (2-32 MiB of JSON, with and without the frame's size), JSON nested
+10^4-10^6 deep, overlapping streams, NaN / Inf in float streams, bit widths / alphabets / table sizes
+of 0, 33, 64, 2^32+1, unknown kinds. ``file_bytes`` flips bytes of the finished file and leaves the
+checksums stale. The named forged cases are tests (``tests/codec/test_container_hostile.py``).
 
 Each case runs in a worker process with 1 thread: ``container.read`` then ``decode`` of every
 tensor (what ``weightzip.load`` does before it builds a model). Outcomes:
@@ -175,8 +179,12 @@ class _Pool:
 
 
 def run(n: int, seed: int, timeout: float, results: Path, log=print) -> dict:
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip()
     files = choose_files(results)
-    log(f"files: {[str(f.relative_to(results)) for f in files]}")
+    log(f"commit {commit}, files: {[str(f.relative_to(results)) for f in files]}")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from weightzip.codec import container, decode
 
@@ -221,10 +229,6 @@ def run(n: int, seed: int, timeout: float, results: Path, log=print) -> dict:
     pool.close()
     elapsed = time.time() - t0
     rss_over = max(pool.peak_rss) - min(pool.base_rss)
-    import subprocess
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip()
     return {
         "commit": commit, "n": n, "seed": seed, "timeout_s": timeout, "seconds": elapsed, "loadavg": os.getloadavg(),
         "python": platform.python_version(), "machine": platform.machine(),
@@ -249,7 +253,7 @@ def write_page(res: dict, results: Path) -> None:
         "# Fuzzing the .wz reader (issue 16)",
         "",
         f"`OMP_NUM_THREADS=1 python benchmarks/fuzz_format.py --n {res['n']} --seed {res['seed']} "
-        f"--timeout {res['timeout_s']:g}`: {res['n']:,} random hostile mutations, checksums recomputed "
+        f"--timeout {res['timeout_s']:g}`: {res['n']:,} random hostile mutations (see the script's docstring), checksums recomputed "
         f"(except `file_bytes`), each read and fully decoded in a 1-thread worker process, at commit {res['commit']}. Run time "
         f"{res['seconds'] / 60:.1f} min, load average at the end {', '.join(f'{x:.2f}' for x in res['loadavg'])} "
         "(2 shared cores).",
