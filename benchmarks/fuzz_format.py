@@ -321,12 +321,15 @@ def write_page(res: dict, results: Path) -> None:
               "out-of-range streams, bit widths 0 / 33 / 64, out-of-range codes, unknown kinds, NaN codebooks, ...)",
               "are tests: `pytest tests/codec/test_container_hostile.py` (each refused within 2 s and 200 MB traced).",
               ""]
-    (results / "fuzz_format.md").write_text("\n".join(lines))
-    (results / "fuzz_format.json").write_text(json.dumps(res, indent=1, default=str))
+    import _common  # benchmarks/ is on sys.path when the script runs
+
+    _common.write_results(results / "fuzz_format.json", res, results / "fuzz_format.md", "\n".join(lines))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    import _common
+
+    ap = _common.parser(__doc__)
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds before a case counts as a hang")
