@@ -380,7 +380,7 @@ def verify(
 ) -> None:
     """Check a .wz completely without building a model: exit 0 if every check and every tensor
     decode passes, 1 if not (the reasons on stderr, or in the --json report)."""
-    from .codec.verify import verify as verify_file
+    from .api import verify as verify_file
 
     res = verify_file(path, max_decoded_bytes=max_decoded_bytes)
     if as_json:
@@ -404,11 +404,9 @@ def _options(
     """Compress trained PyTorch networks by pruning and quantization into real .wz files, run
     inference from them, and show the accuracy-size trade-off."""
     if max_decoded_bytes is not None:
-        import os
+        from .api import set_max_decoded_bytes
 
-        from .codec.container import MAX_DECODED_ENV, parse_size
-
-        os.environ[MAX_DECODED_ENV] = str(parse_size(max_decoded_bytes))
+        set_max_decoded_bytes(max_decoded_bytes)
 
 
 @app.command()

@@ -22,6 +22,10 @@ def wz(tmp_path):
 
 
 def test_verify_ok_and_report(wz):
+    import weightzip
+
+    top = weightzip.verify(wz)
+    assert top["ok"] and top["n_tensors"] == 2                          # the package API is the same check
     r = verify(wz)
     assert r["ok"] and r["n_tensors"] == 2 and r["decoded_bytes"] == 30 * 20 * 4 + 3 * 8 and not r["errors"]
     assert [t["name"] for t in r["tensors"]] == ["a", "b"]
