@@ -30,7 +30,6 @@ resident memory over that of the interpreter after imports (``VmHWM`` after rese
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import multiprocessing as mp
@@ -307,7 +306,7 @@ def write_page(res: dict, results: Path) -> None:
         f"{max(w.get('rss_same', 0), w.get('rss_different-valid', 0)) / mib:.1f} MiB",
         "  (an upper bound: it includes memory the worker kept from earlier cases and from building the "
         f"mutation); worker restarts: {res['restarts']}",
-        f"* targets: 0 crash, 0 hang, every refusal <= 200 MB above the interpreter and within 1 s",
+        "* targets: 0 crash, 0 hang, every refusal <= 200 MB above the interpreter and within 1 s",
         "",
     ]
     for title, key in (("Crashes", "crashes"), ("Hangs", "hangs"), ("Over-memory", "over_memory"),

@@ -50,10 +50,11 @@ def _check_plan(fmt: Format, plan: dict) -> None:
     no other stream exists, and every integer stream's bytes can hold its symbols
     (:func:`.entropy.check_stream`): a format passing this allocates nothing unchecked."""
     info = fmt.meta["stream_info"]
-    for name in sorted(set(plan) - set(info)):
-        raise bad(fmt, "stream is missing", name)
-    for name in sorted(set(info) - set(plan)):
-        raise bad(fmt, f"stream is not read by a {fmt.kind} format with this meta", name)
+    missing, unread = sorted(set(plan) - set(info)), sorted(set(info) - set(plan))
+    if missing:
+        raise bad(fmt, "stream is missing", missing[0])
+    if unread:
+        raise bad(fmt, f"stream is not read by a {fmt.kind} format with this meta", unread[0])
     for name, (count, alphabet) in plan.items():
         inf, data = info[name], fmt.streams[name]
         if inf["count"] != count:
