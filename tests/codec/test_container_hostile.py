@@ -359,7 +359,7 @@ def test_random_mutations_are_refused_or_valid(base):
             same = out.keys() == ref.keys() and all(torch.equal(out[k], ref[k]) for k in ref)
             outcomes["same" if same else "different"] += 1
         i += 1
-    assert i >= 200 and outcomes["refused"] > i // 2, outcomes
+    assert i >= 50 and outcomes["refused"] > i // 2, outcomes
     assert slowest < MAX_SECONDS, slowest
 
 
