@@ -13,7 +13,7 @@ targeted families: zstd bombs (2-32 MiB of JSON, with and without the frame's si
 of 0, 33, 64, 2^32+1, unknown kinds. ``file_bytes`` flips bytes of the finished file and leaves the
 checksums stale. The named forged cases are tests (``tests/codec/test_container_hostile.py``).
 
-Each case runs in a worker process with 1 thread: ``container.read`` then ``decode`` of every
+The parent builds each mutated file; each case runs in a worker process with 1 thread: ``container.read`` then ``decode`` of every
 tensor (what ``weightzip.load`` does before it builds a model). Outcomes:
 
 * refused: a ``WeightzipFormatError``;
@@ -21,8 +21,8 @@ tensor (what ``weightzip.load`` does before it builds a model). Outcomes:
 * different-valid: it decodes to other tensors (e.g. a tensor dropped, a shape re-declared);
 * crash: any other exception, or the worker process dying;
 * hang: still running after ``--timeout`` seconds (the worker is killed and restarted);
-* over-memory: a refusal whose traced peak allocation (``tracemalloc``: Python + numpy) is over
-  200 MB.
+* over-memory: a refusal whose traced peak allocation (``tracemalloc``: Python + numpy) or whose
+  added peak resident memory is over 200 MB.
 
 Also recorded: the slowest refusal, the number of refusals over 1 s, and per case the peak
 resident memory over that of the interpreter after imports (``VmHWM`` after resetting it through
@@ -132,9 +132,6 @@ def _worker(conn, files: list[str], scratch: str) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from weightzip.codec import forge
-
-    raws = [forge.load(f) for f in files]
     _check(files[0])  # warm imports (zstandard, constriction) before the baseline
     base_rss = _rss("VmRSS")
     per_case = _reset_peak()
@@ -145,15 +142,18 @@ def _worker(conn, files: list[str], scratch: str) -> None:
         if msg is None:
             conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
             return
-        case, fi, seed = msg
-        data, desc = forge.random_mutation(raws[fi], random.Random(seed))
+        case, fi, data, desc = msg
         with open(path, "wb") as f:
             f.write(data)
+        del data
+        before = _rss("VmRSS")
         if per_case:
             _reset_peak()
         res = _check(path)
-        # this case's peak resident memory over the interpreter after imports (None: not measurable)
-        res["rss_over"] = _rss("VmHWM") - base_rss if per_case else None
+        # this case's peak resident memory over its own start, and over the interpreter after imports
+        hwm = _rss("VmHWM") if per_case else None
+        res["rss_case"] = hwm - before if per_case else None
+        res["rss_over"] = hwm - base_rss if per_case else None
         res.update(case=case, file=fi, desc=desc, op=desc.split(" ", 1)[0])
         conn.send(("result", res))
 
@@ -180,19 +180,19 @@ class _Pool:
         self.proc.join()
         self._start()
 
-    def run(self, case, fi, seed, timeout) -> dict:
-        self.conn.send((case, fi, seed))
+    def run(self, case, fi, data, desc, timeout) -> dict:
+        self.conn.send((case, fi, data, desc))
         if not self.conn.poll(timeout):
             self._restart()
             return {"outcome": "hang", "case": case, "file": fi, "seconds": timeout, "peak": 0,
-                    "desc": f"seed {seed}", "op": "?"}
+                    "desc": desc, "op": desc.split(" ", 1)[0]}
         try:
             return self.conn.recv()[1]
         except EOFError:
             code = self.proc.exitcode
             self._restart()
             return {"outcome": "crash", "case": case, "file": fi, "seconds": 0.0, "peak": 0,
-                    "message": f"worker died (exit code {code})", "desc": f"seed {seed}", "op": "?"}
+                    "message": f"worker died (exit code {code})", "desc": desc, "op": desc.split(" ", 1)[0]}
 
     def close(self):
         self.conn.send(None)
@@ -216,6 +216,9 @@ def run(n: int, seed: int, timeout: float, results: Path, log=print) -> dict:
         _, formats = container.read(f)
         ref.append(_digest({k: decode(v) for k, v in formats.items()}))
     scratch = tempfile.mkdtemp(prefix="wz-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    from weightzip.codec import forge
+
+    raws = [forge.load(f) for f in files]
     pool = _Pool([str(f) for f in files], scratch)
     rng = random.Random(seed)
     counts = Counter()
@@ -226,15 +229,17 @@ def run(n: int, seed: int, timeout: float, results: Path, log=print) -> dict:
     t0 = time.time()
     for case in range(n):
         fi = case % len(files)
-        res = pool.run(case, fi, rng.getrandbits(64), timeout)
+        data, desc = forge.random_mutation(raws[fi], random.Random(rng.getrandbits(64)))
+        res = pool.run(case, fi, data, desc, timeout)
         out = res["outcome"]
         if out == "decoded":
             out = "same" if res["digest"] == ref[fi] else "different-valid"
-        if res.get("rss_over") is not None and res["rss_over"] > worst.get(f"rss_{out}", 0):
-            worst[f"rss_{out}"] = res["rss_over"]
-            worst[f"rss_{out}_case"] = res["desc"]
+        for key in ("rss_case", "rss_over"):
+            if res.get(key) is not None and res[key] > worst.get(f"{key}_{out}", 0):
+                worst[f"{key}_{out}"] = res[key]
+                worst[f"{key}_{out}_case"] = res["desc"]
         if out == "refused":
-            if res["peak"] > OVER_MEMORY or (res.get("rss_over") or 0) > OVER_MEMORY:
+            if res["peak"] > OVER_MEMORY or (res.get("rss_case") or 0) > OVER_MEMORY:
                 out = "over-memory"
                 overmem.append(res)
             if res["seconds"] > SLOW_REFUSAL_S:
@@ -300,12 +305,13 @@ def write_page(res: dict, results: Path) -> None:
         f"{SLOW_REFUSAL_S:g} s: {res['slow_refusals']}",
         f"* largest traced peak of a refusal (tracemalloc, Python + numpy): {w['refusal_peak'] / mib:.1f} MiB "
         f"(`{w['refusal_peak_case']}`); over-memory limit {OVER_MEMORY // mib} MB",
-        f"* peak RSS of one case over the interpreter after imports ({res['worker_interpreter_rss'] / mib:.0f} MiB; "
-        "the peak is reset before each case through /proc/self/clear_refs): largest of a refusal "
-        f"{w.get('rss_refused', 0) / mib:.1f} MiB (`{w.get('rss_refused_case')}`), of a decoded case "
-        f"{max(w.get('rss_same', 0), w.get('rss_different-valid', 0)) / mib:.1f} MiB",
-        "  (an upper bound: it includes memory the worker kept from earlier cases and from building the "
-        f"mutation); worker restarts: {res['restarts']}",
+        "* peak RSS a case adds to the worker (its peak, reset before the case through /proc/self/clear_refs, "
+        f"minus its RSS at the start): largest of a refusal {w.get('rss_case_refused', 0) / mib:.1f} MiB "
+        f"(`{w.get('rss_case_refused_case')}`), of a decoded case "
+        f"{max(w.get('rss_case_same', 0), w.get('rss_case_different-valid', 0)) / mib:.1f} MiB",
+        f"* peak RSS of a refusal over the interpreter after imports ({res['worker_interpreter_rss'] / mib:.0f} MiB), "
+        f"including what the worker kept from earlier cases: {w.get('rss_over_refused', 0) / mib:.1f} MiB; "
+        f"worker restarts: {res['restarts']}",
         "* targets: 0 crash, 0 hang, every refusal <= 200 MB above the interpreter and within 1 s",
         "",
     ]
