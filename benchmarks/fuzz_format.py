@@ -258,6 +258,9 @@ def run(n: int, seed: int, timeout: float, results: Path, log=print) -> dict:
         if (case + 1) % 2000 == 0:
             log(f"{case + 1}/{n} {dict(counts)} {time.time() - t0:.0f}s")
     pool.close()
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
     elapsed = time.time() - t0
     return {
         "commit": commit, "n": n, "seed": seed, "timeout_s": timeout, "seconds": elapsed, "loadavg": os.getloadavg(),
