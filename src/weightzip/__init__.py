@@ -18,10 +18,10 @@ from .errors import (  # noqa: E402
 )
 from .core.registry import create_model, list_datasets, list_methods, list_models  # noqa: E402
 from .core.recipe import Recipe  # noqa: E402
-from .api import compress, load, save  # noqa: E402
+from .api import compress, load, save, verify  # noqa: E402
 
 __all__ = [
-    "compress", "save", "load", "Recipe", "create_model", "list_models", "list_methods",
+    "compress", "save", "load", "verify", "Recipe", "create_model", "list_models", "list_methods",
     "list_datasets", "WeightzipError", "WeightzipFormatError", "UnknownNameError",
     "DataNotFoundError", "RecipeError", "InvalidModelError", "__version__",
 ]

@@ -1,6 +1,8 @@
 """The public verbs: ``compress``, ``save``, ``load``. Thin glue over pipeline, codec and runtime."""
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,11 +131,31 @@ def _record_graph(model, path, example_inputs, graph, cfg, formats) -> dict | No
     return g
 
 
-def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") -> nn.Module:
-    """Load a ``.wz`` as a runnable ``nn.Module`` (see :func:`weightzip.runtime.load.load`)."""
+def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", *,
+         max_decoded_bytes: int | str | None = None) -> nn.Module:
+    """Load a ``.wz`` as a runnable ``nn.Module`` (see :func:`weightzip.runtime.load.load`);
+    ``max_decoded_bytes`` caps what a (possibly hostile) file may make the loader allocate."""
     from .runtime.load import load as _load
 
-    return _load(path, model=model, mode=mode)
+    return _load(path, model=model, mode=mode, max_decoded_bytes=max_decoded_bytes)
+
+
+def verify(path: str | Path, *, max_decoded_bytes: int | str | None = None) -> dict:
+    """Check a ``.wz`` completely without building a model (``weightzip verify``): the report of
+    :func:`weightzip.codec.verify.verify` (``ok``, ``errors``, per-tensor rows, sizes, seconds)."""
+    from .codec.verify import verify as _verify
+
+    return _verify(path, max_decoded_bytes=max_decoded_bytes)
+
+
+def set_max_decoded_bytes(limit: int | str) -> int:
+    """Set this process's default ``max_decoded_bytes`` (bytes, or ``"8G"``) for every later read
+    of a ``.wz`` (it sets ``$WEIGHTZIP_MAX_DECODED_BYTES``); returns the limit in bytes."""
+    from .codec.container import MAX_DECODED_ENV, parse_size
+
+    n = parse_size(limit)
+    os.environ[MAX_DECODED_ENV] = str(n)
+    return n
 
 
 def load_checkpoint_model(path: str | Path, device: str = "cpu") -> nn.Module:

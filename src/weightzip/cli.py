@@ -376,6 +376,45 @@ def inspect(
 
 
 @app.command()
+def verify(
+    path: Annotated[Path, typer.Argument(help="A .wz file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+    max_decoded_bytes: Annotated[Optional[str], typer.Option(
+        "--max-decoded-bytes", help="Refuse files whose tensors declare more decoded bytes, e.g. 512M or 8G "
+        "[default: 2G, or $WEIGHTZIP_MAX_DECODED_BYTES].")] = None,
+) -> None:
+    """Check a .wz completely without building a model: exit 0 if every check and every tensor
+    decode passes, 1 if not (the reasons on stderr, or in the --json report)."""
+    from .api import verify as verify_file
+
+    res = verify_file(path, max_decoded_bytes=max_decoded_bytes)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+    elif res["ok"]:
+        typer.echo(f"{path}: ok ({res['n_tensors']} tensors, {res['file_bytes']:,} bytes, "
+                   f"{res['decoded_bytes']:,} decoded bytes, {res['seconds']:.2f}s)")
+    else:
+        for err in res["errors"]:
+            typer.echo(f"error: {_one_line(err)}", err=True)
+    if not res["ok"]:
+        sys.exit(1)
+
+
+@app.callback()
+def _options(
+    max_decoded_bytes: Annotated[Optional[str], typer.Option(
+        "--max-decoded-bytes", help="For every command that reads a .wz: refuse files whose tensors declare "
+        "more decoded bytes, e.g. 512M or 8G [default: 2G, or $WEIGHTZIP_MAX_DECODED_BYTES].")] = None,
+) -> None:
+    """Compress trained PyTorch networks by pruning and quantization into real .wz files, run
+    inference from them, and show the accuracy-size trade-off."""
+    if max_decoded_bytes is not None:
+        from .api import set_max_decoded_bytes
+
+        set_max_decoded_bytes(max_decoded_bytes)
+
+
+@app.command()
 def bench(
     path: Annotated[Path, typer.Argument(help="A .wz file.")],
     batch: Annotated[Optional[list[int]], typer.Option("--batch", "-b", help="Batch sizes (repeatable) "

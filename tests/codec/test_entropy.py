@@ -122,3 +122,16 @@ def test_huffman_size_prediction_is_exact(symbols):
     data = entropy.huffman_encode(s)
     head = len(entropy._header(vals, counts))
     assert len(data) == head + (entropy.huffman_payload_bits(counts) + 7) // 8
+
+
+@pytest.mark.parametrize("coding", ["raw", "huffman", "ans"])
+def test_check_stream_accepts_encoded_streams_and_refuses_damage(coding):
+    from weightzip.codec.entropy import check_stream, encode_symbols
+
+    s = np.random.default_rng(0).integers(0, 5, 3000)
+    data = encode_symbols(s, coding, bits=3)
+    check_stream(data, coding, 3000, bits=3, alphabet_size=5)
+    with pytest.raises(WeightzipFormatError):
+        check_stream(data, coding, 3100, bits=3, alphabet_size=5)
+    with pytest.raises(WeightzipFormatError):
+        check_stream(data[:len(data) // 2 & ~3], coding, 3000, bits=3, alphabet_size=5)   # half the payload

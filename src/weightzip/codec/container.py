@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import WeightzipFormatError
 from .decoding import validate
-from .format import Format
+from .format import DTYPE_BYTES, Format
 
 MAGIC = b"\x89WZF\r\n\x1a\n"
 VERSION = 1
@@ -43,7 +43,11 @@ FLAG_ZSTD = 1
 KNOWN_FLAGS = FLAG_ZSTD
 HEADER = struct.Struct("<8sHHIIQI")       # magic, version, flags, manifest len, manifest crc, streams len, header crc
 HEADER_SIZE = HEADER.size                 # 32
-MAX_MANIFEST_BYTES = 1 << 28              # 256 MiB of JSON (decompressed) is far beyond any real model
+MAX_MANIFEST_BYTES = 32 << 20             # decompressed JSON: 32 MiB is ~1000x the largest committed manifest
+MANIFEST_RATIO = 64                       # ... and at most 64x its compressed size (real manifests: 3-12x)
+MANIFEST_FLOOR = 1 << 20                  # ... except that 1 MiB is always allowed
+DEFAULT_MAX_DECODED_BYTES = 2 << 30       # sum over tensors of numel x element size (512M float32 weights)
+MAX_DECODED_ENV = "WEIGHTZIP_MAX_DECODED_BYTES"   # overrides the default (the CLI's --max-decoded-bytes sets it)
 RESERVED_KEY = "tensors"
 
 
@@ -181,21 +185,49 @@ def _parse_manifest(path, data: bytes, flags: int, mcrc: int) -> dict:
     if _crc(data) != mcrc:
         raise _err(path, "manifest checksum mismatch (the file is corrupted)")
     if flags & FLAG_ZSTD:
-        import zstandard
-
-        try:
-            data = zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_MANIFEST_BYTES)
-        except zstandard.ZstdError as e:
-            raise _err(path, f"manifest cannot be decompressed: {e}") from None
+        data = _decompress_manifest(path, data)
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, int digit limit
         raise _err(path, f"manifest is not valid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise _err(path, f"manifest must be a JSON object, got {type(doc).__name__}")
     if not isinstance(doc.get(RESERVED_KEY), dict):
         raise _err(path, f"manifest has no {RESERVED_KEY!r} object")
     return doc
+
+
+def manifest_limit(compressed_len: int) -> int:
+    """Largest decompressed manifest accepted for ``compressed_len`` stored bytes:
+    ``min(MAX_MANIFEST_BYTES, max(MANIFEST_FLOOR, MANIFEST_RATIO * compressed_len))``."""
+    return min(MAX_MANIFEST_BYTES, max(MANIFEST_FLOOR, MANIFEST_RATIO * compressed_len))
+
+
+def _decompress_manifest(path, data: bytes) -> bytes:
+    """Decompress the zstd manifest without ever holding more than :func:`manifest_limit` bytes:
+    the frame's declared size is checked first, then the output is read in chunks."""
+    import io
+
+    import zstandard
+
+    limit = manifest_limit(len(data))
+    try:
+        declared = zstandard.get_frame_parameters(data).content_size
+        if declared != zstandard.CONTENTSIZE_UNKNOWN and declared > limit:
+            raise _err(path, f"manifest declares {declared} decompressed bytes, more than the {limit} allowed for "
+                             f"{len(data)} compressed bytes (a decompression bomb or a corrupted file)")
+        out = bytearray()
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
+            while chunk := reader.read(1 << 20):
+                out += chunk
+                if len(out) > limit:
+                    raise _err(path, f"manifest decompresses to more than the {limit} bytes allowed for "
+                                     f"{len(data)} compressed bytes (a decompression bomb or a corrupted file)")
+    except zstandard.ZstdError as e:
+        raise _err(path, f"manifest cannot be decompressed: {e}") from None
+    if declared != zstandard.CONTENTSIZE_UNKNOWN and len(out) != declared:
+        raise _err(path, f"manifest decompresses to {len(out)} bytes, its frame declares {declared}")
+    return bytes(out)
 
 
 def _read_head_and_manifest(path) -> tuple[dict, int, int, Any]:
@@ -240,6 +272,54 @@ def _check_entry(path, name: str, e: Any, slen: int) -> None:
                              f"lie outside the {slen}-byte stream area (truncated or corrupted file)")
 
 
+def _check_no_overlap(path, tensors: dict) -> None:
+    """No byte of the stream area belongs to two streams (a file cannot make the reader copy its
+    bytes more than once); zero-length streams are exempt."""
+    spans = sorted((s["offset"], s["offset"] + s["length"], name, sname)
+                   for name, e in tensors.items() for sname, s in e["streams"].items() if s["length"])
+    for (a0, a1, an, asn), (b0, b1, bn, bsn) in zip(spans, spans[1:]):
+        if b0 < a1:
+            raise _err(path, f"tensor {bn!r}, stream {bsn!r}: bytes {b0}..{b1} overlap tensor {an!r}, stream "
+                             f"{asn!r} (bytes {a0}..{a1}); streams must not share bytes (corrupted or forged file)")
+
+
+def parse_size(text) -> int:
+    """``"123"``, ``"64K"``, ``"512M"``, ``"8G"`` (powers of 1024) -> bytes; raises ValueError."""
+    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    try:
+        n = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise ValueError(f"max_decoded_bytes must be a byte count like 4096, 512M or 8G, got {text!r}") from None
+    if not n > 0 or n != n or n == float("inf"):
+        raise ValueError(f"max_decoded_bytes must be positive, got {text!r}")
+    return int(n)
+
+
+def default_max_decoded_bytes() -> int:
+    """:data:`DEFAULT_MAX_DECODED_BYTES`, or the environment variable ``WEIGHTZIP_MAX_DECODED_BYTES``."""
+    env = os.environ.get(MAX_DECODED_ENV)
+    return parse_size(env) if env else DEFAULT_MAX_DECODED_BYTES
+
+
+def _decoded_nbytes(e: dict) -> int:
+    """``numel x element size`` of a (checked) tensor entry; float kinds decode to float32 unless float16/bf16."""
+    numel = 1
+    for x in e["shape"]:
+        numel *= x if isinstance(x, int) and not isinstance(x, bool) and x > 0 else 0
+    return numel * DTYPE_BYTES.get(e["dtype"], 4)
+
+
+def _check_decoded_size(path, tensors: dict, max_decoded_bytes: int) -> None:
+    sizes = {name: _decoded_nbytes(e) for name, e in tensors.items()}
+    total = sum(sizes.values())
+    if total > max_decoded_bytes:
+        big = max(sizes, key=sizes.get)
+        raise _err(path, f"declares {total} decoded bytes (tensor {big!r} alone {sizes[big]}), more than "
+                         f"max_decoded_bytes={max_decoded_bytes}; if the file is trusted, raise the limit "
+                         "(weightzip.load(..., max_decoded_bytes=N) or --max-decoded-bytes N)")
+
+
 def read_manifest(path) -> dict:
     """The manifest only (streams are not read or checked): the caller's manifest plus
     ``"tensors"`` (per tensor ``kind``, ``shape``, ``dtype``, ``meta`` and stream
@@ -251,8 +331,14 @@ def read_manifest(path) -> dict:
     return doc
 
 
-def read(path) -> tuple[dict, dict[str, Format]]:
+def read(path, *, max_decoded_bytes: int | None = None) -> tuple[dict, dict[str, Format]]:
     """Read and validate a ``.wz`` file: ``(manifest, {name: Format})``.
+
+    Nothing is allocated before it is checked: the manifest is decompressed only up to
+    :func:`manifest_limit`, streams may not overlap, the tensors may not declare more than
+    ``max_decoded_bytes`` (default :func:`default_max_decoded_bytes`) decoded bytes in all, and
+    every Format is validated (its streams' counts against its meta and against the bytes
+    present) before any tensor is decoded.
 
     ``manifest`` is what was given to :func:`write` (without ``"tensors"``). Wrong magic, a newer
     version, truncation, any checksum mismatch, out-of-bounds streams, malformed JSON or wrong
@@ -269,15 +355,19 @@ def read(path) -> tuple[dict, dict[str, Format]]:
         raise _err(path, "truncated inside the stream area")
     view = memoryview(area)
     tensors = doc.pop(RESERVED_KEY)
-    formats: dict[str, Format] = {}
     for name, e in tensors.items():
         _check_entry(path, name, e, slen)
+    _check_no_overlap(path, tensors)
+    _check_decoded_size(path, tensors, default_max_decoded_bytes() if max_decoded_bytes is None
+                        else parse_size(max_decoded_bytes))
+    formats: dict[str, Format] = {}
+    for name, e in tensors.items():
         streams = {}
         for sname, s in e["streams"].items():
-            data = bytes(view[s["offset"]:s["offset"] + s["length"]])
-            if _crc(data) != s["crc32"]:
+            part = view[s["offset"]:s["offset"] + s["length"]]
+            if _crc(part) != s["crc32"]:
                 raise _err(path, f"tensor {name!r}, stream {sname!r}: checksum mismatch (the file is corrupted)")
-            streams[sname] = data
+            streams[sname] = bytes(part)
         shape = e["shape"]
         fmt = Format(e["kind"], tuple(shape) if all(isinstance(x, int) for x in shape) else shape,
                      e["dtype"], e["meta"], streams, name=name)
@@ -294,4 +384,5 @@ def file_size(path) -> int:
     return os.path.getsize(path)
 
 
-__all__ = ["MAGIC", "VERSION", "write", "read", "read_manifest", "file_size"]
+__all__ = ["MAGIC", "VERSION", "DEFAULT_MAX_DECODED_BYTES", "write", "read", "read_manifest", "file_size",
+           "parse_size", "default_max_decoded_bytes", "manifest_limit"]

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import WeightzipFormatError
 from . import entropy
+from .bitpack import bits_for_alphabet
 from .format import MAX_NUMEL, TORCH_DTYPES, Format, bad, is_int
 from .kinds import KINDS, get_kind
 from .sparse import matrix_shape
@@ -41,6 +42,37 @@ def validate(fmt: Format) -> None:
                        f"stream_info {sorted(info)}")
     for name, inf in info.items():
         _validate_stream(fmt, kind.byte_streams, name, inf)
+    _check_plan(fmt, kind.plan(fmt))
+
+
+def _check_plan(fmt: Format, plan: dict) -> None:
+    """Every stream decoding will read exists with the count / alphabet / coding the meta implies,
+    no other stream exists, and every integer stream's bytes can hold its symbols
+    (:func:`.entropy.check_stream`): a format passing this allocates nothing unchecked."""
+    info = fmt.meta["stream_info"]
+    missing, unread = sorted(set(plan) - set(info)), sorted(set(info) - set(plan))
+    if missing:
+        raise bad(fmt, "stream is missing", missing[0])
+    if unread:
+        raise bad(fmt, f"stream is not read by a {fmt.kind} format with this meta", unread[0])
+    for name, (count, alphabet) in plan.items():
+        inf, data = info[name], fmt.streams[name]
+        if inf["count"] != count:
+            raise bad(fmt, f"stream declares {inf['count']} symbols, the meta implies {count}", name)
+        coding = inf.get("coding")
+        if isinstance(alphabet, str):
+            ok = coding in ("float32", "float16") if alphabet == "float" else coding == alphabet
+            if not ok:
+                raise bad(fmt, f"stream coding {coding!r} where {alphabet!r} is needed", name)
+            continue
+        if coding not in entropy.CODINGS:
+            raise bad(fmt, f"unknown coding {coding!r} for an integer stream (valid: {entropy.CODINGS})", name)
+        if inf.get("alphabet") != alphabet:
+            raise bad(fmt, f"stream alphabet is {inf.get('alphabet')!r}, the meta implies {alphabet}", name)
+        try:
+            entropy.check_stream(data, coding, count, bits=bits_for_alphabet(alphabet), alphabet_size=alphabet)
+        except WeightzipFormatError as e:
+            raise bad(fmt, str(e), name) from None
 
 
 def _validate_stream(fmt: Format, byte_streams: bool, name: str, inf) -> None:
@@ -122,4 +154,7 @@ def _decode_parts(fmt: Format) -> dict:
     out: dict[str, Any] = {"kind": fmt.kind, "shape": tuple(fmt.shape), "dtype": fmt.dtype,
                            "matrix_shape": matrix_shape(fmt.shape)}
     out.update(get_kind(fmt.kind).parts(fmt, StreamReader(fmt)))
+    for k, v in out.items():  # one-symbol streams decode to read-only broadcast views: hand out arrays
+        if isinstance(v, np.ndarray) and not v.flags.writeable:
+            out[k] = np.array(v)
     return out

@@ -25,6 +25,9 @@ RAW_DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64")
 MAX_NUMEL = 2**31 - 1
 MAX_CODEBOOK = 1 << 16
 
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "bool": 1, "uint8": 1, "int8": 1, "int16": 2,
+               "int32": 4, "int64": 8}
+
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
                 "bool": torch.bool, "uint8": torch.uint8, "int8": torch.int8, "int16": torch.int16,
                 "int32": torch.int32, "int64": torch.int64}
@@ -55,6 +58,11 @@ class Format:
     @property
     def numel(self) -> int:
         return int(math.prod(self.shape))
+
+    @property
+    def decoded_nbytes(self) -> int:
+        """Bytes of the decoded tensor: ``numel x element size of dtype``."""
+        return self.numel * DTYPE_BYTES.get(self.dtype, 4)
 
     def __repr__(self) -> str:
         return (f"Format(kind={self.kind!r}, shape={tuple(self.shape)}, dtype={self.dtype!r}, "

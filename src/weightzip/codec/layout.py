@@ -156,6 +156,33 @@ def _read_block_layout(fmt: Format, rd: StreamReader) -> tuple[np.ndarray, int]:
     return pos, n
 
 
+def plan_layout(fmt: Format) -> tuple[dict, int]:
+    """``({stream: (count, alphabet)}, n_entries)`` of the layout streams, from the meta alone
+    (what :func:`read_layout` will read)."""
+    m, numel = fmt.meta, fmt.numel
+    scheme = m.get("sparse")
+    if scheme == "none":
+        n = meta_int(fmt, m, "n_entries")
+        if n != numel:
+            raise bad(fmt, f"dense layout stores {n} entries for {numel} elements")
+        return {}, n
+    if scheme == "relative":
+        b = meta_int(fmt, m, "index_bits", 1, 32)
+        n = meta_int(fmt, m, "n_entries", 0, numel)
+        return {"index": (n, 1 << b)}, n
+    if scheme == "bitmap":
+        return {"bitmap": (numel, 2)}, meta_int(fmt, m, "n_entries", 0, numel)
+    if scheme == "block":
+        block = m.get("block")
+        if not (isinstance(block, list) and len(block) == 2 and all(is_int(b) and b >= 1 for b in block)):
+            raise bad(fmt, f"meta['block'] must be two positive integers, got {block!r}")
+        grid = block_grid(block, fmt.shape)
+        if grid[0] * grid[1] > MAX_NUMEL:
+            raise bad(fmt, "block grid too large")
+        return {"block_mask": (grid[0] * grid[1], 2)}, meta_int(fmt, m, "n_entries", 0, numel)
+    raise bad(fmt, f"unknown sparse layout {scheme!r} (valid: {LAYOUTS})")
+
+
 # A layout kind's value reader: (fmt, reader, n_entries, entry_positions()) -> (n,) float32 values.
 ValueReader = Callable[[Format, StreamReader, int, Callable[[], np.ndarray]], np.ndarray]
 # ... and for decode_parts: -> (values (n,), whole-tensor parts {name: array}, per-entry parts {name: (n,)}).

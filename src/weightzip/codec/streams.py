@@ -88,7 +88,7 @@ class StreamReader:
             raise bad(self.fmt, str(e), name) from None
 
     def floats(self, name: str, count: int | None = None) -> np.ndarray:
-        """(count,) float32 values of a float32 / float16 stream."""
+        """(count,) float32 values of a float32 / float16 stream (all finite)."""
         inf, data = self._get(name)
         coding = inf.get("coding")
         if coding not in ("float32", "float16"):
@@ -100,7 +100,12 @@ class StreamReader:
         if not is_int(n) or len(data) != n * width:
             raise bad(self.fmt, f"stream has {len(data)} bytes, {n!r} {coding} values need "
                                 f"{n * width if is_int(n) else '?'}", name)
-        return np.frombuffer(data, dtype="<f4" if width == 4 else "<f2").astype(np.float32)
+        out = np.frombuffer(data, dtype="<f4" if width == 4 else "<f2").astype(np.float32)
+        if not np.isfinite(out).all():  # encode refuses NaN / Inf, so no genuine file holds them
+            bad_n = int((~np.isfinite(out)).sum())
+            raise bad(self.fmt, f"stream holds {bad_n} NaN / Inf values; weightzip never writes them "
+                                "(corrupted or forged file)", name)
+        return out
 
     def alphabet(self, name: str) -> int:
         """The declared alphabet of an integer stream whose alphabet is not implied by the meta."""

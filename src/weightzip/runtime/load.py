@@ -23,9 +23,11 @@ from ..errors import WeightzipFormatError
 MODES = ("dense", "sparse", "lut", "compiled", "auto")
 
 
-def read_model_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a ``.wz``: ``(manifest, decoded dense state_dict, formats)``."""
-    manifest, formats = container.read(path)
+def read_model_state(path: str | Path, *, max_decoded_bytes: int | str | None = None
+                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a ``.wz``: ``(manifest, decoded dense state_dict, formats)``; refused before decoding
+    when its tensors declare more than ``max_decoded_bytes`` (:func:`weightzip.codec.container.read`)."""
+    manifest, formats = container.read(path, max_decoded_bytes=max_decoded_bytes)
     state = {}
     for name, fmt in formats.items():
         try:
@@ -62,7 +64,8 @@ def build_model(manifest: dict[str, Any], path: str | Path = "file", state: dict
     return create_model(name, **kwargs)
 
 
-def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") -> nn.Module:
+def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", *,
+         max_decoded_bytes: int | str | None = None) -> nn.Module:
     """Load ``path`` into ``model`` (or the zoo model its manifest names); returns it in eval mode.
 
     ``mode``: ``dense`` decodes every tensor to a dense fp32 weight; ``sparse`` additionally
@@ -71,10 +74,13 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") 
     program over the compressed weights (:mod:`weightzip.runtime.compiled`; layers without a
     kernel run decoded dense); ``auto`` is ``compiled`` when every layer compiles, else it picks
     per layer what the benchmarks found fastest. The loaded module carries ``wz_manifest``.
+    ``max_decoded_bytes`` (bytes, or ``"8G"``): refuse files whose tensors declare more decoded
+    bytes (default 2 GiB, or the environment variable ``WEIGHTZIP_MAX_DECODED_BYTES``); nothing is
+    decoded before every tensor is checked.
     """
     if mode not in MODES:
         raise ValueError(f"unknown runtime mode {mode!r}; valid modes: {', '.join(MODES)}")
-    manifest, state, formats = read_model_state(path)
+    manifest, state, formats = read_model_state(path, max_decoded_bytes=max_decoded_bytes)
     from ..graph import EXTRA_PREFIX
 
     graph_tensors = {k[len(EXTRA_PREFIX):]: state.pop(k) for k in list(state) if k.startswith(EXTRA_PREFIX)}
@@ -103,7 +109,8 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense") 
         from .compiled.module import compile_from_file
 
         cm = compile_from_file(path, model, formats, manifest, required=mode == "compiled",
-                               reload=lambda: (load(path, mode="dense"), container.read(path)[1]))
+                               reload=lambda: (load(path, mode="dense", max_decoded_bytes=max_decoded_bytes),
+                                               container.read(path, max_decoded_bytes=max_decoded_bytes)[1]))
         if cm is not None:
             return cm
     if mode != "dense":

@@ -10,7 +10,7 @@ def test_kinds_are_registered_in_candidate_order():
     assert tuple(k.name for k in registered()) == KINDS
     for name in KINDS:
         k = get_kind(name)
-        assert k.name == name and callable(k.decode) and callable(k.parts) and callable(k.summary)
+        assert k.name == name and all(callable(f) for f in (k.decode, k.parts, k.summary, k.plan))
     # layout kinds give value coders, whole-tensor kinds give candidates, raw neither
     assert [k.name for k in registered() if k.coders] == ["dense", "codebook", "uniform"]
     assert [k.name for k in registered() if k.candidates] == ["pq", "mixed_fixed"]
@@ -19,7 +19,7 @@ def test_kinds_are_registered_in_candidate_order():
 def test_unknown_names_and_duplicates():
     assert get_kind("nope") is None and get_kind(["raw"]) is None and get_kind(None) is None
     with pytest.raises(ValueError, match="already registered"):
-        register_kind(Kind("dense", (), decode=None, parts=None, summary=None))
+        register_kind(Kind("dense", (), decode=None, parts=None, summary=None, plan=None))
 
 
 def test_hint_kinds():

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..bitpack import bits_for_alphabet
 from ..format import FLOAT_DTYPES, MAX_NUMEL, Format, Reject, bad, meta_int
-from ..layout import Layout, decode_layout, layout_parts
+from ..layout import Layout, decode_layout, layout_parts, plan_layout
 from ..streams import StreamReader, StreamWriter
 from .registry import EncodeContext, Kind, ValueCoder, register_kind
 
@@ -73,6 +73,14 @@ def _read_parts(fmt: Format, rd: StreamReader, n: int, pos_fn) -> tuple[np.ndarr
     return vals, {"codebook": table}, {"codes": codes}
 
 
+def _plan(fmt: Format) -> dict:
+    plan, n = plan_layout(fmt)
+    k = meta_int(fmt, fmt.meta, "codebook_size", 0, MAX_NUMEL)
+    if k == 0 and n:
+        raise bad(fmt, "empty codebook for a non-empty tensor", "codebook")
+    return {**plan, "codebook": (k, "float"), **({"codes": (n, k)} if k else {})}
+
+
 def _summary(fmt: Format) -> dict:
     return {"value_bits": bits_for_alphabet(fmt.meta.get("stream_info", {}).get("codes", {}).get("alphabet", 1))}
 
@@ -81,4 +89,4 @@ CODEBOOK = register_kind(Kind(
     "codebook", FLOAT_DTYPES,
     decode=lambda fmt, rd: decode_layout(fmt, rd, read_values),
     parts=lambda fmt, rd: layout_parts(fmt, rd, _read_parts),
-    summary=_summary, coders=coders))
+    summary=_summary, plan=_plan, coders=coders))

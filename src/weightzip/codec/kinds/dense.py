@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..format import FLOAT_DTYPES, Format, Reject, bad
-from ..layout import Layout, decode_layout, layout_parts
+from ..layout import Layout, decode_layout, layout_parts, plan_layout
 from ..streams import StreamReader, StreamWriter
 from .registry import EncodeContext, Kind, ValueCoder, register_kind
 
@@ -51,6 +51,14 @@ def _read_parts(fmt: Format, rd: StreamReader, n: int, pos_fn) -> tuple[np.ndarr
     return read_values(fmt, rd, n, pos_fn), {}, {}
 
 
+def _plan(fmt: Format) -> dict:
+    plan, n = plan_layout(fmt)
+    vd = fmt.meta.get("value_dtype")
+    if vd not in ("float32", "float16"):
+        raise bad(fmt, f"meta['value_dtype'] must be float32 or float16, got {vd!r}")
+    return {**plan, "values": (n, vd)}
+
+
 def _summary(fmt: Format) -> dict:
     return {"value_bits": 32 if fmt.meta.get("value_dtype") == "float32" else 16}
 
@@ -59,4 +67,4 @@ DENSE = register_kind(Kind(
     "dense", FLOAT_DTYPES,
     decode=lambda fmt, rd: decode_layout(fmt, rd, read_values),
     parts=lambda fmt, rd: layout_parts(fmt, rd, _read_parts),
-    summary=_summary, coders=coders))
+    summary=_summary, plan=_plan, coders=coders))

@@ -174,6 +174,32 @@ def _parts(fmt: Format, rd: StreamReader) -> dict:
             "csr": csr_from_positions(pos, vals, matrix_shape(fmt.shape))}
 
 
+def _plan(fmt: Format) -> dict:
+    cl = fmt.meta.get("clusters")
+    if not isinstance(cl, list) or not cl or len(cl) > MAX_CLUSTERS:
+        raise bad(fmt, "meta['clusters'] must be a non-empty list")
+    numel, rd, plan = fmt.numel, StreamReader(fmt), {}
+    for c, d in enumerate(cl):
+        if not isinstance(d, dict):
+            raise bad(fmt, f"meta cluster {c} must be an object")
+        f = d.get("frac_bits")
+        if not is_int(f) or abs(f) > MAX_FRAC_BITS:
+            raise bad(fmt, f"meta cluster {c} frac_bits must be an integer in [-60, 60], got {f!r}")
+        prefix, where = f"c{c}.", f"meta cluster {f'c{c}.'!r}"
+        n = meta_int(fmt, d, "n_entries", 0, numel, where)
+        off = d.get("q_offset")
+        if not is_int(off) or abs(off) >= 2**32:
+            raise bad(fmt, f"{where}['q_offset'] must be an integer, got {off!r}")
+        if d.get("sparse") == "relative":
+            plan[f"{prefix}index"] = (n, 1 << meta_int(fmt, d, "index_bits", 1, 32, where))
+        elif d.get("sparse") == "bitmap":
+            plan[f"{prefix}bitmap"] = (numel, 2)
+        else:
+            raise bad(fmt, f"{where}['sparse'] must be relative or bitmap, got {d.get('sparse')!r}")
+        plan[f"{prefix}codes"] = (n, rd.alphabet(f"{prefix}codes"))
+    return plan
+
+
 def _summary(fmt: Format) -> dict:
     m = fmt.meta
     info = m.get("stream_info", {})
@@ -185,4 +211,4 @@ def _summary(fmt: Format) -> dict:
 
 
 MIXED_FIXED = register_kind(Kind("mixed_fixed", FLOAT_DTYPES, decode=decode_mixed, parts=_parts, summary=_summary,
-                                 candidates=candidates, hint_driven=True))
+                                 plan=_plan, candidates=candidates, hint_driven=True))

@@ -183,11 +183,30 @@ def decode_pq(fmt: Format, rd: StreamReader) -> np.ndarray:
     return np.ascontiguousarray(recon, dtype=np.float32).ravel()
 
 
+def _plan(fmt: Format) -> dict:
+    rows, cols, M, k, d, ncb = _read_geometry(fmt)
+    m, numel = fmt.meta, rows * cols
+    plan = {"codebooks": (ncb * k * d, "float"), "codes": (rows * M, k)}
+    scheme = m.get("mask")
+    if scheme == "bitmap":
+        plan["mask"] = (numel, 2)
+    elif scheme == "relative":
+        b = meta_int(fmt, m, "mask_index_bits", 1, 32)
+        e = meta_int(fmt, m, "mask_entries", 0, numel)
+        f = meta_int(fmt, m, "mask_fillers", 0, e)
+        plan["mask_index"] = (e, 1 << b)
+        if f:
+            plan["mask_flags"] = (e, 2)
+    elif scheme != "none":
+        raise bad(fmt, f"meta['mask'] must be none/bitmap/relative, got {scheme!r}")
+    return plan
+
+
 def _summary(fmt: Format) -> dict:
     m = fmt.meta
     return {"value_bits": bits_for_alphabet(m.get("stream_info", {}).get("codes", {}).get("alphabet", 1)),
             "sparse": m.get("mask"), "index_bits": m.get("mask_index_bits"), "n_fillers": m.get("mask_fillers", 0)}
 
 
-PQ = register_kind(Kind("pq", FLOAT_DTYPES, decode=decode_pq, parts=read_pq, summary=_summary,
+PQ = register_kind(Kind("pq", FLOAT_DTYPES, decode=decode_pq, parts=read_pq, summary=_summary, plan=_plan,
                         candidates=candidates, hint_driven=True))

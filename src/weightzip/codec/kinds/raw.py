@@ -36,6 +36,14 @@ def decode_raw(fmt: Format, rd: StreamReader | None = None) -> np.ndarray:
     return a.astype(dt.newbyteorder("="))
 
 
+def _plan(fmt: Format) -> dict:
+    numel, data = fmt.numel, fmt.streams.get("data", b"")
+    need = numel * np.dtype(NP_RAW[fmt.dtype]).itemsize
+    if len(data) != need:
+        raise bad(fmt, f"{len(data)} bytes for {numel} {fmt.dtype} values (need {need})", "data")
+    return {"data": (numel, "bytes")}
+
+
 def _parts(fmt: Format, rd: StreamReader) -> dict:
     return {"values": decode_raw(fmt).reshape(tuple(fmt.shape))}
 
@@ -44,4 +52,5 @@ def _summary(fmt: Format) -> dict:
     return {"value_bits": 8 * np.dtype(NP_RAW[fmt.dtype]).itemsize, "sparse": "none"}
 
 
-RAW = register_kind(Kind("raw", RAW_DTYPES, decode=decode_raw, parts=_parts, summary=_summary, byte_streams=True))
+RAW = register_kind(Kind("raw", RAW_DTYPES, decode=decode_raw, parts=_parts, summary=_summary, plan=_plan,
+                              byte_streams=True))

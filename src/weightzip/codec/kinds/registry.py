@@ -79,7 +79,10 @@ class Kind:
     ``dtypes``: decoded dtypes a Format of this kind may have. ``decode(fmt, reader)`` -> flat
     (numel,) numpy array; ``parts(fmt, reader)`` -> the kind's entries of ``decode_parts``;
     ``summary(fmt)`` -> overrides of ``value_bits`` / ``sparse`` / ``index_bits`` / ``n_fillers``
-    in :func:`~weightzip.codec.format_summary`. Encoding: ``coders(ctx)`` (layout kinds) or
+    in :func:`~weightzip.codec.format_summary`; ``plan(fmt)`` -> ``{stream: (count, alphabet)}``
+    that decoding will read, from the meta alone (alphabet: an int for integer streams,
+    ``"float32"`` / ``"float16"`` / ``"float"`` (either) for float streams, ``"bytes"``), checked by
+    :func:`~weightzip.codec.validate` before anything is decoded. Encoding: ``coders(ctx)`` (layout kinds) or
     ``candidates(ctx)`` (whole-tensor kinds), in the order they are tried. ``hint_kinds``: hint
     kinds this kind implements besides its own name (``uniform`` implements ``fixed_point``);
     ``hint_driven``: its candidates come from hint fields, so a malformed hint (KeyError,
@@ -92,6 +95,7 @@ class Kind:
     decode: Callable[[Format, StreamReader], np.ndarray]
     parts: Callable[[Format, StreamReader], dict]
     summary: Callable[[Format], dict]
+    plan: Callable[[Format], dict]
     coders: Callable[[EncodeContext], list] | None = None
     candidates: Callable[[EncodeContext], list] | None = None
     hint_kinds: tuple = ()

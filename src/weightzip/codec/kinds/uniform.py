@@ -16,7 +16,7 @@ import numpy as np
 
 from ..bitpack import bits_for_alphabet, zigzag_decode, zigzag_encode
 from ..format import FLOAT_DTYPES, MAX_NUMEL, Format, Reject, bad, bits_range, is_int, meta_int, to_numpy
-from ..layout import Layout, decode_layout, layout_parts
+from ..layout import Layout, decode_layout, layout_parts, plan_layout
 from ..sparse import matrix_shape
 from ..streams import StreamReader, StreamWriter
 from .registry import EncodeContext, Kind, ValueCoder, register_kind
@@ -146,6 +146,30 @@ def _read_parts(fmt: Format, rd: StreamReader, n: int, pos_fn) -> tuple[np.ndarr
     return q.astype(np.float32) * s, {"scale": scales}, {"q": q}
 
 
+def _plan(fmt: Format) -> dict:
+    plan, n = plan_layout(fmt)
+    m = fmt.meta
+    g = meta_int(fmt, m, "scale_groups", 1, MAX_NUMEL)
+    rows = matrix_shape(fmt.shape)[0]
+    if g > 1 and (rows % g):
+        raise bad(fmt, f"{g} scale groups do not divide {rows} rows")
+    plan["scale"] = (g, "float")
+    mode = m.get("q_mode")
+    rd = StreamReader(fmt)
+    if mode == "range":
+        off = m.get("q_offset")
+        if not is_int(off) or abs(off) >= 2**32:
+            raise bad(fmt, f"meta['q_offset'] must be an integer, got {off!r}")
+        plan["codes"] = (n, rd.alphabet("codes"))
+    elif mode == "table":
+        nl = meta_int(fmt, m, "n_levels", 1, MAX_NUMEL)
+        plan["levels"] = (nl, rd.alphabet("levels"))
+        plan["codes"] = (n, nl)
+    else:
+        raise bad(fmt, f"meta['q_mode'] must be 'range' or 'table', got {mode!r}")
+    return plan
+
+
 def _summary(fmt: Format) -> dict:
     return {"value_bits": bits_for_alphabet(fmt.meta.get("stream_info", {}).get("codes", {}).get("alphabet", 1))}
 
@@ -154,4 +178,4 @@ UNIFORM = register_kind(Kind(
     "uniform", FLOAT_DTYPES,
     decode=lambda fmt, rd: decode_layout(fmt, rd, read_values),
     parts=lambda fmt, rd: layout_parts(fmt, rd, _read_parts),
-    summary=_summary, coders=coders, hint_kinds=("fixed_point",), hint_driven=True))
+    summary=_summary, plan=_plan, coders=coders, hint_kinds=("fixed_point",), hint_driven=True))
