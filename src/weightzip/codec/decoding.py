@@ -65,6 +65,8 @@ def _check_plan(fmt: Format, plan: dict) -> None:
             if not ok:
                 raise bad(fmt, f"stream coding {coding!r} where {alphabet!r} is needed", name)
             continue
+        if coding == "context" and inf.get("alphabet") == alphabet:
+            continue                      # codec/context.py checks its own stream while decoding
         if coding not in entropy.CODINGS:
             raise bad(fmt, f"unknown coding {coding!r} for an integer stream (valid: {entropy.CODINGS})", name)
         if inf.get("alphabet") != alphabet:
@@ -91,6 +93,12 @@ def _validate_stream(fmt: Format, byte_streams: bool, name: str, inf) -> None:
         a = inf.get("alphabet")
         if not is_int(a) or not 1 <= a <= 2**32:
             raise bad(fmt, f"stream alphabet must be a positive integer, got {a!r}", name)
+    elif c == "context":
+        a = inf.get("alphabet")
+        if not is_int(a) or not 1 <= a <= 2**32:
+            raise bad(fmt, f"stream alphabet must be a positive integer, got {a!r}", name)
+    elif c == "context_mask":
+        pass
     elif c == "bytes":
         if not byte_streams:
             raise bad(fmt, "'bytes' streams only exist in raw formats", name)

@@ -7,6 +7,9 @@ none      every element, row-major; ``n_entries = numel``
 relative  relative index with fillers (:mod:`.sparse`): stream ``index`` holds the E gaps at
           ``index_bits`` b; ``n_entries`` E, ``n_fillers``; fillers store the value 0
 bitmap    stream ``bitmap``: one symbol (0/1) per element, 1 = stored; ``n_entries`` = popcount
+context   stream ``mask``: the 2-D bool mask of stored elements, coded by :func:`.context.encode_mask`
+          (coding ``context_mask``; each bit conditioned on its column); ``n_entries`` = popcount;
+          the codes of a ``codebook`` may then be ``context`` coded too (:func:`.context.encode_codes`)
 block     stream ``block_mask``: one symbol per block of the 2-D view ``[shape[0], numel/shape[0]]``
           in blocks ``meta["block"] = [B_r, B_c]`` (grid ``ceil(rows/B_r) x ceil(cols/B_c)``);
           every element of a kept block is stored, row-major over the whole view
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ..errors import WeightzipFormatError
+from . import context
 from .format import MAX_NUMEL, Format, Reject, bad, is_int, meta_int
 from .sparse import choose_index_bits, csr_from_positions, matrix_shape, relative_index_decode, relative_index_encode
 from .streams import StreamReader, StreamWriter
@@ -29,7 +33,7 @@ from .streams import StreamReader, StreamWriter
 if TYPE_CHECKING:
     from .options import EncodeOptions
 
-LAYOUTS = ("none", "relative", "bitmap", "block")
+LAYOUTS = ("none", "relative", "bitmap", "block", "context")
 
 
 def choose_bits(positions, vbits: int, vbits0: int, opts: "EncodeOptions") -> int:
@@ -50,6 +54,12 @@ class Layout:
     entries: np.ndarray
     entry_pos: np.ndarray | None
     streams: StreamWriter
+    shape2d: tuple | None = None     # (rows, cols) of the 2-D view, for context-coded codes
+
+    @property
+    def code_context(self) -> tuple | None:
+        """``(positions, rows, cols)`` for :func:`.context.encode_codes`, in a context layout."""
+        return None if self.scheme != "context" else (self.entry_pos, *self.shape2d)
 
 
 def block_grid(block, shape) -> tuple[int, int]:
@@ -93,6 +103,12 @@ def make_layout(scheme: str, w: np.ndarray, shape, nz: np.ndarray, est: tuple[in
         bits[nz] = 1
         ls.symbols("bitmap", bits, 2)
         return Layout("bitmap", {"sparse": "bitmap", "n_entries": int(nz.size)}, w[nz], nz, ls)
+    if scheme == "context":
+        rows, cols = matrix_shape(shape)
+        bits = np.zeros(numel, dtype=bool)
+        bits[nz] = True
+        ls.blob("mask", context.encode_mask(bits.reshape(rows, cols)), "context_mask", numel)
+        return Layout("context", {"sparse": "context", "n_entries": int(nz.size)}, w[nz], nz, ls, (rows, cols))
     if scheme == "block":
         if block is None:
             raise Reject("no block mask in the hint")
@@ -133,6 +149,18 @@ def read_layout(fmt: Format, rd: StreamReader) -> tuple[np.ndarray | None, int]:
         pos = np.flatnonzero(rd.symbols("bitmap", numel, 2))
         if pos.size != n:
             raise bad(fmt, f"bitmap has {pos.size} ones, meta says {n} entries", "bitmap")
+        return pos, n
+    if scheme == "context":
+        n = meta_int(fmt, m, "n_entries", 0, numel)
+        inf, data = rd._get("mask")
+        if inf.get("coding") != "context_mask" or inf.get("count") != numel:
+            raise bad(fmt, f"mask stream must be context_mask coded with {numel} bits", "mask")
+        try:
+            pos = np.flatnonzero(context.decode_mask(data, *matrix_shape(fmt.shape)))
+        except WeightzipFormatError as e:
+            raise bad(fmt, str(e), "mask") from None
+        if pos.size != n:
+            raise bad(fmt, f"mask has {pos.size} ones, meta says {n} entries", "mask")
         return pos, n
     if scheme == "block":
         return _read_block_layout(fmt, rd)
@@ -180,6 +208,8 @@ def plan_layout(fmt: Format) -> tuple[dict, int]:
         if grid[0] * grid[1] > MAX_NUMEL:
             raise bad(fmt, "block grid too large")
         return {"block_mask": (grid[0] * grid[1], 2)}, meta_int(fmt, m, "n_entries", 0, numel)
+    if scheme == "context":
+        return {"mask": (numel, "context_mask")}, meta_int(fmt, m, "n_entries", 0, numel)
     raise bad(fmt, f"unknown sparse layout {scheme!r} (valid: {LAYOUTS})")
 
 
@@ -187,6 +217,11 @@ def plan_layout(fmt: Format) -> tuple[dict, int]:
 ValueReader = Callable[[Format, StreamReader, int, Callable[[], np.ndarray]], np.ndarray]
 # ... and for decode_parts: -> (values (n,), whole-tensor parts {name: array}, per-entry parts {name: (n,)}).
 PartsReader = Callable[[Format, StreamReader, int, Callable[[], np.ndarray]], tuple[np.ndarray, dict, dict]]
+
+
+def code_context(fmt: Format, pos_fn: Callable[[], np.ndarray]) -> tuple | None:
+    """``(positions, rows, cols)`` of a context layout's codes (None for other layouts)."""
+    return (pos_fn(), *matrix_shape(fmt.shape)) if fmt.meta.get("sparse") == "context" else None
 
 
 def _all_positions(pos: np.ndarray | None, numel: int) -> Callable[[], np.ndarray]:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from . import entropy
 from .decoding import guard
 from .format import Format
 from .kinds import get_kind
+from .layout import read_layout
+from .sparse import matrix_shape
 from .streams import StreamReader
 
 
@@ -37,7 +41,8 @@ def format_summary(fmt: Format) -> dict:
 
 def entropy_bound_bytes(fmt: Format) -> dict[str, float]:
     """Per stream, the order-0 entropy bound in bytes: ``n H(p) / 8`` of the stream's decoded
-    integer symbols (codes, index gaps, bitmaps). Float streams (values, tables, scales) and
+    integer symbols (codes, index gaps, bitmaps; for a ``context`` layout, the bitmap of its mask
+    and its codes: context coding can go BELOW this bound). Float streams (values, tables, scales) and
     raw bytes are not entropy coded: their bound is their stored size."""
     info = fmt.meta.get("stream_info", {})
     out: dict[str, float] = {}
@@ -46,6 +51,14 @@ def entropy_bound_bytes(fmt: Format) -> dict[str, float]:
         inf = info.get(name, {})
         if inf.get("coding") in entropy.CODINGS and rd is not None:
             sym = guard(lambda f: rd.symbols(name, inf["count"], inf["alphabet"]), fmt)
+            out[name] = entropy.order0_entropy_bits(sym) / 8.0
+        elif inf.get("coding") == "context_mask" and rd is not None:     # order-0 of the bitmap
+            pos, _ = guard(lambda f: read_layout(f, rd), fmt)
+            out[name] = entropy.order0_entropy_bits(np.bincount(pos, minlength=fmt.numel).clip(max=1)) / 8.0
+        elif inf.get("coding") == "context" and rd is not None:          # order-0 of the codes
+            pos, _ = guard(lambda f: read_layout(f, rd), fmt)
+            sym = guard(lambda f: rd.symbols(name, inf["count"], inf["alphabet"],
+                                             ctx=(pos, *matrix_shape(f.shape))), fmt)
             out[name] = entropy.order0_entropy_bits(sym) / 8.0
         else:
             out[name] = float(len(data))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import WeightzipFormatError
-from . import entropy
+from . import context, entropy
 from .bitpack import bits_for_alphabet
 from .format import Format, bad, is_int
 
@@ -24,9 +24,15 @@ class StreamWriter:
         self.streams: dict[str, bytes] = {}
         self.info: dict[str, dict] = {}
 
-    def symbols(self, name: str, symbols, alphabet: int) -> None:
+    def symbols(self, name: str, symbols, alphabet: int, ctx: tuple | None = None) -> None:
+        """``ctx = (positions, rows, cols)`` also tries :func:`.context.encode_codes` (coding
+        ``context``) and keeps it when smaller than the order-0 codings."""
         s = np.asarray(symbols, dtype=np.int64).ravel()
         coding, data = entropy.best_coding(s, alphabet, self.codings)
+        if ctx is not None and "ans" in self.codings:
+            cdata = context.encode_codes(s, *ctx)
+            if len(cdata) < len(data):
+                coding, data = "context", cdata
         self.streams[name] = data
         self.info[name] = {"coding": coding, "count": int(s.size), "alphabet": int(alphabet)}
 
@@ -35,6 +41,11 @@ class StreamWriter:
         data = v.astype("<f4" if dtype == "float32" else "<f2").tobytes()
         self.streams[name] = data
         self.info[name] = {"coding": dtype, "count": int(v.size)}
+
+    def blob(self, name: str, data: bytes, coding: str, count: int) -> None:
+        """A self-delimiting stream made by a coder of its own (e.g. ``context_mask``)."""
+        self.streams[name] = bytes(data)
+        self.info[name] = {"coding": coding, "count": int(count)}
 
     def raw(self, name: str, data: bytes, count: int) -> None:
         self.streams[name] = bytes(data)
@@ -71,14 +82,25 @@ class StreamReader:
             raise bad(self.fmt, "stream has no stream_info entry", name)
         return inf, self.fmt.streams[name]
 
-    def symbols(self, name: str, count: int, alphabet: int) -> np.ndarray:
-        """(count,) int64 symbols in ``[0, alphabet)``."""
+    def symbols(self, name: str, count: int, alphabet: int, ctx: tuple | None = None) -> np.ndarray:
+        """(count,) int64 symbols in ``[0, alphabet)``; a ``context``-coded stream needs the
+        ``ctx = (positions, rows, cols)`` it was written with."""
         inf, data = self._get(name)
         if inf.get("count") != count:
             raise bad(self.fmt, f"stream holds {inf.get('count')!r} symbols, expected {count}", name)
         if inf.get("alphabet") != alphabet:
             raise bad(self.fmt, f"stream alphabet is {inf.get('alphabet')!r}, expected {alphabet}", name)
         coding = inf.get("coding")
+        if coding == "context":
+            if ctx is None:
+                raise bad(self.fmt, "context coding is only valid for the codes of a context layout", name)
+            try:
+                out = context.decode_codes(data, *ctx)
+            except WeightzipFormatError as e:
+                raise bad(self.fmt, str(e), name) from None
+            if out.size and (out.min() < 0 or out.max() >= alphabet):
+                raise bad(self.fmt, "decoded codes out of range", name)
+            return out
         if coding not in entropy.CODINGS:
             raise bad(self.fmt, f"unknown coding {coding!r} for an integer stream (valid: {entropy.CODINGS})", name)
         try:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..bitpack import bits_for_alphabet
 from ..format import FLOAT_DTYPES, MAX_NUMEL, Format, Reject, bad, meta_int
-from ..layout import Layout, decode_layout, layout_parts, plan_layout
+from ..layout import Layout, code_context, decode_layout, layout_parts, plan_layout
 from ..streams import StreamReader, StreamWriter
 from .registry import EncodeContext, Kind, ValueCoder, register_kind
 
@@ -36,7 +36,7 @@ def _encode(lay: Layout, st: StreamWriter, max_codebook: int) -> dict:
     else:
         codes = np.searchsorted(table, lay.entries)
     st.floats("codebook", table)
-    st.symbols("codes", codes, table.size)
+    st.symbols("codes", codes, table.size, ctx=lay.code_context)
     return {"codebook_size": int(table.size)}
 
 
@@ -62,13 +62,13 @@ def read_values(fmt: Format, rd: StreamReader, n: int, pos_fn) -> np.ndarray:
         if n:
             raise bad(fmt, "empty codebook for a non-empty tensor", "codebook")
         return np.zeros(0, np.float32)
-    return table[rd.symbols("codes", n, k)]
+    return table[rd.symbols("codes", n, k, ctx=code_context(fmt, pos_fn))]
 
 
 def _read_parts(fmt: Format, rd: StreamReader, n: int, pos_fn) -> tuple[np.ndarray, dict, dict]:
     k = meta_int(fmt, fmt.meta, "codebook_size", 0, MAX_NUMEL)
     table = rd.floats("codebook", k)
-    codes = rd.symbols("codes", n, k) if k else np.zeros(0, np.int64)
+    codes = rd.symbols("codes", n, k, ctx=code_context(fmt, pos_fn)) if k else np.zeros(0, np.int64)
     vals = table[codes] if k else np.zeros(0, np.float32)
     return vals, {"codebook": table}, {"codes": codes}
 
