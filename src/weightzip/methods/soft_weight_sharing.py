@@ -17,7 +17,10 @@ Stage ``soft_weight_sharing`` (math in :mod:`weightzip.primitives.mixture`):
    unchanged; with ``prior_every = k`` it is added every k-th step, times k (an unbiased,
    cheaper schedule: the prior's (n, K) pass costs about as much as a LeNet-300-100 step). The first ``warmup_epochs`` of ``train`` keep ``theta`` fixed (weights adapt to
    the initial prior first).
-3. Components whose means are closer than ``merge_tol`` are merged; each weight becomes the
+3. With ``quantize: mask`` the weights of the zero component are pruned (a Mask) and the
+   others are left to later stages (masked retraining, ``kmeans_share``): the mixture prior
+   then acts as a learned sparsifier. With ``quantize: means`` (the paper):
+   components whose means are closer than ``merge_tol`` are merged; each weight becomes the
    mean of its most responsible component (component 0 -> exactly 0: pruned) and the tensor
    gets a :class:`~weightzip.parametrize.Codebook` (its used means; mask = non-zero), stored by
    the codec as sparse codes + a small codebook.
@@ -32,7 +35,7 @@ naming the stage and epoch, and nothing is written (the pipeline stops before ``
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -177,6 +180,9 @@ class SoftWeightSharing(Method):
         warmup_epochs: int = Field(0, ge=0, description="epochs with the prior fixed")
         prior_every: int = Field(1, ge=1, description="add the complexity gradient (times this) every k steps")
         merge_tol: float = Field(0.0, ge=0.0, description="merge components whose means are this close")
+        quantize: Literal["means", "mask"] = Field(
+            "means", description="means: weights -> component means (Codebook); mask: only prune the "
+                                 "zero component (Mask) and leave the rest to later stages")
         train: dict[str, Any] = Field(default_factory=lambda: {"epochs": 10, "lr": 5e-4, "optimizer": "adam",
                                                               "weight_decay": 0.0, "schedule": "constant"})
         finetune: dict[str, Any] | None = Field(None, description="train the component means (codebooks) afterwards")
@@ -209,13 +215,34 @@ class SoftWeightSharing(Method):
         cb.check()
         metrics: dict[str, Any] = {"epochs": cfg.epochs, "sws_history": cb.history,
                                    "val_retrained": ctx.evaluate(model)}
-        metrics.update(self.quantize(model, sel, prior, stage, cfg.epochs, ctx))
+        if c.quantize == "mask":
+            metrics.update(self.prune(model, sel, prior, stage, cfg.epochs, ctx))
+        else:
+            metrics.update(self.quantize(model, sel, prior, stage, cfg.epochs, ctx))
         metrics["val_quantized"] = ctx.evaluate(model)
         if c.finetune is not None:
             h = ctx.fit(model, c.finetune, tag="codebook fine-tuning")
             metrics["finetune_epochs"] = len(h.get("history", [])) if isinstance(h, dict) else None
         metrics["val"] = ctx.evaluate(model)
         return metrics
+
+    @torch.no_grad()
+    def prune(self, model, sel, prior: MixturePrior, stage: str, epoch: int, ctx) -> dict[str, Any]:
+        """Prune (Mask) the weights whose most responsible component is the zero one."""
+        from .prune import set_mask
+
+        means, lv, lpi = prior.means(), prior.log_vars, prior.log_pi()
+        layers: dict[str, Any] = {}
+        for mname, mod, t in sel:
+            keep = mixture.assign_components(getattr(mod, t).detach(), means, lv, lpi) != 0
+            if not bool(keep.any()):
+                raise MixtureCollapseError(stage, epoch, f"every weight of {qualified(mname, t)} is pruned")
+            set_mask(mod, t, keep.float())
+            layers[qualified(mname, t)] = {"nonzero": int(keep.sum()), "density": float(keep.float().mean())}
+        n = sum(v["nonzero"] for v in layers.values())
+        total = sum(getattr(mod, t).numel() for _, mod, t in sel)
+        ctx.log(f"  pruned by the zero component: {n}/{total} weights kept ({100 * n / total:.2f}%)")
+        return {"layers": layers, "density": n / total}
 
     @torch.no_grad()
     def quantize(self, model, sel, prior: MixturePrior, stage: str, epoch: int, ctx) -> dict[str, Any]:
