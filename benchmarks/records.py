@@ -33,10 +33,11 @@ from pathlib import Path
 import torch
 
 import weightzip as wz
-from weightzip import runs
+from weightzip.jobs import runs
 from weightzip.analysis.size import size_report
-from weightzip.recipe import Recipe
-from weightzip.train import atomic_write_json, evaluate, machine_info
+from weightzip.core.recipe import Recipe
+from weightzip.training.checkpoint import atomic_write_json, machine_info
+from weightzip.training.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

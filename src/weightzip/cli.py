@@ -360,6 +360,8 @@ def compress(
 def inspect(
     path: Annotated[Path, typer.Argument(help="A .wz file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the size report as JSON.")] = False,
+    streams: Annotated[bool, typer.Option("--streams", help="Also list every stream: coding, achieved "
+                                          "bits per symbol and its order-0 bound.")] = False,
 ) -> None:
     """Explain every byte of a .wz: per-tensor format, nnz, bits, index bits, bytes, ratio, entropy bound."""
     from .analysis.size import size_report
@@ -373,6 +375,10 @@ def inspect(
     from .analysis.speed import plan_text
 
     typer.echo(plan_text(path))
+    if streams:
+        from .report.tables import stream_table
+
+        typer.echo(stream_table(path))
 
 
 @app.command()

@@ -4,12 +4,12 @@ import torch
 from torch import nn
 
 import weightzip as wz
-from weightzip import parametrize as P
+from weightzip.core import parametrize as P
 from weightzip.errors import RecipeError
 from weightzip.methods.base import StageContext
 from weightzip.methods.soft_weight_sharing import MixtureCollapseError
-from weightzip.recipe import Recipe
-from weightzip.registry import get_method
+from weightzip.core.recipe import Recipe
+from weightzip.core.registry import get_method
 
 from .dc_toy import toy_loaders, trained_toy
 

@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-from weightzip import parametrize as P
+from weightzip.core import parametrize as P
 from weightzip.errors import RecipeError
 from weightzip.methods.base import StageContext
 from weightzip.primitives import variational_dropout as vd
-from weightzip.recipe import Recipe
-from weightzip.registry import get_method
+from weightzip.core.recipe import Recipe
+from weightzip.core.registry import get_method
 
 from .dc_toy import trained_toy
 

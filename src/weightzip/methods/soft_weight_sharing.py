@@ -41,11 +41,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from .. import parametrize
+from ..core import parametrize
 from ..errors import WeightzipError
 from ..primitives import mixture
-from ..registry import register_method
-from ..select import qualified, select
+from ..core.registry import register_method
+from ..core.select import qualified, select
 from .base import Method, MethodConfig, StageContext
 
 __all__ = ["MixtureCollapseError", "MixturePrior", "SoftWeightSharing"]
@@ -188,7 +188,7 @@ class SoftWeightSharing(Method):
         finetune: dict[str, Any] | None = Field(None, description="train the component means (codebooks) afterwards")
 
     def apply(self, model: nn.Module, ctx: StageContext) -> dict[str, Any]:
-        from ..train import TrainConfig
+        from ..training.config import TrainConfig
 
         c = self.config
         stage = c.label or self.name

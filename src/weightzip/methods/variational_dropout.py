@@ -28,11 +28,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from .. import parametrize
+from ..core import parametrize
 from ..errors import InvalidModelError
 from ..primitives import variational_dropout as vd
-from ..registry import register_method
-from ..select import qualified, select
+from ..core.registry import register_method
+from ..core.select import qualified, select
 from .base import Method, MethodConfig, StageContext
 from .prune import set_mask
 

@@ -46,6 +46,26 @@ def size_table(path: str | Path) -> str:
     return _render(t)
 
 
+def stream_table(path: str | Path) -> str:
+    """Per stream of every tensor: coding, symbols, bytes, achieved bits per symbol and the
+    order-0 entropy bound (bytes and bits per symbol); context-coded streams can beat the bound."""
+    from ..analysis.size import size_report
+
+    rep = size_report(path)
+    t = Table(title=f"{path}: streams (order-0 bound = n H(p) of the stream's symbols)")
+    for col in ("tensor", "stream", "coding", "symbols", "bytes", "bits/sym", "order-0 bytes", "order-0 bits/sym", "vs order-0"):
+        t.add_column(col, justify="left" if col in ("tensor", "stream", "coding") else "right")
+    for r in rep.rows:
+        for name, nb in r["streams"].items():
+            n = r["stream_counts"].get(name) or 0
+            b = r["stream_bounds"].get(name)
+            t.add_row(r["name"], name, _fmt(r["stream_codings"].get(name)), f"{n:,}", f"{nb:,}",
+                      f"{8 * nb / n:.3f}" if n else "-", "-" if b is None else f"{b:,.0f}",
+                      f"{8 * b / n:.3f}" if n and b is not None else "-",
+                      f"{100 * (nb / b - 1):+.1f}%" if b else "-")
+    return _render(t)
+
+
 def bench_table(out: dict[str, Any]) -> str:
     t = Table(title=f"{out['path']}: latency, {out['threads']} thread(s), input {out['input_shape']} "
                     "(median of repeats)")
