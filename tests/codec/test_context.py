@@ -61,3 +61,21 @@ def test_codec_picks_context_layout_and_inspect_reports_order0_bound():
     assert bound["mask"] > s["streams"]["mask"]          # context coding goes below order-0
     restricted = encode(w, None, options={"sparse": ["bitmap", "relative"]})
     assert restricted.meta["sparse"] != "context" and restricted.nbytes > fmt.nbytes
+
+
+def test_inspect_streams_table_shows_order0_bound_and_achieved_bits(tmp_path):
+    import weightzip as wz
+    from torch import nn
+    from weightzip.report.tables import stream_table
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(300, 100))
+    m = torch.from_numpy(structured_mask(100, 300, seed=5))
+    with torch.no_grad():
+        model[0].weight.copy_((torch.randint(-3, 4, (100, 300)).float() / 8) * m)
+    path = tmp_path / "ctx.wz"
+    wz.save(model, path)
+    out = stream_table(path)
+    assert "context_mask" in out and "order-0" in out and "bits/sym" in out
+    back = wz.load(path, model=nn.Sequential(nn.Linear(300, 100)))
+    assert torch.equal(back[0].weight, model[0].weight + 0.0)
