@@ -169,42 +169,67 @@ def _order(pos: np.ndarray, rows: int, cols: int, tr: bool) -> tuple[np.ndarray,
     return order, r[order], c[order]
 
 
-def _codes_probs(ranks: np.ndarray, ctx: np.ndarray, p0: np.ndarray, beta: float) -> np.ndarray:
-    """Categorical probabilities (E, K) of coded ranks (E,) with contexts ctx (E,), in order."""
-    e, k = ranks.size, p0.size
-    probs = np.empty((e, k), dtype=np.float64)
-    # counts of each symbol in the same context before each entry: sort by (ctx, order)
-    o = np.lexsort((np.arange(e), ctx))
+def _codes_counts(ranks: np.ndarray, ctx: np.ndarray, k: int) -> np.ndarray:
+    """(E, K) float64: per coded entry, the counts of each rank among the EARLIER entries of
+    the same context (entries in coding order)."""
+    e = ranks.size
+    o = np.lexsort((np.arange(e), ctx))                            # by context, then order
     onehot = np.zeros((e, k), dtype=np.float64)
     onehot[np.arange(e), ranks[o]] = 1.0
     cs = np.cumsum(onehot, axis=0) - onehot                        # inclusive -> exclusive
     sc = ctx[o]
     start = np.r_[0, np.flatnonzero(np.diff(sc)) + 1]
     first = np.repeat(start, np.diff(np.r_[start, e]))
-    before = cs - cs[first]                                        # counts within the context
-    n = before.sum(axis=1, keepdims=True)
-    probs[o] = (before + beta * p0) / (n + beta)
-    return probs
+    before = np.empty((e, k), dtype=np.float64)
+    before[o] = cs - cs[first]                                     # counts within the context
+    return before
+
+
+def _codes_probs(before: np.ndarray, p0: np.ndarray, beta: float) -> np.ndarray:
+    """Categorical probabilities (E, K) ``(n_{c,s} + beta P0(s)) / (n_c + beta)``."""
+    return (before + beta * p0) / (before.sum(axis=1, keepdims=True) + beta)
+
+
+def _rank_within(keys: np.ndarray) -> np.ndarray:
+    """For each position i, the number of j < i with keys[j] == keys[i] (E,) int64."""
+    e = keys.size
+    o = np.argsort(keys, kind="stable")
+    sk = keys[o]
+    start = np.r_[0, np.flatnonzero(np.diff(sk)) + 1]
+    first = np.repeat(start, np.diff(np.r_[start, e]))
+    out = np.empty(e, dtype=np.int64)
+    out[o] = np.arange(e) - first
+    return out
 
 
 def codes_cost_bits(codes: np.ndarray, pos: np.ndarray, rows: int, cols: int) -> tuple[float, bool, int]:
-    """Smallest ideal code length of the codes over orientations and BETAS."""
+    """Smallest ideal code length of the codes over orientations and BETAS (O(E log E) memory-light:
+    only the count of the coded rank and the context total are needed)."""
     vals, counts = entropy.histogram(codes)
     ranks = np.searchsorted(vals, codes)
     p0 = counts / counts.sum()
     best = (float("inf"), False, 0)
     for tr in (False, True):
         o, _, ctx = _order(pos, rows, cols, tr)
+        r = ranks[o]
+        sel = _rank_within(ctx * vals.size + r).astype(np.float64)   # earlier same rank, same context
+        n = _rank_within(ctx).astype(np.float64)                     # earlier entries, same context
+        pr = p0[r]
         for i, b in enumerate(BETAS):
-            p = _codes_probs(ranks[o], ctx, p0, b)
-            bits = float(-np.log2(p[np.arange(o.size), ranks[o]]).sum())
+            bits = float(-np.log2((sel + b * pr) / (n + b)).sum())
             if bits < best[0]:
                 best = (bits, tr, i)
     return best
 
 
-def encode_codes(codes, pos, rows: int, cols: int) -> bytes:
-    """Code the codes (E,) of the entries at flat positions ``pos`` (E,, ascending, row-major)."""
+MAX_PROB_TABLE = 1 << 24   # E * K float64 probabilities built for the coder (128 MiB)
+
+
+def encode_codes(codes, pos, rows: int, cols: int, *, only_if_better: bool = False) -> bytes | None:
+    """Code the codes (E,) of the entries at flat positions ``pos`` (E,, ascending, row-major).
+
+    With ``only_if_better`` return None (without coding) when the ideal context cost is not
+    below the order-0 entropy or the (E, K) probability table would exceed MAX_PROB_TABLE."""
     s = entropy._as_symbols(codes)
     pos = np.asarray(pos, dtype=np.int64).ravel()
     if s.size != pos.size:
@@ -213,10 +238,12 @@ def encode_codes(codes, pos, rows: int, cols: int) -> bytes:
     head = entropy._header(vals, counts)
     if vals.size <= 1:
         return head + b"\x00"
-    _, tr, bi = codes_cost_bits(s, pos, rows, cols)
+    cost, tr, bi = codes_cost_bits(s, pos, rows, cols)
+    if only_if_better and (cost >= entropy.order0_entropy_bits(s) or s.size * vals.size > MAX_PROB_TABLE):
+        return None
     ranks = np.searchsorted(vals, s)
     o, _, ctx = _order(pos, rows, cols, tr)
-    p = _codes_probs(ranks[o], ctx, counts / counts.sum(), BETAS[bi])
+    p = _codes_probs(_codes_counts(ranks[o], ctx, vals.size), counts / counts.sum(), BETAS[bi])
     c = _constriction()
     coder = c.stream.stack.AnsCoder()
     coder.encode_reverse(ranks[o].astype(np.int32), c.stream.model.Categorical(perfect=False), p)
@@ -255,8 +282,7 @@ def decode_codes(data: bytes, pos, rows: int, cols: int) -> np.ndarray:
         coder = c.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
         for a, b in zip(bounds[:-1], bounds[1:]):
             cx = ctx[a:b]                                          # distinct within a line
-            before = tab[cx]
-            p = (before + beta * p0) / (before.sum(axis=1, keepdims=True) + beta)
+            p = _codes_probs(tab[cx], p0, beta)
             r = np.asarray(coder.decode(fam, p), dtype=np.int64)
             ranks[a:b] = r
             tab[cx, r] += 1.0

@@ -30,8 +30,8 @@ class StreamWriter:
         s = np.asarray(symbols, dtype=np.int64).ravel()
         coding, data = entropy.best_coding(s, alphabet, self.codings)
         if ctx is not None and "ans" in self.codings:
-            cdata = context.encode_codes(s, *ctx)
-            if len(cdata) < len(data):
+            cdata = context.encode_codes(s, *ctx, only_if_better=True)
+            if cdata is not None and len(cdata) < len(data):
                 coding, data = "context", cdata
         self.streams[name] = data
         self.info[name] = {"coding": coding, "count": int(s.size), "alphabet": int(alphabet)}
