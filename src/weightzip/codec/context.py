@@ -47,6 +47,7 @@ __all__ = ["ALPHAS", "BETAS", "encode_mask", "decode_mask", "encode_codes", "dec
 
 ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 BETAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+MAX_MASK = 1 << 23   # largest tensor the encoder tries the context layout on (elements)
 _EPS = 2.0 ** -20  # probabilities are clipped to [EPS, 1 - EPS] (constriction needs p > 0)
 
 

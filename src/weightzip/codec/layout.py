@@ -104,6 +104,8 @@ def make_layout(scheme: str, w: np.ndarray, shape, nz: np.ndarray, est: tuple[in
         ls.symbols("bitmap", bits, 2)
         return Layout("bitmap", {"sparse": "bitmap", "n_entries": int(nz.size)}, w[nz], nz, ls)
     if scheme == "context":
+        if numel > context.MAX_MASK or 2 * nz.size > numel:
+            raise Reject(f"context layout only for sparse tensors (density <= 0.5) of <= {context.MAX_MASK} elements")
         rows, cols = matrix_shape(shape)
         bits = np.zeros(numel, dtype=bool)
         bits[nz] = True
