@@ -69,9 +69,13 @@ MAX_ERROR_INCREASE = 0.1
 
 # case: (model, recipe)
 CASES = {
+    "lenet300_100-records": ("lenet300_100", "recipes/records-lenet300_100.yaml"),
+    "lenet5-records": ("lenet5", "recipes/records-lenet5.yaml"),
+    # soft weight-sharing as the sparsifier (20 minutes / 3-4 epochs of prior under load; --only)
     "lenet300_100-sws": ("lenet300_100", "recipes/soft-weight-sharing.yaml"),
     "lenet5-sws": ("lenet5", "recipes/soft-weight-sharing-lenet5.yaml"),
 }
+DEFAULT = ["lenet300_100-records", "lenet5-records"]
 
 log = logging.getLogger("records")
 
@@ -234,7 +238,7 @@ def main(argv=None) -> int:
         entries["__reencoded__"] = reencode_committed()
         atomic_write_json(JSON, entries)
     if not args.table and not args.reencode:
-        for case in args.only or list(CASES):
+        for case in args.only or DEFAULT:
             entries[case] = run_case(case, args)
             atomic_write_json(JSON, entries)
     write_table(entries)

@@ -107,6 +107,17 @@ class _PriorCallback:
     def weights(self) -> list[torch.Tensor]:
         return [getattr(mod, t) for _, mod, t in self.tensors]
 
+    def kept_weights(self) -> list[torch.Tensor]:
+        """The weights the prior acts on: the unpruned ones (a Mask's zeros stay zero anyway, and
+        after pruning they are most of the tensor: skipping them makes the prior far cheaper)."""
+        from .prune import current_mask
+
+        out = []
+        for (_, mod, t), w in zip(self.tensors, self.weights()):
+            m = current_mask(mod, t)
+            out.append(w if m is None else w[m.bool()])
+        return out
+
     def on_epoch_begin(self, trainer, epoch):
         self.epoch = epoch + 1
         frozen = epoch < self.warmup
@@ -116,7 +127,7 @@ class _PriorCallback:
     def on_step(self, trainer, step):
         if step % self.every:
             return
-        c = self.prior.complexity(self.weights()) * (self.scale * self.every)
+        c = self.prior.complexity(self.kept_weights()) * (self.scale * self.every)
         if not torch.isfinite(c):
             raise MixtureCollapseError(self.stage, self.epoch, f"complexity term is {c.item()} "
                                        f"(mixture parameters finite: {self.prior.finite()})")
