@@ -235,11 +235,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     entries = json.loads(JSON.read_text()) if JSON.is_file() else {}
     if args.reencode or (not args.table and not args.only):
-        entries["__reencoded__"] = reencode_committed()
+        rows = reencode_committed()
+        entries = json.loads(JSON.read_text()) if JSON.is_file() else {}
+        entries["__reencoded__"] = rows
         atomic_write_json(JSON, entries)
     if not args.table and not args.reencode:
         for case in args.only or DEFAULT:
-            entries[case] = run_case(case, args)
+            entry = run_case(case, args)
+            entries = json.loads(JSON.read_text()) if JSON.is_file() else {}   # another run may have written
+            entries[case] = entry
             atomic_write_json(JSON, entries)
     write_table(entries)
     return 0
