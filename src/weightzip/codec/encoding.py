@@ -21,7 +21,7 @@ from .decoding import decode_numpy
 from .format import FLOAT_DTYPES, MAX_NUMEL, RAW_DTYPES, Format, Reject, canonical, to_numpy
 from .kinds import EncodeContext, get_kind, registered
 from .kinds.raw import encode_raw
-from .layout import block_grid, make_layout
+from .layout import block_grid, context_layout_applies, make_layout
 from .options import EncodeOptions
 from .sparse import matrix_shape
 from .streams import StreamWriter
@@ -123,6 +123,8 @@ def _context(w: np.ndarray, shape: tuple, h: dict, opts: EncodeOptions) -> Encod
     if block_err:
         ctx.hint_invalid("block", block_err)
     ctx.layouts = [s for s in opts.layouts if s != "block" or ctx.block is not None]
+    if not context_layout_applies(w.size, nz.size):
+        ctx.layouts = [s for s in ctx.layouts if s != "context"]
     if w.size == 0:
         ctx.layouts = ["none"]
     return ctx

@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 LAYOUTS = ("none", "relative", "bitmap", "block", "context")
 
 
+def context_layout_applies(numel: int, nnz: int) -> bool:
+    """The encoder tries the ``context`` layout only on sparse tensors (density <= 0.5) of at
+    most :data:`.context.MAX_MASK` elements (its cost search is O(numel))."""
+    return 0 < numel <= context.MAX_MASK and 2 * nnz <= numel
+
+
 def choose_bits(positions, vbits: int, vbits0: int, opts: "EncodeOptions") -> int:
     """Relative-index width: ``opts.index_bits`` if fixed, else the cheapest in
     ``1..opts.max_index_bits`` for values of ``vbits`` bits (``vbits0`` with a zero code for fillers)."""
@@ -104,8 +110,6 @@ def make_layout(scheme: str, w: np.ndarray, shape, nz: np.ndarray, est: tuple[in
         ls.symbols("bitmap", bits, 2)
         return Layout("bitmap", {"sparse": "bitmap", "n_entries": int(nz.size)}, w[nz], nz, ls)
     if scheme == "context":
-        if numel > context.MAX_MASK or 2 * nz.size > numel:
-            raise Reject(f"context layout only for sparse tensors (density <= 0.5) of <= {context.MAX_MASK} elements")
         rows, cols = matrix_shape(shape)
         bits = np.zeros(numel, dtype=bool)
         bits[nz] = True
