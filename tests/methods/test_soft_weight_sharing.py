@@ -91,6 +91,12 @@ def test_recipe_validation(bad):
 
 
 def test_shipped_recipes_validate():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "recipes"
     for name in ("soft-weight-sharing", "soft-weight-sharing-lenet5"):
-        r = Recipe.from_yaml(f"recipes/{name}.yaml")
-        assert r.stages[0].method == "soft_weight_sharing"
+        r = Recipe.from_yaml(root / f"{name}.yaml")
+        assert r.stages[0].method == "soft_weight_sharing" and r.stages[0].quantize == "mask"
+    for name in ("records-lenet300_100", "records-lenet5"):
+        r = Recipe.from_yaml(root / f"{name}.yaml")
+        assert [s.method for s in r.stages] == ["prune_gradual", "kmeans_share", "kmeans_share"]
