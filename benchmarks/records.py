@@ -67,9 +67,12 @@ PUBLISHED = {
 TARGET = {"lenet300_100": 65.0, "lenet5": 165.0}
 MAX_ERROR_INCREASE = 0.1
 
-# case: (model, recipe)
+# case: (model, recipe[, overrides of the first stage])
 CASES = {
     "lenet300_100-records": ("lenet300_100", "recipes/records-lenet300_100.yaml"),
+    # the same recipe pruned as Deep Compression's "aggressive" case (which had 20 epochs)
+    "lenet300_100-records-96": ("lenet300_100", "recipes/records-lenet300_100.yaml",
+                                {"sparsity": {"layers.0": 0.96, "layers.2": 0.85, "layers.4": 0.5}}),
     "lenet5-records": ("lenet5", "recipes/records-lenet5.yaml"),
     # soft weight-sharing as the sparsifier (20 minutes / 3-4 epochs of prior under load; --only)
     "lenet300_100-sws": ("lenet300_100", "recipes/soft-weight-sharing.yaml"),
@@ -85,8 +88,13 @@ def _err(m: dict) -> float:
 
 
 def run_case(case: str, args) -> dict:
-    model_name, recipe_path = CASES[case]
+    model_name, recipe_path, *over = CASES[case]
     recipe = Recipe.from_yaml(ROOT / recipe_path)
+    if over and over[0]:
+        d = recipe.to_dict()
+        d["stages"][0].update(over[0])
+        d["name"] = f"{recipe.name} ({case})"
+        recipe = Recipe.from_dict(d)
     data = recipe.data or "mnist"
     t0 = time.perf_counter()
     base_path = runs.ensure_baseline(model_name, data, train=recipe.baseline or None, root=args.runs)
@@ -110,14 +118,15 @@ def run_case(case: str, args) -> dict:
     out = RESULTS / f"{case}.wz"
     wz.save(model, out, storage=recipe.storage,
             metrics={"baseline_test_error": _err(base_test), "test_error_in_memory": _err(mem_test)},
-            extra={"recipe": {"path": recipe_path, "name": recipe.name}})
+            extra={"recipe": {"path": recipe_path, "name": recipe.name, **({"stage0": over[0]} if over and over[0] else {})}})
     file_test = evaluate(wz.load(out), loaders.test, device="cpu")
     size = size_report(out)
     stages = [{"method": s.method, "label": s.label, "seconds": s.seconds,
                "val": (s.metrics or {}).get("val"), "density": (s.metrics or {}).get("density")}
               for s in result.stages]
     entry = {
-        "case": case, "model": model_name, "recipe": recipe_path, "file": str(out.relative_to(ROOT)),
+        "case": case, "model": model_name, "recipe": recipe_path, "overrides": over[0] if over else None,
+        "file": str(out.relative_to(ROOT)),
         "baseline_test_error": _err(base_test), "test_error_from_file": _err(file_test),
         "test_error_in_memory": _err(mem_test),
         "error_increase": _err(file_test) - _err(base_test),
