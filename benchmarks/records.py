@@ -83,17 +83,12 @@ CASES = {
     "lenet5-records-lowbits": ("lenet5", "recipes/records-lenet5.yaml",
                                {"stages": {1: {"bits": {"type:Conv2d": 5, "type:Linear": 4}}},
                                 "workdir": "lenet5-records"}),
-    # pruned less hard (fc1 97.5%), retrained 12 epochs: towards the error bound
-    "lenet5-records-975": ("lenet5", "recipes/records-lenet5.yaml",
-                           {"sparsity": {"features.0": 0.4, "features.2": 0.88, "classifier.0": 0.975,
-                                         "classifier.2": 0.8},
-                            "train": {"epochs": 12, "lr": 0.05, "optimizer": "sgd", "momentum": 0.9,
-                                      "nesterov": True, "weight_decay": 5.0e-4, "schedule": "cosine"}}),
     # soft weight-sharing as the sparsifier (20 minutes / 3-4 epochs of prior under load; --only)
     "lenet300_100-sws": ("lenet300_100", "recipes/soft-weight-sharing.yaml"),
     "lenet5-sws": ("lenet5", "recipes/soft-weight-sharing-lenet5.yaml"),
 }
-DEFAULT = ["lenet300_100-records", "lenet5-records"]
+DEFAULT = ["lenet300_100-records", "lenet300_100-records-96", "lenet300_100-records-96-lowbits",
+           "lenet5-records", "lenet5-records-lowbits"]
 
 log = logging.getLogger("records")
 
