@@ -79,6 +79,11 @@ CASES = {
                                         {"stages": {0: {"sparsity": {"layers.0": 0.96, "layers.2": 0.85, "layers.4": 0.5}},
                                                     1: {"bits": {"layers.0": 4, "layers.2": 4, "layers.4": 5}}},
                                          "workdir": "lenet300_100-records-96"}),
+    # ... only fc3 at 1 bit less
+    "lenet300_100-records-96-fc3": ("lenet300_100", "recipes/records-lenet300_100.yaml",
+                                    {"stages": {0: {"sparsity": {"layers.0": 0.96, "layers.2": 0.85, "layers.4": 0.5}},
+                                                1: {"bits": {"layers.0": 4, "layers.2": 5, "layers.4": 5}}},
+                                     "workdir": "lenet300_100-records-96"}),
     # the same pruned model (stage checkpoint of lenet5-records), shared at fewer bits
     "lenet5-records-lowbits": ("lenet5", "recipes/records-lenet5.yaml",
                                {"stages": {1: {"bits": {"type:Conv2d": 5, "type:Linear": 4}}},
@@ -88,6 +93,7 @@ CASES = {
     "lenet5-sws": ("lenet5", "recipes/soft-weight-sharing-lenet5.yaml"),
 }
 DEFAULT = ["lenet300_100-records", "lenet300_100-records-96", "lenet300_100-records-96-lowbits",
+           "lenet300_100-records-96-fc3",
            "lenet5-records", "lenet5-records-lowbits"]
 
 log = logging.getLogger("records")
