@@ -88,13 +88,16 @@ CASES = {
     "lenet5-records-lowbits": ("lenet5", "recipes/records-lenet5.yaml",
                                {"stages": {1: {"bits": {"type:Conv2d": 5, "type:Linear": 4}}},
                                 "workdir": "lenet5-records"}),
+    "lenet5-records-3bits": ("lenet5", "recipes/records-lenet5.yaml",
+                             {"stages": {1: {"bits": {"type:Conv2d": 4, "type:Linear": 3}}},
+                              "workdir": "lenet5-records"}),
     # soft weight-sharing as the sparsifier (20 minutes / 3-4 epochs of prior under load; --only)
     "lenet300_100-sws": ("lenet300_100", "recipes/soft-weight-sharing.yaml"),
     "lenet5-sws": ("lenet5", "recipes/soft-weight-sharing-lenet5.yaml"),
 }
 DEFAULT = ["lenet300_100-records", "lenet300_100-records-96", "lenet300_100-records-96-lowbits",
            "lenet300_100-records-96-fc3",
-           "lenet5-records", "lenet5-records-lowbits"]
+           "lenet5-records", "lenet5-records-lowbits", "lenet5-records-3bits"]
 
 log = logging.getLogger("records")
 
