@@ -91,13 +91,21 @@ CASES = {
     "lenet5-records-3bits": ("lenet5", "recipes/records-lenet5.yaml",
                              {"stages": {1: {"bits": {"type:Conv2d": 4, "type:Linear": 3}}},
                               "workdir": "lenet5-records"}),
+    "lenet5-records-2bits": ("lenet5", "recipes/records-lenet5.yaml",
+                             {"stages": {1: {"bits": {"type:Conv2d": 3, "type:Linear": 2}}, 2: {"bits": 4}},
+                              "workdir": "lenet5-records"}),
+    "lenet300_100-records-96-3bits": ("lenet300_100", "recipes/records-lenet300_100.yaml",
+                                      {"stages": {0: {"sparsity": {"layers.0": 0.96, "layers.2": 0.85, "layers.4": 0.5}},
+                                                  1: {"bits": {"layers.0": 3, "layers.2": 4, "layers.4": 5}}},
+                                       "workdir": "lenet300_100-records-96"}),
     # soft weight-sharing as the sparsifier (20 minutes / 3-4 epochs of prior under load; --only)
     "lenet300_100-sws": ("lenet300_100", "recipes/soft-weight-sharing.yaml"),
     "lenet5-sws": ("lenet5", "recipes/soft-weight-sharing-lenet5.yaml"),
 }
 DEFAULT = ["lenet300_100-records", "lenet300_100-records-96", "lenet300_100-records-96-lowbits",
            "lenet300_100-records-96-fc3",
-           "lenet5-records", "lenet5-records-lowbits", "lenet5-records-3bits"]
+           "lenet300_100-records-96-3bits", "lenet5-records", "lenet5-records-lowbits", "lenet5-records-3bits",
+           "lenet5-records-2bits"]
 
 log = logging.getLogger("records")
 
