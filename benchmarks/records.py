@@ -136,6 +136,12 @@ CASES = {
                                                "train": {"epochs": 20, "lr": 0.05, "optimizer": "sgd", "momentum": 0.9,
                                                          "nesterov": True, "weight_decay": 5.0e-4, "schedule": "cosine"}},
                                            1: {"bits": {"type:Conv2d": 4, "type:Linear": 3}}}}),
+    "lenet5-records-993-20ep": ("lenet5", "recipes/records-lenet5.yaml",
+                                {"stages": {0: {"sparsity": {"features.0": 0.5, "features.2": 0.92, "classifier.0": 0.993,
+                                                             "classifier.2": 0.87},
+                                                "train": {"epochs": 20, "lr": 0.05, "optimizer": "sgd", "momentum": 0.9,
+                                                          "nesterov": True, "weight_decay": 5.0e-4, "schedule": "cosine"}},
+                                            1: {"bits": {"type:Conv2d": 4, "type:Linear": 3}}}}),
     # soft weight-sharing as the sparsifier (20 minutes / 3-4 epochs of prior under load; --only)
     "lenet300_100-sws": ("lenet300_100", "recipes/soft-weight-sharing.yaml"),
     "lenet5-sws": ("lenet5", "recipes/soft-weight-sharing-lenet5.yaml"),
@@ -144,7 +150,7 @@ DEFAULT = ["lenet300_100-records", "lenet300_100-records-96", "lenet300_100-reco
            "lenet300_100-records-96-fc3",
            "lenet300_100-records-96-3bits", "lenet300_100-records-80ep", "lenet5-records", "lenet5-records-lowbits", "lenet5-records-3bits",
            "lenet5-records-2bits", "lenet5-records-99", "lenet5-records-99-fc2", "lenet5-records-99-conv5",
-           "lenet300_100-records-80ep-3bits", "lenet5-records-99-20ep"]
+           "lenet300_100-records-80ep-3bits", "lenet5-records-99-20ep", "lenet5-records-993-20ep"]
 
 log = logging.getLogger("records")
 
