@@ -1,7 +1,9 @@
 """Write tests/golden/committed_wz.json: sha256 of every decoded tensor of every committed .wz.
 
 The reference was made with the codec as it stood before the issue-12 restructuring (commit
-c3d735b, codec/formats.py in one file); re-run only for a deliberate format change:
+c3d735b, codec/formats.py in one file); files committed later (the issue-15 records) were added
+with the codec of their commit, old entries unchanged. Re-run only to add files or for a deliberate
+format change:
     python tests/golden/make_committed_wz.py
 """
 from __future__ import annotations
