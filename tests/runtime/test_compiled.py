@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -105,6 +105,8 @@ DENS = st.sampled_from([0.0, 0.02, 0.3, 0.6, 1.0])
 @given(k1=KINDS, k2=KINDS, d1=DENS, d2=DENS, a=st.integers(1, 40), b=st.integers(1, 33), c=st.integers(1, 9),
        bn=st.booleans(), act=st.sampled_from(["relu", "tanh", "relu6", "none"]), batch=st.sampled_from([1, 2, 5, 17]),
        seed=st.integers(0, 2**16))
+# regression: a dense codebook whose code 0 is a non-zero centroid (was read as a zero entry)
+@example(k1="codebook", k2="codebook", d1=1.0, d2=0.02, a=35, b=1, c=2, bn=False, act="relu", batch=1, seed=5353)
 def test_mlp_equals_dense(k1, k2, d1, d2, a, b, c, bn, act, batch, seed):
     rng = np.random.default_rng(seed)
     acts = {"relu": nn.ReLU(), "tanh": nn.Tanh(), "relu6": nn.ReLU6(), "none": nn.Identity()}
@@ -128,6 +130,8 @@ def test_mlp_equals_dense(k1, k2, d1, d2, a, b, c, bn, act, batch, seed):
        stride=st.integers(1, 3), pad=st.integers(0, 2), dil=st.integers(1, 2), hw=st.integers(5, 11),
        grouped=st.sampled_from(["none", "groups", "depthwise"]), pool=st.sampled_from(["max", "avg", "gap", "none"]),
        bn=st.booleans(), batch=st.sampled_from([1, 3]), seed=st.integers(0, 2**16))
+@example(kind="codebook", dens=0.3, cin=1, mult=2, k=1, stride=1, pad=0, dil=1, hw=5, grouped="groups", pool="max",
+         bn=False, batch=1, seed=10815)  # regression: code 0 of a dense codebook is not a zero weight
 def test_conv_equals_dense(kind, dens, cin, mult, k, stride, pad, dil, hw, grouped, pool, bn, batch, seed):
     rng = np.random.default_rng(seed)
     groups = {"none": 1, "groups": cin, "depthwise": cin}[grouped]

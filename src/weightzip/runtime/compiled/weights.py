@@ -177,7 +177,16 @@ def _weight_rep(parts: dict | None, dense: np.ndarray, where: str) -> WeightRep:
         tab = np.asarray(parts["codebook"], np.float32)
         if len(tab) > 256:
             return rep_from_dense(dense, f"codebook of {len(tab)} entries (> 256): runs as decoded fp32", kind)
-        lay, ip, col, codes = _csr_or_dense(rows, cols, parts["positions"], np.asarray(parts["codes"]), sparse)
+        codes, positions = np.asarray(parts["codes"]), parts["positions"]
+        if positions is None:  # a dense codebook: the zeros are the entries whose CENTROID is 0, not code 0
+            nz = tab[codes.reshape(-1)] != 0 if len(tab) else np.zeros(codes.size, bool)
+            if not (codes.size and nz.mean() > CSR_MAX_DENSITY):
+                positions = np.flatnonzero(nz)
+                codes = codes.reshape(-1)[positions]
+        if positions is None:
+            lay, ip, col = K.L_DENSE, None, None
+        else:
+            lay, ip, col, codes = _csr_or_dense(rows, cols, positions, codes, sparse)
         if lay == K.L_CSR:  # drop stored entries whose centroid is 0 (none for sparse layouts)
             keep = tab[codes] != 0
             if not keep.all():
