@@ -115,6 +115,28 @@ def _ternary(W: Tensor, alpha: Tensor) -> Tensor:
     return torch.sign(W) * (W.abs() > alpha[:, None] / 2)
 
 
+def _alternate(W: Tensor, D: Tensor, b: Tensor, M: Tensor | None, quantize, *, form: str = "code",
+               max_iter: int = 10, tol: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """Alternate ``alpha = _code_scale(W, D, b)`` and ``b = quantize(W, alpha)`` per row
+    (``G x N``), at most ``max_iter`` times, a row stopping once ``|alpha_new - alpha| < tol``;
+    codes outside the mask ``M`` stay 0. Returns ``(alpha [G], b [G x N])``."""
+    if M is not None:
+        b = b * M
+    DA = D * W.abs()  # (G x N)
+    fallback = DA.sum(1) / D.sum(1)  # (G)
+    alpha = torch.zeros(W.shape[0], dtype=W.dtype, device=W.device)
+    active = torch.ones(W.shape[0], dtype=torch.bool, device=W.device)
+    for it in range(max_iter):
+        a_new = _code_scale(W, D, b, form, DA=DA, fallback=fallback)
+        b_new = quantize(W, a_new)
+        if M is not None:
+            b_new = b_new * M
+        alpha, b, active = _advance(alpha, b, a_new, b_new, active, it, tol)
+        if not active.any():
+            break
+    return alpha, b
+
+
 def _advance(alpha: Tensor, b: Tensor, a_new: Tensor, b_new: Tensor, active: Tensor, it: int, tol: float):
     """One alternation step for the still-active rows; a row stops once ``|da| < tol``."""
     converged = (a_new - alpha).abs() < tol if it > 0 else torch.zeros_like(active)

@@ -6,7 +6,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .core import _D_MIN, MODES, Projection, _advance, _code_scale, _out, _prep, _rows, _start_codes
+from .core import _D_MIN, MODES, Projection, _alternate, _out, _prep, _rows, _start_codes
 
 _LOG_OFFSET = 0.0849625  # log2(1.5) - 1/2: round(log2|x| - offset) puts the cut at 1.5 * 2^e
 
@@ -70,21 +70,9 @@ def laq_project(w: Tensor, d: Tensor | None = None, *, bits: int, levels: Litera
     _k(bits)
     W, D = _prep(w, d, blocks)
     M = None if _mask is None else _rows(_mask, blocks, "mask").to(W.dtype)
-    b = _start_codes(W, prev, blocks)
-    if M is not None:
-        b = b * M
-    DA = D * W.abs()  # (G x N)
-    fallback = DA.sum(1) / D.sum(1)  # (G)
-    alpha = torch.zeros(W.shape[0], dtype=W.dtype, device=W.device)
-    active = torch.ones(W.shape[0], dtype=torch.bool, device=W.device)
-    for it in range(max_iter):
-        a_new = _code_scale(W, D, b, scale_form, DA=DA, fallback=fallback)
-        b_new = laq_quantize(W / a_new.clamp_min(_D_MIN)[:, None], bits, levels)
-        if M is not None:
-            b_new = b_new * M
-        alpha, b, active = _advance(alpha, b, a_new, b_new, active, it, tol)
-        if not active.any():
-            break
+    alpha, b = _alternate(W, D, _start_codes(W, prev, blocks), M,
+                          lambda W, a: laq_quantize(W / a.clamp_min(_D_MIN)[:, None], bits, levels),
+                          form=scale_form, max_iter=max_iter, tol=tol)
     if levels == "linear":  # w_hat = (alpha / k) q with integer q: the same float32 values a
         k = _k(bits)        # decoder computes from the integer codes and the step alpha / k
         q = torch.round(b * k)  # (G x N) integers in [-k, k]

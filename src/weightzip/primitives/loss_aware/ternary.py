@@ -6,7 +6,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .core import _D_MIN, Projection, _advance, _code_scale, _out, _prep, _rows, _start_codes, _ternary
+from .core import _D_MIN, Projection, _alternate, _out, _prep, _rows, _start_codes, _ternary
 
 
 @torch.no_grad()
@@ -40,21 +40,7 @@ def lat_approx_project(w: Tensor, d: Tensor | None = None, *, blocks: int = 1,
     """
     W, D = _prep(w, d, blocks)
     M = None if _mask is None else _rows(_mask, blocks, "mask").to(W.dtype)
-    b = _start_codes(W, prev, blocks)
-    if M is not None:
-        b = b * M
-    DA = D * W.abs()  # (G x N)
-    fallback = DA.sum(1) / D.sum(1)  # (G)
-    alpha = torch.zeros(W.shape[0], dtype=W.dtype, device=W.device)
-    active = torch.ones(W.shape[0], dtype=torch.bool, device=W.device)
-    for it in range(max_iter):
-        a_new = _code_scale(W, D, b, DA=DA, fallback=fallback)
-        b_new = _ternary(W, a_new)
-        if M is not None:
-            b_new = b_new * M
-        alpha, b, active = _advance(alpha, b, a_new, b_new, active, it, tol)
-        if not active.any():
-            break
+    alpha, b = _alternate(W, D, _start_codes(W, prev, blocks), M, _ternary, max_iter=max_iter, tol=tol)
     return _out(W, alpha, b, w.shape, M)
 
 
