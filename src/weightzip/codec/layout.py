@@ -133,31 +133,24 @@ def make_layout(scheme: str, w: np.ndarray, shape, nz: np.ndarray, est: tuple[in
 
 
 def read_layout(fmt: Format, rd: StreamReader) -> tuple[np.ndarray | None, int]:
-    """Decode the layout streams: ``(entry positions or None for all, n_entries)``."""
-    m, numel = fmt.meta, fmt.numel
-    scheme = m.get("sparse")
+    """Decode the layout streams: ``(entry positions or None for all, n_entries)``; the meta is
+    checked first by :func:`plan_layout`."""
+    plan, n = plan_layout(fmt)
+    scheme, numel = fmt.meta.get("sparse"), fmt.numel
     if scheme == "none":
-        n = meta_int(fmt, m, "n_entries")
-        if n != numel:
-            raise bad(fmt, f"dense layout stores {n} entries for {numel} elements")
         return None, n
     if scheme == "relative":
-        b = meta_int(fmt, m, "index_bits", 1, 32)
-        n = meta_int(fmt, m, "n_entries", 0, numel)
-        gaps = rd.symbols("index", n, 1 << b)
+        gaps = rd.symbols("index", *plan["index"])
         try:
-            pos = relative_index_decode(gaps, numel)
+            return relative_index_decode(gaps, numel), n
         except WeightzipFormatError as e:
             raise bad(fmt, str(e), "index") from None
-        return pos, n
     if scheme == "bitmap":
-        n = meta_int(fmt, m, "n_entries", 0, numel)
         pos = np.flatnonzero(rd.symbols("bitmap", numel, 2))
         if pos.size != n:
             raise bad(fmt, f"bitmap has {pos.size} ones, meta says {n} entries", "bitmap")
         return pos, n
     if scheme == "context":
-        n = meta_int(fmt, m, "n_entries", 0, numel)
         inf, data = rd._get("mask")
         if inf.get("coding") != "context_mask" or inf.get("count") != numel:
             raise bad(fmt, f"mask stream must be context_mask coded with {numel} bits", "mask")
@@ -168,23 +161,11 @@ def read_layout(fmt: Format, rd: StreamReader) -> tuple[np.ndarray | None, int]:
         if pos.size != n:
             raise bad(fmt, f"mask has {pos.size} ones, meta says {n} entries", "mask")
         return pos, n
-    if scheme == "block":
-        return _read_block_layout(fmt, rd)
-    raise bad(fmt, f"unknown sparse layout {scheme!r} (valid: {LAYOUTS})")
-
-
-def _read_block_layout(fmt: Format, rd: StreamReader) -> tuple[np.ndarray, int]:
-    m = fmt.meta
-    block = m.get("block")
-    if not (isinstance(block, list) and len(block) == 2 and all(is_int(b) and b >= 1 for b in block)):
-        raise bad(fmt, f"meta['block'] must be two positive integers, got {block!r}")
+    # block (plan_layout refused every other scheme)
+    block = fmt.meta["block"]
     grid = block_grid(block, fmt.shape)
-    nb = grid[0] * grid[1]
-    if nb > MAX_NUMEL:
-        raise bad(fmt, "block grid too large")
-    bm = rd.symbols("block_mask", nb, 2).reshape(grid).astype(bool)
+    bm = rd.symbols("block_mask", *plan["block_mask"]).reshape(grid).astype(bool)
     pos = np.flatnonzero(block_element_mask(bm, block, fmt.shape))
-    n = meta_int(fmt, m, "n_entries", 0, fmt.numel)
     if pos.size != n:
         raise bad(fmt, f"block mask keeps {pos.size} elements, meta says {n}", "block_mask")
     return pos, n
