@@ -48,6 +48,9 @@ import math
 import numba
 import numpy as np
 from numba import prange
+from numba.extending import overload
+
+from .simd import vfma, vload, vstore, vzero
 
 FM = {"reassoc", "contract", "nsz"}  # reassociation lets LLVM vectorize the reductions
 
@@ -305,10 +308,11 @@ def _fc1(op, B, F, x, y):  # pragma: no cover - compiled
             _csr_rows_tab(op, F, ptr, col4, B[v0:v0 + nnz], F[op[C_TAB]:op[C_TAB] + 256], x, y)
 
 
-# Weights-stationary products ``acc[:] += w_j * xT[offs[col_j] : offs[col_j] + n]`` over the
-# stored weights of rows r0..r1-1, then :func:`_store`. No branch in the inner loops, so LLVM
-# vectorizes the n-loop. Used by FC at batch n > 1 (xT = transposed inputs, offs[c] = c*n) and
-# by CONV at any batch (xT = the zero-padded input with offs = the tap's shift, or an im2col).
+# Weights-stationary products ``acc[0:n] = sum_j w_j * xT[base_j : base_j + n]`` over the stored
+# weights of each row r0..r1-1, then :func:`_store`. Used by FC at batch n > 1 (xT = transposed
+# inputs, base = col * n) and by CONV at any batch (xT = the zero-padded input with base = the
+# tap's shift, or an im2col). Each row's weights are first decoded into (w_j, base_j) pairs,
+# then :func:`_tiles` runs ONE generic register-tiled loop whatever the weight format.
 
 
 @numba.njit(cache=True, fastmath=FM, inline="always")
@@ -327,84 +331,111 @@ def _store(acc, y, r, n, ys, yr, wrow, wval):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=FM)
-def _ws_csr_tab(ptr, col, codes, tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
-    acc = np.empty(n, np.float32)
-    for r in range(r0, r1):
-        for s in range(n):
+def _tiles(wb, bb, cnt, xT, n, acc):  # pragma: no cover - compiled
+    """``acc[s] = sum_{j < cnt} wb[j] * xT[bb[j] + s]`` for s < n.
+
+    Lanes 0..n64: tiles of 64 outputs held in four 16-lane registers (:mod:`.simd`) across all
+    ``cnt`` weights (one broadcast FMA per register per weight, no accumulator traffic); then
+    16-wide tiles; the last ``n % 16`` lanes run scalar. Reads stay within ``xT[bb[j] : bb[j]+n]``.
+    """
+    n64 = n - n % 64
+    n16 = n - n % 16
+    for s0 in range(0, n64, 64):
+        a0 = vzero()
+        a1 = vzero()
+        a2 = vzero()
+        a3 = vzero()
+        for j in range(cnt):
+            w = wb[j]
+            b = bb[j] + s0
+            a0 = vfma(a0, w, vload(xT, b))
+            a1 = vfma(a1, w, vload(xT, b + 16))
+            a2 = vfma(a2, w, vload(xT, b + 32))
+            a3 = vfma(a3, w, vload(xT, b + 48))
+        vstore(acc, s0, a0)
+        vstore(acc, s0 + 16, a1)
+        vstore(acc, s0 + 32, a2)
+        vstore(acc, s0 + 48, a3)
+    for s0 in range(n64, n16, 16):
+        a0 = vzero()
+        for j in range(cnt):
+            a0 = vfma(a0, wb[j], vload(xT, bb[j] + s0))
+        vstore(acc, s0, a0)
+    if n16 < n:
+        for s in range(n16, n):
             acc[s] = 0.0
-        for j in range(ptr[r], ptr[r + 1]):
-            w = tab[codes[j]]
-            base = offs[col[j]]
-            for s in range(n):
-                acc[s] += w * xT[base + s]
+        for j in range(cnt):
+            w = wb[j]
+            b = bb[j]
+            for s in range(n16, n):
+                acc[s] += w * xT[b + s]
+
+
+def _dec(vals, tab, j):  # pragma: no cover - replaced by the overload below in compiled code
+    """Stored weight j: ``tab[vals[j]]`` for uint8 codebook codes, else ``float(vals[j])``
+    (int8 levels, float32 values; ``tab`` unused)."""
+    return tab[vals[j]] if vals.dtype == np.uint8 else np.float32(vals[j])
+
+
+@overload(_dec, inline="always", fastmath=FM)
+def _dec_impl(vals, tab, j):
+    if vals.dtype == numba.types.uint8:
+        return lambda vals, tab, j: tab[vals[j]]
+    return lambda vals, tab, j: np.float32(vals[j])
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _ws_csr(ptr, col, vals, tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
+    cmax = 0
+    for r in range(r0, r1):
+        cmax = max(cmax, ptr[r + 1] - ptr[r])
+    acc = np.empty(n, np.float32)
+    wb = np.empty(cmax, np.float32)
+    bb = np.empty(cmax, np.int64)
+    for r in range(r0, r1):
+        j0 = ptr[r]
+        cnt = ptr[r + 1] - j0
+        for t in range(cnt):
+            wb[t] = _dec(vals, tab, j0 + t)
+            bb[t] = offs[col[j0 + t]]
+        _tiles(wb, bb, cnt, xT, n, acc)
         _store(acc, y, r, n, ys, yr, wrow, wval)
 
 
 @numba.njit(cache=True, fastmath=FM)
-def _ws_csr_val(ptr, col, vals, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
+def _ws_dense(cols, vals, tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
     acc = np.empty(n, np.float32)
+    wb = np.empty(cols, np.float32)
+    bb = np.empty(cols, np.int64)
+    for j in range(cols):
+        bb[j] = offs[j]
     for r in range(r0, r1):
-        for s in range(n):
-            acc[s] = 0.0
-        for j in range(ptr[r], ptr[r + 1]):
-            w = np.float32(vals[j])
-            base = offs[col[j]]
-            for s in range(n):
-                acc[s] += w * xT[base + s]
-        _store(acc, y, r, n, ys, yr, wrow, wval)
-
-
-@numba.njit(cache=True, fastmath=FM)
-def _ws_dense_tab(cols, codes, tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
-    acc = np.empty(n, np.float32)
-    for r in range(r0, r1):
-        for s in range(n):
-            acc[s] = 0.0
-        o = r * cols
         for j in range(cols):
-            w = tab[codes[o + j]]
-            base = offs[j]
-            for s in range(n):
-                acc[s] += w * xT[base + s]
-        _store(acc, y, r, n, ys, yr, wrow, wval)
-
-
-@numba.njit(cache=True, fastmath=FM)
-def _ws_dense_val(cols, vals, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
-    acc = np.empty(n, np.float32)
-    for r in range(r0, r1):
-        for s in range(n):
-            acc[s] = 0.0
-        o = r * cols
-        for j in range(cols):
-            w = np.float32(vals[o + j])
-            base = offs[j]
-            for s in range(n):
-                acc[s] += w * xT[base + s]
+            wb[j] = _dec(vals, tab, r * cols + j)
+        _tiles(wb, bb, cols, xT, n, acc)
         _store(acc, y, r, n, ys, yr, wrow, wval)
 
 
 @numba.njit(cache=True, fastmath=FM)
 def _ws_pq(op, codes, cb, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover - compiled
     """PQ weights decoded on the fly: ``w[r, m*d + t] = cb[m or 0, codes[m, r], t]``."""
-    acc = np.empty(n, np.float32)
     rows = op[C_ROWS]
     cols = op[C_COLS]
     M = op[C_M]
     k = op[C_K]
     d = op[C_D]
     shared = op[C_NCB] == 1
+    acc = np.empty(n, np.float32)
+    wb = np.empty(cols, np.float32)
+    bb = np.empty(cols, np.int64)
+    for j in range(cols):
+        bb[j] = offs[j]
     for r in range(r0, r1):
-        for s in range(n):
-            acc[s] = 0.0
         for m in range(M):
             c0 = ((0 if shared else m) * k + np.int64(codes[m * rows + r])) * d
-            tmax = min(d, cols - m * d)
-            for t in range(tmax):
-                w = cb[c0 + t]
-                base = offs[m * d + t]
-                for s in range(n):
-                    acc[s] += w * xT[base + s]
+            for t in range(min(d, cols - m * d)):
+                wb[m * d + t] = cb[c0 + t]
+        _tiles(wb, bb, cols, xT, n, acc)
         _store(acc, y, r, n, ys, yr, wrow, wval)
 
 
@@ -415,7 +446,7 @@ def _ws(op, B, F, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cov
     vf = op[C_VFMT]
     v0 = op[C_VAL]
     cols = op[C_COLS]
-    tab = F[op[C_TAB]:op[C_TAB] + 256]
+    tab = F[op[C_TAB]:op[C_TAB] + 256] if vf == V_TABLE else F[:0]
     if vf == V_PQ:
         cb = F[op[C_TAB]:op[C_TAB] + op[C_NCB] * op[C_K] * op[C_D]]
         if op[C_CODEW] == 1:
@@ -425,44 +456,50 @@ def _ws(op, B, F, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cov
         return
     if op[C_LAYOUT] == L_DENSE:
         if vf == V_F32:
-            _ws_dense_val(cols, F[v0:v0 + nnz], xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+            _ws_dense(cols, F[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         elif vf == V_Q8:
-            _ws_dense_val(cols, B[v0:v0 + nnz].view(np.int8), xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+            _ws_dense(cols, B[v0:v0 + nnz].view(np.int8), tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         else:
-            _ws_dense_tab(cols, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+            _ws_dense(cols, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         return
     ptr = B[op[C_PTR]:op[C_PTR] + 4 * (op[C_ROWS] + 1)].view(np.int32)
     if op[C_COLW] == 4:
         col4 = B[op[C_COL]:op[C_COL] + 4 * nnz].view(np.int32)
         if vf == V_F32:
-            _ws_csr_val(ptr, col4, F[v0:v0 + nnz], xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+            _ws_csr(ptr, col4, F[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         elif vf == V_Q8:
-            _ws_csr_val(ptr, col4, B[v0:v0 + nnz].view(np.int8), xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+            _ws_csr(ptr, col4, B[v0:v0 + nnz].view(np.int8), tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         else:
-            _ws_csr_tab(ptr, col4, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+            _ws_csr(ptr, col4, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
     else:
         col = B[op[C_COL]:op[C_COL] + 2 * nnz].view(np.uint16)
         if vf == V_F32:
-            _ws_csr_val(ptr, col, F[v0:v0 + nnz], xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+            _ws_csr(ptr, col, F[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         elif vf == V_Q8:
-            _ws_csr_val(ptr, col, B[v0:v0 + nnz].view(np.int8), xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+            _ws_csr(ptr, col, B[v0:v0 + nnz].view(np.int8), tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         else:
-            _ws_csr_tab(ptr, col, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+            _ws_csr(ptr, col, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
 
 
 @numba.njit(cache=True, fastmath=FM)
 def _fc_batch(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
-    """Batch n > 1: transpose the inputs to ``xT (cols, n)`` once, then one weights-stationary
-    pass (each weight decoded once per n samples)."""
+    """Batch n > 1: transpose the inputs to ``xT (cols, n)`` once, one weights-stationary pass
+    into ``yT (rows, n)`` (each weight decoded once per n samples, contiguous stores), then
+    ``y = yT.T``. Both transposes run with the contiguous side innermost on the write (measured
+    9x faster than strided writes for 64 x 784)."""
     nin = op[C_NIN]
     nout = op[C_NOUT]
     xT = scr[:nin * n]
-    for s in range(n):
-        for j in range(nin):
+    yT = scr[nin * n:(nin + nout) * n]
+    for j in range(nin):
+        for s in range(n):
             xT[j * n + s] = x[s * nin + j]
     offs = (np.arange(nin) * n).astype(np.uint32)  # unsigned: no negative-index wraparound
-    _ws(op, B, F, xT, offs, y, n, 0, nout, nout, 1, 0, 0)
-    _epi(op, F, y, n, 0, nout, nout, 1)
+    _ws(op, B, F, xT, offs, yT, n, 0, nout, 1, n, 0, 0)
+    _epi(op, F, yT, n, 0, nout, 1, n)
+    for s in range(n):
+        for r in range(nout):
+            y[s * nout + r] = yT[r * n + s]
 
 
 @numba.njit(cache=True, fastmath=FM)

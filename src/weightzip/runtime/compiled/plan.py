@@ -436,7 +436,7 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
                 else:
                     op = _new_op(K.K_CONV if conv else K.K_FC, nin, nout)
                     if not conv:
-                        scr_ps = max(scr_ps, nin + 1)
+                        scr_ps = max(scr_ps, nin + nout + 1)   # batch: xT (nin, n), yT (nout, n)
                 if conv:
                     C, H, W = shape
                     op[K.C_CIN], op[K.C_H], op[K.C_W] = C, H, W

@@ -1,0 +1,66 @@
+"""The SIMD intrinsics and the register-tiled weights-stationary loop against numpy.
+
+``_tiles`` computes ``acc[s] = sum_j wb[j] * xT[bb[j] + s]``; the reference is the same sum in
+float64 (a slow, obviously correct loop over ``j``). Sizes cover every tile path: n < 16 (scalar
+only), multiples of 16 and 64, and odd remainders; ``cnt = 0`` (an empty row) gives zeros.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from weightzip.runtime.compiled.kernels import _tiles
+from weightzip.runtime.compiled.simd import LANES, vadd, vfma, vload, vstore, vzero
+
+
+@numba.njit
+def _roundtrip(a, i, out, j):
+    vstore(out, j, vload(a, i))
+
+
+@numba.njit
+def _axpy(acc, w, x, b):
+    v = vfma(vload(acc, 0), w, vload(x, b))
+    vstore(acc, 0, vadd(v, vzero()))
+
+
+def test_load_store_unaligned():
+    a = np.arange(40, dtype=np.float32)
+    out = np.full(40, -1, np.float32)
+    _roundtrip(a, 3, out, 5)
+    np.testing.assert_array_equal(out[5:5 + LANES], a[3:3 + LANES])
+    assert (out[:5] == -1).all() and (out[5 + LANES:] == -1).all()   # nothing outside the 16 lanes
+
+
+def test_fma_broadcasts_the_scalar():
+    rng = np.random.default_rng(0)
+    acc = rng.standard_normal(LANES).astype(np.float32)
+    x = rng.standard_normal(LANES + 7).astype(np.float32)
+    want = acc + np.float32(0.75) * x[7:]
+    _axpy(acc, 0.75, x, 7)
+    np.testing.assert_allclose(acc, want, rtol=1e-6)
+
+
+def test_rejects_non_float32_arrays():
+    with pytest.raises((TypeError, numba.core.errors.TypingError), match="float32"):
+        _roundtrip(np.zeros(32, np.float64), 0, np.zeros(32, np.float64), 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 200), cnt=st.integers(0, 9), seed=st.integers(0, 2**16))
+def test_tiles_equal_reference(n, cnt, seed):
+    rng = np.random.default_rng(seed)
+    span = 3 * n + 5
+    xT = rng.standard_normal(span + n).astype(np.float32)
+    wb = rng.standard_normal(max(cnt, 1)).astype(np.float32)
+    bb = rng.integers(0, span, max(cnt, 1)).astype(np.int64)
+    acc = np.full(n, np.nan, np.float32)
+    _tiles(wb, bb, cnt, xT, n, acc)
+    want = np.zeros(n)
+    for j in range(cnt):
+        want += np.float64(wb[j]) * xT[bb[j]:bb[j] + n].astype(np.float64)
+    scale = sum(abs(float(wb[j])) * np.abs(xT[bb[j]:bb[j] + n]) for j in range(cnt)) if cnt else np.zeros(n)
+    assert np.all(np.abs(acc - want) <= 1e-5 * np.abs(want) + 1e-6 * (scale + 1)), (n, cnt)
