@@ -126,6 +126,32 @@ def test_mlp_equals_dense(k1, k2, d1, d2, a, b, c, bn, act, batch, seed):
 
 
 @SETTINGS
+@given(ncode=st.integers(2, 256), cols=st.integers(1, 700), dens=st.sampled_from([0.01, 0.3, 1.0]),
+       batch=st.sampled_from([1, 3, 16, 70]), seed=st.integers(0, 2**16))
+@example(ncode=256, cols=700, dens=0.3, batch=1, seed=0)    # 8 code bits: blocks of 256 columns
+@example(ncode=129, cols=513, dens=1.0, batch=70, seed=1)   # block edges, every tile path of the batch kernel
+def test_packed_csr_blocks(ncode, cols, dens, batch, seed):
+    """Packed CSR (16-bit col|code, columns in blocks of 2^(16 - code bits)) equals dense, also
+    where a row spans several column blocks (many codebook entries, wide layers)."""
+    rng = np.random.default_rng(seed)
+    tab = rng.standard_normal(ncode).astype(np.float32)
+    tab[tab == 0] = 0.5
+    rows = int(rng.integers(1, 20))
+    w = tab[rng.integers(0, ncode, (rows, cols))] * (rng.random((rows, cols)) < dens)
+    fmt = encode(torch.from_numpy(w), {"kind": "codebook"}, options={"kinds": ["codebook"]})
+    model = nn.Sequential(nn.Linear(cols, rows)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(decode(fmt))
+    cm = compile_model(model, {"0.weight": fmt}, (cols,))
+    op = cm._single.ops[0]
+    from weightzip.runtime.compiled import kernels as K
+    if op[K.C_COLW] == 1:   # packed: its block count follows the code bits
+        b = int(op[K.C_PKB])
+        assert op[K.C_NBLK] == max(1, -(-cols // (1 << b)))
+    _check(model, cm, torch.from_numpy(rng.standard_normal((batch, cols)).astype(np.float32)))
+
+
+@SETTINGS
 @given(kind=KINDS, dens=DENS, cin=st.integers(1, 4), mult=st.integers(1, 3), k=st.integers(1, 4),
        stride=st.integers(1, 3), pad=st.integers(0, 2), dil=st.integers(1, 2), hw=st.integers(5, 11),
        grouped=st.sampled_from(["none", "groups", "depthwise"]), pool=st.sampled_from(["max", "avg", "gap", "none"]),

@@ -14,7 +14,12 @@ writes the other half (ping-pong); op scratch (transposed inputs, lookup tables)
 
 Weight of a linear-like op (rows = outputs, cols = inputs; a conv's cols are
 ``(C_in/groups)*kh*kw`` in the weight's row-major order): layout ``CSR`` (``indptr`` (rows+1),
-``cols`` (nnz)) or ``DENSE`` (all rows*cols, row-major); value format
+``cols`` (nnz)) or ``DENSE`` (all rows*cols, row-major). A CSR codebook weight with
+``bits(code) + bits(column) <= 16`` is *packed* (``C_COLW == 1``): ONE uint16 per stored
+weight, ``p = (col - blk*2^b) | code << b`` with ``b = C_PKB`` column bits, the columns cut into
+``C_NBLK`` blocks of ``2^b`` and ``indptr`` of ``rows*C_NBLK + 1`` entries (row r, block blk:
+``indptr[r*C_NBLK + blk]``) - 2 bytes and 3 loads (p, tab, x) per weight instead of 3 and 4.
+Value format
 
 * ``TABLE``: ``w = tab[code]``, ``code`` uint8 (codebook / weight sharing);
 * ``Q8``:    ``w = float(q)``, ``q`` int8 (fixed-point / binary / ternary levels; the level's
@@ -53,6 +58,7 @@ from numba.extending import overload
 from .simd import vfma, vload, vstore, vzero
 
 FM = {"reassoc", "contract", "nsz"}  # reassociation lets LLVM vectorize the reductions
+FMS = {"contract", "nsz"}            # scalar reductions: no reassociation, so no gather vectorization
 
 # op kinds
 K_FC, K_CONV, K_POOL, K_EW, K_ACTQ, K_PQFC = 1, 2, 3, 4, 5, 6
@@ -70,7 +76,8 @@ C_M, C_K, C_D, C_NCB, C_CODEW, C_SCR = 30, 31, 32, 33, 34, 35
 C_ROWS, C_COLS = 36, 37
 C_CPTR, C_CROW, C_CVAL = 38, 39, 40   # optional column-major copy (CSC) of an FC weight; -1 = none
 C_CSUM = 41                            # F offset of the row sums sum_j w[r, j] (with the CSC copy)
-OPW = 42
+C_PKB, C_NBLK = 42, 43                 # packed CSR (C_COLW == 1): column bits, column blocks
+OPW = 44
 # pool: C_LAYOUT holds the pool type
 P_MAX, P_AVG = 0, 1
 
@@ -124,7 +131,21 @@ def _epi(op, F, y, n, r0, r1, ys, yr):  # pragma: no cover - compiled
         a = F[a0 + r] if a0 >= 0 else np.float32(1.0)
         b = F[b0 + r] if b0 >= 0 else np.float32(0.0)
         o = r * yr
-        if act == A_NONE:
+        if ys == 1:
+            # the row's n outputs are contiguous (conv planes, transposed FC): a slice loop
+            # vectorizes (a strided one does not: ~0.4 ns per element)
+            yo = y[o:o + n]
+            if act == A_NONE:
+                for s in range(n):
+                    yo[s] = yo[s] * a + b
+            elif act == A_RELU:
+                for s in range(n):
+                    v = yo[s] * a + b
+                    yo[s] = v if v > 0.0 else np.float32(0.0)
+            else:
+                for s in range(n):
+                    yo[s] = _act(yo[s] * a + b, act, F, p)
+        elif act == A_NONE:
             for s in range(n):
                 y[o + s * ys] = y[o + s * ys] * a + b
         elif act == A_RELU:
@@ -184,6 +205,40 @@ def _csr_rows_val(op, F, ptr, col, vals, x, y):  # pragma: no cover - compiled
         while j < e:
             s0 += np.float32(vals[j]) * x[col[j]]
             j += 1
+        y[r] = (s0 + s1) + (s2 + s3)
+
+
+@numba.njit(cache=True, fastmath=FMS)
+def _csr_rows_packed(ptr, pk, tab, x, y, nblk, b):  # pragma: no cover - compiled
+    """Batch 1, packed CSR: ``y[r] = sum_blk sum_{p in (r, blk)} tab[p >> b] x[blk*2^b + (p & (2^b-1))]``.
+    No reassociation (FMS): LLVM would vectorize the reduction with gathers, measured slower
+    than four scalar partial sums on this CPU."""
+    mask = np.uint32((1 << b) - 1)
+    sh = np.uint32(b)
+    rows = (ptr.shape[0] - 1) // nblk
+    for r in range(rows):
+        s0 = np.float32(0.0)
+        s1 = np.float32(0.0)
+        s2 = np.float32(0.0)
+        s3 = np.float32(0.0)
+        for blk in range(nblk):
+            xb = x[blk << b:]
+            j = ptr[r * nblk + blk]
+            e = ptr[r * nblk + blk + 1]
+            while j + 4 <= e:
+                p0 = np.uint32(pk[j])
+                p1 = np.uint32(pk[j + 1])
+                p2 = np.uint32(pk[j + 2])
+                p3 = np.uint32(pk[j + 3])
+                s0 += tab[p0 >> sh] * xb[p0 & mask]
+                s1 += tab[p1 >> sh] * xb[p1 & mask]
+                s2 += tab[p2 >> sh] * xb[p2 & mask]
+                s3 += tab[p3 >> sh] * xb[p3 & mask]
+                j += 4
+            while j < e:
+                p0 = np.uint32(pk[j])
+                s0 += tab[p0 >> sh] * xb[p0 & mask]
+                j += 1
         y[r] = (s0 + s1) + (s2 + s3)
 
 
@@ -289,6 +344,12 @@ def _fc1(op, B, F, x, y):  # pragma: no cover - compiled
         else:
             _dense_rows_tab(op, F, rows, cols, B[v0:v0 + nnz], F[op[C_TAB]:op[C_TAB] + 256], x, y)
         return
+    if op[C_COLW] == 1:
+        nblk = op[C_NBLK]
+        ptr = B[op[C_PTR]:op[C_PTR] + 4 * (rows * nblk + 1)].view(np.int32)
+        _csr_rows_packed(ptr, B[op[C_COL]:op[C_COL] + 2 * nnz].view(np.uint16), F[op[C_TAB]:op[C_TAB] + 256],
+                         x, y, nblk, op[C_PKB])
+        return
     ptr = B[op[C_PTR]:op[C_PTR] + 4 * (rows + 1)].view(np.int32)
     if op[C_COLW] == 2:
         col = B[op[C_COL]:op[C_COL] + 2 * nnz].view(np.uint16)
@@ -334,13 +395,44 @@ def _store(acc, y, r, n, ys, yr, wrow, wval):  # pragma: no cover - compiled
 def _tiles(wb, bb, cnt, xT, n, acc):  # pragma: no cover - compiled
     """``acc[s] = sum_{j < cnt} wb[j] * xT[bb[j] + s]`` for s < n.
 
-    Lanes 0..n64: tiles of 64 outputs held in four 16-lane registers (:mod:`.simd`) across all
-    ``cnt`` weights (one broadcast FMA per register per weight, no accumulator traffic); then
+    Tiles of 128 (then 64) outputs held in eight (four) 16-lane registers (:mod:`.simd`) across
+    all ``cnt`` weights (one broadcast FMA per register per weight, no accumulator traffic); then
     16-wide tiles; the last ``n % 16`` lanes run scalar. Reads stay within ``xT[bb[j] : bb[j]+n]``.
     """
+    n128 = n - n % 128
     n64 = n - n % 64
     n16 = n - n % 16
-    for s0 in range(0, n64, 64):
+    for s0 in range(0, n128, 128):
+        # eight registers: two FMA chains per FMA latency window, so long rows (conv planes)
+        # run at the FMA throughput instead of its latency
+        a0 = vzero()
+        a1 = vzero()
+        a2 = vzero()
+        a3 = vzero()
+        a4 = vzero()
+        a5 = vzero()
+        a6 = vzero()
+        a7 = vzero()
+        for j in range(cnt):
+            w = wb[j]
+            b = bb[j] + s0
+            a0 = vfma(a0, w, vload(xT, b))
+            a1 = vfma(a1, w, vload(xT, b + 16))
+            a2 = vfma(a2, w, vload(xT, b + 32))
+            a3 = vfma(a3, w, vload(xT, b + 48))
+            a4 = vfma(a4, w, vload(xT, b + 64))
+            a5 = vfma(a5, w, vload(xT, b + 80))
+            a6 = vfma(a6, w, vload(xT, b + 96))
+            a7 = vfma(a7, w, vload(xT, b + 112))
+        vstore(acc, s0, a0)
+        vstore(acc, s0 + 16, a1)
+        vstore(acc, s0 + 32, a2)
+        vstore(acc, s0 + 48, a3)
+        vstore(acc, s0 + 64, a4)
+        vstore(acc, s0 + 80, a5)
+        vstore(acc, s0 + 96, a6)
+        vstore(acc, s0 + 112, a7)
+    for s0 in range(n128, n64, 64):
         a0 = vzero()
         a1 = vzero()
         a2 = vzero()
@@ -398,6 +490,28 @@ def _ws_csr(ptr, col, vals, tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  #
         for t in range(cnt):
             wb[t] = _dec(vals, tab, j0 + t)
             bb[t] = offs[col[j0 + t]]
+        _tiles(wb, bb, cnt, xT, n, acc)
+        _store(acc, y, r, n, ys, yr, wrow, wval)
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _ws_packed(ptr, pk, tab, nblk, b, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
+    """:func:`_ws_csr` for the packed layout (column ``blk*2^b + (p & (2^b-1))``, code ``p >> b``)."""
+    cmax = 0
+    for r in range(r0, r1):
+        cmax = max(cmax, ptr[(r + 1) * nblk] - ptr[r * nblk])
+    acc = np.empty(n, np.float32)
+    wb = np.empty(cmax, np.float32)
+    bb = np.empty(cmax, np.int64)
+    mask = (1 << b) - 1
+    for r in range(r0, r1):
+        cnt = 0
+        for blk in range(nblk):
+            for j in range(ptr[r * nblk + blk], ptr[r * nblk + blk + 1]):
+                p = np.int64(pk[j])
+                wb[cnt] = tab[p >> b]
+                bb[cnt] = offs[(blk << b) + (p & mask)]
+                cnt += 1
         _tiles(wb, bb, cnt, xT, n, acc)
         _store(acc, y, r, n, ys, yr, wrow, wval)
 
@@ -461,6 +575,12 @@ def _ws(op, B, F, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cov
             _ws_dense(cols, B[v0:v0 + nnz].view(np.int8), tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         else:
             _ws_dense(cols, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+        return
+    if op[C_COLW] == 1:
+        nblk = op[C_NBLK]
+        ptr = B[op[C_PTR]:op[C_PTR] + 4 * (op[C_ROWS] * nblk + 1)].view(np.int32)
+        _ws_packed(ptr, B[op[C_COL]:op[C_COL] + 2 * nnz].view(np.uint16), tab, nblk, op[C_PKB],
+                   xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         return
     ptr = B[op[C_PTR]:op[C_PTR] + 4 * (op[C_ROWS] + 1)].view(np.int32)
     if op[C_COLW] == 4:
@@ -526,30 +646,29 @@ def _fc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, fastmath=FM)
 def _pq1(op, cbT, codes, x, T, acc):  # pragma: no cover - compiled
-    """One input: tables ``T[m, j] = <cb[m or 0, j], x_m>`` (axpy over the k contiguous
-    centroids of the transposed codebook; zero inputs skipped), then sub-space-major lookups
-    ``acc[r] += T[m, codes[m, r]]``. Slices + range indices only (no negative-index checks),
-    so both loops vectorize."""
+    """One input: tables ``T[m, j] = <cb[m or 0, j], x_m> = sum_t x[m*d + t] * cbT[t, j]``
+    (:func:`_tiles` over the k contiguous centroids of the transposed codebook: the k table
+    entries stay in registers over the d inputs of the sub-space), then sub-space-major
+    lookups ``acc[r] += T[m, codes[m, r]]`` (a slice loop with range indices: no
+    negative-index checks)."""
     nin = op[C_NIN]
     rows = op[C_NOUT]
     M = op[C_M]
     k = op[C_K]
     d = op[C_D]
     shared = op[C_NCB] == 1
+    wb = np.empty(d, np.float32)
+    bb = np.empty(d, np.int64)
     for r in range(rows):
         acc[r] = 0.0
     for m in range(M):
-        Tm = T[m * k:(m + 1) * k]
-        for j in range(k):
-            Tm[j] = 0.0
         cb = (0 if shared else m) * d * k
         tmax = min(d, nin - m * d)
         for t in range(tmax):
-            xv = x[m * d + t]
-            if xv != 0.0:
-                crow = cbT[cb + t * k:cb + (t + 1) * k]
-                for j in range(k):
-                    Tm[j] += crow[j] * xv
+            wb[t] = x[m * d + t]
+            bb[t] = cb + t * k
+        Tm = T[m * k:(m + 1) * k]
+        _tiles(wb, bb, tmax, cbT, k, Tm)
         cm = codes[m * rows:(m + 1) * rows]
         for r in range(rows):
             acc[r] += Tm[cm[r]]
@@ -611,17 +730,19 @@ def _pqfc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
         xT = scr[:nin * n]
         Tm = scr[nin * n:nin * n + k * n]
         acc = scr[nin * n + k * n:nin * n + k * n + rows * n]
-        for s in range(n):
-            for j in range(nin):
+        for j in range(nin):
+            for s in range(n):
                 xT[j * n + s] = x[s * nin + j]
         if op[C_CODEW] == 1:
             _pqn(op, cbT, B[op[C_VAL]:op[C_VAL] + M * rows], xT, n, Tm, acc)
         else:
             _pqn(op, cbT, B[op[C_VAL]:op[C_VAL] + 2 * M * rows].view(np.uint16), xT, n, Tm, acc)
-        for r in range(rows):
-            for s in range(n):
+        _epi(op, F, acc, n, 0, rows, 1, n)
+        for s in range(n):
+            for r in range(rows):
                 y[s * rows + r] = acc[r * n + s]
-    _epi(op, F, y, n, 0, rows, rows, 1)
+        return
+    _epi(op, F, y, 1, 0, rows, rows, 1)
 
 
 # ------------------------------------------------------------------------------------------

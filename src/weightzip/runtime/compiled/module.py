@@ -122,17 +122,28 @@ class CompiledModel(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32 or x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
-            return self._dense_model()(x)
+        if x.dtype != torch.float32 or not x.is_cpu or x.requires_grad:
+            if x.requires_grad and not torch.is_grad_enabled():
+                x = x.detach()   # no graph is recorded anyway: run natively
+            else:
+                return self._dense_model()(x)
         threads = self.threads or torch.get_num_threads()
         nat = self._single
         if nat is not None and x.shape[1:] == self._single_shape:
-            # the batch-1 path costs ~20 us in all, so every torch call counts: reshape in numpy,
-            # the output is allocated by numpy and returned without a copy
+            # the batch-1 path costs ~15 us in all, so every torch call counts (measured: the
+            # torch <-> numpy round trip and checks cost ~4 us): no detach (no grad here), the
+            # reshape in numpy, the output allocated by numpy and returned without a copy
             n = x.shape[0]
-            xn = x.detach().numpy().reshape(n, nat.nin)
+            xn = x.numpy().reshape(n, nat.nin)
             if not xn.flags.c_contiguous:
                 xn = np.ascontiguousarray(xn)
+            if n == 1 or threads <= 1:
+                out = np.empty((n, nat.nout), np.float32)
+                work, half, scr, chunk = nat.work(n, 1)
+                K.run_serial(nat.ops, nat.B, nat.F, xn, out, work, half, scr, chunk)
+                if len(nat.out_full) != 1:
+                    out = out.reshape((n,) + nat.out_full)
+                return torch.from_numpy(out)
             return torch.from_numpy(nat.run_numpy(xn, threads, nat.out_full))
         sample = tuple(x.shape[1:])
         self.plan_for(sample)
@@ -197,6 +208,14 @@ def compile_from_file(path, model: nn.Module, formats: dict, manifest: dict, req
     model.wz_manifest = manifest
 
     if shape is None:
+        from .lstm import compile_lstm_layers
+
+        done, kept = compile_lstm_layers(model, formats)
+        if done:
+            # recurrent models: each LSTM layer becomes one native call over all steps; the
+            # embedding / decoder stay torch (their own fast paths)
+            model.wz_compiled = {"lstm_layers": done, "kept_in_torch": kept}
+            return model
         if not required:
             return None
         cm = compile_model(model, formats, None, threads, None)

@@ -183,6 +183,36 @@ def _new_op(kind: int, nin: int, nout: int) -> np.ndarray:
     return op
 
 
+def _code_bits(rep: WeightRep) -> int:
+    return max(1, int(len(rep.tab) - 1).bit_length())
+
+
+def _packable(rep: WeightRep) -> bool:
+    """A CSR codebook weight whose code fits in 8 bits packs into uint16 with >= 8 column bits."""
+    return rep.vfmt == K.V_TABLE and len(rep.tab) <= 256 and rep.nnz > 0
+
+
+def _pack_csr16(op: np.ndarray, rep: WeightRep, pk: _Packer) -> None:
+    """Packed CSR (see :mod:`.kernels`): ``p = (col % 2^b) | code << b``, columns in blocks of
+    ``2^b`` (b = 16 - code bits), one ``indptr`` entry per (row, block)."""
+    b = 16 - _code_bits(rep)
+    nblk = max(1, -(-rep.cols // (1 << b)))
+    r = np.repeat(np.arange(rep.rows, dtype=np.int64), np.diff(rep.indptr))
+    col = rep.col.astype(np.int64)
+    blk = col >> b
+    key = r * nblk + blk
+    order = np.argsort(key, kind="stable")     # (row, block) groups contiguous (a no-op for sorted CSR)
+    counts = np.bincount(key, minlength=rep.rows * nblk)
+    ptr = np.zeros(rep.rows * nblk + 1, np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    packed = ((col & ((1 << b) - 1)) | (rep.val.astype(np.int64) << b))[order]
+    op[K.C_COLW] = 1
+    op[K.C_PKB] = b
+    op[K.C_NBLK] = nblk
+    op[K.C_PTR] = pk.b(ptr.astype(np.int32))
+    op[K.C_COL] = pk.b(packed.astype(np.uint16))
+
+
 def _pack_weight(op: np.ndarray, rep: WeightRep, pk: _Packer, conv: bool) -> int:
     """Write ``rep`` into the op's weight columns; returns its resident bytes."""
     start_b, start_f = pk.blen, pk.flen
@@ -207,6 +237,10 @@ def _pack_weight(op: np.ndarray, rep: WeightRep, pk: _Packer, conv: bool) -> int
         op[K.C_NNZ] = rep.rows * M
     else:
         op[K.C_NNZ] = rep.nnz
+        if rep.layout == K.L_CSR and _packable(rep):
+            _pack_csr16(op, rep, pk)
+            op[K.C_TAB] = pk.f(rep.tab)
+            return (pk.blen - start_b) + 4 * (pk.flen - start_f)
         if rep.layout == K.L_CSR:
             op[K.C_PTR] = pk.b(rep.indptr.astype(np.int32))
             if rep.cols <= 65536:

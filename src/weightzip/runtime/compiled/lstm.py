@@ -1,0 +1,209 @@
+"""The compiled LSTM cell: one native call runs a whole :class:`~weightzip.models.lstm.LSTMLayer`
+(all T steps) from the compressed gate weights.
+
+``W_ih (4H, I)`` and ``W_hh (4H, H)`` are packed as two FC ops of :mod:`.kernels` (CSR / dense,
+codebook codes, int8 levels + row scale, PQ), so every weight format the FC kernels take runs
+here too. Per layer norm (``LSTMLayer.norm``):
+
+* ``none``:   ``gates = W_ih x_t + W_hh h + (b_ih + b_hh)`` (the bias in the W_ih epilogue);
+* ``weight``: ``W = diag(g / ||V||_row) V`` - the gain over the decoded row norm is folded into
+  the ops' per-row ``alpha`` (the weight stays compressed as V);
+* ``batch`` (one BN shared over time, eval statistics): ``BN(W v) = a (W v) + c`` folded into
+  ``alpha`` / ``beta`` of both ops, then ``+ (b_ih + b_hh)`` in the cell;
+* ``layer``:  ``gates = LN_ih(W_ih x_t) + LN_hh(W_hh h) + b``, LN over each gate's H units
+  (``(v - mean) / sqrt(var + eps) * w + b``, biased variance, float64 statistics).
+
+Then ``c = sigmoid(f) c + sigmoid(i) tanh(g)``, ``h = sigmoid(o) tanh(c)`` with the gate
+blocks ``i, f, g, o`` of ``gates (B, 4H)``. The input products of all T*B samples run first as
+one batch FC (each weight decoded once per 64 samples), the recurrent product once per step at
+batch B. Per-step BN (``bn_per_step=True``) is not compiled: :func:`compile_lstm_layers` keeps
+that layer in torch and says why.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+from torch import nn
+
+from . import kernels as K
+from .plan import CHUNK, _epilogue, _new_op, _pack_weight, _Packer
+from .weights import weight_rep
+
+N_NONE, N_LAYER = 0, 1
+
+
+@numba.njit(cache=True, fastmath=K.FM)
+def _product(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
+    """``y (n, rows) = op(x (n, cols))`` in chunks of <= CHUNK samples (the scratch size)."""
+    nin = op[K.C_NIN]
+    nout = op[K.C_NOUT]
+    for n0 in range(0, n, CHUNK):
+        n1 = min(n, n0 + CHUNK)
+        xs = x[n0 * nin:n1 * nin]
+        ys = y[n0 * nout:n1 * nout]
+        if op[K.C_KIND] == K.K_PQFC:
+            K._pqfc(op, B, F, xs, ys, n1 - n0, scr)
+        else:
+            K._fc(op, B, F, xs, ys, n1 - n0, scr)
+
+
+@numba.njit(cache=True)
+def _gate_ln(g, n, H, w, b, eps):  # pragma: no cover - compiled
+    """In place: LayerNorm over each of the 4 gate blocks of H units of the n rows of ``g``."""
+    for s in range(n):
+        for k in range(4):
+            o = s * 4 * H + k * H
+            m = 0.0
+            for u in range(H):
+                m += g[o + u]
+            m /= H
+            v = 0.0
+            for u in range(H):
+                d = g[o + u] - m
+                v += d * d
+            inv = 1.0 / math.sqrt(v / H + eps)
+            for u in range(H):
+                g[o + u] = np.float32((g[o + u] - m) * inv) * w[k * H + u] + b[k * H + u]
+
+
+@numba.njit(cache=True, fastmath=K.FM)
+def _sigmoid(v):  # pragma: no cover - compiled
+    return np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-v)))
+
+
+@numba.njit(cache=True)
+def lstm_forward(op_ih, op_hh, B, F, x, T, nb, h, c, out, gx, gh, scr, norm, ln, bias, add_bias, eps):  # pragma: no cover
+    """Run T steps. ``x (T*nb*I)`` time-major flattened, ``h, c (nb*H)`` updated in place,
+    ``out (T*nb*H)``; ``gx (T*nb*4H)``, ``gh (nb*4H)``, ``scr`` work buffers. With
+    ``norm == N_LAYER``, ``ln`` = [w_ih, b_ih, w_hh, b_hh] (4 x 4H); ``add_bias``: add
+    ``bias`` = b_ih + b_hh to the gates (after a norm)."""
+    G = op_ih[K.C_NOUT]
+    H = G // 4
+    _product(op_ih, B, F, x, gx, T * nb, scr)
+    if norm == N_LAYER:
+        _gate_ln(gx, T * nb, H, ln[0], ln[1], eps)
+    for t in range(T):
+        _product(op_hh, B, F, h, gh, nb, scr)
+        if norm == N_LAYER:
+            _gate_ln(gh, nb, H, ln[2], ln[3], eps)
+        for s in range(nb):
+            gxo = (t * nb + s) * G
+            gho = s * G
+            for u in range(H):
+                gi = gx[gxo + u] + gh[gho + u]
+                gf = gx[gxo + H + u] + gh[gho + H + u]
+                gg = gx[gxo + 2 * H + u] + gh[gho + 2 * H + u]
+                go = gx[gxo + 3 * H + u] + gh[gho + 3 * H + u]
+                if add_bias:
+                    gi += bias[u]
+                    gf += bias[H + u]
+                    gg += bias[2 * H + u]
+                    go += bias[3 * H + u]
+                cv = _sigmoid(gf) * c[s * H + u] + _sigmoid(gi) * np.float32(math.tanh(gg))
+                c[s * H + u] = cv
+                hv = _sigmoid(go) * np.float32(math.tanh(cv))
+                h[s * H + u] = hv
+                out[(t * nb + s) * H + u] = hv
+
+
+class CompiledLSTMLayer(nn.Module):
+    """Inference-only stand-in for an ``LSTMLayer``: same ``forward(x [T, B, I], state)`` ->
+    ``(out [T, B, H], (h, c))``, weights packed from the file's formats (see the module doc)."""
+
+    def __init__(self, layer: nn.Module, formats: dict, name: str):
+        super().__init__()
+        if layer.norm == "batch" and layer.bn_per_step:
+            raise ValueError("per-step BatchNorm (bn_per_step=True) is not compiled")
+        self.input_size, self.hidden_size, self.norm = layer.input_size, layer.hidden_size, layer.norm
+        self.eps = float(layer.eps)
+        G = 4 * layer.hidden_size
+        pk = _Packer()
+        ops, reps = [], []
+        bias = (layer.bias_ih + layer.bias_hh).detach().double()
+        for which in ("ih", "hh"):
+            w = getattr(layer, f"weight_{which}").detach().float().numpy()
+            fmt = (formats or {}).get(f"{name}.weight_{which}")
+            if fmt is not None and not isinstance(fmt, dict):
+                from ...codec import decode_parts
+
+                fmt = decode_parts(fmt)
+            rep = weight_rep(fmt, w, f"{name}.weight_{which}")
+            op = _new_op(K.K_PQFC if rep.vfmt == K.V_PQ else K.K_FC, w.shape[1], G)
+            _pack_weight(op, rep, pk, False)
+            scale = rep.rowscale
+            if layer.norm == "weight":
+                gain = getattr(layer, f"wn_gain_{which}").detach().double().numpy()
+                norm = np.sqrt((w.astype(np.float64) ** 2).sum(1)).clip(1e-12)
+                scale = gain / norm if scale is None else np.asarray(scale, np.float64) * gain / norm
+            # BN (eval) folds into each op's alpha / beta: BN(W v) = a (W v) + c; without a norm
+            # the gate bias rides in the W_ih epilogue, after a norm it is added in the cell
+            bn = getattr(layer, f"norm_{which}") if layer.norm == "batch" else None
+            b = bias if which == "ih" and layer.norm in ("none", "weight") else None
+            _epilogue(op, pk, G, scale, b, bn, None)
+            ops.append(op)
+            reps.append(rep)
+        self._B, self._F = pk.arrays()
+        self._ops = [np.ascontiguousarray(o) for o in ops]
+        self._bias = np.ascontiguousarray(bias.float().numpy())
+        if layer.norm == "layer":
+            self._ln = np.stack([layer.norm_ih.weight.detach().float().numpy(), layer.norm_ih.bias.detach().float().numpy(),
+                                 layer.norm_hh.weight.detach().float().numpy(), layer.norm_hh.bias.detach().float().numpy()])
+        else:
+            self._ln = np.zeros((4, G), np.float32)
+        self.reps = [r.name for r in reps]
+        I, kmax = layer.input_size, max([r.pq["codebooks"].shape[1] for r in reps if r.vfmt == K.V_PQ] or [0])
+        mk = max([r.pq["codes"].shape[1] * r.pq["codebooks"].shape[1] for r in reps if r.vfmt == K.V_PQ] or [0])
+        self._scr = np.zeros((max(I, layer.hidden_size) + G + kmax + 1) * CHUNK + mk + G + 64, np.float32)
+
+    def resident_bytes(self) -> int:
+        return int(self._B.nbytes + self._F.nbytes + self._ln.nbytes + self._bias.nbytes)
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"LSTMLayer expects x of shape [T, B, {self.input_size}] (time-major), got {tuple(x.shape)}")
+        if x.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError("a compiled LSTM layer runs inference only; load the file with mode='dense' to train")
+        T, nb, _ = x.shape
+        H, G = self.hidden_size, 4 * self.hidden_size
+        if state is None:
+            h = np.zeros(nb * H, np.float32)
+            c = np.zeros(nb * H, np.float32)
+        else:
+            h = np.array(state[0].detach().float().reshape(-1).numpy(), np.float32)   # copies: updated in place
+            c = np.array(state[1].detach().float().reshape(-1).numpy(), np.float32)
+        xn = np.ascontiguousarray(x.detach().float().reshape(-1).numpy())
+        out = np.empty(T * nb * H, np.float32)
+        gx = np.empty(T * nb * G, np.float32)
+        gh = np.empty(nb * G, np.float32)
+        lstm_forward(self._ops[0], self._ops[1], self._B, self._F, xn, T, nb, h, c, out, gx, gh, self._scr,
+                     N_LAYER if self.norm == "layer" else N_NONE, self._ln, self._bias,
+                     self.norm in ("layer", "batch"), self.eps)
+        return (torch.from_numpy(out).view(T, nb, H),
+                (torch.from_numpy(h).view(nb, H), torch.from_numpy(c).view(nb, H)))
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, norm={self.norm!r}, compiled: W_ih {self.reps[0]}, W_hh {self.reps[1]}"
+
+
+def compile_lstm_layers(model: nn.Module, formats: dict) -> tuple[list[str], list[tuple[str, str]]]:
+    """Replace every ``LSTMLayer`` of ``model`` in place by a :class:`CompiledLSTMLayer`;
+    returns (compiled layer names, [(name, reason)] of the layers kept in torch)."""
+    from ...models.lstm import LSTMLayer
+
+    done, kept = [], []
+    for name, mod in list(model.named_modules()):
+        if not isinstance(mod, LSTMLayer):
+            continue
+        try:
+            new = CompiledLSTMLayer(mod.eval(), formats, name)
+        except ValueError as e:
+            kept.append((name, str(e)))
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, new)
+        done.append(name)
+    return done, kept
