@@ -21,93 +21,16 @@ that layer in torch and says why.
 """
 from __future__ import annotations
 
-import math
-
-import numba
 import numpy as np
 import torch
 from torch import nn
 
 from . import kernels as K
-from .plan import CHUNK, _epilogue, _new_op, _pack_weight, _Packer
+# the kernels live in kernels.py: numba's cache of a function is invalidated only by its own
+# file, so a kernel compiled here would keep calling stale copies of the FC kernels
+from .kernels import LSTM_CHUNK, N_LAYER, N_NONE, lstm_forward
+from .plan import _epilogue, _new_op, _pack_weight, _Packer
 from .weights import weight_rep
-
-N_NONE, N_LAYER = 0, 1
-
-
-@numba.njit(cache=True, fastmath=K.FM)
-def _product(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
-    """``y (n, rows) = op(x (n, cols))`` in chunks of <= CHUNK samples (the scratch size)."""
-    nin = op[K.C_NIN]
-    nout = op[K.C_NOUT]
-    for n0 in range(0, n, CHUNK):
-        n1 = min(n, n0 + CHUNK)
-        xs = x[n0 * nin:n1 * nin]
-        ys = y[n0 * nout:n1 * nout]
-        if op[K.C_KIND] == K.K_PQFC:
-            K._pqfc(op, B, F, xs, ys, n1 - n0, scr)
-        else:
-            K._fc(op, B, F, xs, ys, n1 - n0, scr)
-
-
-@numba.njit(cache=True)
-def _gate_ln(g, n, H, w, b, eps):  # pragma: no cover - compiled
-    """In place: LayerNorm over each of the 4 gate blocks of H units of the n rows of ``g``."""
-    for s in range(n):
-        for k in range(4):
-            o = s * 4 * H + k * H
-            m = 0.0
-            for u in range(H):
-                m += g[o + u]
-            m /= H
-            v = 0.0
-            for u in range(H):
-                d = g[o + u] - m
-                v += d * d
-            inv = 1.0 / math.sqrt(v / H + eps)
-            for u in range(H):
-                g[o + u] = np.float32((g[o + u] - m) * inv) * w[k * H + u] + b[k * H + u]
-
-
-@numba.njit(cache=True, fastmath=K.FM)
-def _sigmoid(v):  # pragma: no cover - compiled
-    return np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-v)))
-
-
-@numba.njit(cache=True)
-def lstm_forward(op_ih, op_hh, B, F, x, T, nb, h, c, out, gx, gh, scr, norm, ln, bias, add_bias, eps):  # pragma: no cover
-    """Run T steps. ``x (T*nb*I)`` time-major flattened, ``h, c (nb*H)`` updated in place,
-    ``out (T*nb*H)``; ``gx (T*nb*4H)``, ``gh (nb*4H)``, ``scr`` work buffers. With
-    ``norm == N_LAYER``, ``ln`` = [w_ih, b_ih, w_hh, b_hh] (4 x 4H); ``add_bias``: add
-    ``bias`` = b_ih + b_hh to the gates (after a norm)."""
-    G = op_ih[K.C_NOUT]
-    H = G // 4
-    _product(op_ih, B, F, x, gx, T * nb, scr)
-    if norm == N_LAYER:
-        _gate_ln(gx, T * nb, H, ln[0], ln[1], eps)
-    for t in range(T):
-        _product(op_hh, B, F, h, gh, nb, scr)
-        if norm == N_LAYER:
-            _gate_ln(gh, nb, H, ln[2], ln[3], eps)
-        for s in range(nb):
-            gxo = (t * nb + s) * G
-            gho = s * G
-            for u in range(H):
-                gi = gx[gxo + u] + gh[gho + u]
-                gf = gx[gxo + H + u] + gh[gho + H + u]
-                gg = gx[gxo + 2 * H + u] + gh[gho + 2 * H + u]
-                go = gx[gxo + 3 * H + u] + gh[gho + 3 * H + u]
-                if add_bias:
-                    gi += bias[u]
-                    gf += bias[H + u]
-                    gg += bias[2 * H + u]
-                    go += bias[3 * H + u]
-                cv = _sigmoid(gf) * c[s * H + u] + _sigmoid(gi) * np.float32(math.tanh(gg))
-                c[s * H + u] = cv
-                hv = _sigmoid(go) * np.float32(math.tanh(cv))
-                h[s * H + u] = hv
-                out[(t * nb + s) * H + u] = hv
-
 
 class CompiledLSTMLayer(nn.Module):
     """Inference-only stand-in for an ``LSTMLayer``: same ``forward(x [T, B, I], state)`` ->
@@ -156,7 +79,7 @@ class CompiledLSTMLayer(nn.Module):
         self.reps = [r.name for r in reps]
         I, kmax = layer.input_size, max([r.pq["codebooks"].shape[1] for r in reps if r.vfmt == K.V_PQ] or [0])
         mk = max([r.pq["codes"].shape[1] * r.pq["codebooks"].shape[1] for r in reps if r.vfmt == K.V_PQ] or [0])
-        self._scr = np.zeros((max(I, layer.hidden_size) + G + kmax + 1) * CHUNK + mk + G + 64, np.float32)
+        self._scr = np.zeros((max(I, layer.hidden_size) + G + kmax + 1) * LSTM_CHUNK + mk + G + 64, np.float32)
 
     def resident_bytes(self) -> int:
         return int(self._B.nbytes + self._F.nbytes + self._ln.nbytes + self._bias.nbytes)

@@ -97,7 +97,8 @@ class Program:
         """(half, scratch offset, total floats) of one chunk's work buffer."""
         half = self.act_max * chunk
         half = (half + 15) // 16 * 16
-        return half, 2 * half, 2 * half + self.scratch_per_sample * chunk + self.scratch_fixed + 16
+        lanes = -(-chunk // 16) * 16   # batch kernels pad the samples to whole 16-lane registers
+        return half, 2 * half, 2 * half + self.scratch_per_sample * lanes + self.scratch_fixed + 16
 
     @property
     def nbytes(self) -> int:
