@@ -276,14 +276,22 @@ WHY = """## What the compiled path does, and why some targets are missed (see th
   per-step products at batch 1 are dense 4-level codebook GEMVs (gathers), and the cell's
   sigmoid / tanh run scalar (numba has no vector math library here), where onnxruntime runs
   both vectorized.
+* **Dense int8-level MLPs (LAB / LAT, binary / ternary weights) at batch N.** Dense rows run
+  the four-row register tiles (compiled / limit in the table); onnxruntime's MLAS GEMM keeps more
+  of the machine's peak (its row vs ours: MACs per second = MACs x batch / time). Binary and
+  ternary weights are kept as int8 levels with a per-row scale: no bit-packed sign-select kernel.
 * **The module call** adds the torch <-> numpy round trip (profile: module vs whole native call).
 * **Load.** Load average in the table (2 cores); ratios are from interleaved timing.
 """
 
 
-def render(results: list[dict], cmd: str, profiles: list[dict] | None = None) -> str:
+def _x(v) -> str:
+    return "-" if v is None or v != v else f"{v:.1f}x"
+
+
+def render(results: list[dict], cmd: str, profiles: list[dict] | None = None, when: str | None = None) -> str:
     lines = ["# Compiled runtime vs torch / onnxruntime (issue 13)", "",
-             f"Written by `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Machine: "
+             f"Written by `{cmd}` ({when or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Machine: "
              f"{os.cpu_count()} cores (load average per row); every row was timed interleaved with the other "
              "runtimes of its file (median of repeats); inputs standard normal except the rows marked "
              "'MNIST digits' (the first test images, normalized as in training). Times in microseconds per call.", "",
@@ -305,7 +313,7 @@ def render(results: list[dict], cmd: str, profiles: list[dict] | None = None) ->
             lines.append(f"| {name} | {out['threads']} | {b} | {la:.1f} | {f('torch eager dense')} | "
                          f"{f('onnxruntime fp32')} | {f('onnxruntime int8')} | {f('torch.ao int8')} | "
                          f"{f('weightzip compiled')} | {vs:.2f}x | {tgt or '-'} | {met} | "
-                         f"{(c or {}).get('over_limit') or float('nan'):.1f}x | {rv} |")
+                         f"{_x((c or {}).get('over_limit'))} | {rv} |")
     lines += ["", "`limit` = max(non-zero MACs x batch / peak MAC rate of a 512^3 fp32 torch.mm, compressed "
               "weight bytes / read rate measured over an array of that size), at the row's thread count.",
               "Other weightzip modes (sparse, lut, auto) are in runtime.json; `auto` is `compiled` for every file "
@@ -315,11 +323,29 @@ def render(results: list[dict], cmd: str, profiles: list[dict] | None = None) ->
     return "\n".join(lines)
 
 
+def relative_path(p) -> str:
+    """``p`` relative to the repository root when inside it (else as given)."""
+    try:
+        return str(Path(p).resolve().relative_to(ROOT))
+    except (ValueError, OSError):
+        return str(p)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(RES / "runtime"))
+    ap.add_argument("--render-only", action="store_true",
+                    help="re-render the page from the measurements already in <out>.json (no timing)")
     args = ap.parse_args(argv)
+    if args.render_only:
+        data = json.loads(Path(args.out + ".json").read_text())
+        for out in data["results"]:
+            out["path"] = relative_path(out["path"])
+        cmd = "PYTHONPATH=src python benchmarks/runtime.py"
+        when = data.get("written") or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(Path(args.out + ".json").stat().st_mtime))
+        _write(args.out, render(data["results"], cmd, data["profiles"], when), data["results"], data["profiles"], when)
+        return 0
     from weightzip.analysis.speed import compare, load_average
 
     repeat = 3 if args.quick else 5
@@ -379,15 +405,21 @@ def main(argv=None) -> int:
     results.append(out)
     profiles = [profile("lenet300_100-deep-compression"), profile("lenet5-deep-compression", batches=(1, 16)),
                 profile("lenet300_100-pq", batches=(1, 64))]
+    for out in results:   # paths relative to the repository: the page is the same on any machine
+        out["path"] = relative_path(out["path"])
     cmd = "PYTHONPATH=src python benchmarks/runtime.py" + (" --quick" if args.quick else "")
     text = render(results, cmd, profiles)
-    for ext, data in ((".md", text), (".json", json.dumps({"results": results, "profiles": profiles}, indent=1,
-                                                            default=str))):
-        tmp = Path(args.out + ext + ".tmp")
-        tmp.write_text(data)
-        os.replace(tmp, args.out + ext)  # atomic
+    _write(args.out, text, results, profiles, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     print(text)
     return 0
+
+
+def _write(out: str, text: str, results, profiles, when: str) -> None:
+    for ext, data in ((".md", text), (".json", json.dumps({"written": when, "results": results, "profiles": profiles},
+                                                            indent=1, default=str))):
+        tmp = Path(out + ext + ".tmp")
+        tmp.write_text(data)
+        os.replace(tmp, out + ext)  # atomic
 
 
 if __name__ == "__main__":

@@ -31,20 +31,27 @@ Every op ends with the epilogue ``y[r] = act(alpha[r] * acc[r] + beta[r])``.
 
 Per op kind (x: one sample's input, y: its output):
 
-* ``FC``:   ``acc[r] = sum_j w[r, j] x[j]``. Batch 1: one row at a time, a gather-reduction
-  over the row's non-zeros. Batch n > 1 (weights stationary): the n inputs are transposed to
-  ``xT (cols, n)`` once, then every non-zero adds ``w * xT[col, :]`` (n contiguous) to the row
-  accumulator, so each weight is decoded once per n samples.
-* ``PQFC``: lookup tables ``T[m, j] = <cb[m or 0, j], x[m*d:(m+1)*d]>`` (k*cols MACs, axpy over
-  the k contiguous centroids of the transposed codebook, zero inputs skipped), then sub-space
-  major ``acc[r] += T[m, code[m, r]]`` (codes stored (M, rows): T's row m stays in L1).
-* ``CONV``: direct sparse convolution: every stored tap ``(o, c, i, j, w)`` adds
-  ``w * x[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` to the output plane ``o`` (the valid
-  ``ow`` range is computed, so the inner loop is a contiguous axpy when ``sw == 1``).
+* ``FC``:   ``acc[r] = sum_j w[r, j] x[j]``. Batch 1: one row at a time, a scalar
+  gather-reduction over the row's non-zeros (four partial sums). Batch n > 1 (weights
+  stationary): the n inputs are transposed to ``xT (cols, m)`` once (m = n rounded up to 16),
+  then each row's stored weights are decoded once into ``(w_j, base_j)`` and :func:`_tiles`
+  computes ``acc[0:m] = sum_j w_j xT[base_j : base_j + m]`` in 16-lane register tiles
+  (:mod:`.simd`); dense rows go four at a time (:func:`_tiles4`).
+* ``PQFC``: lookup tables ``T[m, j] = <cb[m or 0, j], x[m*d:(m+1)*d]>`` (k*cols MACs, the k
+  centroids of the transposed codebook in register tiles), then sub-space major
+  ``acc[r] += T[m, code[m, r]]`` (codes stored (M, rows): T's row m stays in L1).
+* ``CONV``: direct sparse convolution, weights stationary over the output plane: every stored
+  tap ``(o, c, i, j, w)`` adds ``w * x[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` to plane ``o``;
+  stride 1 reads shifted runs of the zero-padded input (rows computed over the padded width),
+  other strides an im2col, both through :func:`_tiles`.
 * ``POOL``: max / average pooling (``avg`` counts padding as torch's default).
 * ``EW``:   element-wise ``act(alpha[c] * x + beta[c])`` with ``c = i // (features / C)``
   (standalone BatchNorm / activation).
 * ``ACTQ``: ``round(clip(x, 0, c) / c * L) / L * c`` (k-bit activation quantizer, L = 2^k - 1).
+
+The LSTM step loop (:func:`lstm_forward`, used by :mod:`.lstm`) is here too: numba invalidates a
+cached function only when its own file changes, so every kernel that calls another lives in
+this file.
 """
 from __future__ import annotations
 

@@ -14,6 +14,10 @@ vector registers for the whole row::
 No bounds are checked: ``vload(arr, i)`` / ``vstore(arr, i, v)`` touch ``arr[i:i+16]``, which
 the caller keeps inside ``arr`` (16 lanes = one AVX-512 register or two AVX2 registers: LLVM
 legalizes the width to the host).
+
+Cache note: numba's on-disk cache of a kernel in kernels.py is invalidated when kernels.py
+changes, not when this file does. An installed package changes both together; when editing only
+this file, clear the cache (``find src -name '*.nb[ic]' -delete``).
 """
 from __future__ import annotations
 
