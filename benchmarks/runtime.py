@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -66,7 +65,8 @@ def synthetic_fc(rows: int, cols: int, kind: str, seed: int = 0):
 
 @torch.inference_mode()
 def bench_synthetic(name, dense, formats, cols, batches, threads, repeat, number):
-    from weightzip.analysis.speed import _onnx_sessions, load_average, memory_bandwidth, peak_mac_rate
+    from weightzip.analysis.speed import (_onnx_sessions, interleaved_medians, load_average, memory_bandwidth,
+                                          peak_mac_rate)
     from weightzip.runtime.compiled import compile_model
 
     torch.set_num_threads(threads)
@@ -88,14 +88,7 @@ def bench_synthetic(name, dense, formats, cols, batches, threads, repeat, number
         diff = float((cm(x) - ref).abs().max())
         for fn in calls.values():
             fn()
-        times = {k: [] for k in calls}
-        for _ in range(repeat):
-            for k, fn in calls.items():
-                t0 = time.perf_counter()
-                for _ in range(number):
-                    fn()
-                times[k].append((time.perf_counter() - t0) / number)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = interleaved_medians(calls, repeat, number)
         lim = max(macs * b / peak, wbytes / bw)
         for k, t in med.items():
             rows.append({"batch": b, "mode": k, "us": t * 1e6, "speedup": med["torch eager dense"] / t,
@@ -128,7 +121,7 @@ def bench_lstm(batches=(1, 20), T: int = 35, repeat: int = 5, number: int = 20, 
     not trained - speed does not depend on the values). One window of T = 35 steps per call,
     interleaved: torch eager LSTMLayer (dense decoded weights), onnxruntime fp32 / int8 of its
     export (the loop unrolled over T), weightzip compiled (one native call for all steps)."""
-    from weightzip.analysis.speed import _onnx_sessions, load_average
+    from weightzip.analysis.speed import _onnx_sessions, interleaved_medians, load_average
     from weightzip.codec import decode, encode
     from weightzip.models.lstm import LSTMLayer
     from weightzip.runtime.compiled.lstm import CompiledLSTMLayer
@@ -166,14 +159,7 @@ def bench_lstm(batches=(1, 20), T: int = 35, repeat: int = 5, number: int = 20, 
         diff = float((comp(x)[0] - layer(x)[0]).abs().max())
         for fn in calls.values():
             fn()
-        times = {k: [] for k in calls}
-        for _ in range(repeat):
-            for k, fn in calls.items():
-                t0 = time.perf_counter()
-                for _ in range(number):
-                    fn()
-                times[k].append((time.perf_counter() - t0) / number)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = interleaved_medians(calls, repeat, number)
         for k, t in med.items():
             rows.append({"batch": b, "mode": k, "us": t * 1e6, "speedup": med["torch eager dense"] / t,
                          "vs_onnxruntime": med.get("onnxruntime fp32", float("nan")) / t,

@@ -78,6 +78,19 @@ def memory_bandwidth(nbytes: int = 64 << 20) -> float:
     return nbytes / statistics.median(ts)
 
 
+def interleaved_medians(calls: dict[str, Any], repeat: int, number: int) -> dict[str, float]:
+    """Seconds per call of each ``calls[name]()``: ``repeat`` rounds, each timing ``number`` calls
+    of every runtime in turn (interleaved, so a load change hits all alike); the median round."""
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(repeat):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            times[name].append((time.perf_counter() - t0) / number)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def _example(model: nn.Module, shape: tuple[int, ...], b: int) -> torch.Tensor:
     if len(shape) == 1:  # language model: token windows (seq, batch)
         vocab = ((getattr(model, "wz_config", None) or {}).get("kwargs") or {}).get("vocab_size", 10000)
@@ -223,14 +236,7 @@ def compare(path: str | Path, *, batch_sizes=(1, 64), repeat: int = 7, number: i
                 diffs[name] = float((y.float() - y_ref).abs().max())
                 for _ in range(max(2, number // 4)):
                     fn()
-            times: dict[str, list[float]] = {k: [] for k in calls}
-            for _ in range(repeat):
-                for name, fn in calls.items():
-                    t0 = time.perf_counter()
-                    for _ in range(number):
-                        fn()
-                    times[name].append((time.perf_counter() - t0) / number)
-            med = {k: statistics.median(v) for k, v in times.items()}
+            med = interleaved_medians(calls, repeat, number)
             t_torch = med["torch eager dense"]
             t_ort = med.get("onnxruntime fp32")
             limit = None

@@ -409,9 +409,11 @@ def _store(acc, y, r, n, ys, yr, wrow, wval):  # pragma: no cover - compiled
 def _tiles(wb, bb, cnt, xT, n, acc):  # pragma: no cover - compiled
     """``acc[s] = sum_{j < cnt} wb[j] * xT[bb[j] + s]`` for s < n.
 
-    Tiles of 128 (then 64) outputs held in eight (four) 16-lane registers (:mod:`.simd`) across
-    all ``cnt`` weights (one broadcast FMA per register per weight, no accumulator traffic); then
-    16-wide tiles; the last ``n % 16`` lanes run scalar. Reads stay within ``xT[bb[j] : bb[j]+n]``.
+    Tiles of 128 outputs held in eight 16-lane registers (:mod:`.simd`) across all ``cnt``
+    weights (one broadcast FMA per register per weight, no accumulator traffic); then one 64-,
+    32- and 16-lane tile each with the weights split into 2 or 4 independent FMA chains (the
+    FMA latency binds below 128 lanes); the last ``n % 16`` lanes run scalar. The register tiles
+    are written out (not looped) so they stay registers. Reads stay within ``xT[bb[j] : bb[j]+n]``.
     """
     n128 = n - n % 128
     n64 = n - n % 64
