@@ -115,10 +115,26 @@ def write_json(path: str | Path, obj: Any, **dumps: Any) -> Path:
     return write_text(path, json.dumps(obj, **dumps))
 
 
+def repo_relative(obj: Any) -> Any:
+    """``obj`` with every string path inside the repository made relative to its root (recursively
+    through dicts, lists, tuples; Path objects too), so results read the same on any machine."""
+    prefix = str(ROOT) + os.sep
+    if isinstance(obj, Path):
+        obj = str(obj)
+    if isinstance(obj, str):
+        return obj.replace(prefix, "")
+    if isinstance(obj, dict):
+        return {k: repo_relative(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(repo_relative(v) for v in obj)
+    return obj
+
+
 def write_results(json_path: str | Path, obj: Any, md_path: str | Path, markdown: str) -> None:
-    """The JSON of a benchmark (:func:`write_json`) and then its Markdown page, both atomically."""
-    write_json(json_path, obj)
-    write_text(md_path, markdown)
+    """The JSON of a benchmark (:func:`write_json`) and then its Markdown page, both atomically,
+    with paths inside the repository written relative to it (:func:`repo_relative`)."""
+    write_json(json_path, repo_relative(obj))
+    write_text(md_path, repo_relative(markdown))
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:

@@ -268,7 +268,7 @@ def write_markdown(results: dict, path: Path) -> None:
             L += ["", "Pruning sensitivity of the baseline (each layer alone, tau = s * std(W), "
                       f"validation accuracy; largest s within a 0.5-point drop: {chosen}):", "",
                   f"![{name} sensitivity]({Path(e['sensitivity_plot']).name})"]
-    C.write_text(path, "\n".join(L) + "\n")
+    C.write_text(path, C.repo_relative("\n".join(L) + "\n"))
 
 
 def main(argv=None) -> int:
@@ -288,8 +288,10 @@ def main(argv=None) -> int:
     results = C.read_json(json_path)
     for name in [] if args.markdown_only else (args.only or list(CASES)):
         results[name] = run_case(name, args)
-        C.write_json(json_path, results)
+        C.write_json(json_path, C.repo_relative(results))
         write_markdown(results, RESULTS / "deep_compression.md")
+    if args.markdown_only:   # re-written as the loop writes it (paths relative to the repository)
+        C.write_json(json_path, C.repo_relative(results))
     write_markdown(results, RESULTS / "deep_compression.md")
     ok = all(e["targets"]["met"] for name, e in results.items() if not CASES.get(name, (0,) * 5)[4])
     print(f"wrote {json_path} and deep_compression.md; targets met: {ok}")

@@ -476,7 +476,7 @@ def write_markdown(results: dict, path: Path) -> None:
     m = results.get("machine")
     if m:
         L += ["", f"Machine of the last run: {json.dumps(m)}."]
-    C.write_text(path, "\n".join(L) + "\n")
+    C.write_text(path, C.repo_relative("\n".join(L) + "\n"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -530,11 +530,11 @@ def main(argv=None) -> int:
         entry = run_case(name, args)
         results["cases"][entry["case"]] = entry
         results["machine"] = entry["machine"]
-        C.write_json(jpath, results)
+        C.write_json(jpath, C.repo_relative(results))
         write_markdown(results, RESULTS / "pq_vs_kmeans.md")
     if not args.no_synthetic:
         results["synthetic_fc"] = synthetic_fc(args.repeat, args.number)
-        C.write_json(jpath, results)
+        C.write_json(jpath, C.repo_relative(results))
     write_markdown(results, RESULTS / "pq_vs_kmeans.md")
     log.info("wrote %s and %s", jpath, RESULTS / "pq_vs_kmeans.md")
     return 0

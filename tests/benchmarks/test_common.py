@@ -57,3 +57,13 @@ def test_shared_flags_keep_defaults_and_take_overrides():
     C.add_arg(ap, "runs", default=Path("r"), help="cache")
     args = ap.parse_args(["--threads", "2"])
     assert (args.device, args.threads, args.seed, args.runs) == ("cpu", 2, 0, Path("r"))
+
+
+def test_repo_relative_paths():
+    from pathlib import Path
+
+    root = C.ROOT
+    obj = {"a": str(root / "runs" / "x.wz"), "b": [root / "benchmarks", ("keep", 3)], "c": "/elsewhere/y"}
+    out = C.repo_relative(obj)
+    assert out == {"a": str(Path("runs") / "x.wz"), "b": ["benchmarks", ("keep", 3)], "c": "/elsewhere/y"}
+    assert C.repo_relative(f"file `{root}/benchmarks/results/a.wz`") == "file `benchmarks/results/a.wz`"
