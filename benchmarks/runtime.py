@@ -244,11 +244,13 @@ WHY = """## What the compiled path does, and why some targets are missed (see th
   rows per tile so each loaded input vector feeds four FMAs. This is where the compiled path
   now beats onnxruntime's dense GEMM: the sparse LeNets at batch 16-256, LeNet-5's convolutions.
 * **Batch 1, CSR codebook layers (LeNet-300-100, LeNet-5 FC, AlexNet-size FC).** Each stored
-  weight is a scalar gather `x[col]` plus a table look-up (packed 16-bit `col | code`): the
-  AVX-512 gathers of this CPU ran slower than four scalar partial sums, so the row loop is scalar
-  and costs the profile's *ns per MAC* of the `fc` rows (0.6-0.9 ns) against ~0.03 ns for a
-  vectorized dense FMA. onnxruntime's dense GEMV of LeNet-300-100 costs ~20 us; the sparse rows
-  alone cost ~15 us, so the 3x target needs a faster sparse gather than this CPU offers (or
+  weight is a scalar gather `x[col]` plus a table look-up (packed 16-bit `col | code`, stored
+  SELL-4 where the columns fit one block: four rows advance together, one loop exit per four
+  rows). The AVX-512 gathers of this CPU ran slower than scalar partial sums, so the loops are
+  scalar and cost the profile's *ns per MAC* of the `fc` rows (~0.5 ns at best) against ~0.03 ns
+  for a vectorized dense FMA. For LeNet-300-100 the sparse rows alone (profile: `layers.0` +
+  `layers.2`) cost about half of onnxruntime's whole dense forward, and the module call adds a
+  few microseconds more, so the 3x target needs a faster sparse gather than this CPU offers (or
   structured sparsity). The limit estimate assumes vector speed. The background-skipping CSC
   path (`x0 * rowsum(W) + W (x - x0)`) pays only when most inputs equal one value: post-ReLU zeros
   or the blank pixels of real digits (the 'MNIST digits' rows).

@@ -131,8 +131,9 @@ def test_mlp_equals_dense(k1, k2, d1, d2, a, b, c, bn, act, batch, seed):
 @example(ncode=256, cols=700, dens=0.3, batch=1, seed=0)    # 8 code bits: blocks of 256 columns
 @example(ncode=129, cols=513, dens=1.0, batch=70, seed=1)   # block edges, every tile path of the batch kernel
 def test_packed_csr_blocks(ncode, cols, dens, batch, seed):
-    """Packed CSR (16-bit col|code, columns in blocks of 2^(16 - code bits)) equals dense, also
-    where a row spans several column blocks (many codebook entries, wide layers)."""
+    """Packed CSR (16-bit col|code, columns in blocks of 2^(16 - code bits)) and its SELL-4 form
+    (one block: slices of four rows, padded) equal dense, also where a row spans several column
+    blocks (many codebook entries, wide layers) and where the row count is not a multiple of 4."""
     rng = np.random.default_rng(seed)
     tab = rng.standard_normal(ncode).astype(np.float32)
     tab[tab == 0] = 0.5
@@ -148,6 +149,8 @@ def test_packed_csr_blocks(ncode, cols, dens, batch, seed):
     if op[K.C_COLW] == 1:   # packed: its block count follows the code bits
         b = int(op[K.C_PKB])
         assert op[K.C_NBLK] == max(1, -(-cols // (1 << b)))
+    if op[K.C_COLW] == 3:   # SELL-4: one column block, slices of four rows
+        assert cols <= 1 << int(op[K.C_PKB]) and op[K.C_NBLK] == -(-rows // 4)
     _check(model, cm, torch.from_numpy(rng.standard_normal((batch, cols)).astype(np.float32)))
 
 

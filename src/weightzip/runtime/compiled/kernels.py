@@ -19,6 +19,10 @@ Weight of a linear-like op (rows = outputs, cols = inputs; a conv's cols are
 weight, ``p = (col - blk*2^b) | code << b`` with ``b = C_PKB`` column bits, the columns cut into
 ``C_NBLK`` blocks of ``2^b`` and ``indptr`` of ``rows*C_NBLK + 1`` entries (row r, block blk:
 ``indptr[r*C_NBLK + blk]``) - 2 bytes and 3 loads (p, tab, x) per weight instead of 3 and 4.
+When the columns fit one block, the packed entries are stored SELL-4 (``C_COLW == 3``): rows
+sorted by length in slices of 4, each slice ``L_s`` steps of 4 interleaved entries (``indptr`` =
+slice starts in steps, ``srows`` int32 (4 * slices) the rows, -1 = none), short rows padded with
+a zero table entry; the batch-1 kernel keeps four rows' sums in flight.
 Value format
 
 * ``TABLE``: ``w = tab[code]``, ``code`` uint8 (codebook / weight sharing);
@@ -84,7 +88,8 @@ C_ROWS, C_COLS = 36, 37
 C_CPTR, C_CROW, C_CVAL = 38, 39, 40   # optional column-major copy (CSC) of an FC weight; -1 = none
 C_CSUM = 41                            # F offset of the row sums sum_j w[r, j] (with the CSC copy)
 C_PKB, C_NBLK = 42, 43                 # packed CSR (C_COLW == 1): column bits, column blocks
-OPW = 44
+C_SROW = 44                            # SELL-4 (C_COLW == 3): B offset of the slice rows; C_NBLK = slices
+OPW = 45
 # pool: C_LAYOUT holds the pool type
 P_MAX, P_AVG = 0, 1
 
@@ -249,6 +254,56 @@ def _csr_rows_packed(ptr, pk, tab, x, y, nblk, b):  # pragma: no cover - compile
         y[r] = (s0 + s1) + (s2 + s3)
 
 
+@numba.njit(cache=True, fastmath=FMS)
+def _sell4_rows(sptr, data, srows, tab, x, y, b):  # pragma: no cover - compiled
+    """Batch 1, SELL-4: the four rows of a slice advance together, one independent partial sum
+    each (scalar, no reassociation: see :func:`_csr_rows_packed`)."""
+    mask = np.uint32((1 << b) - 1)
+    sh = np.uint32(b)
+    four = np.uint64(4)
+    for s in range(sptr.shape[0] - 1):
+        s0 = np.float32(0.0)
+        s1 = np.float32(0.0)
+        s2 = np.float32(0.0)
+        s3 = np.float32(0.0)
+        for k in range(np.uint64(sptr[s]), np.uint64(sptr[s + 1])):
+            o = k * four
+            p0 = np.uint32(data[o])
+            p1 = np.uint32(data[o + np.uint64(1)])
+            p2 = np.uint32(data[o + np.uint64(2)])
+            p3 = np.uint32(data[o + np.uint64(3)])
+            s0 += tab[p0 >> sh] * x[p0 & mask]
+            s1 += tab[p1 >> sh] * x[p1 & mask]
+            s2 += tab[p2 >> sh] * x[p2 & mask]
+            s3 += tab[p3 >> sh] * x[p3 & mask]
+        r = srows[4 * s]
+        y[r] = s0
+        r = srows[4 * s + 1]
+        if r >= 0:
+            y[r] = s1
+        r = srows[4 * s + 2]
+        if r >= 0:
+            y[r] = s2
+        r = srows[4 * s + 3]
+        if r >= 0:
+            y[r] = s3
+
+
+def _sell4_views(op, B):  # pragma: no cover - inlined into compiled code via the overload
+    raise NotImplementedError
+
+
+@overload(_sell4_views, inline="always")
+def _sell4_views_impl(op, B):
+    def impl(op, B):
+        nsl = op[C_NBLK]
+        sptr = B[op[C_PTR]:op[C_PTR] + 4 * (nsl + 1)].view(np.int32)
+        data = B[op[C_COL]:op[C_COL] + 8 * np.int64(sptr[nsl])].view(np.uint16)
+        srows = B[op[C_SROW]:op[C_SROW] + 16 * nsl].view(np.int32)
+        return sptr, data, srows
+    return impl
+
+
 @numba.njit(cache=True, fastmath=FM)
 def _dense_rows_tab(op, F, rows, cols, codes, tab, x, y):  # pragma: no cover - compiled
     for r in range(rows):
@@ -350,6 +405,10 @@ def _fc1(op, B, F, x, y):  # pragma: no cover - compiled
             _dense_rows_val(op, F, rows, cols, B[v0:v0 + nnz].view(np.int8), x, y)
         else:
             _dense_rows_tab(op, F, rows, cols, B[v0:v0 + nnz], F[op[C_TAB]:op[C_TAB] + 256], x, y)
+        return
+    if op[C_COLW] == 3:
+        sptr, data, srows = _sell4_views(op, B)
+        _sell4_rows(sptr, data, srows, F[op[C_TAB]:op[C_TAB] + 256], x, y, op[C_PKB])
         return
     if op[C_COLW] == 1:
         nblk = op[C_NBLK]
@@ -683,6 +742,33 @@ def _ws_packed(ptr, pk, tab, nblk, b, xT, offs, y, n, r0, r1, ys, yr, wrow, wval
 
 
 @numba.njit(cache=True, fastmath=FM)
+def _ws_sell4(sptr, data, srows, tab, b, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
+    """:func:`_ws_csr` for SELL-4: each slice lane decoded to its row's (w, base) pairs (the
+    padding entries decode to w = 0); rows outside r0..r1-1 are skipped."""
+    cmax = 0
+    for s in range(sptr.shape[0] - 1):
+        cmax = max(cmax, sptr[s + 1] - sptr[s])
+    acc = np.empty(n, np.float32)
+    wb = np.empty(cmax, np.float32)
+    bb = np.empty(cmax, np.int64)
+    mask = np.uint64((1 << b) - 1)
+    sh = np.uint64(b)
+    for s in range(sptr.shape[0] - 1):
+        k0 = np.uint64(sptr[s])
+        cnt = np.uint64(sptr[s + 1]) - k0
+        for q in range(4):
+            r = srows[4 * s + q]
+            if r < r0 or r >= r1:
+                continue
+            for t in range(cnt):
+                p = np.uint64(data[(k0 + t) * np.uint64(4) + np.uint64(q)])
+                wb[t] = tab[p >> sh]
+                bb[t] = offs[p & mask]
+            _tiles(wb, bb, cnt, xT, n, acc)
+            _store(acc, y, r, n, ys, yr, wrow, wval)
+
+
+@numba.njit(cache=True, fastmath=FM)
 def _ws_dense(cols, vals, tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
     acc = np.empty(n, np.float32)
     wb = np.empty(cols, np.float32)
@@ -752,6 +838,10 @@ def _ws(op, B, F, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cov
             _ws_dense(cols, B[v0:v0 + nnz].view(np.int8), tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         else:
             _ws_dense(cols, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+        return
+    if op[C_COLW] == 3:
+        sptr, data, srows = _sell4_views(op, B)
+        _ws_sell4(sptr, data, srows, tab, op[C_PKB], xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         return
     if op[C_COLW] == 1:
         nblk = op[C_NBLK]
