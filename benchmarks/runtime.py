@@ -63,6 +63,14 @@ def synthetic_fc(rows: int, cols: int, kind: str, seed: int = 0):
     return nn.Sequential(lin).eval(), {"0.weight": parts}
 
 
+def _rows(b: int, med: dict[str, float], diff: float, lim: float | None) -> list[dict]:
+    """One result row per runtime of batch ``b`` from its median seconds per call."""
+    return [{"batch": b, "mode": k, "us": t * 1e6, "speedup": med["torch eager dense"] / t,
+             "vs_onnxruntime": med.get("onnxruntime fp32", float("nan")) / t,
+             "max_abs_diff": diff if k == "weightzip compiled" else 0.0,
+             "over_limit": t / lim if k == "weightzip compiled" and lim else None} for k, t in med.items()]
+
+
 @torch.inference_mode()
 def bench_synthetic(name, dense, formats, cols, batches, threads, repeat, number):
     from weightzip.analysis.speed import (_onnx_sessions, interleaved_medians, load_average, memory_bandwidth,
@@ -90,11 +98,7 @@ def bench_synthetic(name, dense, formats, cols, batches, threads, repeat, number
             fn()
         med = interleaved_medians(calls, repeat, number)
         lim = max(macs * b / peak, wbytes / bw)
-        for k, t in med.items():
-            rows.append({"batch": b, "mode": k, "us": t * 1e6, "speedup": med["torch eager dense"] / t,
-                         "vs_onnxruntime": med.get("onnxruntime fp32", float("nan")) / t,
-                         "max_abs_diff": diff if k == "weightzip compiled" else 0.0,
-                         "over_limit": t / lim if k == "weightzip compiled" else None})
+        rows += _rows(b, med, diff, lim)
     return {"path": name, "threads": threads, "rows": rows, "load_average": list(load_average()),
             "compiled": {"nonzero_macs_per_sample": macs, "weight_bytes": wbytes, "fallbacks": [],
                          "resident_bytes": cm.resident_bytes()},
@@ -160,10 +164,7 @@ def bench_lstm(batches=(1, 20), T: int = 35, repeat: int = 5, number: int = 20, 
         for fn in calls.values():
             fn()
         med = interleaved_medians(calls, repeat, number)
-        for k, t in med.items():
-            rows.append({"batch": b, "mode": k, "us": t * 1e6, "speedup": med["torch eager dense"] / t,
-                         "vs_onnxruntime": med.get("onnxruntime fp32", float("nan")) / t,
-                         "max_abs_diff": diff if k == "weightzip compiled" else 0.0, "over_limit": None})
+        rows += _rows(b, med, diff, None)
     return {"path": f"lstm300-2bit-layernorm (synthetic, T={T} steps per call)", "threads": 1, "rows": rows,
             "load_average": list(load_average()), "notes": notes,
             "compiled": {"nonzero_macs_per_sample": 0, "weight_bytes": comp.resident_bytes(), "fallbacks": [],

@@ -174,31 +174,6 @@ def _epi(op, F, y, n, r0, r1, ys, yr):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=FM)
-def _csr_rows_tab(op, F, ptr, col, codes, tab, x, y):  # pragma: no cover - compiled
-    """Batch 1: ``y[r] = finish(sum_{j in row r} tab[codes_j] x[col_j])`` (numba specialises
-    it per index dtype)."""
-    for r in range(ptr.shape[0] - 1):
-        # four independent partial sums: the gather-FMA chain is latency bound otherwise
-        # (LLVM does not vectorize the gathers); measured 2.6x faster than one sum
-        s0 = np.float32(0.0)
-        s1 = np.float32(0.0)
-        s2 = np.float32(0.0)
-        s3 = np.float32(0.0)
-        j = ptr[r]
-        e = ptr[r + 1]
-        while j + 4 <= e:
-            s0 += tab[codes[j]] * x[col[j]]
-            s1 += tab[codes[j + 1]] * x[col[j + 1]]
-            s2 += tab[codes[j + 2]] * x[col[j + 2]]
-            s3 += tab[codes[j + 3]] * x[col[j + 3]]
-            j += 4
-        while j < e:
-            s0 += tab[codes[j]] * x[col[j]]
-            j += 1
-        y[r] = (s0 + s1) + (s2 + s3)
-
-
-@numba.njit(cache=True, fastmath=FM)
 def _csr_rows_val(op, F, ptr, col, vals, x, y):  # pragma: no cover - compiled
     """Batch 1: ``y[r] = finish(sum_{j in row r} float(vals_j) x[col_j])``."""
     for r in range(ptr.shape[0] - 1):
@@ -421,18 +396,14 @@ def _fc1(op, B, F, x, y):  # pragma: no cover - compiled
         col = B[op[C_COL]:op[C_COL] + 2 * nnz].view(np.uint16)
         if vf == V_F32:
             _csr_rows_val(op, F, ptr, col, F[v0:v0 + nnz], x, y)
-        elif vf == V_Q8:
+        else:   # V_Q8 (codebook CSR weights are always packed)
             _csr_rows_val(op, F, ptr, col, B[v0:v0 + nnz].view(np.int8), x, y)
-        else:
-            _csr_rows_tab(op, F, ptr, col, B[v0:v0 + nnz], F[op[C_TAB]:op[C_TAB] + 256], x, y)
     else:
         col4 = B[op[C_COL]:op[C_COL] + 4 * nnz].view(np.int32)
         if vf == V_F32:
             _csr_rows_val(op, F, ptr, col4, F[v0:v0 + nnz], x, y)
-        elif vf == V_Q8:
+        else:   # V_Q8 (codebook CSR weights are always packed)
             _csr_rows_val(op, F, ptr, col4, B[v0:v0 + nnz].view(np.int8), x, y)
-        else:
-            _csr_rows_tab(op, F, ptr, col4, B[v0:v0 + nnz], F[op[C_TAB]:op[C_TAB] + 256], x, y)
 
 
 # Weights-stationary products ``acc[0:n] = sum_j w_j * xT[base_j : base_j + n]`` over the stored
@@ -854,18 +825,14 @@ def _ws(op, B, F, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cov
         col4 = B[op[C_COL]:op[C_COL] + 4 * nnz].view(np.int32)
         if vf == V_F32:
             _ws_csr(ptr, col4, F[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
-        elif vf == V_Q8:
+        else:   # V_Q8 (codebook CSR weights are always packed)
             _ws_csr(ptr, col4, B[v0:v0 + nnz].view(np.int8), tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
-        else:
-            _ws_csr(ptr, col4, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
     else:
         col = B[op[C_COL]:op[C_COL] + 2 * nnz].view(np.uint16)
         if vf == V_F32:
             _ws_csr(ptr, col, F[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
-        elif vf == V_Q8:
+        else:   # V_Q8 (codebook CSR weights are always packed)
             _ws_csr(ptr, col, B[v0:v0 + nnz].view(np.int8), tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
-        else:
-            _ws_csr(ptr, col, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
 
 
 @numba.njit(cache=True, fastmath=FM)

@@ -29,7 +29,7 @@ from . import kernels as K
 # the kernels live in kernels.py: numba's cache of a function is invalidated only by its own
 # file, so a kernel compiled here would keep calling stale copies of the FC kernels
 from .kernels import LSTM_CHUNK, N_LAYER, N_NONE, lstm_forward
-from .plan import _epilogue, _new_op, _pack_weight, _Packer
+from .plan import _epilogue, _fmt_parts, _new_op, _pack_weight, _Packer
 from .weights import weight_rep
 
 class CompiledLSTMLayer(nn.Module):
@@ -48,12 +48,7 @@ class CompiledLSTMLayer(nn.Module):
         bias = (layer.bias_ih + layer.bias_hh).detach().double()
         for which in ("ih", "hh"):
             w = getattr(layer, f"weight_{which}").detach().float().numpy()
-            fmt = (formats or {}).get(f"{name}.weight_{which}")
-            if fmt is not None and not isinstance(fmt, dict):
-                from ...codec import decode_parts
-
-                fmt = decode_parts(fmt)
-            rep = weight_rep(fmt, w, f"{name}.weight_{which}")
+            rep = weight_rep(_fmt_parts(formats, name, f"weight_{which}"), w, f"{name}.weight_{which}")
             op = _new_op(K.K_PQFC if rep.vfmt == K.V_PQ else K.K_FC, w.shape[1], G)
             _pack_weight(op, rep, pk, False)
             scale = rep.rowscale

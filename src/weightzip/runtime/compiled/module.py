@@ -46,14 +46,16 @@ class _Native:
         """``x`` (n, nin) float32 C-contiguous -> (n, nout) float32 (or ``(n, *out_shape)``)."""
         n = x.shape[0]
         out = np.empty((n, self.nout), np.float32)  # 2-D: one kernel signature for every model
-        work, half, scr, chunk = self.work(n, threads)
-        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-        if threads > 1 and n > 1:
+        if n == 1 or threads <= 1:   # the batch-1 path: nothing but the native call
+            work, half, scr, chunk = self.work(n, 1)
+            K.run_serial(self.ops, self.B, self.F, x, out, work, half, scr, chunk)
+        else:
+            threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+            work, half, scr, chunk = self.work(n, threads)
             if numba.get_num_threads() != threads:
                 numba.set_num_threads(threads)
-            K.run_parallel(self.ops, self.B, self.F, x, out, work, half, scr, chunk)
-        else:
-            K.run_serial(self.ops, self.B, self.F, x, out, work, half, scr, chunk)
+            run = K.run_parallel if threads > 1 else K.run_serial
+            run(self.ops, self.B, self.F, x, out, work, half, scr, chunk)
         return out if out_shape is None or len(out_shape) == 1 else out.reshape((n,) + tuple(out_shape))
 
 
@@ -130,20 +132,13 @@ class CompiledModel(nn.Module):
         threads = self.threads or torch.get_num_threads()
         nat = self._single
         if nat is not None and x.shape[1:] == self._single_shape:
-            # the batch-1 path costs ~15 us in all, so every torch call counts (measured: the
-            # torch <-> numpy round trip and checks cost ~4 us): no detach (no grad here), the
-            # reshape in numpy, the output allocated by numpy and returned without a copy
+            # the batch-1 path costs ~15 us in all, so every torch call counts: no detach (no
+            # grad here), the reshape in numpy, the output allocated by numpy and returned
+            # without a copy
             n = x.shape[0]
             xn = x.numpy().reshape(n, nat.nin)
             if not xn.flags.c_contiguous:
                 xn = np.ascontiguousarray(xn)
-            if n == 1 or threads <= 1:
-                out = np.empty((n, nat.nout), np.float32)
-                work, half, scr, chunk = nat.work(n, 1)
-                K.run_serial(nat.ops, nat.B, nat.F, xn, out, work, half, scr, chunk)
-                if len(nat.out_full) != 1:
-                    out = out.reshape((n,) + nat.out_full)
-                return torch.from_numpy(out)
             return torch.from_numpy(nat.run_numpy(xn, threads, nat.out_full))
         sample = tuple(x.shape[1:])
         self.plan_for(sample)
