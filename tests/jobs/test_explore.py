@@ -182,6 +182,8 @@ PG_WORKER = textwrap.dedent("""
     def train_design(*a, **kw):                  # the test kills this worker inside its trial no. pause_at
         calls.append(1)
         if len(calls) == int(pause_at):
+            if barrier != "-":
+                Path(barrier, "a-paused").touch()
             print("WZ-PAUSED trial", flush=True)
             time.sleep(600)
         if len(calls) == 2 and barrier != "-":   # B: its 2nd design only once A finished its 1st, so that
@@ -191,6 +193,13 @@ PG_WORKER = textwrap.dedent("""
         out = _train(*a, **kw)
         if len(calls) == 1 and me == "a":
             Path(barrier, "a-done-1").touch()
+        if len(calls) == 2 and me == "b" and barrier != "-":
+            # B asks for its next design only once A holds its 2nd: on a loaded machine B could
+            # otherwise take the last design while A is still reporting its 1st (A would then
+            # finish without the trial the test kills - a flake seen once in the full suite)
+            t0 = time.time()
+            while not Path(barrier, "a-paused").exists() and time.time() - t0 < 120:
+                time.sleep(0.05)
         return out
 
     ex.train_design = train_design
