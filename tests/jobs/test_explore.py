@@ -172,9 +172,10 @@ def test_two_worker_processes_share_one_sqlite_study(space_file, tmp_path, data_
 # one of them SIGKILLed mid-trial.
 
 PG_WORKER = textwrap.dedent("""
-    import os, sys, time
+    import atexit, faulthandler, os, sys, time
     from pathlib import Path
     import weightzip.jobs.explore as ex
+    faulthandler.enable()                        # a crash leaves its stack on stderr
     space, storage, out, data, barrier, me, pause_at = sys.argv[1:8]
     calls = []
     _train = ex.train_design
@@ -210,6 +211,7 @@ PG_WORKER = textwrap.dedent("""
             t0 = time.time()
             while not (Path(barrier, "a").exists() and Path(barrier, "b").exists()) and time.time() - t0 < 120:
                 time.sleep(0.05)
+    atexit.register(lambda: print(f"WZ-EXIT after {len(calls)} trials", flush=True))
     ex.explore(None, space, storage=storage, out_dir=out, data_root=data, threads=1, report=False,
                heartbeat_interval=1, grace_period=int(os.environ["GRACE"]), log=log)
 """)
@@ -254,7 +256,12 @@ def test_postgresql_study_two_workers_one_killed_mid_trial_then_resumed(tmp_path
     # A trains one design, is SIGKILLed inside its second; B works on at the same time
     a, b = worker("a", 2, barrier), worker("b", 0, barrier)
     try:
-        assert a.stdout.readline().strip() == "WZ-PAUSED trial", a.stderr.read()[-3000:]
+        line = a.stdout.readline().strip()
+        if line != "WZ-PAUSED trial":            # say why A never reached its second trial
+            a.wait(timeout=60)
+            trials = optuna.load_study(study_name="tiny:mlp", storage=postgres_url).get_trials(deepcopy=False)
+            pytest.fail(f"worker A: {line!r}, exit code {a.returncode}; trials: "
+                        f"{[(t.number, t.state.name, t.params) for t in trials]}\n{a.stderr.read()[-3000:]}")
     finally:
         a.kill()
         a.communicate(timeout=30)
