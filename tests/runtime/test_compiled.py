@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -151,6 +151,61 @@ def test_packed_csr_blocks(ncode, cols, dens, batch, seed):
         assert op[K.C_NBLK] == max(1, -(-cols // (1 << b)))
     if op[K.C_COLW] == 3:   # SELL-4: one column block, slices of four rows
         assert cols <= 1 << int(op[K.C_PKB]) and op[K.C_NBLK] == -(-rows // 4)
+    _check(model, cm, torch.from_numpy(rng.standard_normal((batch, cols)).astype(np.float32)))
+
+
+@SETTINGS
+@given(k=st.integers(1, 300), d=st.integers(1, 9), cols=st.integers(1, 90), rows=st.integers(1, 70),
+       shared=st.booleans(), batch=st.sampled_from([1, 2, 17]), seed=st.integers(0, 2**16))
+@example(k=128, d=8, cols=784, rows=300, shared=True, batch=1, seed=0)    # the LeNet-300-100 PQ layer
+@example(k=256, d=3, cols=31, rows=33, shared=False, batch=1, seed=1)     # 8-bit codes, the largest table
+@example(k=257, d=2, cols=9, rows=17, shared=True, batch=1, seed=2)       # 16-bit codes: scalar look-ups
+def test_pq_lut_equals_dense(k, d, cols, rows, shared, batch, seed):
+    """PQ look-up layers (8- and 16-bit codes, one or per-sub-space codebooks, a last partial
+    sub-space) equal the decoded-dense forward: the batch-1 path looks up 16 rows per step."""
+    rng = np.random.default_rng(seed)
+    rows += (k if shared else 2 * k) + 8   # rows enough for PQ to be smaller than dense (what encode keeps)
+    d = min(d, cols)
+    M = -(-cols // d)
+    cbs = rng.standard_normal((1 if shared else M, k, d)).astype(np.float32)
+    codes = rng.integers(0, k, (rows, M))
+    codes[0, 0] = k - 1
+    w = cbs[0 if shared else np.arange(M)[None, :], codes].reshape(rows, M * d)[:, :cols]
+    hint = {"kind": "pq", "codes": torch.from_numpy(codes), "codebooks": torch.from_numpy(cbs)}
+    fmt = encode(torch.from_numpy(np.ascontiguousarray(w)), hint, options={"kinds": ["pq"]})
+    assume(fmt.kind == "pq")        # a few unique values can make the codebook kind smaller
+    model = nn.Sequential(nn.Linear(cols, rows), nn.ReLU(), nn.Linear(rows, 3)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(decode(fmt))
+    cm = compile_model(model, {"0.weight": fmt}, (cols,))
+    from weightzip.runtime.compiled import kernels as K
+    op = cm._single.ops[0]
+    assert op[K.C_KIND] == (K.K_FC if K.pq_direct(rows, k, d) else K.K_PQFC) and op[K.C_K] == k
+    _check(model, cm, torch.from_numpy(rng.standard_normal((batch, cols)).astype(np.float32)))
+
+
+@SETTINGS
+@given(rows=st.integers(1, 16), cols=st.integers(100, 600), wide=st.booleans(), shared=st.booleans(),
+       batch=st.sampled_from([1, 3, 17]), seed=st.integers(0, 2**16))
+def test_pq_few_rows_run_from_centroids(rows, cols, wide, shared, batch, seed):
+    """A PQ layer with fewer rows than pay for k x cols table MACs (the classifier of LeNet-5:
+    10 rows) is an FC op computed from the centroids, at batch 1 and N; 8- and 16-bit codes."""
+    from weightzip.runtime.compiled import kernels as K
+
+    rng = np.random.default_rng(seed)
+    k, d = (300 if wide else 128), 8
+    M = -(-cols // d)
+    cbs = rng.standard_normal((1 if shared else M, k, d)).astype(np.float32)
+    codes = rng.integers(0, k, (rows, M))
+    w = cbs[0 if shared else np.arange(M)[None, :], codes].reshape(rows, M * d)[:, :cols]
+    hint = {"kind": "pq", "codes": torch.from_numpy(codes), "codebooks": torch.from_numpy(cbs)}
+    fmt = encode(torch.from_numpy(np.ascontiguousarray(w)), hint, options={"kinds": ["pq"]})
+    assume(fmt.kind == "pq")
+    model = nn.Sequential(nn.Linear(cols, rows)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(decode(fmt))
+    cm = compile_model(model, {"0.weight": fmt}, (cols,))
+    assert K.pq_direct(rows, k, d) and cm._single.ops[0][K.C_KIND] == K.K_FC
     _check(model, cm, torch.from_numpy(rng.standard_normal((batch, cols)).astype(np.float32)))
 
 

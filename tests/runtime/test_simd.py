@@ -64,3 +64,57 @@ def test_tiles_equal_reference(n, cnt, seed):
         want += np.float64(wb[j]) * xT[bb[j]:bb[j] + n].astype(np.float64)
     scale = sum(abs(float(wb[j])) * np.abs(xT[bb[j]:bb[j] + n]) for j in range(cnt)) if cnt else np.zeros(n)
     assert np.all(np.abs(acc - want) <= 1e-5 * np.abs(want) + 1e-6 * (scale + 1)), (n, cnt)
+
+
+# --- table look-ups (PQ) ---------------------------------------------------------------------
+
+def _lut_fn():
+    """A fresh njit function per call: it is compiled for the path ``simd.AVX512`` selects now."""
+    from weightzip.runtime.compiled.simd import vcodes, vlut32, vlut64, vlut128, vlut256
+
+    @numba.njit
+    def look(tab, base, codes, i, entries, out):
+        if entries == 32:
+            v = vlut32(tab, base, vcodes(codes, i))
+        elif entries == 64:
+            v = vlut64(tab, base, vcodes(codes, i))
+        elif entries == 128:
+            v = vlut128(tab, base, vcodes(codes, i))
+        else:
+            v = vlut256(tab, base, vcodes(codes, i))
+        vstore(out, 0, v)
+    return look
+
+
+@pytest.mark.parametrize("avx512", [True, False])
+@settings(max_examples=25, deadline=None)
+@given(entries=st.sampled_from([32, 64, 128, 256]), base=st.integers(0, 40), i=st.integers(0, 9),
+       wide=st.booleans(), seed=st.integers(0, 2**16))
+def test_vlut_gathers_table_entries(avx512, entries, base, i, wide, seed):
+    from weightzip.runtime.compiled import simd
+
+    if avx512 and not simd.AVX512:
+        pytest.skip("this host has no AVX-512 (the portable path is the other case)")
+    rng = np.random.default_rng(seed)
+    tab = rng.standard_normal(base + entries).astype(np.float32)
+    codes = rng.integers(0, entries, i + LANES).astype(np.uint16 if wide else np.uint8)
+    codes[i] = entries - 1                               # the last entry of the table
+    out = np.full(LANES, np.nan, np.float32)
+    saved = simd.AVX512
+    simd.AVX512 = avx512
+    try:
+        _lut_fn()(tab, base, codes, i, entries, out)
+    finally:
+        simd.AVX512 = saved
+    np.testing.assert_array_equal(out, tab[base + codes[i:i + LANES].astype(np.int64)])
+
+
+def test_vcodes_rejects_other_dtypes():
+    from weightzip.runtime.compiled.simd import vcodes, vlut32
+
+    @numba.njit
+    def f(c, out):
+        vstore(out, 0, vlut32(out, 0, vcodes(c, 0)))
+
+    with pytest.raises((TypeError, numba.core.errors.TypingError), match="uint8"):
+        f(np.zeros(32, np.int32), np.zeros(32, np.float32))

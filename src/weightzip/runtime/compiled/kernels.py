@@ -43,7 +43,8 @@ Per op kind (x: one sample's input, y: its output):
   (:mod:`.simd`); dense rows go four at a time (:func:`_tiles4`).
 * ``PQFC``: lookup tables ``T[m, j] = <cb[m or 0, j], x[m*d:(m+1)*d]>`` (k*cols MACs, the k
   centroids of the transposed codebook in register tiles), then sub-space major
-  ``acc[r] += T[m, code[m, r]]`` (codes stored (M, rows): T's row m stays in L1).
+  ``acc[r] += T[m, code[m, r]]`` (codes stored (M, rows)); at batch 1 sixteen rows per step,
+  the table held in registers (:func:`.simd.vlut128`: AVX-512 permutes).
 * ``CONV``: direct sparse convolution, weights stationary over the output plane: every stored
   tap ``(o, c, i, j, w)`` adds ``w * x[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` to plane ``o``;
   stride 1 reads shifted runs of the zero-padded input (rows computed over the padded width),
@@ -66,7 +67,7 @@ import numpy as np
 from numba import prange
 from numba.extending import overload
 
-from .simd import vadd, vfma, vload, vstore, vzero
+from .simd import vadd, vcodes, vfma, vload, vlut32, vlut64, vlut128, vlut256, vstore, vzero
 
 FM = {"reassoc", "contract", "nsz"}  # reassociation lets LLVM vectorize the reductions
 FMS = {"contract", "nsz"}            # scalar reductions: no reassociation, so no gather vectorization
@@ -373,6 +374,13 @@ def _fc1(op, B, F, x, y):  # pragma: no cover - compiled
     rows = op[C_ROWS]
     cols = op[C_COLS]
     v0 = op[C_VAL]
+    if vf == V_PQ:   # few rows: from the centroids (ncb, k, d)
+        cb = F[op[C_TAB]:op[C_TAB] + op[C_NCB] * op[C_K] * op[C_D]]
+        if op[C_CODEW] == 1:
+            _pq1_direct(op, cb, B[v0:v0 + nnz], x, y)
+        else:
+            _pq1_direct(op, cb, B[v0:v0 + 2 * nnz].view(np.uint16), x, y)
+        return
     if op[C_LAYOUT] == L_DENSE:
         if vf == V_F32:
             _dense_rows_val(op, F, rows, cols, F[v0:v0 + nnz], x, y)
@@ -766,7 +774,8 @@ def _ws_dense(cols, vals, tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # p
 
 @numba.njit(cache=True, fastmath=FM)
 def _ws_pq(op, codes, cb, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover - compiled
-    """PQ weights decoded on the fly: ``w[r, m*d + t] = cb[m or 0, codes[m, r], t]``."""
+    """PQ weights decoded on the fly: ``w[r, m*d + t] = cb[m or 0, codes[m, r], t]``, four rows
+    at a time into :func:`_tiles4` (each input vector loaded once per four rows, as dense)."""
     rows = op[C_ROWS]
     cols = op[C_COLS]
     M = op[C_M]
@@ -774,17 +783,28 @@ def _ws_pq(op, codes, cb, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma
     d = op[C_D]
     shared = op[C_NCB] == 1
     acc = np.empty(n, np.float32)
-    wb = np.empty(cols, np.float32)
+    wb = np.empty(4 * cols, np.float32)
+    acc4 = np.empty(4 * n, np.float32)
     bb = np.empty(cols, np.int64)
     for j in range(cols):
         bb[j] = offs[j]
-    for r in range(r0, r1):
-        for m in range(M):
-            c0 = ((0 if shared else m) * k + np.int64(codes[m * rows + r])) * d
-            for t in range(min(d, cols - m * d)):
-                wb[m * d + t] = cb[c0 + t]
-        _tiles(wb, bb, cols, xT, n, acc)
-        _store(acc, y, r, n, ys, yr, wrow, wval)
+    r = r0
+    while r < r1:
+        q4 = 4 if r + 4 <= r1 else 1
+        for q in range(q4):
+            for m in range(M):
+                c0 = ((0 if shared else m) * k + np.int64(codes[m * rows + r + q])) * d
+                w0 = q * cols + m * d
+                for t in range(min(d, cols - m * d)):
+                    wb[w0 + t] = cb[c0 + t]
+        if q4 == 4:
+            _tiles4(wb, bb, cols, xT, n, acc4)
+            for q in range(4):
+                _store(acc4[q * n:(q + 1) * n], y, r + q, n, ys, yr, wrow, wval)
+        else:
+            _tiles(wb, bb, cols, xT, n, acc)
+            _store(acc, y, r, n, ys, yr, wrow, wval)
+        r += q4
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -885,34 +905,146 @@ def _fc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
 # product quantization (lookup tables)
 
 
+@numba.njit(cache=True)
+def pq_table_len(k):  # pragma: no cover - compiled (also called from Python by the plan)
+    """Floats of the one-sub-space table at batch 1: k rounded up to 32, 64, 128 or 256 (what
+    :func:`_pq_look` reads), or k for 16-bit codes."""
+    if k > 256:
+        return k
+    kp = 32
+    while kp < k:
+        kp *= 2
+    return kp
+
+
 @numba.njit(cache=True, fastmath=FM)
-def _pq1(op, cbT, codes, x, T, acc):  # pragma: no cover - compiled
-    """One input: tables ``T[m, j] = <cb[m or 0, j], x_m> = sum_t x[m*d + t] * cbT[t, j]``
-    (:func:`_tiles` over the k contiguous centroids of the transposed codebook: the k table
-    entries stay in registers over the d inputs of the sub-space), then sub-space-major
-    lookups ``acc[r] += T[m, codes[m, r]]`` (a slice loop with range indices: no
-    negative-index checks)."""
+def _pq_table(x, xb, tmax, cbT, cb, k, Tm):  # pragma: no cover - compiled
+    """``Tm[j] = sum_{t < tmax} x[xb + t] * cbT[cb + t*k + j]`` for j < k: the k centroids of
+    one sub-space in 64-lane register tiles (four independent FMA chains over the d inputs),
+    then 16-lane tiles, then a scalar tail."""
+    k64 = k - k % 64
+    k16 = k - k % 16
+    for c in range(0, k64, 64):
+        a0 = vzero()
+        a1 = vzero()
+        a2 = vzero()
+        a3 = vzero()
+        for t in range(tmax):
+            w = x[xb + t]
+            b = cb + t * k + c
+            a0 = vfma(a0, w, vload(cbT, b))
+            a1 = vfma(a1, w, vload(cbT, b + 16))
+            a2 = vfma(a2, w, vload(cbT, b + 32))
+            a3 = vfma(a3, w, vload(cbT, b + 48))
+        vstore(Tm, c, a0)
+        vstore(Tm, c + 16, a1)
+        vstore(Tm, c + 32, a2)
+        vstore(Tm, c + 48, a3)
+    for c in range(k64, k16, 16):
+        a0 = vzero()
+        for t in range(tmax):
+            a0 = vfma(a0, x[xb + t], vload(cbT, cb + t * k + c))
+        vstore(Tm, c, a0)
+    for j in range(k16, k):
+        v = np.float32(0.0)
+        for t in range(tmax):
+            v += x[xb + t] * cbT[cb + t * k + j]
+        Tm[j] = v
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _pq_look(Tm, cm, rows, k, acc):  # pragma: no cover - compiled
+    """``acc[r] += Tm[cm[r]]`` for r < rows, 16 rows per step: the codes load as int32 lanes
+    and :func:`.simd.vlut128` (etc.) selects their table entries in registers (AVX-512
+    two-source permutes; Tm padded to the next power of two >= 32 entries)."""
+    r16 = rows - rows % 16
+    if k <= 32:
+        for r0 in range(0, r16, 16):
+            vstore(acc, r0, vadd(vload(acc, r0), vlut32(Tm, 0, vcodes(cm, r0))))
+    elif k <= 64:
+        for r0 in range(0, r16, 16):
+            vstore(acc, r0, vadd(vload(acc, r0), vlut64(Tm, 0, vcodes(cm, r0))))
+    elif k <= 128:
+        for r0 in range(0, r16, 16):
+            vstore(acc, r0, vadd(vload(acc, r0), vlut128(Tm, 0, vcodes(cm, r0))))
+    else:
+        for r0 in range(0, r16, 16):
+            vstore(acc, r0, vadd(vload(acc, r0), vlut256(Tm, 0, vcodes(cm, r0))))
+    for r in range(r16, rows):
+        acc[r] += Tm[cm[r]]
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _pq1_direct(op, cb, codes, x, y):  # pragma: no cover - compiled
+    """One input from the centroids, no tables: ``y[r] = sum_m <cb[m or 0, codes[m, r]], x_m>``
+    (rows x cols MACs, each a contiguous d-long dot; no k x cols table MACs). PQ layers with few
+    rows run as FC ops through this (see :func:`pq_direct`)."""
+    nin = op[C_NIN]
+    rows = op[C_ROWS]
+    M = op[C_M]
+    k = op[C_K]
+    d = op[C_D]
+    shared = op[C_NCB] == 1
+    mf = nin // d                 # whole sub-spaces; a last partial one (d does not divide nin) after
+    for r in range(rows):
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0.0)
+        if d == 8:                # the common sub-space: eight independent chains, no inner loop
+            for m in range(mf):
+                c0 = np.uint64(((0 if shared else m) * k + np.int64(codes[m * rows + r])) * 8)
+                x0 = np.uint64(m * 8)
+                a0 += x[x0] * cb[c0]
+                a1 += x[x0 + 1] * cb[c0 + 1]
+                a2 += x[x0 + 2] * cb[c0 + 2]
+                a3 += x[x0 + 3] * cb[c0 + 3]
+                a4 += x[x0 + 4] * cb[c0 + 4]
+                a5 += x[x0 + 5] * cb[c0 + 5]
+                a6 += x[x0 + 6] * cb[c0 + 6]
+                a7 += x[x0 + 7] * cb[c0 + 7]
+        else:
+            for m in range(mf):
+                c0 = np.uint64(((0 if shared else m) * k + np.int64(codes[m * rows + r])) * d)
+                x0 = np.uint64(m * d)
+                for t in range(np.uint64(d)):
+                    a0 += x[x0 + t] * cb[c0 + t]
+        for m in range(mf, M):
+            c0 = ((0 if shared else m) * k + np.int64(codes[m * rows + r])) * d
+            for t in range(nin - m * d):
+                a1 += x[m * d + t] * cb[c0 + t]
+        y[r] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+def pq_direct(rows: int, k: int, d: int) -> bool:
+    """Whether a PQ FC layer runs from its centroids (an FC op: :func:`_pq1_direct` at batch 1,
+    the weights-stationary decode at batch N) rather than from lookup tables (a PQFC op).
+    Per sub-space and input, tables cost ``k * d`` table MACs (~0.045 ns each) plus ``rows``
+    look-ups (~0.13 ns), the direct dots ``rows * d`` MACs (~0.36 ns); rates fitted to the
+    batch-1 profile of the LeNet PQ files (benchmarks/results/runtime.md). So direct iff
+    ``rows * (36 d - 13) < 4.5 k d`` (d = 8, k = 128: fewer than 17 rows)."""
+    return rows * (36 * d - 13) * 2 < 9 * k * d
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _pq1(op, cbT, codes, x, Tm, acc):  # pragma: no cover - compiled
+    """One input, per sub-space m: the table ``Tm[j] = <cb[m or 0, j], x_m> = sum_t
+    x[m*d + t] * cbT[t, j]`` (:func:`_pq_table`), then ``acc[r] += Tm[codes[m, r]]``
+    (:func:`_pq_look`: 16 rows per vector step for 8-bit codes; 16-bit codes scalar)."""
     nin = op[C_NIN]
     rows = op[C_NOUT]
     M = op[C_M]
     k = op[C_K]
     d = op[C_D]
     shared = op[C_NCB] == 1
-    wb = np.empty(d, np.float32)
-    bb = np.empty(d, np.int64)
     for r in range(rows):
         acc[r] = 0.0
     for m in range(M):
         cb = (0 if shared else m) * d * k
-        tmax = min(d, nin - m * d)
-        for t in range(tmax):
-            wb[t] = x[m * d + t]
-            bb[t] = cb + t * k
-        Tm = T[m * k:(m + 1) * k]
-        _tiles(wb, bb, tmax, cbT, k, Tm)
+        _pq_table(x, m * d, min(d, nin - m * d), cbT, cb, k, Tm)
         cm = codes[m * rows:(m + 1) * rows]
-        for r in range(rows):
-            acc[r] += Tm[cm[r]]
+        if op[C_CODEW] == 1:
+            _pq_look(Tm, cm, rows, k, acc)
+        else:
+            for r in range(rows):
+                acc[r] += Tm[cm[r]]
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -959,12 +1091,13 @@ def _pqfc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     ncb = op[C_NCB]
     cbT = F[op[C_TAB]:op[C_TAB] + ncb * op[C_D] * k]          # (ncb, d, k): transposed codebooks
     if n == 1:
-        T = scr[:M * k]
-        acc = scr[M * k:M * k + rows]
+        kp = pq_table_len(k)
+        Tm = scr[:kp]
+        acc = scr[kp:kp + rows]
         if op[C_CODEW] == 1:
-            _pq1(op, cbT, B[op[C_VAL]:op[C_VAL] + M * rows], x[:nin], T, acc)
+            _pq1(op, cbT, B[op[C_VAL]:op[C_VAL] + M * rows], x[:nin], Tm, acc)
         else:
-            _pq1(op, cbT, B[op[C_VAL]:op[C_VAL] + 2 * M * rows].view(np.uint16), x[:nin], T, acc)
+            _pq1(op, cbT, B[op[C_VAL]:op[C_VAL] + 2 * M * rows].view(np.uint16), x[:nin], Tm, acc)
         for r in range(rows):
             y[r] = acc[r]
     else:

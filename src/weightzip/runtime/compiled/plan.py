@@ -269,7 +269,10 @@ def _pack_weight(op: np.ndarray, rep: WeightRep, pk: _Packer, conv: bool) -> int
         else:
             op[K.C_CODEW] = 2
             op[K.C_VAL] = pk.b(cT.astype(np.uint16))
-        op[K.C_TAB] = pk.f(cbs if conv else np.ascontiguousarray(cbs.transpose(0, 2, 1)))
+        # tables (PQFC) read the codebooks transposed (ncb, d, k); conv and FC-from-centroids
+        # (few rows: K.pq_direct) read centroids (ncb, k, d)
+        lut = not conv and not K.pq_direct(rep.rows, k, d)
+        op[K.C_TAB] = pk.f(np.ascontiguousarray(cbs.transpose(0, 2, 1)) if lut else cbs)
         op[K.C_M], op[K.C_K], op[K.C_D], op[K.C_NCB] = M, k, d, ncb
         op[K.C_NNZ] = rep.rows * M
     else:
@@ -499,10 +502,11 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
                 parts = _fmt_parts(formats, name)
                 rep = weight_rep(parts, w, name)
                 conv = isinstance(mod, nn.Conv2d)
-                if rep.vfmt == K.V_PQ and not conv:
+                if rep.vfmt == K.V_PQ and not conv and not K.pq_direct(rep.rows, rep.pq["codebooks"].shape[1],
+                                                                       rep.pq["codebooks"].shape[2]):
                     op = _new_op(K.K_PQFC, nin, nout)
                     kq = rep.pq["codebooks"].shape[1]
-                    scr_fx = max(scr_fx, rep.pq["codes"].shape[1] * kq + rep.rows + 16)
+                    scr_fx = max(scr_fx, K.pq_table_len(kq) + rep.rows + 16)   # batch 1: Tm, acc
                     scr_ps = max(scr_ps, nin + kq + rep.rows + 1)   # batch: xT, Tm (k, n), acc (rows, n)
                 else:
                     op = _new_op(K.K_CONV if conv else K.K_FC, nin, nout)

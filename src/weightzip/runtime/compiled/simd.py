@@ -1,4 +1,4 @@
-"""Explicit SIMD for the numba kernels: a 16-lane float32 vector type and five intrinsics.
+"""Explicit SIMD for the numba kernels: 16-lane float32 / int32 vector types and their intrinsics.
 
 LLVM (through numba) vectorizes a weights-stationary loop ``acc[0:n] += w * xT[b:b+n]`` only
 with ``acc`` in memory (a load and a store per lane per stored weight) and, for a register tile
@@ -11,6 +11,12 @@ vector registers for the whole row::
         a = vfma(a, w[j], vload(xT, base[j] + s0))   # a[l] += w_j * xT[base_j + s0 + l]
     vstore(acc, s0, a)
 
+Table look-ups (product quantization): ``vcodes(codes, i)`` loads 16 uint8 / uint16 codes as
+int32 lanes and ``vlut32`` .. ``vlut256`` return ``tab[base + code_l]`` for every lane from a
+table of up to 32 .. 256 floats. With AVX-512 the table stays in registers: one two-source
+permute (``vpermi2ps``, 32 entries) per 32 entries and a select tree on the code's high bits;
+elsewhere LLVM emits the 16 scalar loads.
+
 No bounds are checked: ``vload(arr, i)`` / ``vstore(arr, i, v)`` touch ``arr[i:i+16]``, which
 the caller keeps inside ``arr`` (16 lanes = one AVX-512 register or two AVX2 registers: LLVM
 legalizes the width to the host).
@@ -21,13 +27,44 @@ this file, clear the cache (``find src -name '*.nb[ic]' -delete``).
 """
 from __future__ import annotations
 
+import numba
+from llvmlite import binding as _llvm
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 LANES = 16
 _VT = ir.VectorType(ir.FloatType(), LANES)
+_IT = ir.VectorType(ir.IntType(32), LANES)
 _FAST = ("fast",)
+
+
+def _host_avx512() -> bool:
+    """numba compiles for this host (no ``NUMBA_CPU_NAME``) and the host has AVX-512F."""
+    try:
+        return numba.config.CPU_NAME in (None, "host") and bool(_llvm.get_host_cpu_features().get("avx512f"))
+    except Exception:  # pragma: no cover - feature query unavailable: the portable path
+        return False
+
+
+AVX512 = _host_avx512()
+
+
+class I32x16(types.Type):
+    """numba type of a ``<16 x i32>`` register value (table indices)."""
+
+    def __init__(self):
+        super().__init__(name="I32x16")
+
+
+i32x16 = I32x16()
+
+
+@register_model(I32x16)
+class _I32x16Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _IT)
 
 
 class F32x16(types.Type):
@@ -106,3 +143,67 @@ def vadd(typingctx, a, b):
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1], flags=_FAST)
     return f32x16(a, b), codegen
+
+
+@intrinsic
+def vcodes(typingctx, arr, idx):
+    """``arr[idx : idx + 16]`` (1-D contiguous uint8 or uint16) zero-extended to int32 lanes."""
+    if not (isinstance(arr, types.Array) and arr.dtype in (types.uint8, types.uint16) and arr.ndim == 1
+            and arr.layout == "C"):
+        raise TypeError(f"simd.vcodes: needs a 1-D C-contiguous uint8 / uint16 array, got {arr}")
+    bits = arr.dtype.bitwidth
+
+    def codegen(context, builder, sig, args):
+        a = context.make_array(sig.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], sig.args[1], types.intp)
+        vt = ir.VectorType(ir.IntType(bits), LANES)
+        v = builder.load(builder.bitcast(builder.gep(a.data, [i]), vt.as_pointer()), align=bits // 8)
+        return builder.zext(v, _IT)
+    return i32x16(arr, idx), codegen
+
+
+def _lut_codegen(npairs: int):
+    def codegen(context, builder, sig, args):
+        tty, bty = sig.args[0], sig.args[1]
+        tab, base, idx = args
+        a = context.make_array(tty)(context, builder, tab)
+        b = context.cast(builder, base, bty, types.intp)
+        if not AVX512:  # portable: one scalar load per lane
+            out = ir.Constant(_VT, ir.Undefined)
+            for lane in range(LANES):
+                j = builder.sext(builder.extract_element(idx, ir.Constant(ir.IntType(32), lane)), b.type)
+                v = builder.load(builder.gep(a.data, [builder.add(b, j)]))
+                out = builder.insert_element(out, v, ir.Constant(ir.IntType(32), lane))
+            return out
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VT, [_VT, _IT, _VT]),
+                                            "llvm.x86.avx512.vpermi2var.ps.512")
+
+        def at(off):
+            p = builder.gep(a.data, [builder.add(b, ir.Constant(b.type, off))])
+            return builder.load(builder.bitcast(p, _VT.as_pointer()), align=4)
+
+        level = [builder.call(fn, [at(32 * q), idx, at(32 * q + 16)]) for q in range(npairs)]
+        bit = 32
+        while len(level) > 1:   # lanes whose code has this bit set take the upper half
+            hi = builder.icmp_unsigned("!=", builder.and_(idx, ir.Constant(_IT, [bit] * LANES)),
+                                       ir.Constant(_IT, [0] * LANES))
+            level = [builder.select(hi, level[q + 1], level[q]) for q in range(0, len(level), 2)]
+            bit *= 2
+        return level[0]
+    return codegen
+
+
+def _make_vlut(entries: int):
+    npairs = entries // 32
+
+    @intrinsic
+    def vlut(typingctx, tab, base, idx):
+        _check_array(tab)
+        return f32x16(tab, base, idx), _lut_codegen(npairs)
+
+    vlut.__doc__ = (f"``tab[base + idx_l]`` for each lane, codes ``idx_l < {entries}``; reads "
+                    f"``tab[base : base + {entries}]`` (pad the table to {entries} floats).")
+    return vlut
+
+
+vlut32, vlut64, vlut128, vlut256 = (_make_vlut(e) for e in (32, 64, 128, 256))
