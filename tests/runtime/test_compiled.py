@@ -130,10 +130,14 @@ def test_mlp_equals_dense(k1, k2, d1, d2, a, b, c, bn, act, batch, seed):
        batch=st.sampled_from([1, 3, 16, 70]), seed=st.integers(0, 2**16))
 @example(ncode=256, cols=700, dens=0.3, batch=1, seed=0)    # 8 code bits: blocks of 256 columns
 @example(ncode=129, cols=513, dens=1.0, batch=70, seed=1)   # block edges, every tile path of the batch kernel
+@example(ncode=256, cols=700, dens=1.0, batch=1, seed=2)    # dense codebook rows: 256-entry register look-ups
+@example(ncode=40, cols=97, dens=1.0, batch=1, seed=3)      # 64-entry table, a scalar tail
+@example(ncode=100, cols=64, dens=1.0, batch=1, seed=4)     # 128-entry table
 def test_packed_csr_blocks(ncode, cols, dens, batch, seed):
     """Packed CSR (16-bit col|code, columns in blocks of 2^(16 - code bits)) and its SELL-4 form
     (one block: slices of four rows, padded) equal dense, also where a row spans several column
-    blocks (many codebook entries, wide layers) and where the row count is not a multiple of 4."""
+    blocks (many codebook entries, wide layers) and where the row count is not a multiple of 4;
+    at density 1 the dense codebook rows (register look-ups of every table size) too."""
     rng = np.random.default_rng(seed)
     tab = rng.standard_normal(ncode).astype(np.float32)
     tab[tab == 0] = 0.5

@@ -118,3 +118,20 @@ def test_vcodes_rejects_other_dtypes():
 
     with pytest.raises((TypeError, numba.core.errors.TypingError), match="uint8"):
         f(np.zeros(32, np.int32), np.zeros(32, np.float32))
+
+
+def test_vector_fma_and_lane_sum():
+    from weightzip.runtime.compiled.simd import vfmav, vsum
+
+    @numba.njit
+    def f(acc, a, b):
+        v = vfmav(vload(acc, 0), vload(a, 0), vload(b, 0))
+        vstore(acc, 0, v)
+        return vsum(v)
+
+    rng = np.random.default_rng(3)
+    acc, a, b = (rng.standard_normal(LANES).astype(np.float32) for _ in range(3))
+    want = acc + a * b
+    s = f(acc, a, b)
+    np.testing.assert_allclose(acc, want, rtol=1e-6)
+    assert abs(s - float(want.astype(np.float64).sum())) <= 1e-5 * float(np.abs(want).sum())

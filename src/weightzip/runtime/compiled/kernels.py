@@ -67,7 +67,7 @@ import numpy as np
 from numba import prange
 from numba.extending import overload
 
-from .simd import vadd, vcodes, vfma, vload, vlut32, vlut64, vlut128, vlut256, vstore, vzero
+from .simd import vadd, vcodes, vfma, vfmav, vload, vlut32, vlut64, vlut128, vlut256, vstore, vsum, vzero
 
 FM = {"reassoc", "contract", "nsz"}  # reassociation lets LLVM vectorize the reductions
 FMS = {"contract", "nsz"}            # scalar reductions: no reassociation, so no gather vectorization
@@ -90,7 +90,8 @@ C_CPTR, C_CROW, C_CVAL = 38, 39, 40   # optional column-major copy (CSC) of an F
 C_CSUM = 41                            # F offset of the row sums sum_j w[r, j] (with the CSC copy)
 C_PKB, C_NBLK = 42, 43                 # packed CSR (C_COLW == 1): column bits, column blocks
 C_SROW = 44                            # SELL-4 (C_COLW == 3): B offset of the slice rows; C_NBLK = slices
-OPW = 45
+C_NTAB = 45                            # dense codebook (V_TABLE, L_DENSE): table entries (padded to lut_len)
+OPW = 46
 # pool: C_LAYOUT holds the pool type
 P_MAX, P_AVG = 0, 1
 
@@ -282,12 +283,35 @@ def _sell4_views_impl(op, B):
 
 @numba.njit(cache=True, fastmath=FM)
 def _dense_rows_tab(op, F, rows, cols, codes, tab, x, y):  # pragma: no cover - compiled
+    """``y[r] = sum_j tab[codes[r, j]] * x[j]``: sixteen weights per step decoded in registers
+    (:func:`_lut`: the table's <= 256 entries by permutes, no per-weight gather) into two
+    16-lane FMA chains, then the scalar tail."""
+    nt = op[C_NTAB]
+    c32 = cols - cols % 32 if 0 < nt <= 256 else 0
     for r in range(rows):
-        s = np.float32(0.0)
         o = r * cols
-        for j in range(cols):
+        a0 = vzero()
+        a1 = vzero()
+        for j in range(0, c32, 32):
+            a0 = vfmav(a0, _lut(nt, tab, codes, o + j), vload(x, j))
+            a1 = vfmav(a1, _lut(nt, tab, codes, o + j + 16), vload(x, j + 16))
+        s = vsum(vadd(a0, a1))
+        for j in range(c32, cols):
             s += tab[codes[o + j]] * x[j]
         y[r] = s
+
+
+@numba.njit(cache=True, fastmath=FM, inline="always")
+def _lut(nt, tab, codes, i):  # pragma: no cover - compiled
+    """``tab[codes[i : i + 16]]`` from a table of ``nt <= 256`` entries padded to ``lut_len(nt)``."""
+    c = vcodes(codes, i)
+    if nt <= 32:
+        return vlut32(tab, 0, c)
+    if nt <= 64:
+        return vlut64(tab, 0, c)
+    if nt <= 128:
+        return vlut128(tab, 0, c)
+    return vlut256(tab, 0, c)
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -906,9 +930,9 @@ def _fc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def pq_table_len(k):  # pragma: no cover - compiled (also called from Python by the plan)
-    """Floats of the one-sub-space table at batch 1: k rounded up to 32, 64, 128 or 256 (what
-    :func:`_pq_look` reads), or k for 16-bit codes."""
+def lut_len(k):  # pragma: no cover - compiled (also called from Python by the plan)
+    """Floats a k-entry table is padded to for the register look-ups (:func:`.simd.vlut32` ..
+    ``vlut256``): k rounded up to 32, 64, 128 or 256; k itself above 256 (16-bit codes)."""
     if k > 256:
         return k
     kp = 32
@@ -1048,38 +1072,51 @@ def _pq1(op, cbT, codes, x, Tm, acc):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=FM)
-def _pqn(op, cbT, codes, xT, n, Tm, acc):  # pragma: no cover - compiled
-    """n inputs, weights stationary: per sub-space m the table ``Tm (k, n)`` of all n inputs
-    (``Tm[j, :] += cb[j, t] * xT[m*d + t, :]``, n contiguous), then every row adds the table
-    row of its code: ``acc[r, :] += Tm[codes[m, r], :]``. Tm and acc stay in cache; each code
-    is read once per n samples."""
+def _pqn(op, cbT, codes, xT, mp, Tm, acc):  # pragma: no cover - compiled
+    """mp inputs (a multiple of 16; ``xT (nin, mp)``), 16 samples at a time so the table and
+    the accumulators stay in L1: per sub-space m the table ``Tm (k, 16)``,
+    ``Tm[j] = sum_t cb[j, t] * xT[m*d + t, s0:s0+16]`` (four centroids per step: four FMA
+    chains share each loaded input vector), then every row adds its code's table row,
+    ``acc[r, s0:s0+16] += Tm[codes[m, r]]`` (one 16-lane add). ``acc (rows, mp)``."""
     nin = op[C_NIN]
     rows = op[C_NOUT]
     M = op[C_M]
     k = op[C_K]
     d = op[C_D]
     shared = op[C_NCB] == 1
-    for i in range(rows * n):
+    k4 = k - k % 4
+    for i in range(rows * mp):
         acc[i] = 0.0
-    for m in range(M):
-        for i in range(k * n):
-            Tm[i] = 0.0
-        cb = (0 if shared else m) * d * k
-        tmax = min(d, nin - m * d)
-        # unsigned bases (no slices in the loops: a slice costs more than its n-wide axpy)
-        for t in range(tmax):
-            xb = np.uint32((m * d + t) * n)
-            for j in range(k):
-                cv = cbT[cb + t * k + j]
-                tb = np.uint32(j * n)
-                for s in range(n):
-                    Tm[tb + s] += cv * xT[xb + s]
-        cm = codes[m * rows:(m + 1) * rows]
-        for r in range(rows):
-            tb = np.uint32(np.int64(cm[r]) * n)
-            ab = np.uint32(r * n)
-            for s in range(n):
-                acc[ab + s] += Tm[tb + s]
+    for s0 in range(0, mp, 16):
+        for m in range(M):
+            cb = (0 if shared else m) * d * k
+            tmax = min(d, nin - m * d)
+            xb = m * d * mp + s0
+            for j in range(0, k4, 4):
+                a0 = vzero()
+                a1 = vzero()
+                a2 = vzero()
+                a3 = vzero()
+                for t in range(tmax):
+                    xv = vload(xT, xb + t * mp)
+                    c = cb + t * k + j
+                    a0 = vfma(a0, cbT[c], xv)
+                    a1 = vfma(a1, cbT[c + 1], xv)
+                    a2 = vfma(a2, cbT[c + 2], xv)
+                    a3 = vfma(a3, cbT[c + 3], xv)
+                vstore(Tm, j * 16, a0)
+                vstore(Tm, j * 16 + 16, a1)
+                vstore(Tm, j * 16 + 32, a2)
+                vstore(Tm, j * 16 + 48, a3)
+            for j in range(k4, k):
+                a0 = vzero()
+                for t in range(tmax):
+                    a0 = vfma(a0, cbT[cb + t * k + j], vload(xT, xb + t * mp))
+                vstore(Tm, j * 16, a0)
+            cm = codes[m * rows:(m + 1) * rows]
+            for r in range(rows):
+                o = r * mp + s0
+                vstore(acc, o, vadd(vload(acc, o), vload(Tm, np.int64(cm[r]) * 16)))
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -1091,7 +1128,7 @@ def _pqfc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     ncb = op[C_NCB]
     cbT = F[op[C_TAB]:op[C_TAB] + ncb * op[C_D] * k]          # (ncb, d, k): transposed codebooks
     if n == 1:
-        kp = pq_table_len(k)
+        kp = lut_len(k)
         Tm = scr[:kp]
         acc = scr[kp:kp + rows]
         if op[C_CODEW] == 1:
@@ -1101,20 +1138,24 @@ def _pqfc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
         for r in range(rows):
             y[r] = acc[r]
     else:
-        xT = scr[:nin * n]
-        Tm = scr[nin * n:nin * n + k * n]
-        acc = scr[nin * n + k * n:nin * n + k * n + rows * n]
-        for j in range(nin):
-            for s in range(n):
-                xT[j * n + s] = x[s * nin + j]
+        mp = -(-n // 16) * 16   # samples padded to whole 16-lane registers (zero inputs)
+        xT = scr[:nin * mp]
+        Tm = scr[nin * mp:nin * mp + k * 16]
+        acc = scr[nin * mp + k * 16:nin * mp + k * 16 + rows * mp]
+        mu = np.uint64(mp)
+        for j in range(np.uint64(nin)):
+            for s in range(np.uint64(n)):
+                xT[j * mu + s] = x[s * np.uint64(nin) + j]
+            for s in range(np.uint64(n), mu):
+                xT[j * mu + s] = 0.0
         if op[C_CODEW] == 1:
-            _pqn(op, cbT, B[op[C_VAL]:op[C_VAL] + M * rows], xT, n, Tm, acc)
+            _pqn(op, cbT, B[op[C_VAL]:op[C_VAL] + M * rows], xT, mp, Tm, acc)
         else:
-            _pqn(op, cbT, B[op[C_VAL]:op[C_VAL] + 2 * M * rows].view(np.uint16), xT, n, Tm, acc)
-        _epi(op, F, acc, n, 0, rows, 1, n)
-        for s in range(n):
-            for r in range(rows):
-                y[s * rows + r] = acc[r * n + s]
+            _pqn(op, cbT, B[op[C_VAL]:op[C_VAL] + 2 * M * rows].view(np.uint16), xT, mp, Tm, acc)
+        _epi(op, F, acc, mp, 0, rows, 1, mp)
+        for s in range(np.uint64(n)):
+            for r in range(np.uint64(rows)):
+                y[s * np.uint64(rows) + r] = acc[r * mu + s]
         return
     _epi(op, F, y, 1, 0, rows, rows, 1)
 

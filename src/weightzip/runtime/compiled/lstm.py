@@ -29,7 +29,7 @@ from . import kernels as K
 # the kernels live in kernels.py: numba's cache of a function is invalidated only by its own
 # file, so a kernel compiled here would keep calling stale copies of the FC kernels
 from .kernels import LSTM_CHUNK, N_LAYER, N_NONE, lstm_forward
-from .plan import _epilogue, _fmt_parts, _new_op, _pack_weight, _Packer
+from .plan import _epilogue, _fmt_parts, _new_op, _pack_weight, _Packer, pq_lut
 from .weights import weight_rep
 
 class CompiledLSTMLayer(nn.Module):
@@ -49,7 +49,7 @@ class CompiledLSTMLayer(nn.Module):
         for which in ("ih", "hh"):
             w = getattr(layer, f"weight_{which}").detach().float().numpy()
             rep = weight_rep(_fmt_parts(formats, name, f"weight_{which}"), w, f"{name}.weight_{which}")
-            op = _new_op(K.K_PQFC if rep.vfmt == K.V_PQ else K.K_FC, w.shape[1], G)
+            op = _new_op(K.K_PQFC if pq_lut(rep) else K.K_FC, w.shape[1], G)
             _pack_weight(op, rep, pk, False)
             scale = rep.rowscale
             if layer.norm == "weight":

@@ -250,6 +250,16 @@ def _pack_sell4(op: np.ndarray, rep: WeightRep, pk: _Packer) -> None:
     op[K.C_TAB] = pk.f(tab)
 
 
+def pq_lut(rep: WeightRep, conv: bool = False) -> bool:
+    """A PQ FC weight runs from lookup tables (a ``PQFC`` op, codebooks stored transposed);
+    otherwise (convolutions, and FC layers with too few rows: :func:`.kernels.pq_direct`) from
+    its centroids in an FC / CONV op."""
+    if rep.vfmt != K.V_PQ or conv:
+        return False
+    _, k, d = rep.pq["codebooks"].shape
+    return not K.pq_direct(rep.rows, k, d)
+
+
 def _pack_weight(op: np.ndarray, rep: WeightRep, pk: _Packer, conv: bool) -> int:
     """Write ``rep`` into the op's weight columns; returns its resident bytes."""
     start_b, start_f = pk.blen, pk.flen
@@ -271,8 +281,7 @@ def _pack_weight(op: np.ndarray, rep: WeightRep, pk: _Packer, conv: bool) -> int
             op[K.C_VAL] = pk.b(cT.astype(np.uint16))
         # tables (PQFC) read the codebooks transposed (ncb, d, k); conv and FC-from-centroids
         # (few rows: K.pq_direct) read centroids (ncb, k, d)
-        lut = not conv and not K.pq_direct(rep.rows, k, d)
-        op[K.C_TAB] = pk.f(np.ascontiguousarray(cbs.transpose(0, 2, 1)) if lut else cbs)
+        op[K.C_TAB] = pk.f(np.ascontiguousarray(cbs.transpose(0, 2, 1)) if pq_lut(rep, conv) else cbs)
         op[K.C_M], op[K.C_K], op[K.C_D], op[K.C_NCB] = M, k, d, ncb
         op[K.C_NNZ] = rep.rows * M
     else:
@@ -294,7 +303,11 @@ def _pack_weight(op: np.ndarray, rep: WeightRep, pk: _Packer, conv: bool) -> int
         else:
             op[K.C_VAL] = pk.b(rep.val)
         if rep.vfmt == K.V_TABLE:
-            op[K.C_TAB] = pk.f(rep.tab)
+            # padded for the register look-ups of the dense batch-1 rows (kernels._lut)
+            op[K.C_NTAB] = len(rep.tab)
+            tab = np.zeros(max(len(rep.tab), K.lut_len(len(rep.tab))), np.float32)
+            tab[:len(rep.tab)] = rep.tab
+            op[K.C_TAB] = pk.f(tab)
     return (pk.blen - start_b) + 4 * (pk.flen - start_f)
 
 
@@ -502,12 +515,12 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
                 parts = _fmt_parts(formats, name)
                 rep = weight_rep(parts, w, name)
                 conv = isinstance(mod, nn.Conv2d)
-                if rep.vfmt == K.V_PQ and not conv and not K.pq_direct(rep.rows, rep.pq["codebooks"].shape[1],
-                                                                       rep.pq["codebooks"].shape[2]):
+                if pq_lut(rep, conv):
                     op = _new_op(K.K_PQFC, nin, nout)
                     kq = rep.pq["codebooks"].shape[1]
-                    scr_fx = max(scr_fx, K.pq_table_len(kq) + rep.rows + 16)   # batch 1: Tm, acc
-                    scr_ps = max(scr_ps, nin + kq + rep.rows + 1)   # batch: xT, Tm (k, n), acc (rows, n)
+                    scr_fx = max(scr_fx, K.lut_len(kq) + rep.rows + 16)   # batch 1: Tm, acc
+                    scr_fx = max(scr_fx, 16 * kq + 16)              # batch: Tm (k, 16)
+                    scr_ps = max(scr_ps, nin + rep.rows + 1)        # batch: xT (nin, n), acc (rows, n)
                 else:
                     op = _new_op(K.K_CONV if conv else K.K_FC, nin, nout)
                     if not conv:

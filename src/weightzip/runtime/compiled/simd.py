@@ -146,6 +146,31 @@ def vadd(typingctx, a, b):
 
 
 @intrinsic
+def vfmav(typingctx, acc, a, b):
+    """Lane-wise ``acc + a * b`` (contracted to an FMA)."""
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], builder.fmul(args[1], args[2], flags=_FAST), flags=_FAST)
+    return f32x16(acc, a, b), codegen
+
+
+@intrinsic
+def vsum(typingctx, v):
+    """The sum of the 16 lanes (a halving tree of shuffles and adds), as float32."""
+    def codegen(context, builder, sig, args):
+        x = args[0]
+        w = LANES
+        while w > 1:
+            w //= 2
+            ty = ir.VectorType(ir.FloatType(), w)
+            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), w), list(range(w))))
+            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), w), list(range(w, 2 * w))))
+            x = builder.fadd(lo, hi, flags=_FAST)
+            assert x.type == ty
+        return builder.extract_element(x, ir.Constant(ir.IntType(32), 0))
+    return types.float32(v), codegen
+
+
+@intrinsic
 def vcodes(typingctx, arr, idx):
     """``arr[idx : idx + 16]`` (1-D contiguous uint8 or uint16) zero-extended to int32 lanes."""
     if not (isinstance(arr, types.Array) and arr.dtype in (types.uint8, types.uint16) and arr.ndim == 1
