@@ -257,20 +257,33 @@ WHY = """## What the compiled path does, and why some targets are missed (see th
   or the blank pixels of real digits (the 'MNIST digits' rows).
 * **AlexNet-size FC at batch 1** is bound by the same scalar gather per stored weight (1.7M /
   3.8M of them), not by memory: the packed weights are 2 bytes per stored weight.
-* **PQ.** The LUT does `k * cols` table MACs (vectorized) + `rows * M` look-ups per input; with
-  k = 128 and d = 8 the tables alone are 40% of the dense MACs and the look-ups are gathers, so
-  the LUT gains little over a dense GEMV; LeNet-5's conv (k = 128 > 50 output channels) runs from
-  decoded-on-the-fly centroids at dense MAC count.
-* **LSTM (synthetic 2-bit, layer norm).** One native call per layer runs all 35 steps; the
-  per-step products at batch 1 are dense 4-level codebook GEMVs (gathers), and the cell's
-  sigmoid / tanh run scalar (numba has no vector math library here), where onnxruntime runs
-  both vectorized.
+* **PQ.** Per input the LUT does `k * cols` table MACs (16-lane register tiles) + `rows * M`
+  look-ups. At batch 1 the look-ups go sixteen rows per step: the sub-space's table (k <= 256
+  floats) is selected in registers by AVX-512 two-source permutes (`simd.vlut128`: 4 permutes
+  + a select tree per 16 look-ups for k = 128; ~2.5x faster than scalar look-ups, measured),
+  and layers with fewer rows than pay for the tables (LeNet-5's 10-row classifier; the rule is
+  `kernels.pq_direct`, fitted to the profile) run from the centroids instead. At batch N the
+  tables are built 16 samples at a time so table and accumulators stay in L1. Why the LeNet
+  targets are still missed: with k = 128 and d = 8 the tables alone are 40% of the dense MACs,
+  the permute look-ups are bound by this CPU's shuffle throughput (one 512-bit permute per
+  cycle or less), and LeNet-5's PQ conv (k = 128 > 50 output channels, so tables would cost
+  more than the convolution) runs from centroids decoded four output channels at a time at
+  dense MAC count.
+* **LSTM (synthetic 2-bit, layer norm).** One native call per layer runs all 35 steps. The
+  per-step products at batch 1 are dense codebook GEMVs; their weights are decoded sixteen per
+  step by register look-ups (`_dense_rows_tab`: ~0.09 ns per weight against ~0.9 ns for the
+  scalar gather it replaced, microbenchmark), which leaves them bound by the
+  zero-extend + permute shuffles per 16 codes. The cell's sigmoid / tanh still run scalar
+  (numba has no vector math library here); onnxruntime runs both vectorized. At batch 20 the
+  products run the weights-stationary tiles per step (20 samples pad to 32 lanes).
 * **Dense int8-level MLPs (LAB / LAT, binary / ternary weights) at batch N.** Dense rows run
   the four-row register tiles (compiled / limit in the table); onnxruntime's MLAS GEMM keeps more
   of the machine's peak (its row vs ours: MACs per second = MACs x batch / time). Binary and
   ternary weights are kept as int8 levels with a per-row scale: no bit-packed sign-select kernel.
 * **The module call** adds the torch <-> numpy round trip (profile: module vs whole native call).
-* **Load.** Load average in the table (2 cores); ratios are from interleaved timing.
+* **Load.** Load average in the table (2 cores); ratios are from interleaved timing. The
+  2-thread rows are the noisiest: the runtimes' thread pools (onnxruntime spins between calls
+  by default, numba's workers) share the same two cores.
 """
 
 

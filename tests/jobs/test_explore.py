@@ -177,6 +177,11 @@ PG_WORKER = textwrap.dedent("""
     import weightzip.jobs.explore as ex
     faulthandler.enable()                        # a crash leaves its stack on stderr
     space, storage, out, data, barrier, me, pause_at = sys.argv[1:8]
+    # the waits order the two workers, long enough that only a dead other worker ends one: a
+    # slow first trial (numba compiling in a fresh checkout, a loaded machine) must not let B
+    # run on out of order and leave A no second trial to be killed in (CI failed so, twice,
+    # with 120 s waits: A exited cleanly, every design done or running)
+    WAIT = 900
     calls = []
     _train = ex.train_design
 
@@ -189,7 +194,7 @@ PG_WORKER = textwrap.dedent("""
             time.sleep(600)
         if len(calls) == 2 and barrier != "-":   # B: its 2nd design only once A finished its 1st, so that
             t0 = time.time()                      # A cannot find every design taken before its 2nd trial
-            while not Path(barrier, "a-done-1").exists() and time.time() - t0 < 120:
+            while not Path(barrier, "a-done-1").exists() and time.time() - t0 < WAIT:
                 time.sleep(0.05)
         out = _train(*a, **kw)
         if len(calls) == 1 and me == "a":
@@ -199,7 +204,7 @@ PG_WORKER = textwrap.dedent("""
             # otherwise take the last design while A is still reporting its 1st (A would then
             # finish without the trial the test kills - a flake seen once in the full suite)
             t0 = time.time()
-            while not Path(barrier, "a-paused").exists() and time.time() - t0 < 120:
+            while not Path(barrier, "a-paused").exists() and time.time() - t0 < WAIT:
                 time.sleep(0.05)
         return out
 
@@ -209,7 +214,7 @@ PG_WORKER = textwrap.dedent("""
         if msg.startswith("explore ") and barrier != "-":   # study opened: wait for the other worker
             Path(barrier, me).touch()
             t0 = time.time()
-            while not (Path(barrier, "a").exists() and Path(barrier, "b").exists()) and time.time() - t0 < 120:
+            while not (Path(barrier, "a").exists() and Path(barrier, "b").exists()) and time.time() - t0 < WAIT:
                 time.sleep(0.05)
     atexit.register(lambda: print(f"WZ-EXIT after {len(calls)} trials", flush=True))
     ex.explore(None, space, storage=storage, out_dir=out, data_root=data, threads=1, report=False,
@@ -266,7 +271,7 @@ def test_postgresql_study_two_workers_one_killed_mid_trial_then_resumed(tmp_path
         a.kill()
         a.communicate(timeout=30)
     killed_at = time.time()
-    _, err = b.communicate(timeout=120)
+    _, err = b.communicate(timeout=900)
     assert b.returncode == 0, err[-3000:]
 
     S = optuna.trial.TrialState

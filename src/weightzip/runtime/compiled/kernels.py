@@ -284,19 +284,26 @@ def _sell4_views_impl(op, B):
 @numba.njit(cache=True, fastmath=FM)
 def _dense_rows_tab(op, F, rows, cols, codes, tab, x, y):  # pragma: no cover - compiled
     """``y[r] = sum_j tab[codes[r, j]] * x[j]``: sixteen weights per step decoded in registers
-    (:func:`_lut`: the table's <= 256 entries by permutes, no per-weight gather) into two
-    16-lane FMA chains, then the scalar tail."""
+    (:func:`_lut`: the table's <= 256 entries by permutes, no per-weight gather) into four
+    16-lane FMA chains, then 16-weight steps and the scalar tail."""
     nt = op[C_NTAB]
-    c32 = cols - cols % 32 if 0 < nt <= 256 else 0
+    c64 = cols - cols % 64 if 0 < nt <= 256 else 0
+    c16 = cols - cols % 16 if 0 < nt <= 256 else 0
     for r in range(rows):
         o = r * cols
         a0 = vzero()
         a1 = vzero()
-        for j in range(0, c32, 32):
+        a2 = vzero()
+        a3 = vzero()
+        for j in range(0, c64, 64):
             a0 = vfmav(a0, _lut(nt, tab, codes, o + j), vload(x, j))
             a1 = vfmav(a1, _lut(nt, tab, codes, o + j + 16), vload(x, j + 16))
-        s = vsum(vadd(a0, a1))
-        for j in range(c32, cols):
+            a2 = vfmav(a2, _lut(nt, tab, codes, o + j + 32), vload(x, j + 32))
+            a3 = vfmav(a3, _lut(nt, tab, codes, o + j + 48), vload(x, j + 48))
+        for j in range(c64, c16, 16):
+            a0 = vfmav(a0, _lut(nt, tab, codes, o + j), vload(x, j))
+        s = vsum(vadd(vadd(a0, a1), vadd(a2, a3)))
+        for j in range(c16, cols):
             s += tab[codes[o + j]] * x[j]
         y[r] = s
 
