@@ -20,9 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import nn
+# every runtime's thread pool sleeps between calls (OpenMP of torch and numba here, onnxruntime
+# in analysis.speed): spinning pools steal the two cores from the runtime timed next
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = ROOT / "benchmarks" / "results"
@@ -281,9 +285,16 @@ WHY = """## What the compiled path does, and why some targets are missed (see th
   of the machine's peak (its row vs ours: MACs per second = MACs x batch / time). Binary and
   ternary weights are kept as int8 levels with a per-row scale: no bit-packed sign-select kernel.
 * **The module call** adds the torch <-> numpy round trip (profile: module vs whole native call).
+* **The limit** is an estimate from two measured rates (a 512^3 torch.mm, numpy's SIMD `max`
+  over an array of the compressed weights' size); where a row's compiled / limit is below 1x
+  the compiled path ran faster than that estimate (e.g. dense int8-level rows whose 1-byte
+  weights stay in L2), so there the estimate is no bound.
 * **Load.** Load average in the table (2 cores); ratios are from interleaved timing. The
-  2-thread rows are the noisiest: the runtimes' thread pools (onnxruntime spins between calls
-  by default, numba's workers) share the same two cores.
+  2-thread rows are the noisiest: the runtimes share the two cores, so the script makes every
+  thread pool sleep between calls (`OMP_WAIT_POLICY=PASSIVE` for torch's and numba's OpenMP,
+  onnxruntime's `allow_spinning=0`); with spinning pools one runtime's idle workers took the
+  cores from the next one timed (onnxruntime fp32 at batch 64 measured 8x slower than at 1
+  thread in an earlier run).
 """
 
 

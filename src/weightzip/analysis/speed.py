@@ -62,18 +62,20 @@ def peak_mac_rate(threads: int, n: int = 512) -> float:
 
 def memory_bandwidth(nbytes: int = 64 << 20) -> float:
     """Bytes per second of read passes over an ``nbytes`` float32 array (median of 5 rounds of
-    ``max(1, 64 MiB / nbytes)`` passes). Called with the compressed weights' size, so weights
+    ``max(1, 64 MiB / nbytes)`` passes of ``a.max()``: numpy's SIMD reduction, bound by the
+    reads; ``a.sum()``'s pairwise summation ran ~3x below the read rate on this machine and made
+    the estimate no bound). Called with the compressed weights' size, so weights
     that stay in cache between calls (LeNet: 60-140 KB, in L2) get the cache's read rate, not
     DRAM's: the limit estimate is then the one a repeated inference can approach."""
     nbytes = max(int(nbytes), 1 << 16)
     a = np.ones(nbytes // 4, np.float32)
     passes = max(1, (64 << 20) // nbytes)
-    a.sum()
+    a.max()
     ts = []
     for _ in range(5):
         t0 = time.perf_counter()
         for _ in range(passes):
-            a.sum()
+            a.max()
         ts.append((time.perf_counter() - t0) / passes)
     return nbytes / statistics.median(ts)
 
@@ -112,6 +114,10 @@ def _onnx_sessions(dense: nn.Module, x: torch.Tensor, threads: int) -> dict[str,
         return {"onnxruntime fp32": f"onnxruntime is not installed ({e}); pip install 'weightzip[bench]'"}
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
+    if threads > 1:
+        # timed interleaved with other runtimes: a pool spinning after its call would take the
+        # cores from the next runtime measured (2-thread rows on 2 cores: up to 8x skew seen)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     with tempfile.TemporaryDirectory() as td:
