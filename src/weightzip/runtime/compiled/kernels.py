@@ -709,6 +709,30 @@ def _dec_impl(vals, tab, j):
     return lambda vals, tab, j: np.float32(vals[j])
 
 
+def _dec_row(vals, tab, nt, o, cols, wb, w0):  # pragma: no cover - replaced by the overload below
+    """``wb[w0 + j] = _dec(vals, tab, o + j)`` for j < cols; uint8 codebook codes with a table
+    of ``0 < nt <= 256`` entries decode sixteen per step by register look-ups (:func:`_lut`)."""
+    for j in range(cols):
+        wb[w0 + j] = _dec(vals, tab, o + j)
+
+
+@overload(_dec_row, fastmath=FM)
+def _dec_row_impl(vals, tab, nt, o, cols, wb, w0):
+    if vals.dtype == numba.types.uint8:
+        def impl(vals, tab, nt, o, cols, wb, w0):
+            c16 = cols - cols % 16 if 0 < nt <= 256 else 0
+            for j in range(0, c16, 16):
+                vstore(wb, w0 + j, _lut(nt, tab, vals, o + j))
+            for j in range(c16, cols):
+                wb[w0 + j] = tab[vals[o + j]]
+        return impl
+
+    def impl_scalar(vals, tab, nt, o, cols, wb, w0):
+        for j in range(cols):
+            wb[w0 + j] = np.float32(vals[o + j])
+    return impl_scalar
+
+
 @numba.njit(cache=True, fastmath=FM)
 def _ws_csr(ptr, col, vals, tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
     cmax = 0
@@ -779,7 +803,7 @@ def _ws_sell4(sptr, data, srows, tab, b, xT, offs, y, n, r0, r1, ys, yr, wrow, w
 
 
 @numba.njit(cache=True, fastmath=FM)
-def _ws_dense(cols, vals, tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
+def _ws_dense(cols, vals, tab, nt, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cover
     acc = np.empty(n, np.float32)
     wb = np.empty(cols, np.float32)
     bb = np.empty(cols, np.int64)
@@ -790,15 +814,13 @@ def _ws_dense(cols, vals, tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # p
     r = r0
     while r + 4 <= r1:   # blocks of four rows: every input vector loaded once per four rows
         for q in range(4):
-            for j in range(cols):
-                w4[q * cols + j] = _dec(vals, tab, (r + q) * cols + j)
+            _dec_row(vals, tab, nt, (r + q) * cols, cols, w4, q * cols)
         _tiles4(w4, bb, cols, xT, n, acc4)
         for q in range(4):
             _store(acc4[q * n:(q + 1) * n], y, r + q, n, ys, yr, wrow, wval)
         r += 4
     for r in range(r, r1):
-        for j in range(cols):
-            wb[j] = _dec(vals, tab, r * cols + j)
+        _dec_row(vals, tab, nt, r * cols, cols, wb, 0)
         _tiles(wb, bb, cols, xT, n, acc)
         _store(acc, y, r, n, ys, yr, wrow, wval)
 
@@ -855,11 +877,11 @@ def _ws(op, B, F, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma: no cov
         return
     if op[C_LAYOUT] == L_DENSE:
         if vf == V_F32:
-            _ws_dense(cols, F[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+            _ws_dense(cols, F[v0:v0 + nnz], tab, op[C_NTAB], xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         elif vf == V_Q8:
-            _ws_dense(cols, B[v0:v0 + nnz].view(np.int8), tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+            _ws_dense(cols, B[v0:v0 + nnz].view(np.int8), tab, op[C_NTAB], xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         else:
-            _ws_dense(cols, B[v0:v0 + nnz], tab, xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
+            _ws_dense(cols, B[v0:v0 + nnz], tab, op[C_NTAB], xT, offs, y, n, r0, r1, ys, yr, wrow, wval)
         return
     if op[C_COLW] == 3:
         sptr, data, srows = _sell4_views(op, B)
