@@ -273,13 +273,15 @@ WHY = """## What the compiled path does, and why some targets are missed (see th
   cycle or less), and LeNet-5's PQ conv (k = 128 > 50 output channels, so tables would cost
   more than the convolution) runs from centroids decoded four output channels at a time at
   dense MAC count.
-* **LSTM (synthetic 2-bit, layer norm).** One native call per layer runs all 35 steps. The
-  per-step products at batch 1 are dense codebook GEMVs; their weights are decoded sixteen per
-  step by register look-ups (`_dense_rows_tab`: ~0.09 ns per weight against ~0.9 ns for the
-  scalar gather it replaced, microbenchmark), which leaves them bound by the
-  zero-extend + permute shuffles per 16 codes. The cell's sigmoid / tanh still run scalar
-  (numba has no vector math library here); onnxruntime runs both vectorized. At batch 20 the
-  products run the weights-stationary tiles per step (20 samples pad to 32 lanes).
+* **LSTM (synthetic 2-bit, layer norm).** One native call per layer runs all 35 steps: the
+  W_ih products of all steps as one batched product, then per step the W_hh product and the
+  cell. Codebook weights decode sixteen per step by register look-ups (`_dense_rows_tab` at
+  batch 1, `_dec_row` in the batched products: ~0.09 ns per weight against ~0.9 ns for the
+  scalar gather they replaced, microbenchmark), which leaves them bound by the zero-extend +
+  permute shuffles per 16 codes; the cell runs sixteen units per step with a vector exp
+  (`simd.vsigmoid` / `vtanh`, Cephes polynomial). Why batch 20 stays ~3x behind onnxruntime:
+  the per-step W_hh product at 20 samples pads to 32 lanes and decodes every weight each step
+  (onnxruntime multiplies a dense fp32 matrix).
 * **Dense int8-level MLPs (LAB / LAT, binary / ternary weights) at batch N.** Dense rows run
   the four-row register tiles (compiled / limit in the table); onnxruntime's MLAS GEMM keeps more
   of the machine's peak (its row vs ours: MACs per second = MACs x batch / time). Binary and

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import weightzip as wz
@@ -59,8 +59,11 @@ def _layer(norm: str, I: int, H: int, kinds, dens, rng) -> tuple[LSTMLayer, dict
 @SET
 @given(norm=st.sampled_from(["none", "layer", "batch", "weight"]),
        kinds=st.tuples(*[st.sampled_from(["codebook", "uniform", "dense"])] * 2),
-       dens=st.sampled_from([0.0, 0.1, 0.6, 1.0]), I=st.integers(1, 20), H=st.integers(1, 12),
+       dens=st.sampled_from([0.0, 0.1, 0.6, 1.0]), I=st.integers(1, 20), H=st.sampled_from([1, 5, 12, 16, 23, 40]),
        T=st.integers(1, 5), B=st.sampled_from([1, 2, 7, 70]), state=st.booleans(), seed=st.integers(0, 2**16))
+# the vector cell (16 units per step, then the scalar tail) with a bias in the cell and layer norm
+@example(norm="layer", kinds=("codebook", "uniform"), dens=1.0, I=7, H=37, T=4, B=3, state=True, seed=1)
+@example(norm="none", kinds=("dense", "codebook"), dens=0.6, I=20, H=32, T=3, B=1, state=False, seed=2)
 def test_layer_equals_torch(norm, kinds, dens, I, H, T, B, state, seed):
     rng = np.random.default_rng(seed)
     layer, formats = _layer(norm, I, H, kinds, dens, rng)

@@ -135,3 +135,31 @@ def test_vector_fma_and_lane_sum():
     s = f(acc, a, b)
     np.testing.assert_allclose(acc, want, rtol=1e-6)
     assert abs(s - float(want.astype(np.float64).sum())) <= 1e-5 * float(np.abs(want).sum())
+
+
+# --- vector exp / sigmoid / tanh (the LSTM cell) ----------------------------------------------
+
+def test_vexp_vsigmoid_vtanh_against_numpy():
+    from weightzip.runtime.compiled.simd import vexp, vsigmoid, vtanh
+
+    @numba.njit
+    def f(x, e, s, t):
+        for i in range(0, x.size, LANES):
+            v = vload(x, i)
+            vstore(e, i, vexp(v))
+            vstore(s, i, vsigmoid(v))
+            vstore(t, i, vtanh(v))
+
+    x = np.concatenate([np.linspace(-87.0, 88.0, 160 * LANES), np.linspace(-3, 3, 64 * LANES),
+                        np.array([0.0, 1e-6, -1e-6, 1e-3] * 4)]).astype(np.float32)
+    e, s, t = (np.empty_like(x) for _ in range(3))
+    f(x, e, s, t)
+    xd = x.astype(np.float64)
+    np.testing.assert_allclose(e, np.exp(xd), rtol=3e-7 * 4)            # ~2 ulp
+    np.testing.assert_allclose(s, 1 / (1 + np.exp(-xd)), rtol=1e-6, atol=1e-37)
+    np.testing.assert_allclose(t, np.tanh(xd), rtol=1e-6, atol=2e-7)
+    big = np.array([-200.0, 200.0] * 8, np.float32)                    # clamped: finite, saturated
+    e, s, t = (np.empty_like(big) for _ in range(3))
+    f(big, e, s, t)
+    assert np.isfinite(e).all() and (s[1::2] == 1).all() and (s[0::2] < 1e-30).all()
+    assert (t == np.sign(big)).all()

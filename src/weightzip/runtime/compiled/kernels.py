@@ -67,7 +67,8 @@ import numpy as np
 from numba import prange
 from numba.extending import overload
 
-from .simd import vadd, vcodes, vfma, vfmav, vload, vlut32, vlut64, vlut128, vlut256, vstore, vsum, vzero
+from .simd import (vadd, vcodes, vfma, vfmav, vload, vlut32, vlut64, vlut128, vlut256, vmul, vsigmoid,
+                   vstore, vsum, vtanh, vzero)
 
 FM = {"reassoc", "contract", "nsz"}  # reassociation lets LLVM vectorize the reductions
 FMS = {"contract", "nsz"}            # scalar reductions: no reassociation, so no gather vectorization
@@ -814,13 +815,21 @@ def _ws_dense(cols, vals, tab, nt, xT, offs, y, n, r0, r1, ys, yr, wrow, wval): 
     r = r0
     while r + 4 <= r1:   # blocks of four rows: every input vector loaded once per four rows
         for q in range(4):
-            _dec_row(vals, tab, nt, (r + q) * cols, cols, w4, q * cols)
+            if nt > 0:   # codebook codes: register look-ups
+                _dec_row(vals, tab, nt, (r + q) * cols, cols, w4, q * cols)
+            else:        # int8 levels / float32: the inlined convert loop (vectorized by LLVM)
+                for j in range(cols):
+                    w4[q * cols + j] = _dec(vals, tab, (r + q) * cols + j)
         _tiles4(w4, bb, cols, xT, n, acc4)
         for q in range(4):
             _store(acc4[q * n:(q + 1) * n], y, r + q, n, ys, yr, wrow, wval)
         r += 4
     for r in range(r, r1):
-        _dec_row(vals, tab, nt, r * cols, cols, wb, 0)
+        if nt > 0:
+            _dec_row(vals, tab, nt, r * cols, cols, wb, 0)
+        else:
+            for j in range(cols):
+                wb[j] = _dec(vals, tab, r * cols + j)
         _tiles(wb, bb, cols, xT, n, acc)
         _store(acc, y, r, n, ys, yr, wrow, wval)
 
@@ -1434,6 +1443,28 @@ def _sigmoid(v):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
+def _cell16(gx, gh, c, h, out, bias, add_bias, gxo, gho, co, oo, H):  # pragma: no cover - compiled
+    """The LSTM cell for units ``u < H - H % 16``, sixteen per step:
+    ``c = sigma(f) c + sigma(i) tanh(g)``, ``h = sigma(o) tanh(c)`` with the gate pre-activations
+    ``gx + gh (+ bias)`` (vector exp: :func:`.simd.vsigmoid`, :func:`.simd.vtanh`)."""
+    for u in range(0, H - H % 16, 16):
+        gi = vadd(vload(gx, gxo + u), vload(gh, gho + u))
+        gf = vadd(vload(gx, gxo + H + u), vload(gh, gho + H + u))
+        gg = vadd(vload(gx, gxo + 2 * H + u), vload(gh, gho + 2 * H + u))
+        go = vadd(vload(gx, gxo + 3 * H + u), vload(gh, gho + 3 * H + u))
+        if add_bias:
+            gi = vadd(gi, vload(bias, u))
+            gf = vadd(gf, vload(bias, H + u))
+            gg = vadd(gg, vload(bias, 2 * H + u))
+            go = vadd(go, vload(bias, 3 * H + u))
+        cv = vfmav(vmul(vsigmoid(gi), vtanh(gg)), vsigmoid(gf), vload(c, co + u))
+        vstore(c, co + u, cv)
+        hv = vmul(vsigmoid(go), vtanh(cv))
+        vstore(h, co + u, hv)
+        vstore(out, oo + u, hv)
+
+
+@numba.njit(cache=True)
 def lstm_forward(op_ih, op_hh, B, F, x, T, nb, h, c, out, gx, gh, scr, norm, ln, bias, add_bias, eps):  # pragma: no cover
     """Run T steps. ``x (T*nb*I)`` time-major flattened, ``h, c (nb*H)`` updated in place,
     ``out (T*nb*H)``; ``gx (T*nb*4H)``, ``gh (nb*4H)``, ``scr`` work buffers. With
@@ -1451,7 +1482,8 @@ def lstm_forward(op_ih, op_hh, B, F, x, T, nb, h, c, out, gx, gh, scr, norm, ln,
         for s in range(nb):
             gxo = (t * nb + s) * G
             gho = s * G
-            for u in range(H):
+            _cell16(gx, gh, c, h, out, bias, add_bias, gxo, gho, s * H, (t * nb + s) * H, H)
+            for u in range(H - H % 16, H):   # the last H % 16 units
                 gi = gx[gxo + u] + gh[gho + u]
                 gf = gx[gxo + H + u] + gh[gho + H + u]
                 gg = gx[gxo + 2 * H + u] + gh[gho + 2 * H + u]

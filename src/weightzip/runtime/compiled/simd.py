@@ -232,3 +232,64 @@ def _make_vlut(entries: int):
 
 
 vlut32, vlut64, vlut128, vlut256 = (_make_vlut(e) for e in (32, 64, 128, 256))
+
+
+@intrinsic
+def vmul(typingctx, a, b):
+    """Lane-wise ``a * b``."""
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1], flags=_FAST)
+    return f32x16(a, b), codegen
+
+
+def _splat(v: float) -> ir.Constant:
+    return ir.Constant(_VT, [float(v)] * LANES)
+
+
+def _exp_ir(builder, x):
+    """``exp(x)`` lane-wise (Cephes ``expf``: ``x = n ln2 + r``, ``|r| <= ln2 / 2``, a degree-5
+    polynomial for ``(e^r - 1 - r) / r^2``, times ``2^n`` built in the exponent bits; input
+    clamped to [-87.3, 88.3], so the result stays a normal float). Max relative error ~2 ulp
+    (tests/runtime/test_simd.py checks it against numpy over the whole clamped range)."""
+    mod = builder.module
+    fmin = cgutils.get_or_insert_function(mod, ir.FunctionType(_VT, [_VT, _VT]), "llvm.minnum.v16f32")
+    fmax = cgutils.get_or_insert_function(mod, ir.FunctionType(_VT, [_VT, _VT]), "llvm.maxnum.v16f32")
+    rint = cgutils.get_or_insert_function(mod, ir.FunctionType(_VT, [_VT]), "llvm.rint.v16f32")
+    x = builder.call(fmax, [builder.call(fmin, [x, _splat(88.3)]), _splat(-87.3)])
+    n = builder.call(rint, [builder.fmul(x, _splat(1.44269504088896341))])
+    r = builder.fsub(x, builder.fmul(n, _splat(0.693359375)))
+    r = builder.fsub(r, builder.fmul(n, _splat(-2.12194440e-4)))
+    p = _splat(1.9875691500e-4)
+    for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        p = builder.fadd(builder.fmul(p, r), _splat(c))
+    y = builder.fadd(builder.fadd(builder.fmul(p, builder.fmul(r, r)), r), _splat(1.0))
+    e = builder.shl(builder.add(builder.fptosi(n, _IT), ir.Constant(_IT, [127] * LANES)),
+                    ir.Constant(_IT, [23] * LANES))
+    return builder.fmul(y, builder.bitcast(e, _VT))
+
+
+@intrinsic
+def vexp(typingctx, v):
+    """Lane-wise ``exp(v)`` (:func:`_exp_ir`)."""
+    def codegen(context, builder, sig, args):
+        return _exp_ir(builder, args[0])
+    return f32x16(v), codegen
+
+
+@intrinsic
+def vsigmoid(typingctx, v):
+    """Lane-wise ``1 / (1 + exp(-v))``."""
+    def codegen(context, builder, sig, args):
+        e = _exp_ir(builder, builder.fsub(_splat(0.0), args[0]))
+        return builder.fdiv(_splat(1.0), builder.fadd(_splat(1.0), e))
+    return f32x16(v), codegen
+
+
+@intrinsic
+def vtanh(typingctx, v):
+    """Lane-wise ``tanh(v) = 1 - 2 / (1 + exp(2v))`` (absolute error ~1e-7; the relative error
+    grows as |v| -> 0, where the result is below the absolute error)."""
+    def codegen(context, builder, sig, args):
+        e = _exp_ir(builder, builder.fmul(args[0], _splat(2.0)))
+        return builder.fsub(_splat(1.0), builder.fdiv(_splat(2.0), builder.fadd(_splat(1.0), e)))
+    return f32x16(v), codegen
