@@ -32,7 +32,20 @@ def compress(model: nn.Module, recipe: Recipe | str | Path, train_loader=None, v
     """Run ``recipe``'s stages on ``model`` (in place) and return the :class:`PipelineResult`.
 
     Pass either ``train_loader``/``val_loader`` or a ``loaders`` object (``.train .val .test
-    .task``, as returned by :func:`weightzip.data.get_loaders`).
+    .task``, as returned by :func:`weightzip.data.get_loaders`), or no data at all: a
+    post-training recipe (magnitude pruning, k-means / PQ sharing without ``finetune``, uniform
+    quantization) runs on the weights alone, and evaluation is then skipped (the baseline and
+    every stage's ``val`` read ``{"skipped": "no validation data"}``). A stage that trains
+    (``train`` / ``finetune`` blocks, ``finetune``, ``variational_dropout``, ...) without a
+    ``train_loader`` raises :class:`~weightzip.errors.MissingDataError` naming it, before any
+    stage runs.
+
+    Example (no data)::
+
+        plan = wz.Recipe.from_dict({"name": "ptq", "stages": [
+            {"method": "prune_magnitude", "sparsity": 0.5}, {"method": "kmeans_share", "bits": 4}]})
+        result = wz.compress(model, plan)
+        result.baseline   # {"val": {"skipped": "no validation data"}}
     """
     if not isinstance(recipe, Recipe):
         recipe = Recipe.from_yaml(recipe)
@@ -54,13 +67,18 @@ class SaveReport:
         return self.baseline_bytes / self.file_bytes
 
 
-def encode_model(model: nn.Module, storage: StorageConfig | None = None) -> dict[str, Any]:
-    """Encode every tensor of the baked model into codec Formats (``{name: Format}``)."""
+def encode_model(model: nn.Module, storage: StorageConfig | None = None, *,
+                 state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Encode every tensor of the baked model into codec Formats (``{name: Format}``); a tied
+    parameter is encoded once, under its first name (:func:`~weightzip.core.parametrize.tied_parameters`).
+    ``state``: the model's :func:`~weightzip.core.parametrize.effective_state`, if already at hand."""
     from .codec import encode
 
     storage = storage or StorageConfig()
     check_finite(model)
-    state = parametrize.effective_state(model)
+    state = dict(parametrize.effective_state(model) if state is None else state)
+    for alias in parametrize.tied_parameters(model, state):  # stored once, re-tied by load
+        del state[alias]
     hints = parametrize.storage_hints(model)
     formats = {}
     for name, t in state.items():
@@ -89,7 +107,11 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
     from .codec import container
 
     storage = storage or (recipe.storage if recipe is not None else StorageConfig())
-    formats = encode_model(model, storage)
+    state = parametrize.effective_state(model)
+    tied = parametrize.tied_parameters(model, state)
+    formats = encode_model(model, storage, state=state)
+    unique = {k: v for k, v in state.items() if k not in tied}
+    del state
     cfg = getattr(model, "wz_config", None) or {"name": "user model", "class": type(model).__name__}
     graph_json = _record_graph(model, path, example_inputs, graph, cfg, formats)
     manifest = {
@@ -98,11 +120,14 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
         "recipe": recipe.to_dict() if recipe is not None else None,
         "metrics": metrics or {},
         "runtime": getattr(model, "wz_runtime", {}) or {},
-        "baseline_bytes": baseline_bytes(model),
+        "baseline_bytes": baseline_bytes(unique),
         "extra": extra or {},
     }
+    del unique
     if graph_json is not None:
         manifest["graph"] = graph_json
+    if tied:
+        manifest["tied"] = tied  # {alias: stored name}: one tensor, several names
     path = Path(path)
     container.write(path, manifest, formats)
     payload = sum(f.nbytes for f in formats.values())

@@ -22,11 +22,14 @@ from torch import nn
 
 
 def baseline_bytes(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> int:
-    """``4 * sum(numel)`` over the floating-point tensors of the (baked) state_dict."""
+    """``4 * sum(numel)`` over the floating-point tensors of the (baked) state_dict; a tensor
+    tied under several names (an LM head sharing the embedding) counts once, as in ``torch.save``."""
     if isinstance(model_or_state, nn.Module):
-        from ..core.parametrize import effective_state
+        from ..core.parametrize import effective_state, tied_parameters
 
         state = effective_state(model_or_state)
+        for alias in tied_parameters(model_or_state, state):
+            del state[alias]
     else:
         state = model_or_state
     return 4 * sum(t.numel() for t in state.values() if torch.is_floating_point(t))

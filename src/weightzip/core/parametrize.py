@@ -17,7 +17,7 @@ state_dict with parametrizations applied, plus :func:`storage_hints` per tensor.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -249,15 +249,57 @@ def effective_state(model: nn.Module) -> dict[str, Tensor]:
     """
     out: dict[str, Tensor] = {}
     parametrized = {(m, t) for m, _, t in parametrized_tensors(model)}
-    for mname, mod in model.named_modules():
+    for mname, mod in model.named_modules(remove_duplicate=False):
         prefix = f"{mname}." if mname else ""
-        for tname, _ in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
+        buffers = [(n, b) for n, b in mod.named_buffers(recurse=False)
+                   if n not in mod._non_persistent_buffers_set]  # not state: never stored
+        for tname, _ in list(mod.named_parameters(recurse=False, remove_duplicate=False)) + buffers:
             out[prefix + tname] = getattr(mod, tname).detach().cpu().clone()
         for m, t in parametrized:
             if m == mname:
                 out[prefix + t] = getattr(mod, t).detach().cpu().clone()
     # drop the parametrization containers' own entries
     return {k: v for k, v in out.items() if ".parametrizations." not in f".{k}"}
+
+
+def _leaf_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """``(plain name, underlying Parameter)`` for every parameter name of ``model``, tied names
+    included; a parametrized tensor's underlying Parameter is its ``original``."""
+    for mname, mod in model.named_modules(remove_duplicate=False):
+        prefix = f"{mname}." if mname else ""
+        if ".parametrizations." in f".{prefix}":
+            continue
+        for tname, p in mod.named_parameters(recurse=False, remove_duplicate=False):
+            yield prefix + tname, p
+        if P.is_parametrized(mod):
+            for tname in mod.parametrizations.keys():
+                yield prefix + tname, mod.parametrizations[tname].original
+
+
+def tied_parameters(model: nn.Module, state: Mapping[str, Tensor] | None = None) -> dict[str, str]:
+    """Names that are the same Parameter as an earlier name: ``{alias: canonical}``.
+
+    Hugging Face ties the LM head to the token embedding (``lm_head.weight`` IS
+    ``transformer.wte.weight``); a file stores such a tensor once and the loader re-ties it.
+    With ``state`` (the :func:`effective_state`), a name counts as tied only where its effective
+    value equals the canonical one bit for bit: two stages that compressed the two names of
+    one Parameter differently broke the tie, and both values are kept.
+    """
+    groups: dict[int, list[str]] = {}
+    for name, p in _leaf_parameters(model):
+        if name not in groups.setdefault(id(p), []):
+            groups[id(p)].append(name)
+    order = {n: i for i, n in enumerate(state)} if state is not None else {}
+    ties: dict[str, str] = {}
+    for names in groups.values():
+        if len(names) < 2:
+            continue
+        if state is not None:
+            names = sorted((n for n in names if n in state), key=order.__getitem__)
+        for alias in names[1:]:
+            if state is None or torch.equal(state[alias], state[names[0]]):
+                ties[alias] = names[0]
+    return ties
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,6 +61,11 @@ def clean_copy(model: nn.Module, keep_hooks: bool = False) -> nn.Module:
         if not keep_hooks:
             mod._forward_pre_hooks.clear()
             mod._forward_hooks.clear()
+        cfg = getattr(mod, "config", None)
+        if getattr(cfg, "use_cache", False) is True:
+            # Hugging Face models return a key/value cache object: the graph of a compressed
+            # model is a plain forward (no cache), as in evaluation and export
+            cfg.use_cache = False
     return m
 
 
@@ -190,6 +195,13 @@ def capture_export(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> 
             ep = torch.export.export(m, args, dynamic_shapes=dyn, strict=False)
     except Exception as e:
         raise GraphCaptureError(f"torch.export failed on {type(model).__name__}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    if any(isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
+           for n in ep.graph.nodes if n.op == "call_function"):
+        try:  # in-place ops (x += y, hardswish_(x)): functionalize, keeping every other op as is
+            ep = ep.run_decompositions({})
+        except Exception as e:
+            raise GraphCaptureError(f"the in-place operators of {type(model).__name__} cannot be made "
+                                    f"functional: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
     sig = ep.graph_signature
     for o in sig.output_specs:
         if o.kind.name != "USER_OUTPUT":
@@ -311,8 +323,9 @@ def _check(model: nn.Module, g: dict, extra: dict, example_inputs) -> None:
         rebuilt = rebuild(g, shapes, extra)
         rebuilt.load_state_dict(state)
         rebuilt.eval()
-        y_ref = _flatten_out(m(*example_inputs))
-        y = _flatten_out(rebuilt(*example_inputs))
+        # fresh copies of the inputs for each run: a model may change its input in place
+        y_ref = _flatten_out(m(*(x.clone() for x in example_inputs)))
+        y = _flatten_out(rebuilt(*(x.clone() for x in example_inputs)))
     except Exception as e:
         raise GraphCaptureError(f"the recorded graph does not run: {type(e).__name__}: {str(e)[:200]}") from None
     if len(y) != len(y_ref) or not all(a.shape == b.shape and torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5)

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightzipFormatError
+from .modules import GraphOutput
 
-OPSET_VERSION = 1
+OPSET_VERSION = 2  # 2: pads, in-place operator.i*, more aten pooling / activations, inplace args
 GRAPH_VERSION = 1
 
 # ------------------------------------------------------------------------------------------
@@ -44,6 +45,7 @@ pixel_shuffle one_hot cross_entropy
 
 _OPERATOR_FUNCS = """
 add sub mul truediv floordiv mod pow neg pos matmul getitem eq ne lt le gt ge and_ or_ not_ invert
+iadd isub imul itruediv
 """.split()
 
 # getattr(x, name) on a proxy: only these attribute names
@@ -61,6 +63,7 @@ def _build_functions() -> dict[str, Callable]:
     for n in _OPERATOR_FUNCS:
         table[f"operator.{n}"] = getattr(operator, n)
     table["builtins.getattr"] = getattr
+    table["weightzip.output"] = GraphOutput  # a dict with attribute access (opset 2)
     table["torch._assert"] = torch._assert
     from torch.fx._symbolic_trace import _assert_is_none
 
@@ -170,6 +173,21 @@ MODULES: dict[str, tuple[type, Callable[[nn.Module], dict]]] = {
     "AdaptiveMaxPool2d": (nn.AdaptiveMaxPool2d, lambda m: {"output_size": m.output_size}),
 }
 
+def _with_inplace(get_args: Callable[[nn.Module], dict]) -> Callable[[nn.Module], dict]:
+    """Record ``inplace=True`` where a module has it: an in-place activation also changes its
+    input, which other consumers of that value then see (the graph must compute the same)."""
+    def args(m):
+        d = get_args(m)
+        if getattr(m, "inplace", False) is True:
+            d["inplace"] = True
+        return d
+    return args
+
+
+for _kind in ("ReLU", "ReLU6", "SiLU", "Mish", "Hardswish", "Hardsigmoid", "Hardtanh", "ELU", "LeakyReLU",
+              "Dropout", "Dropout1d", "Dropout2d"):
+    MODULES[_kind] = (MODULES[_kind][0], _with_inplace(MODULES[_kind][1]))
+
 # Modules whose JSON constructor arguments must be turned back into tuples
 _TUPLE_ARGS = {"kernel_size", "stride", "padding", "dilation", "output_padding", "normalized_shape",
                "unflattened_size", "output_size"}
@@ -188,6 +206,10 @@ def module_kind(m: nn.Module) -> str | None:
         for kind, (k, _) in MODULES.items():
             if cls is k:
                 return kind
+        if "forward" in vars(cls):
+            # a subclass with its own forward (timm's BatchNormAct2d: batch norm + activation)
+            # computes something else than its base: it is traced through, never recorded as one
+            return None
     return None
 
 
@@ -245,6 +267,8 @@ unsqueeze view where zeros zeros_like _assert_tensor_metadata _assert_scalar sym
 __and__ __or__ __invert__ _to_copy _softmax _log_softmax batch_norm _native_batch_norm_legit_no_training
 adaptive_avg_pool2d _adaptive_avg_pool2d mean_dim var std rsub hardswish hardsigmoid mish elu
 group_norm instance_norm glu _unsafe_view unflatten chunk narrow tensor_split fill round
+pad constant_pad_nd reflection_pad2d replication_pad2d adaptive_max_pool2d max_pool2d_with_indices
+avg_pool1d max_pool1d conv_transpose2d softplus square addcmul
 """.split())
 
 

@@ -18,6 +18,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..errors import WeightzipFormatError
+from .modules import GraphOutput
 from .ops import (GETATTR_NAMES, GRAPH_VERSION, METHODS, OPSET_VERSION, build_module, decode_arg,
                   resolve_function)
 
@@ -165,6 +166,11 @@ def rebuild(graph: dict, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]],
         env[name] = node
     if not seen_output:
         raise WeightzipFormatError("graph: no output node")
+    out_node = next(n for n in g.nodes if n.op == "output")
+    if isinstance(out_node.args[0], dict):  # a mapping output reads as out.logits too
+        with g.inserting_before(out_node):
+            wrapped = g.call_function(GraphOutput, (dict(out_node.args[0]),))
+        out_node.args = (wrapped,)
     try:
         g.lint()
         gm = fx.GraphModule(root, g, class_name="WzGraphModule")

@@ -39,6 +39,30 @@ def read_model_state(path: str | Path, *, max_decoded_bytes: int | str | None = 
     return manifest, state, formats
 
 
+def tied_names(manifest: dict[str, Any], state: dict[str, torch.Tensor], path: str | Path = "file") -> dict[str, str]:
+    """The manifest's ``"tied"`` map ``{alias: stored name}``, checked against the stored tensors."""
+    tied = manifest.get("tied") or {}
+    if not isinstance(tied, dict):
+        raise WeightzipFormatError(f"{path}: manifest field 'tied' must be an object {{alias: stored name}}")
+    for alias, canon in tied.items():
+        if not isinstance(alias, str) or not isinstance(canon, str) or canon not in state or alias in state:
+            raise WeightzipFormatError(f"{path}: manifest field 'tied': {alias!r} -> {canon!r} must name a "
+                                       f"stored tensor by a name that is not stored itself")
+    return tied
+
+
+def retie(model: nn.Module, tied: dict[str, str]) -> None:
+    """Make every alias the SAME Parameter as its stored name again (a rebuilt graph module
+    creates them apart; a class that ties its weights itself already shares them)."""
+    for alias, canon in tied.items():
+        a_mod, _, a_leaf = alias.rpartition(".")
+        c_mod, _, c_leaf = canon.rpartition(".")
+        owner = model.get_submodule(a_mod)
+        target = getattr(model.get_submodule(c_mod), c_leaf)
+        if isinstance(target, nn.Parameter) and a_leaf in owner._parameters and owner._parameters[a_leaf] is not target:
+            owner._parameters[a_leaf] = target
+
+
 def build_model(manifest: dict[str, Any], path: str | Path = "file", state: dict[str, torch.Tensor] | None = None,
                 graph_tensors: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """Rebuild the zoo model named in the manifest, or a user model from its recorded graph."""
@@ -84,6 +108,9 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", 
     from ..graph import EXTRA_PREFIX
 
     graph_tensors = {k[len(EXTRA_PREFIX):]: state.pop(k) for k in list(state) if k.startswith(EXTRA_PREFIX)}
+    tied = tied_names(manifest, state, path)
+    for alias, canon in tied.items():
+        state[alias] = state[canon]
     if model is None:
         model = build_model(manifest, path, state, graph_tensors)
     expected = model.state_dict()
@@ -100,6 +127,7 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", 
                                        f"the model expects {tuple(v.shape)}")
         state[k] = state[k].to(v.dtype)
     model.load_state_dict(state)
+    retie(model, tied)
     act = (manifest.get("runtime") or {}).get("activation_quant")
     if act:
         from ..core.parametrize import install_activation_quant

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# CIFAR-10 baselines on this 2-core CPU (issue 23), one job at a time, niced, resumable.
+#   bash benchmarks/cifar10_cpu.sh [resnet20|alexnet_cifar|vgg16_cifar]
+# Every epoch is checkpointed atomically to runs/cifar10/<model>/base.pt (outside git); running
+# the same command again continues bit-for-bit from the last epoch. On a new machine the run
+# continues from the committed small checkpoint benchmarks/results/cifar10/<model>-base.partial.pt
+# when there is one (copied in before the first epoch).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=${1:-resnet20}
+case "$model" in
+  resnet20) epochs=${EPOCHS:-70} ;;
+  alexnet_cifar|vgg16_cifar) epochs=${EPOCHS:-30} ;;
+  *) echo "unknown model $model (resnet20, alexnet_cifar, vgg16_cifar)" >&2; exit 2 ;;
+esac
+run=runs/cifar10/$model
+mkdir -p "$run"
+committed=benchmarks/results/cifar10/$model-base.partial.pt
+if [ ! -f "$run/base.pt" ] && [ -f "$committed" ]; then cp "$committed" "$run/base.pt"; fi
+export WEIGHTZIP_DATA=${WEIGHTZIP_DATA:-$(cd .. && pwd)/shared/data}
+exec nice -n 19 .venv/bin/weightzip train "$model" --data cifar10 --epochs "$epochs" \
+    -o "$run/base.pt" --resume --no-progress
