@@ -123,7 +123,9 @@ class CompiledModel(nn.Module):
         return {"native": int(native), "torch_fallback": int(torch_b), "total": int(native + torch_b)}
 
     # -- forward ---------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if args or kwargs or self._whole_model_in_torch():  # masks, labels, ...: the torch model
+            return self._dense_model()(x, *args, **kwargs)
         if x.dtype != torch.float32 or not x.is_cpu or x.requires_grad:
             if x.requires_grad and not torch.is_grad_enabled():
                 x = x.detach()   # no graph is recorded anyway: run natively
@@ -150,6 +152,11 @@ class CompiledModel(nn.Module):
             else:
                 h = seg.module(h)
         return h
+
+    def _whole_model_in_torch(self) -> bool:
+        """True where the only plan built runs the whole model in torch (its output may be any
+        structure: a dict, a ModelOutput), so the native segment walk is skipped."""
+        return len(self.plans) == 1 and next(iter(self.plans.values())).whole_model_reason is not None
 
     def extra_repr(self) -> str:
         lines = []
@@ -181,6 +188,11 @@ def sample_shape_of(model: nn.Module, manifest: dict | None = None) -> tuple[int
     cfg = (manifest or {}).get("model") or getattr(model, "wz_config", None) or {}
     name = cfg.get("name", "")
     kw = cfg.get("kwargs") or {}
+    example = (((manifest or {}).get("graph") or {}).get("example_inputs") or [None])[0]
+    if name not in _MODELS and isinstance(example, dict) and str(example.get("dtype", "")).startswith(("float", "bfloat")):
+        shape = example.get("shape")
+        if isinstance(shape, list) and len(shape) >= 2 and all(isinstance(d, int) and d > 0 for d in shape):
+            return tuple(shape[1:])  # a model saved with its graph: the recorded example input
     if name not in _MODELS or name.startswith("lstm"):
         return None
     params = _inspect.signature(_MODELS[name]).parameters
@@ -201,6 +213,7 @@ def compile_from_file(path, model: nn.Module, formats: dict, manifest: dict, req
     shape = sample_shape_of(model, manifest)
     model.eval()
     model.wz_manifest = manifest
+    mode = "compiled" if required else "auto"
 
     if shape is None:
         from .lstm import compile_lstm_layers
@@ -211,13 +224,41 @@ def compile_from_file(path, model: nn.Module, formats: dict, manifest: dict, req
             # embedding / decoder stay torch (their own fast paths)
             model.wz_compiled = {"lstm_layers": done, "kept_in_torch": kept}
             return model
+        why = _no_shape_reason(manifest)
+        _warn_fallback(path, mode, f"the whole model runs decoded dense in torch: {why}")
         if not required:
             return None
         cm = compile_model(model, formats, None, threads, None)
         cm.wz_manifest = manifest
+        cm.wz_compile_reason = why
         return cm
     cm = compile_model(model, formats, shape, threads, reload)
     cm.wz_manifest = manifest
-    if not required and not cm.plans[shape].native_only:
+    plan = cm.plans[shape]
+    if not plan.native_only:
+        if plan.whole_model_reason:
+            what = f"the whole model runs decoded dense in torch: {plan.whole_model_reason}"
+        else:
+            what = "these layers run decoded dense in torch: " + "; ".join(f"{layer} ({why})" for layer, why in plan.fallbacks)
+        _warn_fallback(path, mode, what + (" (mode 'auto' then picks per layer what runs fastest)" if not required else ""))
+    if not required and not plan.native_only:
         return None
     return cm
+
+
+def _no_shape_reason(manifest: dict | None) -> str:
+    example = (((manifest or {}).get("graph") or {}).get("example_inputs") or [None])[0]
+    if isinstance(example, dict) and not str(example.get("dtype", "")).startswith(("float", "bfloat")):
+        return (f"its input is {example.get('dtype')} (token ids); the compiled runtime takes float32 "
+                f"inputs only (no native embedding kernel yet)")
+    return ("no input shape is known (a zoo model without image_size, or a file saved without "
+            "example_inputs=)")
+
+
+def _warn_fallback(path, mode: str, what: str) -> None:
+    """One warning per load that names what does not run natively and why (weightzip inspect
+    shows the same per layer)."""
+    import warnings
+
+    warnings.warn(f"{path}: load(mode={mode!r}): not everything runs in the compiled runtime; {what}",
+                  RuntimeWarning, stacklevel=4)
