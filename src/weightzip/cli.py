@@ -322,7 +322,9 @@ def compress(
     recipe: Annotated[Path, typer.Option("--recipe", "-r", help="Recipe YAML, e.g. recipes/deep-compression.yaml.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .wz file to write (atomically).")],
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Dataset [default: the checkpoint's, "
-                                                "then the recipe's].")] = None,
+                                                "then the recipe's; a .wz / .pt with none runs a "
+                                                "post-training recipe without data, evaluation "
+                                                "skipped].")] = None,
     workdir: Annotated[Optional[Path], typer.Option(help="Folder for stage checkpoints and plots "
                                                     "(enables --resume).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Skip stages already checkpointed in --workdir.")] = False,
@@ -349,9 +351,13 @@ def compress(
         typer.echo(json.dumps(out, indent=2, default=str))
         return
     _print_size_table(output)
-    acc = lambda m: m.get("accuracy", m.get("perplexity"))  # noqa: E731
-    typer.echo(f"baseline test {acc(out['baseline_test']):.4f} -> compressed {acc(out['compressed_test']):.4f}"
-               f" -> from the file {acc(out['from_file_test']):.4f}")
+    if "skipped" in out["from_file_test"]:  # no dataset: post-training only, nothing measured
+        typer.echo(f"evaluation skipped ({out['from_file_test']['skipped']}): pass --data DATASET to "
+                   "measure the baseline, the compressed model and the file")
+    else:
+        acc = lambda m: m.get("accuracy", m.get("perplexity"))  # noqa: E731
+        typer.echo(f"baseline test {acc(out['baseline_test']):.4f} -> compressed "
+                   f"{acc(out['compressed_test']):.4f} -> from the file {acc(out['from_file_test']):.4f}")
     typer.echo(f"wrote {out['out']}: {out['file_bytes']:,} bytes, file ratio {out['file_ratio']:.1f}x "
                f"in {out['seconds']:.0f}s" + (f"; plot {out['plot']}" if out.get("plot") else ""))
 

@@ -20,6 +20,10 @@ class RecipeError(WeightzipError, ValueError):
     """An invalid recipe; the message names the stage and the field."""
 
 
+class MissingDataError(RecipeError):
+    """A stage needs data (training, a validation scan) that the compression was not given."""
+
+
 class WeightzipFormatError(WeightzipError, ValueError):
     """A .wz file that is truncated, corrupted, of a wrong version, or otherwise unreadable."""
 

@@ -349,8 +349,8 @@ class Source:
 
     model: nn.Module
     info: dict[str, Any]
-    data: str
-    loaders: Any
+    data: str | None  # None: no dataset (a .wz / .pt compressed post-training, without data)
+    loaders: Any  # None without a dataset
 
 
 def prepare_source(source: str | Path, *, device: str = "cpu", data: str | None = None,
@@ -362,6 +362,8 @@ def prepare_source(source: str | Path, *, device: str = "cpu", data: str | None 
     ``source`` is a ``.pt`` run checkpoint (its recorded dataset and split are reused), a ``.wz``
     file (any model whose graph the file holds: see ``weightzip.graph``) or a zoo model name (its cached baseline from :func:`ensure_baseline`, trained once when missing).
     The dataset is ``data``, else the checkpoint's, else ``recipe_data``, else the model's default.
+    A ``.wz`` or ``.pt`` source with none of these gets ``data`` and ``loaders`` None: a
+    post-training recipe runs without data (evaluation skipped); a training stage then says so.
     Loader options: the run's own (validation size, ``bptt``, augmentation), then the training
     recipe's, overridden by ``data_args`` (``batch_size`` included).
     """
@@ -382,6 +384,8 @@ def prepare_source(source: str | Path, *, device: str = "cpu", data: str | None 
                                model_args=model_args, epochs=baseline_epochs)
         model, info = load_model(path, device)
     if not data:
+        if src.suffix in (".pt", ".wz"):
+            return Source(model, info, None, None)
         raise WeightzipError("no dataset: pass --data DATASET (or set `data:` in the recipe)")
     saved = dict(info.get("data_args") or {})
     rec = recipe_for((getattr(model, "wz_config", None) or {}).get("name", "*"), data)

@@ -10,6 +10,12 @@
 
 A method modifies the model ONLY through :mod:`weightzip.core.parametrize`, trains only through
 ``ctx.fit`` (the Trainer with callbacks), and never imports ``codec`` or ``runtime``.
+
+Data is optional: post-training stages (pruning by magnitude, k-means / PQ sharing without a
+fine-tune, uniform quantization) run on the weights alone. :meth:`Method.needs_data` says which
+splits a configured stage reads; the pipeline checks every stage against the loaders it was
+given before running any, and ``ctx.evaluate`` without validation data returns
+:data:`NO_VALIDATION` instead of numbers.
 """
 from __future__ import annotations
 
@@ -22,6 +28,21 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from ..core.select import Selection
+from ..errors import MissingDataError
+
+NO_VALIDATION: dict[str, str] = {"skipped": "no validation data"}
+"""What ``ctx.evaluate`` returns (a copy of) when there is no validation (or test) loader."""
+
+
+def missing_data_message(stage: str | None, split: str, why: str) -> str:
+    """The error text for a stage that needs ``split`` data it was not given: what, and how to fix it."""
+    where = stage or "this stage"
+    kind = "training" if split == "train" else "validation" if split == "val" else f"{split!r}"
+    fix = ("pass loaders: wz.compress(model, recipe, train_loader, val_loader) (or loaders=...); "
+           "on the command line: --data DATASET")
+    if split == "train":
+        fix += f"; or remove the training / fine-tune block (`train:` / `finetune:`) from {where} of the recipe"
+    return f"{where} needs {kind} data ({why}) but no {split} loader was given; {fix}"
 
 
 class MethodConfig(BaseModel):
@@ -43,31 +64,54 @@ class StageContext:
     pipeline saves it in stage checkpoints.
     """
 
-    loaders: Any  # weightzip.data.Loaders-like: .train .val .test .task .info
+    loaders: Any = None  # weightzip.data.Loaders-like: .train .val .test .task .info (each may be None)
     device: str = "cpu"
     workdir: Path | None = None
     state: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = print
     seed: int = 0
     progress: bool = False
+    stage: str | None = None  # "stage 2 (kmeans_share)" while the pipeline runs it; errors name it
 
     @property
     def task(self) -> str:
-        return getattr(self.loaders, "task", "classify")
+        return getattr(self.loaders, "task", None) or "classify"
 
-    def evaluate(self, model: nn.Module, split: str = "val") -> dict[str, float]:
-        """Loss and accuracy (or perplexity) of ``model`` on a split (val falls back to test)."""
-        from ..training.evaluate import evaluate
+    def loader(self, split: str) -> Any | None:
+        """The loader of ``split`` (``train``, ``val``, ``test``), or None; ``val`` falls back to ``test``."""
         loader = getattr(self.loaders, split, None)
         if loader is None and split == "val":
-            loader = self.loaders.test
+            loader = getattr(self.loaders, "test", None)
+        return loader
+
+    def require(self, split: str, why: str) -> Any:
+        """The loader of ``split``, or a :class:`~weightzip.errors.MissingDataError` naming the
+        stage, what it needs the data for (``why``) and how to fix it."""
+        loader = self.loader(split)
+        if loader is None:
+            raise MissingDataError(missing_data_message(self.stage, split, why))
+        return loader
+
+    def evaluate(self, model: nn.Module, split: str = "val") -> dict[str, Any]:
+        """Loss and accuracy (or perplexity) of ``model`` on a split (val falls back to test).
+
+        Without such a loader (post-training compression with no data) evaluation is skipped:
+        a copy of :data:`NO_VALIDATION`, ``{"skipped": "no validation data"}``, not numbers.
+        """
+        from ..training.evaluate import evaluate
+        loader = self.loader(split)
+        if loader is None:
+            return dict(NO_VALIDATION) if split == "val" else {"skipped": f"no {split} data"}
         return evaluate(model, loader, self.task, self.device)
 
     def fit(self, model: nn.Module, train: Any, callbacks: Sequence[Any] = (), optimizer=None,
             tag: str = "fit") -> dict[str, Any]:
-        """Train ``model`` with a ``TrainConfig`` (or dict) and callbacks; returns the history."""
+        """Train ``model`` with a ``TrainConfig`` (or dict) and callbacks; returns the history.
+
+        Raises :class:`~weightzip.errors.MissingDataError` when there is no training loader."""
         from ..training.config import TrainConfig
         from ..training.trainer import Trainer
+        self.require("train", f"{tag} trains the model")
         cfg = train if isinstance(train, TrainConfig) else TrainConfig(**dict(train or {}))
         if cfg.device is None or cfg.device == "cpu":
             cfg = cfg.model_copy(update={"device": self.device})
@@ -92,6 +136,20 @@ class Method:
 
     def __init__(self, config: MethodConfig):
         self.config = config
+
+    def needs_data(self) -> dict[str, str]:
+        """The data splits this configured stage reads, ``{split: why}``; ``{}``: none (post-training).
+
+        The default: a stage whose config has a ``train`` or ``finetune`` block (not None) trains,
+        so it needs ``"train"``. Methods that read data otherwise (a validation scan) extend this.
+        Evaluation alone is no need: without validation data it is skipped.
+        """
+        needs: dict[str, str] = {}
+        for key in ("train", "finetune"):
+            if getattr(self.config, key, None) is not None:
+                needs["train"] = f"its `{key}` block trains the model"
+                break
+        return needs
 
     def apply(self, model: nn.Module, ctx: StageContext) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError

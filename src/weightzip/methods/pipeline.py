@@ -6,6 +6,11 @@ time, and - when a ``workdir`` is given - writes a checkpoint ``stage-<i>-<metho
 (state_dict + parametrization spec + shared stage state, loadable with ``weights_only=True``).
 With ``resume=True`` the stages that already have a checkpoint are skipped and the model is
 restored from the last one.
+
+Data is optional. Before running any stage the pipeline asks each one what it reads
+(:meth:`~weightzip.methods.base.Method.needs_data`) and refuses, naming the stage, a recipe that
+trains without a training loader; without validation data the baseline and per-stage metrics
+are ``{"skipped": "no validation data"}`` (:data:`~weightzip.methods.base.NO_VALIDATION`).
 """
 from __future__ import annotations
 
@@ -21,9 +26,9 @@ from torch import nn
 from ..core import parametrize
 from ..core.recipe import Recipe
 from ..core.registry import get_method
-from ..errors import InvalidModelError
+from ..errors import InvalidModelError, MissingDataError
 from ..training.checkpoint import save_checkpoint
-from .base import StageContext
+from .base import Method, StageContext, missing_data_message
 
 
 @dataclass
@@ -77,6 +82,19 @@ class Pipeline:
             self.workdir.mkdir(parents=True, exist_ok=True)
             ctx.workdir = self.workdir
 
+    def check_data(self, start: int = 0) -> None:
+        """Refuse (before any work) a stage from ``start`` on that needs data the context lacks.
+
+        Raises :class:`~weightzip.errors.MissingDataError` naming the stage index and method,
+        what the data is for, and how to fix it (pass loaders / ``--data``, or drop the fine-tune).
+        """
+        for i in range(start, len(self.recipe.stages)):
+            cfg = self.recipe.stages[i]
+            method: Method = get_method(cfg.method)(cfg)
+            for split, why in method.needs_data().items():
+                if self.ctx.loader(split) is None:
+                    raise MissingDataError(missing_data_message(_stage_name(i, cfg), split, why))
+
     def _ckpt(self, i: int, method: str) -> Path | None:
         return self.workdir / f"stage-{i}-{method}.pt" if self.workdir else None
 
@@ -84,6 +102,9 @@ class Pipeline:
         check_finite(model)
         model.to(self.ctx.device)
         result = PipelineResult(model=model, recipe=self.recipe)
+        resuming = bool(self.resume and self.workdir)
+        if not resuming:
+            self.check_data()  # before the baseline pass: a recipe that cannot run fails at once
         result.baseline = {"val": _clean(self.ctx.evaluate(model))}
         self.ctx.log(f"baseline: {_fmt_metrics(result.baseline['val'])}")
         start = 0
@@ -101,12 +122,18 @@ class Pipeline:
                     start = i + 1
                     self.ctx.log(f"resumed after stage {i} from {p}")
                     break
+        if resuming:
+            self.check_data(start)  # the stages already checkpointed need nothing
         for i in range(start, len(self.recipe.stages)):
             cfg = self.recipe.stages[i]
             method = get_method(cfg.method)(cfg)
             self.ctx.log(f"stage {i}: {cfg.method}" + (f" ({cfg.label})" if cfg.label else ""))
             t0 = time.perf_counter()
-            metrics = method.apply(model, self.ctx) or {}
+            self.ctx.stage = _stage_name(i, cfg)
+            try:
+                metrics = method.apply(model, self.ctx) or {}
+            finally:
+                self.ctx.stage = None
             seconds = time.perf_counter() - t0
             if "val" not in metrics:
                 metrics["val"] = self.ctx.evaluate(model)
@@ -140,6 +167,11 @@ class Pipeline:
         model.load_state_dict(ck["model"])
         self.ctx.state.update(ck.get("stage_state") or {})
         return ck.get("records", [])
+
+
+def _stage_name(i: int, cfg: Any) -> str:
+    """``stage 1 (kmeans_share)`` or ``stage 1 (kmeans_share, "fc layers")``: how errors name a stage."""
+    return f"stage {i} ({cfg.method}" + (f", {cfg.label!r})" if cfg.label else ")")
 
 
 def _clean(x: Any) -> Any:

@@ -180,11 +180,8 @@ class SensitivityConfig(BaseModel):
 def _quality(model: nn.Module, ctx: StageContext, split: str, max_batches: int | None) -> float:
     """Accuracy in percent (classify) or perplexity (lm) on a capped number of batches."""
     from ..training.evaluate import evaluate
-    loader = getattr(ctx.loaders, split, None)
-    if loader is None:
-        loader = getattr(ctx.loaders, "test", None) if split == "val" else None
-    if loader is None:
-        raise RecipeError(f"sensitivity scan: the data has no {split!r} split; use metric: test or give a val set")
+    loader = ctx.require(split, f"the sensitivity scan measures quality on the {split!r} split "
+                                f"(metric: {split}); or prune with `s` or `sparsity` instead")
     out = evaluate(model, loader, ctx.task, ctx.device, max_steps=max_batches)
     return 100.0 * out["accuracy"] if "accuracy" in out else out["perplexity"]
 
@@ -298,6 +295,14 @@ class MagnitudePrune(Method):
                                  f"got {given or 'none'}")
             return self
 
+    def needs_data(self) -> dict[str, str]:
+        """The sensitivity scan reads its ``metric`` split; ``s`` / ``sparsity`` need no data."""
+        if self.config.sensitivity is None:
+            return {}
+        split = self.config.sensitivity.metric
+        return {split: f"the sensitivity scan measures quality on the {split!r} split; "
+                       "or prune with `s` or `sparsity` instead"}
+
     def apply(self, model: nn.Module, ctx: StageContext) -> dict[str, Any]:
         c = self.config
         sel = select(model, c.select)
@@ -374,6 +379,14 @@ class IterativePrune(Method):
             if (self.s is None) == (self.sparsity is None):
                 raise ValueError("give exactly one of `s` (final threshold factor) or `sparsity` (final target)")
             return self
+
+    def needs_data(self) -> dict[str, str]:
+        """The sensitivity scan reads its ``metric`` split; ``s`` / ``sparsity`` need no data."""
+        if self.config.sensitivity is None:
+            return {}
+        split = self.config.sensitivity.metric
+        return {split: f"the sensitivity scan measures quality on the {split!r} split; "
+                       "or prune with `s` or `sparsity` instead"}
 
     def apply(self, model: nn.Module, ctx: StageContext) -> dict[str, Any]:
         c = self.config

@@ -209,7 +209,7 @@ class SoftWeightSharing(Method):
         weights = [getattr(mod, t).detach() for _, mod, t in sel]
         prior = MixturePrior(mixture.init_means(weights, c.components - 1), c.init_log_var, c.pi_zero,
                              c.gamma_zero, c.gamma_other).to(ctx.device)
-        n_train = len(ctx.loaders.train.dataset)
+        n_train = len(ctx.require("train", "soft weight-sharing retrains under the mixture prior").dataset)
         cb = _PriorCallback(prior, sel, c.tau / n_train, stage, c.warmup_epochs, c.log_var_range, ctx.log,
                             c.prior_every)
         cfg = TrainConfig(**c.train)

@@ -88,6 +88,7 @@ class VariationalDropout(Method):
 
     def apply(self, model: nn.Module, ctx: StageContext) -> dict[str, Any]:
         c = self.config
+        train = ctx.require("train", "variational dropout trains the noise with the KL term")
         sel = list(select(model, c.select))
         tensors = []
         for _, mod, t in sel:
@@ -95,8 +96,8 @@ class VariationalDropout(Method):
             p = VDNoise(torch.full_like(w, c.init_log_sigma2), c.threshold)
             parametrize.attach(mod, t, p)
             tensors.append((mod, t, p))
-        spe = len(ctx.loaders.train)
-        cb = _KLCallback(tensors, len(ctx.loaders.train.dataset), c.kl_warmup_epochs, spe)
+        spe = len(train)
+        cb = _KLCallback(tensors, len(train.dataset), c.kl_warmup_epochs, spe)
         hist = ctx.fit(model, c.train, callbacks=[cb], tag="variational dropout")
         metrics: dict[str, Any] = {"val_noisy_model_eval": ctx.evaluate(model)}
         layers = {}
