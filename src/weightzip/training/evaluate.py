@@ -1,14 +1,19 @@
 """Losses and evaluation, for both tasks.
 
-* ``"classify"``: batches ``(x [B, ...], y int64 [B])``, ``model(x) -> logits [B, C]``.
+* ``"classify"``: batches ``(x [B, ...], y int64 [B])``, ``model(x) -> logits [B, C]``
+  (``x`` may be int64 token ids ``[B, T]``, as Hugging Face classifiers take).
 * ``"lm"``: time-major windows ``(x int64 [T, B], y int64 [T, B])``,
   ``model(x, hidden) -> (logits [T, B, V], hidden)``; the hidden state is carried across windows
   and detached between them; perplexity is ``exp(mean cross-entropy per token)``.
+
+The logits may come wrapped (:func:`logits_of`): a Hugging Face ``ModelOutput`` (``.logits``),
+a dict with ``"logits"``, or a tuple whose first item is the logits (classify) - so
+``BertForSequenceClassification`` trains and evaluates as it is, without an adapter.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -69,17 +74,55 @@ def _hidden_batch(hidden: Any) -> int | None:
     return None
 
 
+def logits_of(out: Any, model: nn.Module | None = None) -> Tensor:
+    """The logits tensor in a model's output.
+
+    ``out`` is the logits itself; or a mapping with ``"logits"`` (a dict, or a Hugging Face
+    ``ModelOutput``, which is an ``OrderedDict``); or an object with a tensor ``.logits``; or a
+    tuple / list whose first item is the logits. Anything else raises
+    :class:`~weightzip.errors.InvalidModelError` saying what came back and what is expected.
+    """
+    if isinstance(out, Tensor):
+        return out
+    found = None
+    if isinstance(out, Mapping):
+        found = out.get("logits")
+    elif isinstance(getattr(out, "logits", None), Tensor):
+        found = out.logits
+    elif isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        found = out[0]
+    if isinstance(found, Tensor):
+        return found
+    what = type(out).__name__
+    if isinstance(out, Mapping):
+        what += f" with keys {sorted(map(str, out.keys()))}"
+    name = type(model).__name__ if model is not None else "the model"
+    raise InvalidModelError(
+        f"{name} returned {what}: no logits found. weightzip needs the logits tensor [B, C] "
+        "(or [T, B, V] for an LM), a tuple whose first item is the logits, or a dict / ModelOutput "
+        "with 'logits'; return one of these from forward(), or wrap the model "
+        "(weightzip.models.adapters.Classifier / CausalLM)")
+
+
 def _forward(model: nn.Module, x: Tensor, task: str, hidden: Any = None) -> tuple[Tensor, Any]:
+    """``(logits, hidden)`` of one batch; classify models have no hidden state (None).
+
+    lm: ``model(x, hidden)`` returns ``(logits, hidden)``, or a dict / ``ModelOutput`` with
+    ``logits`` (and ``hidden`` when it carries a recurrent state; else None)."""
     if task == "lm":
         if hidden is not None and _hidden_batch(hidden) != x.shape[1]:
             hidden = None  # a last, narrower batch: start a fresh state
         out = model(x, hidden)
-        if not isinstance(out, tuple):
-            raise InvalidModelError(
-                f"{type(model).__name__} returned {type(out).__name__} for a language-model batch; "
-                "an LM must return (logits [T, B, V], hidden) from forward(x [T, B], hidden)")
-        return out[0], out[1]
-    return model(x), None
+        if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], Tensor):
+            return out[0], out[1]
+        if isinstance(out, Mapping) or isinstance(getattr(out, "logits", None), Tensor):
+            new_hidden = out.get("hidden") if isinstance(out, Mapping) else getattr(out, "hidden", None)
+            return logits_of(out, model), new_hidden
+        raise InvalidModelError(
+            f"{type(model).__name__} returned {type(out).__name__} for a language-model batch; "
+            "an LM must return (logits [T, B, V], hidden) from forward(x [T, B], hidden), or a "
+            "dict / ModelOutput with 'logits' (see weightzip.models.adapters.CausalLM)")
+    return logits_of(model(x), model), None
 
 
 def _windows(x: Tensor, y: Tensor, task: str, bptt: int | None) -> Iterator[tuple[Tensor, Tensor]]:
