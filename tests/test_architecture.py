@@ -16,21 +16,22 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "weightzip"
 # layer -> the layers it may import (besides itself). Top-level modules are layers of their own.
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
+    "fileio": set(),  # atomic writes, below every layer that writes a file
     "primitives": {"errors"},
-    "codec": {"errors"},
+    "codec": {"errors", "fileio"},
     "graph": {"errors"},
     "core": {"errors", "primitives"},
     "models": {"errors", "core", "primitives"},
-    "data": {"errors", "core"},
+    "data": {"errors", "core", "fileio"},
     "runtime": {"errors", "codec", "core", "models", "primitives", "graph"},
-    "export": {"errors", "codec", "core", "graph", "runtime"},
-    "training": {"errors", "core", "primitives", "data", "models"},
-    "analysis": {"errors", "codec", "core", "primitives", "runtime", "training"},
+    "export": {"errors", "codec", "core", "graph", "runtime", "fileio"},
+    "training": {"errors", "core", "primitives", "data", "models", "fileio"},
+    "analysis": {"errors", "codec", "core", "primitives", "runtime", "training", "fileio"},
     "methods": {"errors", "core", "primitives", "training", "analysis"},
     "report": {"errors", "codec", "analysis"},
     "api": {"weightzip", "errors", "codec", "core", "runtime", "methods", "analysis", "graph"},
     "jobs": {"weightzip", "errors", "codec", "core", "primitives", "models", "data", "runtime",
-             "training", "analysis", "methods", "report", "api", "export"},
+             "training", "analysis", "methods", "report", "api", "export", "fileio"},
     "cli": {"weightzip", "errors", "core", "training", "analysis", "report", "api", "jobs"},
     "__main__": {"cli"},
     "weightzip": {"errors", "core", "api"},  # the package's __init__: the public API only

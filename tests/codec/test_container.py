@@ -324,3 +324,19 @@ def test_bounded_fuzz_manifest_semantics(wz, tmp_path):
         for name, t in tensors.items():
             assert isinstance(t, torch.Tensor)
     assert refused > 100
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_written_file_has_the_umask_mode(tmp_path, mask, mode):
+    """mkstemp makes 0600; the .wz gets what open() would give: 0o666 & ~umask."""
+    import os
+    import stat
+
+    old = os.umask(mask)
+    try:
+        p = tmp_path / "m.wz"
+        container.write(p, {"name": "x"}, {"w": encode(torch.ones(4, 4))})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == mode
+    assert [q.name for q in tmp_path.iterdir()] == ["m.wz"]  # no temp file left

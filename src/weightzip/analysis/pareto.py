@@ -12,8 +12,6 @@ Plots use matplotlib's object API with the Agg canvas (no global backend switch,
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -98,18 +96,14 @@ def _save(fig, path: str | Path) -> Path:
     """Render with the Agg canvas to a temp file, then rename (atomic: concurrent workers)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from ..fileio import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    fmt = path.suffix.lstrip(".") or "png"
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=120, bbox_inches="tight"),
+                        suffix=path.suffix)
 
 
 def plot_front(points: Sequence[dict], x: str, y: str, path: str | Path, *,

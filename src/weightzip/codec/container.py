@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import WeightzipFormatError
+from ..fileio import atomic_write
 from .decoding import validate
 from .format import DTYPE_BYTES, Format
 
@@ -107,7 +107,8 @@ def write(path, manifest: dict, formats: dict[str, Format], *, level: int = 19) 
     ``manifest``: JSON-able dict (numpy scalars/arrays and tensors are converted to lists);
     the key ``"tensors"`` is reserved. ``formats``: name -> :class:`Format`, written in order.
     A temporary file in the same directory is written, flushed, fsynced and renamed over
-    ``path``; if anything fails it is deleted and ``path`` is left as it was.
+    ``path`` (:func:`weightzip.fileio.atomic_write`); if anything fails it is deleted and ``path``
+    is left as it was. The file gets the mode a plain ``open`` would: ``0o666 & ~umask``.
     """
     import zstandard
 
@@ -119,32 +120,14 @@ def write(path, manifest: dict, formats: dict[str, Format], *, level: int = 19) 
         raise ValueError("manifest too large for the .wz header (4 GiB)")
     head = struct.pack("<8sHHIIQ", MAGIC, VERSION, FLAG_ZSTD, len(man), _crc(man), streams_len)
     head += struct.pack("<I", _crc(head))
-    directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(head)
-            f.write(man)
-            for c in chunks:
-                f.write(c)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename durable (POSIX); not all platforms allow opening a directory
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+
+    def fill(f) -> None:
+        f.write(head)
+        f.write(man)
+        for c in chunks:
+            f.write(c)
+
+    atomic_write(path, fill, durable=True)  # temp + fsync + mode 0666 & ~umask + os.replace
     return HEADER_SIZE + len(man) + streams_len
 
 

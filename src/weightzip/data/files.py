@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import DataNotFoundError, WeightzipError
+from ..fileio import atomic_write
 
 __all__ = [
     "FileSpec",
@@ -186,12 +187,10 @@ def network_reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
 
 
 def _fetch(url: str, dest: Path, md5: str | None) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + dest.name, suffix=".part", dir=dest.parent)
-    try:
+    def download(out) -> None:
         h = hashlib.md5()
         req = urllib.request.Request(url, headers={"User-Agent": "weightzip"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(req, timeout=60) as resp:
+        with urllib.request.urlopen(req, timeout=60) as resp:
             while chunk := resp.read(1 << 20):
                 h.update(chunk)
                 out.write(chunk)
@@ -200,10 +199,8 @@ def _fetch(url: str, dest: Path, md5: str | None) -> None:
                 f"downloaded {url} has md5 {h.hexdigest()}, expected {md5}; the mirror served "
                 "a different file. Download it by hand and put it in " + str(dest.parent)
             )
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(dest, download, suffix=".part")  # a failed or bad download leaves no file
 
 
 def _default_downloader(ds: DatasetFiles, dest: Path) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import WeightzipError
+from ..fileio import atomic_write_bytes
 from .parts import Parts, check_parts, tensor_parts
 
 OPSET = 21
@@ -267,9 +268,7 @@ def export_onnx(path: str | Path, out: str | Path, *, dense: bool = False) -> di
                 imp.version = OPSET
         proto.ir_version = max(proto.ir_version, 10)
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    onnx.save(proto, str(tmp))
-    tmp.replace(out)
+    atomic_write_bytes(out, proto.SerializeToString())  # temp + fsync + mode 0666 & ~umask + rename
     report["bytes"] = out.stat().st_size
     report["opset"] = max(i.version for i in proto.opset_import if i.domain in ("", "ai.onnx"))
     return report

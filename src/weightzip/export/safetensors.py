@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import WeightzipFormatError
+from ..fileio import atomic_write_bytes
 from .parts import Parts, check_parts, dense_from_parts, tensor_parts
 
 SCHEME = "weightzip-parts"
@@ -59,7 +60,7 @@ def _unpack4(b: np.ndarray, n: int, signed: bool, shape) -> np.ndarray:
 
 def export_safetensors(path: str | Path, out: str | Path, *, dense: bool = False) -> dict[str, Any]:
     """Write ``path`` (a .wz) as safetensors; returns ``{"out", "bytes", "compressed", "dense"}``."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     from ..codec import container, decode
     from ..graph import EXTRA_PREFIX
@@ -95,9 +96,7 @@ def export_safetensors(path: str | Path, out: str | Path, *, dense: bool = False
     if manifest.get("model"):
         header["weightzip_model"] = json.dumps(manifest["model"])
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    save_file(arrays, str(tmp), metadata=header)
-    tmp.replace(out)
+    atomic_write_bytes(out, save(arrays, metadata=header))  # temp + fsync + mode 0666 & ~umask + rename
     report["bytes"] = out.stat().st_size
     return report
 

@@ -556,9 +556,9 @@ def write_report(result: ExploreResult, space: ExploreSpace) -> ExploreResult:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from ..fileio import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _markdown(result: ExploreResult, space: ExploreSpace) -> str:

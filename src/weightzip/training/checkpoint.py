@@ -5,7 +5,6 @@ import json
 import os
 import platform
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,6 +15,7 @@ from torch import Tensor, nn
 from ..core.parametrize import restore_parametrizations
 from ..core.registry import create_model
 from ..errors import WeightzipError
+from ..fileio import atomic_write
 from .config import resolve_device
 
 CHECKPOINT_VERSION = 1
@@ -46,30 +46,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, then ``os.replace`` it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write through a temporary file in the same directory, then ``os.replace`` it
+    (:func:`weightzip.fileio.atomic_write`: fsync-ed, mode ``0o666 & ~umask``)."""
+    atomic_write(path, write)
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
