@@ -268,7 +268,7 @@ __and__ __or__ __invert__ _to_copy _softmax _log_softmax batch_norm _native_batc
 adaptive_avg_pool2d _adaptive_avg_pool2d mean_dim var std rsub hardswish hardsigmoid mish elu
 group_norm instance_norm glu _unsafe_view unflatten chunk narrow tensor_split fill round
 pad constant_pad_nd reflection_pad2d replication_pad2d adaptive_max_pool2d max_pool2d_with_indices
-avg_pool1d max_pool1d conv_transpose2d softplus square addcmul
+avg_pool1d max_pool1d conv_transpose2d softplus square addcmul slice_scatter select_scatter index_put
 """.split())
 
 
