@@ -580,6 +580,8 @@ def main() -> None:
     ap.add_argument("--budget-min", type=float, default=90.0, help="start no new run after this much wall time")
     ap.add_argument("--weightzip-commit", metavar="REV",
                     help="run weightzip as committed in REV (extracted under runs/wild_models/), not the working tree")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows the existing results JSON has finished; run the others")
     ap.add_argument("--render-only", action="store_true", help="re-write the page from the results JSON")
     ap.add_argument("--child", nargs=3, metavar=("MODEL", "RECIPE", "RECORD"), help=argparse_hidden())
     C.add_arg(ap, "threads")
@@ -622,7 +624,13 @@ def main() -> None:
            "timeout_min": args.timeout_min, "budget_min": args.budget_min, "jobs": args.jobs, "rows": []}
     # recipe-major: every model gets its kmeans4 row before any gets a second recipe (coverage under a budget)
     todo = [(m, r) for r in args.recipes for m in args.models]
+    if args.resume:  # rows an earlier run finished stay as they are
+        done_rows = {(row["model"], row["recipe"]) for row in old.get("rows", []) if row.get("status") == "finished"}
+        todo = [k for k in todo if k not in done_rows]
     keep = [row for row in old.get("rows", []) if (row["model"], row["recipe"]) not in set(todo)]
+    if args.resume:
+        cmd += " --resume"
+        res["command"] = cmd
     if keep:  # rows of models not run now come from the earlier run
         res["command"] = f"{old.get('command')}; then {cmd}"
     fresh = {k: {"model": k[0], "recipe": k[1], "status": "not run", "errors": {}, "phases_done": []} for k in todo}
