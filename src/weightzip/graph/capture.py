@@ -189,6 +189,8 @@ def capture_export(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> 
     args = tuple(x.detach().cpu() for x in example_inputs)
     if not args or not all(isinstance(x, torch.Tensor) for x in args):
         raise GraphCaptureError("torch.export needs example inputs (tensors, positional)")
+    # a batch of one would be specialized (the graph would take batch 1 only): export with two
+    args = tuple(torch.cat([x, x]) if x.dim() > 0 and x.shape[0] == 1 else x for x in args)
     dyn = tuple({i: Dim.AUTO for i in range(x.dim())} for x in args)
     try:
         with torch.no_grad():
