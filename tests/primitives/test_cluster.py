@@ -132,3 +132,37 @@ def test_kmeans_rejects_nan_and_empty():
         kmeans_1d(torch.tensor([]), 2)
     with pytest.raises(ValueError, match="engine"):
         kmeans_1d(weights(100), 4, engine="nope")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-3, 3, allow_nan=False, width=32), min_size=2, max_size=400),
+       st.integers(1, 6), st.sampled_from(["linear", "density"]))
+def test_sorted_prefix_sum_lloyd_equals_the_dense_reference(xs, bits, init):
+    """The O(k log n)-per-iteration engine reaches the centroids of the O(n) reference
+    (assign everything, index_add), from the same initial centroids, duplicates included."""
+    from weightzip.primitives.cluster import _lloyd_torch, _lloyd_torch_dense, init_centroids
+
+    x = torch.tensor(xs, dtype=torch.float32)
+    k = 2 ** bits
+    c0 = init_centroids(x, k, init)
+    fast, it_fast = _lloyd_torch(x, c0, 300, 1e-4)
+    ref, it_ref = _lloyd_torch_dense(x, c0, 300, 1e-4)
+    torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-7)
+    assert abs(it_fast - it_ref) <= 1
+
+
+@pytest.mark.parametrize("dist", ["normal", "laplace", "pruned"])
+def test_fast_engine_gives_the_reference_codes_on_weight_like_tensors(dist):
+    from weightzip.primitives.cluster import _lloyd_torch_dense, init_centroids
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(200_000, generator=g) * 0.05
+    if dist == "laplace":
+        x = torch.sign(x) * torch.log1p(x.abs() * 40) / 40
+    if dist == "pruned":
+        x = x[x.abs() > 0.04]
+    r = kmeans_1d(x, 16)
+    c_ref, _ = _lloyd_torch_dense(x, init_centroids(x, 16, "linear"), 300, 1e-4)
+    torch.testing.assert_close(r.centroids_, c_ref, rtol=1e-6, atol=1e-8)
+    codes_ref = assign_1d(x, c_ref)
+    assert (r.codes_ != codes_ref).float().mean() < 1e-5

@@ -13,9 +13,11 @@ centroid gradient used when fine-tuning the shared weights.
 
 Engines (all run Lloyd's algorithm from the SAME explicit initial centroids):
 
-* ``"torch"`` (default): exact vectorized 1-D Lloyd. Assignment uses the sorted centroids and
-  the midpoints between neighbours (``torch.bucketize``), which is exact in 1-D and needs
-  O(n log k) time and O(n) memory. Centroid means are accumulated in float64.
+* ``"torch"`` (default): exact 1-D Lloyd on the values sorted once, with prefix sums: a
+  cluster is a contiguous run of sorted values between two midpoints of neighbouring
+  centroids, found by binary search, so an iteration costs O(k log n) after one O(n log n)
+  sort (BERT's 3.9M-value embedding: 42 s -> about 1 s). Means in float64. Codes of the result
+  come from one final O(n log k) assignment (``torch.bucketize`` on the midpoints).
 * ``"sklearn"``: ``sklearn.cluster.KMeans(init=C0, n_init=1, algorithm="lloyd")``; the
   reference implementation.
 * ``"faiss"``: ``faiss.Kmeans(...).train(x, init_centroids=C0)`` (no sub-sampling). faiss
@@ -153,7 +155,49 @@ def assign_1d(x: Tensor, centroids: Tensor) -> Tensor:
 
 
 def _lloyd_torch(x: Tensor, c0: Tensor, max_iter: int, tol: float) -> tuple[Tensor, int]:
-    """Exact 1-D Lloyd from ``c0``; returns (centroids (k,), iterations). See module docstring."""
+    """Exact 1-D Lloyd from ``c0`` on sorted values; returns (centroids (k,), iterations).
+
+    The values are sorted once (``xs`` (n,), float64) with prefix sums ``S_i = sum_{l<i} xs_l``
+    (n+1,). With the centroids sorted, cluster ``j`` holds the contiguous run of ``xs`` between
+    the midpoints ``m_{j-1} < x <= m_j`` (``m_j = (c_(j) + c_(j+1)) / 2``; a value on a midpoint
+    goes to the lower centroid, as in :func:`assign_1d`), so its edges come from a binary
+    search and its mean is ``(S_hi - S_lo) / (hi - lo)``: one iteration costs O(k log n), not
+    O(n), after one O(n log n) sort. The assignment of a value within one ulp of a midpoint may
+    differ from the brute-force argmin (its two distances are equal to rounding); the final
+    codes of :func:`kmeans_1d` come from :func:`assign_1d`. Empty clusters keep their centroid.
+    """
+    xs = torch.sort(x.reshape(-1).to(torch.float64)).values  # (n)
+    n = xs.numel()
+    S = torch.zeros(n + 1, dtype=torch.float64)  # (n+1)
+    torch.cumsum(xs, 0, out=S[1:])
+    c = c0.to(torch.float64).clone()  # (k)
+    k = c.numel()
+    threshold = float(tol) * float(xs.var(unbiased=False)) if n > 1 else 0.0
+    ends = torch.tensor([n], dtype=torch.int64)
+    zero = torch.zeros(1, dtype=torch.int64)
+    edges_old = perm_old = None
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        cs, perm = torch.sort(c, stable=True)  # (k), (k)
+        mid = (cs[1:] + cs[:-1]) / 2  # (k-1)
+        edges = torch.cat([zero, torch.searchsorted(xs, mid, right=True), ends])  # (k+1)
+        counts = (edges[1:] - edges[:-1]).to(torch.float64)  # (k) in sorted order
+        sums = S[edges[1:]] - S[edges[:-1]]  # (k)
+        c_sorted = torch.where(counts > 0, sums / counts.clamp_min(1), cs)  # empty -> keep
+        c_new = torch.empty_like(c).index_copy_(0, perm, c_sorted)
+        shift = float(((c_new - c) ** 2).sum())
+        c = c_new
+        if edges_old is not None and torch.equal(edges, edges_old) and torch.equal(perm, perm_old):
+            break
+        if shift <= threshold:
+            break
+        edges_old, perm_old = edges, perm
+    return c.to(torch.float32), n_iter
+
+
+def _lloyd_torch_dense(x: Tensor, c0: Tensor, max_iter: int, tol: float) -> tuple[Tensor, int]:
+    """The O(n)-per-iteration reference of :func:`_lloyd_torch` (assign every value, then
+    ``index_add`` the sums): slow and obviously correct; the tests compare the two."""
     x64 = x.to(torch.float64)  # (n)
     c = c0.to(torch.float64).clone()  # (k)
     k = c.numel()
