@@ -135,3 +135,15 @@ def test_check_stream_accepts_encoded_streams_and_refuses_damage(coding):
         check_stream(data, coding, 3100, bits=3, alphabet_size=5)
     with pytest.raises(WeightzipFormatError):
         check_stream(data[:len(data) // 2 & ~3], coding, 3000, bits=3, alphabet_size=5)   # half the payload
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 140000), min_size=1, max_size=300), st.integers(0, 1))
+def test_histogram_equals_numpy_unique(xs, wide):
+    """The counting pass (small alphabets) and the sort (wide ones) give np.unique's answer."""
+    from weightzip.codec.entropy import histogram
+
+    s = np.asarray(xs, dtype=np.int64) * (1 + 1000 * wide)
+    vals, counts = histogram(s)
+    ref_v, ref_c = np.unique(s, return_counts=True)
+    assert np.array_equal(vals, ref_v) and np.array_equal(counts, ref_c)

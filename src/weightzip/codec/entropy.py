@@ -90,6 +90,11 @@ def histogram(symbols) -> tuple[np.ndarray, np.ndarray]:
     s = _as_symbols(symbols)
     if s.size == 0:
         return s, s.copy()
+    lo, hi = int(s.min()), int(s.max())
+    if hi - lo <= 2 * s.size + 65536:  # a small alphabet (codes, gaps): one counting pass
+        counts = np.bincount((s - lo).astype(np.intp, copy=False), minlength=hi - lo + 1)
+        vals = np.flatnonzero(counts)
+        return (vals + lo).astype(np.int64), counts[vals].astype(np.int64)
     vals, counts = np.unique(s, return_counts=True)
     return vals.astype(np.int64), counts.astype(np.int64)
 

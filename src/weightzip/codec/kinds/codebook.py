@@ -17,13 +17,33 @@ from ..streams import StreamReader, StreamWriter
 from .registry import EncodeContext, Kind, ValueCoder, register_kind
 
 
+def distinct(a: np.ndarray, limit: int | None = None, sample: int = 65536) -> np.ndarray:
+    """``np.unique(a)`` (sorted distinct values of a float array), in O(n log K) when ``a`` has
+    few distinct values: the distinct values of an evenly strided sample of ``sample`` entries
+    are the candidates, and if every entry of ``a`` is one of them (one binary search each) they
+    are exactly ``a``'s distinct values; otherwise the full sort. With ``limit``: once the
+    sample alone has more than ``limit`` distinct values, those are returned (a caller that only
+    asks "more than ``limit``?" gets its answer without sorting ``a``)."""
+    a = np.asarray(a).ravel()
+    if a.size <= 4 * sample:
+        return np.unique(a)
+    cand = np.unique(a[:: a.size // sample])
+    if limit is not None and cand.size > limit:
+        return cand
+    if cand.size <= 4096:
+        idx = np.searchsorted(cand, a).clip(max=cand.size - 1)
+        if np.array_equal(cand[idx], a):
+            return cand
+    return np.unique(a)
+
+
 def _estimate(nzv: np.ndarray) -> tuple[int, int]:
-    k = np.unique(nzv).size
+    k = distinct(nzv).size
     return bits_for_alphabet(k), bits_for_alphabet(k + 1)
 
 
 def _encode(lay: Layout, st: StreamWriter, max_codebook: int) -> dict:
-    table = np.unique(lay.entries)                                   # (K,) sorted, no -0.0
+    table = distinct(lay.entries)                                    # (K,) sorted, no -0.0
     if table.size == 0:
         raise Reject("no stored values")
     if table.size > max_codebook:
@@ -45,12 +65,13 @@ def coders(ctx: EncodeContext) -> list[ValueCoder]:
     w, opts = ctx.w, ctx.opts
     if "codebook" not in opts.kinds or not w.size:
         return []
-    k_all = np.unique(w).size
+    k_all = distinct(w, limit=opts.max_codebook).size
     if k_all <= opts.max_codebook and k_all * 32 + w.size * bits_for_alphabet(k_all) < 32 * w.size:
         return [ValueCoder("codebook", "codebook", lambda: _estimate(ctx.nzv),
                            lambda lay, st: _encode(lay, st, opts.max_codebook))]
     if ctx.hkind == "codebook":
-        ctx.hint_notes["codebook"] = f"larger: {k_all} distinct values"
+        ctx.hint_notes["codebook"] = (f"larger: {k_all} distinct values" if k_all <= opts.max_codebook
+                                      else f"larger: more than max_codebook {opts.max_codebook} distinct values")
     return []
 
 
