@@ -154,19 +154,43 @@ def assign_1d(x: Tensor, centroids: Tensor) -> Tensor:
 # Lloyd's algorithm
 
 
-def _lloyd_torch(x: Tensor, c0: Tensor, max_iter: int, tol: float) -> tuple[Tensor, int]:
+def _run_edges(xs: Tensor, gc: Tensor, reps: Tensor) -> Tensor:
+    """Where the run of each distinct sorted centroid ends in the sorted values ``xs`` (n,):
+    ``(G-1,)`` indices ``e_j`` with ``xs[:e_j]`` nearer to ``gc[:j+1]`` (``gc`` (G,) ascending,
+    ``reps`` their original indices). The split is at the midpoint, then made exact as in
+    :func:`assign_1d`: the few values within rounding of a midpoint are decided by comparing
+    ``|x - c|`` of the two neighbours, equal distances going to the lower original index."""
+    mid = (gc[1:] + gc[:-1]) / 2  # (G-1)
+    up_wins_ties = reps[1:] < reps[:-1]  # (G-1)
+    e = torch.where(up_wins_ties, torch.searchsorted(xs, mid, right=False),
+                    torch.searchsorted(xs, mid, right=True))  # (G-1)
+    slack = 4 * torch.finfo(torch.float64).eps * torch.maximum(mid.abs(), gc[1:].abs() + gc[:-1].abs())
+    lo = torch.searchsorted(xs, mid - slack, right=False)  # (G-1): the values that might be
+    hi = torch.searchsorted(xs, mid + slack, right=True)   # misplaced by the rounded midpoint
+    for j in torch.nonzero(hi > lo).reshape(-1).tolist():
+        w = xs[lo[j]:hi[j]]
+        d_lo, d_up = (w - gc[j]).abs(), (w - gc[j + 1]).abs()
+        to_lower = (d_lo < d_up) | ((d_lo == d_up) & ~up_wins_ties[j])
+        e[j] = lo[j] + int(to_lower.sum())  # the decision is monotone in x over the window
+    return e
+
+
+def _lloyd_torch(x: Tensor, c0: Tensor, max_iter: int, tol: float, *,
+                 xs: Tensor | None = None) -> tuple[Tensor, int]:
     """Exact 1-D Lloyd from ``c0`` on sorted values; returns (centroids (k,), iterations).
 
     The values are sorted once (``xs`` (n,), float64) with prefix sums ``S_i = sum_{l<i} xs_l``
-    (n+1,). With the centroids sorted, cluster ``j`` holds the contiguous run of ``xs`` between
-    the midpoints ``m_{j-1} < x <= m_j`` (``m_j = (c_(j) + c_(j+1)) / 2``; a value on a midpoint
-    goes to the lower centroid, as in :func:`assign_1d`), so its edges come from a binary
-    search and its mean is ``(S_hi - S_lo) / (hi - lo)``: one iteration costs O(k log n), not
-    O(n), after one O(n log n) sort. The assignment of a value within one ulp of a midpoint may
-    differ from the brute-force argmin (its two distances are equal to rounding); the final
-    codes of :func:`kmeans_1d` come from :func:`assign_1d`. Empty clusters keep their centroid.
+    (n+1,). With the distinct centroids sorted, cluster ``j`` holds the contiguous run of ``xs``
+    between the midpoints ``m_{j-1}`` and ``m_j`` (``m_j = (c_(j) + c_(j+1)) / 2``), so its edges
+    come from a binary search (:func:`_run_edges`, exact as :func:`assign_1d`: ties to the lower
+    index, duplicate centroids to the first) and its mean is ``(S_hi - S_lo) / (hi - lo)``: one
+    iteration costs O(k log n), not O(n), after one O(n log n) sort. The iterations are those of
+    :func:`_lloyd_torch_dense` (the sums differ in rounding only). Empty clusters keep their
+    centroid.
+    ``xs``: ``x`` already sorted ascending (float64), if at hand.
     """
-    xs = torch.sort(x.reshape(-1).to(torch.float64)).values  # (n)
+    if xs is None:
+        xs = torch.sort(x.reshape(-1).to(torch.float64)).values  # (n)
     n = xs.numel()
     S = torch.zeros(n + 1, dtype=torch.float64)  # (n+1)
     torch.cumsum(xs, 0, out=S[1:])
@@ -175,23 +199,31 @@ def _lloyd_torch(x: Tensor, c0: Tensor, max_iter: int, tol: float) -> tuple[Tens
     threshold = float(tol) * float(xs.var(unbiased=False)) if n > 1 else 0.0
     ends = torch.tensor([n], dtype=torch.int64)
     zero = torch.zeros(1, dtype=torch.int64)
-    edges_old = perm_old = None
+    edges_old = reps_old = None
+    span = float(xs.abs().max()) if n else 0.0
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        cs, perm = torch.sort(c, stable=True)  # (k), (k)
-        mid = (cs[1:] + cs[:-1]) / 2  # (k-1)
-        edges = torch.cat([zero, torch.searchsorted(xs, mid, right=True), ends])  # (k+1)
-        counts = (edges[1:] - edges[:-1]).to(torch.float64)  # (k) in sorted order
-        sums = S[edges[1:]] - S[edges[:-1]]  # (k)
-        c_sorted = torch.where(counts > 0, sums / counts.clamp_min(1), cs)  # empty -> keep
-        c_new = torch.empty_like(c).index_copy_(0, perm, c_sorted)
+        cs, perm = torch.sort(c, stable=True)  # (k), (k): equal centroids keep index order
+        first = torch.ones(k, dtype=torch.bool)
+        first[1:] = cs[1:] != cs[:-1]
+        gc, reps = cs[first], perm[first]  # (G): distinct centroids, the lowest index of each
+        if gc.numel() > 1 and float((gc[1:] - gc[:-1]).min()) * 2.0 ** 48 < span + float(gc.abs().max()):
+            # centroids closer than rounding of |x - c| at the data's scale: distances can tie
+            # far from a midpoint, so runs are not contiguous; the O(n) reference decides
+            return _lloyd_torch_dense(x.reshape(-1), c0, max_iter, tol)
+        edges = torch.cat([zero, _run_edges(xs, gc, reps), ends])  # (G+1)
+        counts = (edges[1:] - edges[:-1]).to(torch.float64)  # (G)
+        sums = S[edges[1:]] - S[edges[:-1]]  # (G)
+        c_new = c.clone()  # empty clusters and duplicates (never nearest first) keep theirs
+        used = counts > 0
+        c_new[reps[used]] = sums[used] / counts[used]
         shift = float(((c_new - c) ** 2).sum())
         c = c_new
-        if edges_old is not None and torch.equal(edges, edges_old) and torch.equal(perm, perm_old):
+        if edges_old is not None and torch.equal(edges, edges_old) and torch.equal(reps, reps_old):
             break
         if shift <= threshold:
             break
-        edges_old, perm_old = edges, perm
+        edges_old, reps_old = edges, reps
     return c.to(torch.float32), n_iter
 
 
@@ -264,6 +296,7 @@ def kmeans_1d(x: Tensor, k: int | None = None, *, init: Init | Tensor = "linear"
         raise ValueError("k-means input has NaN/Inf values; repair the weights first")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    xs = torch.sort(x.to(torch.float64)).values if engine == "torch" else None  # (n), sorted once
     if isinstance(init, Tensor):
         c0 = init.detach().reshape(-1).cpu().to(torch.float32)
         if k is not None and c0.numel() != k:
@@ -274,14 +307,19 @@ def kmeans_1d(x: Tensor, k: int | None = None, *, init: Init | Tensor = "linear"
             raise ValueError("kmeans_1d needs k (or explicit initial centroids as init)")
         if k < 1:
             raise ValueError(f"k-means needs k >= 1 centroids, got k={k}")
-        uniq = torch.unique(x)
+        if xs is not None:  # distinct values from the sorted copy (no second sort)
+            first = torch.ones(xs.numel(), dtype=torch.bool)
+            first[1:] = xs[1:] != xs[:-1]
+            uniq = xs[first].to(x.dtype)
+        else:
+            uniq = torch.unique(x)
         if uniq.numel() <= k:  # exact: every distinct value is its own centroid
             c = uniq.to(torch.float32)
             codes = assign_1d(x, c)
             return KMeansResult(c, codes, 0, float(((x - c[codes]) ** 2).sum()))
         c0 = init_centroids(x, k, init, seed=seed)
     if engine == "torch":
-        c, n_iter = _lloyd_torch(x, c0, max_iter, tol)
+        c, n_iter = _lloyd_torch(x, c0, max_iter, tol, xs=xs)
     elif engine == "sklearn":
         c, n_iter = _lloyd_sklearn(x, c0, max_iter, tol)
     elif engine == "faiss":
