@@ -431,12 +431,19 @@ def plan_text(path: str | Path) -> str:
     non-zero MACs, resident bytes, and every layer that falls back to decoded dense (and why)."""
     from ..runtime import load
 
+    import warnings
+
     try:
-        cm = load(path, mode="compiled")
+        with warnings.catch_warnings():  # the fallback warning says what the lines below say
+            warnings.simplefilter("ignore", RuntimeWarning)
+            cm = load(path, mode="compiled")
     except Exception as e:  # a user model without its module, ...
         return f"compiled runtime: not available ({type(e).__name__}: {e})"
     plans = getattr(cm, "plans", None)
     if not plans:
+        why = getattr(cm, "wz_compile_reason", None)
+        if why:
+            return f"compiled runtime: the whole model runs decoded dense in torch: {why}"
         return "compiled runtime: no input shape known for this model (plans are built on the first call)"
     lines = []
     for shape, plan in plans.items():
