@@ -316,7 +316,9 @@ def _print_size_table(path: Path) -> None:
 
 @app.command()
 def compress(
-    source: Annotated[str, typer.Argument(help="A trained run checkpoint (.pt), a .wz file (any model saved with its graph) "
+    source: Annotated[str, typer.Argument(help="A trained run checkpoint (.pt), a .wz file (any model saved with its graph), "
+                                          "a safetensors checkpoint (a file, or an HF folder with its shard index: "
+                                          "compressed tensor by tensor, post-training recipes only) "
                                           "or a zoo model name; a zoo name "
                                           "gets a cached baseline (trained once under runs/baselines).")],
     recipe: Annotated[Path, typer.Option("--recipe", "-r", help="Recipe YAML, e.g. recipes/deep-compression.yaml.")],
@@ -333,14 +335,31 @@ def compress(
                                                  "and bits.")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the compression stages.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (there is none when the "
+                                        "output is not a terminal either).")] = False,
 ) -> None:
     """Compress a model with a recipe, write the .wz, and re-measure accuracy from the file.
 
     Example: weightzip compress lenet300_100 --data mnist -r recipes/deep-compression.yaml -o lenet.wz
     """
     from .jobs.compress import compress_run
+    from .jobs.stream import compress_safetensors, is_safetensors_source
 
     _setup_logging()
+    if is_safetensors_source(source):
+        if data is not None or workdir is not None or plot is not None:
+            raise WeightzipError("a safetensors checkpoint is compressed tensor by tensor without data: "
+                                 "--data, --workdir and --plot do not apply (load the model for those)")
+        out = compress_safetensors(source, recipe, output, progress=False if quiet else None,
+                                   log=logging.getLogger("weightzip").info)
+        if as_json:
+            typer.echo(json.dumps(out, indent=2, default=str))
+            return
+        _print_size_table(output)
+        typer.echo(f"wrote {out['out']}: {out['file_bytes']:,} bytes, file ratio {out['file_ratio']:.1f}x "
+                   f"in {out['seconds']:.0f}s ({out['selected']} of {out['tensors']} tensors compressed by "
+                   f"the recipe); load it with weightzip.load(path, model=YourModel(...))")
+        return
     if device == "auto":
         import torch
 

@@ -113,6 +113,12 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", 
         state[alias] = state[canon]
     if model is None:
         model = build_model(manifest, path, state, graph_tensors)
+    else:  # names the model ties to a stored tensor (a checkpoint that kept one name of a tie)
+        from ..core.parametrize import tied_parameters
+
+        for alias, canon in tied_parameters(model).items():
+            if alias not in state and canon in state:
+                state[alias] = state[canon]
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
