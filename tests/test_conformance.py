@@ -387,3 +387,18 @@ def test_one_batch_finetune(name, tmp_path):
     wz.save(model, path, example_inputs=(x_in,))
     loaded = wz.load(path)
     _assert_equal_outputs(_outputs(loaded, x_in), y_mem)
+
+
+def test_bf16_model_compresses_and_loads_in_its_dtype(tmp_path):
+    """A bf16 model (as LLM checkpoints are): masks and codebooks keep the weight's dtype, the
+    rebuilt graph's layers take the file's dtype."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4)).to(torch.bfloat16).eval()
+    recipe = wz.Recipe.from_dict({"name": "p-k", "stages": [
+        {"method": "prune_magnitude", "sparsity": 0.5}, {"method": "kmeans_share", "bits": 4}]})
+    wz.compress(model, recipe, log=lambda s: None)
+    x = torch.randn(2, 32, dtype=torch.bfloat16)
+    wz.save(model, tmp_path / "bf16.wz", example_inputs=(x,))
+    loaded = wz.load(tmp_path / "bf16.wz")
+    assert loaded.get_parameter("0.weight").dtype == torch.bfloat16
+    _assert_equal_outputs(_outputs(loaded, x), _outputs(model, x))

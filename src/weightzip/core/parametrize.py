@@ -82,7 +82,7 @@ class Mask(WzParametrization):
         self.register_buffer("mask", mask.detach().to(torch.float32).clone())
 
     def forward(self, w: Tensor) -> Tensor:
-        return w * self.mask
+        return w * self.mask.to(w.dtype)  # a bf16 / fp16 weight stays in its dtype
 
     def storage_hint(self) -> dict[str, Any]:
         return {"mask": self.mask.bool()}
@@ -142,7 +142,8 @@ class Codebook(WzParametrization):
                    torch.zeros(shapes["mask"]))
 
     def forward(self, w: Tensor) -> Tensor:
-        return self.centroids[self.codes] * self.mask  # W itself is no longer used
+        # W itself is no longer used; the shared values take W's dtype (bf16 / fp16 models)
+        return (self.centroids[self.codes] * self.mask).to(w.dtype)
 
     def storage_hint(self) -> dict[str, Any]:
         k = self.centroids.numel()

@@ -108,6 +108,12 @@ def rebuild(graph: dict, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]],
             if cur is not None and tuple(cur.shape) != tuple(shape):
                 raise WeightzipFormatError(f"graph: tensor {name!r} has shape {tuple(shape)} in the file, its "
                                            f"module expects {tuple(cur.shape)}")
+            if cur is not None and cur.dtype != dtype and cur.is_floating_point():
+                # a bf16 / fp16 model: its layers keep the file's dtype (load_state_dict would cast)
+                if leaf in mod._parameters:
+                    mod._parameters[leaf] = nn.Parameter(cur.to(dtype), requires_grad=cur.requires_grad)
+                else:
+                    mod._buffers[leaf] = cur.to(dtype)
             continue
         _set_tensor(root, name, torch.zeros(shape, dtype=dtype), name in params)
     for name, t in extra.items():

@@ -112,7 +112,9 @@ def stand_in(name: str, t: torch.Tensor) -> nn.Module | None:
             mod = nn.Conv2d(shape[1], shape[0], shape[2:], bias=False)
         else:
             return None
-    mod.weight = nn.Parameter(t, requires_grad=False)
+    # bf16 / fp16 checkpoints are clustered in float32 (exact for their values; CPU float32 ops
+    # are several times faster); the file stores float32, which a bf16 model casts back on load
+    mod.weight = nn.Parameter(t.float() if t.dtype in (torch.bfloat16, torch.float16) else t, requires_grad=False)
     return mod
 
 

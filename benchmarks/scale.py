@@ -1,0 +1,240 @@
+"""Scale: time and peak memory of 4-bit k-means compression against parameter count (issue 21).
+
+Two paths, each (size) in a fresh process so its peak RSS (``ru_maxrss``) is its own:
+
+* ``stream``: a Llama-style checkpoint (LlamaConfig shapes, random bf16 values) written as
+  safetensors shards for the benchmark, then ``weightzip compress DIR -r
+  recipes/kmeans4-transformer-ptq.yaml`` tensor by tensor (:mod:`weightzip.jobs.stream`);
+* ``memory``: Hugging Face BERT-base built from ``BertConfig()`` (random init, fp32),
+  ``wz.compress`` + ``wz.save`` in memory (the issue's anchor: ~800 s and 6.6 GB before).
+
+    python benchmarks/scale.py                       # sizes tiny..100m + bert-base
+    python benchmarks/scale.py --sizes 1b --timeout 3000   # the 1.1B model (TinyLlama shapes)
+
+Writes benchmarks/results/scale.json / scale.md / scale.png (log-log time and peak RSS against
+parameters, with the fitted slopes). Rows finished earlier are kept (``--force`` re-runs them).
+The load average is recorded per row: timings on a shared 2-core machine move with it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common as C
+
+# LlamaConfig shapes: hidden, intermediate, layers, heads, kv heads, vocab
+SIZES = {
+    "tiny": (64, 172, 2, 4, 4, 2000),
+    "10m": (256, 688, 4, 4, 4, 8000),
+    "100m": (768, 2048, 8, 12, 4, 32000),
+    "1b": (2048, 5632, 22, 32, 4, 32000),    # TinyLlama-1.1B
+}
+
+
+def llama_shapes(size: str) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a LlamaForCausalLM with these config values (untied head)."""
+    h, inter, layers, heads, kv, vocab = SIZES[size]
+    hd = h // heads
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, h)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes.update({p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv * hd, h),
+                       p + "self_attn.v_proj.weight": (kv * hd, h), p + "self_attn.o_proj.weight": (h, h),
+                       p + "mlp.gate_proj.weight": (inter, h), p + "mlp.up_proj.weight": (inter, h),
+                       p + "mlp.down_proj.weight": (h, inter), p + "input_layernorm.weight": (h,),
+                       p + "post_attention_layernorm.weight": (h,)})
+    shapes.update({"model.norm.weight": (h,), "lm_head.weight": (vocab, h)})
+    return shapes
+
+
+def write_checkpoint(size: str, folder: Path, shard_bytes: int = 1 << 30) -> int:
+    """Random bf16 shards + model.safetensors.index.json; returns the parameter count."""
+    import torch
+    from safetensors.torch import save_file
+
+    shapes = llama_shapes(size)
+    g = torch.Generator().manual_seed(0)
+    wmap, shard, nbytes, k = {}, {}, 0, 0
+
+    def flush():
+        nonlocal shard, nbytes, k
+        if shard:
+            k += 1
+            name = f"model-{k:05d}.safetensors"
+            save_file(shard, str(folder / name))
+            wmap.update({n: name for n in shard})
+            shard, nbytes = {}, 0
+
+    for name, shape in shapes.items():
+        t = (torch.randn(shape, generator=g) * 0.02).to(torch.bfloat16) if len(shape) > 1 else torch.ones(shape, dtype=torch.bfloat16)
+        shard[name] = t
+        nbytes += t.numel() * 2
+        if nbytes >= shard_bytes:
+            flush()
+    flush()
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wmap}))
+    return sum(math.prod(s) for s in shapes.values())
+
+
+def child_stream(size: str) -> dict:
+    from weightzip.jobs.stream import compress_safetensors
+
+    with tempfile.TemporaryDirectory(dir=C.ROOT / "runs") as tmp:
+        folder = Path(tmp)
+        t0 = time.perf_counter()
+        params = write_checkpoint(size, folder)
+        t_write = time.perf_counter() - t0
+        rss_before = _maxrss()
+        out = compress_safetensors(folder, C.ROOT / "recipes" / "kmeans4-transformer-ptq.yaml",
+                                   folder / "out.wz", progress=False, log=lambda s: None)
+        return {"params": params, "seconds": out["seconds"], "write_checkpoint_s": t_write,
+                "peak_rss_bytes": _maxrss(), "rss_before_bytes": rss_before, "file_bytes": out["file_bytes"],
+                "fp32_bytes": out["baseline_bytes"], "file_ratio": out["file_ratio"],
+                "largest_tensor_fp32_bytes": 4 * max(math.prod(s) for s in llama_shapes(size).values())}
+
+
+def child_memory() -> dict:
+    import warnings
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    import weightzip as wz
+
+    warnings.simplefilter("ignore")
+    rss0 = _maxrss()
+    model = BertModel(BertConfig()).eval()
+    rss_model = _maxrss()
+    params = sum(p.numel() for p in model.parameters())
+    recipe = wz.Recipe.from_yaml(C.ROOT / "recipes" / "kmeans4-transformer-ptq.yaml")
+    t0 = time.perf_counter()
+    wz.compress(model, recipe, log=lambda s: None)
+    t1 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=C.ROOT / "runs") as tmp:
+        rep = wz.save(model, Path(tmp) / "bert.wz", example_inputs=(torch.randint(0, 30522, (1, 16)),))
+        t2 = time.perf_counter()
+    return {"params": params, "seconds": t2 - t0, "compress_s": t1 - t0, "save_s": t2 - t1,
+            "peak_rss_bytes": _maxrss(), "rss_interpreter_bytes": rss0, "rss_model_bytes": rss_model,
+            "fp32_bytes": 4 * params, "file_bytes": rep.file_bytes, "file_ratio": rep.file_ratio}
+
+
+def _maxrss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_child(kind: str, size: str, timeout: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, size]
+    load0 = C.load_average()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=C.ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s", "load_average": load0}
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["?"]
+        return {"error": f"exit {p.returncode}: {tail[0][:200]}", "load_average": load0}
+    row = json.loads(p.stdout.strip().splitlines()[-1])
+    row["load_average"] = load0
+    return row
+
+
+def slope(rows: list[dict], key: str) -> float | None:
+    pts = [(math.log(r["params"]), math.log(r[key])) for r in rows if r.get(key) and r.get("params")]
+    if len(pts) < 2:
+        return None
+    n = len(pts)
+    mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+
+def render(res: dict) -> str:
+    rows = res["rows"]
+    lines = ["# Scale: 4-bit k-means compression time and peak memory against parameters", "",
+             "Produced by `python benchmarks/scale.py` (issue 21). Each row ran in its own process; peak RSS is",
+             "that process's `ru_maxrss` (the interpreter and imports included). Random weights (bf16",
+             "Llama-style checkpoints written for the benchmark; BERT-base from `BertConfig()`), so the",
+             "file ratios are those of random Gaussian weights. Load average: the 1-minute load when the",
+             "row started, on the shared 2-core machine (other jobs ran beside some rows).", "",
+             f"Machine: {res.get('machine', '?')}", ""]
+    lines += C.md_header(["path", "model", "params", "fp32 MB", "time s", "peak RSS MB", "RSS / fp32",
+                          "largest tensor MB", ".wz MB", "ratio", "load", "note"])
+    for key, r in rows.items():
+        kind, size = key.split(":")
+        if "error" in r:
+            lines.append(C.md_row([kind, size, "-", "-", "-", "-", "-", "-", "-", "-", C.fmt(r.get("load_average"), ".1f"), r["error"]]))
+            continue
+        mb = lambda b: C.fmt(b / 1e6 if b is not None else None, ".0f")  # noqa: E731
+        lines.append(C.md_row([kind, size, f"{r['params'] / 1e6:.1f}M", mb(r["fp32_bytes"]), C.fmt(r["seconds"], ".1f"),
+                               mb(r["peak_rss_bytes"]), C.fmt(r["peak_rss_bytes"] / r["fp32_bytes"], ".2f"),
+                               mb(r.get("largest_tensor_fp32_bytes")), C.fmt(r["file_bytes"] / 1e6, ".2f"),
+                               C.fmt(r["file_ratio"], ".2f"), C.fmt(r.get("load_average"), ".1f"),
+                               f"compress {r['compress_s']:.1f} s + save {r['save_s']:.1f} s" if "compress_s" in r else "stream"]))
+    st = [r for k, r in rows.items() if k.startswith("stream:") and "error" not in r]
+    lines += ["", f"Fitted log-log slopes of the streaming rows ({len(st)} sizes): time "
+              f"{C.fmt(slope(st, 'seconds'), '.2f')}, peak RSS {C.fmt(slope(st, 'peak_rss_bytes'), '.2f')} "
+              "(target: time slope <= 1.1).", ""]
+    targets = ["## Targets (issue 21)", "",
+               "- BERT-base 4-bit k-means, compress + save <= 60 s, peak RSS <= 1.5x fp32 over the interpreter.",
+               "- ~1.1B Llama-style, 4-bit k-means, <= 10 min, peak <= 8 GB.",
+               "- Rows missing above were not run in the budget of the session that wrote this page."]
+    return "\n".join(lines + targets) + "\n"
+
+
+def plot(res: dict, path: Path) -> None:
+    plt = C.pyplot()
+    st = [r for k, r in res["rows"].items() if k.startswith("stream:") and "error" not in r]
+    if len(st) < 2:
+        return
+    st.sort(key=lambda r: r["params"])
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
+    x = [r["params"] for r in st]
+    ax[0].loglog(x, [r["seconds"] for r in st], "o-")
+    ax[0].set(xlabel="parameters", ylabel="seconds", title=f"time (slope {slope(st, 'seconds'):.2f})")
+    ax[1].loglog(x, [r["peak_rss_bytes"] / 1e6 for r in st], "o-", label="peak RSS")
+    ax[1].loglog(x, [r["fp32_bytes"] / 1e6 for r in st], "--", label="fp32 model")
+    ax[1].set(xlabel="parameters", ylabel="MB", title=f"peak RSS (slope {slope(st, 'peak_rss_bytes'):.2f})")
+    ax[1].legend()
+    C.save_figure(fig, path)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        kind, size = sys.argv[2], sys.argv[3]
+        print(json.dumps(child_stream(size) if kind == "stream" else child_memory()))
+        return
+    ap = C.parser(__doc__)
+    ap.add_argument("--sizes", default="tiny,10m,100m", help="streaming sizes: " + ", ".join(SIZES))
+    ap.add_argument("--memory", action=__import__("argparse").BooleanOptionalAction, default=True,
+                    help="also the in-memory BERT-base row")
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds per row")
+    C.add_args(ap, "out", "force")
+    args = ap.parse_args()
+    (C.ROOT / "runs").mkdir(exist_ok=True)
+    jpath = args.out / "scale.json"
+    res = C.read_json(jpath, {}) or {}
+    res.setdefault("rows", {})
+    import platform
+
+    res["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    keys = [f"stream:{s}" for s in args.sizes.split(",") if s] + (["memory:bert-base"] if args.memory else [])
+    for key in keys:
+        if key in res["rows"] and "error" not in res["rows"][key] and not args.force:
+            C.say(f"{key}: kept from {jpath.name}")
+            continue
+        kind, size = key.split(":")
+        C.say(f"{key} ...")
+        res["rows"][key] = run_child(kind, size, args.timeout)
+        C.say(f"{key}: {res['rows'][key]}")
+        C.write_results(jpath, res, args.out / "scale.md", render(res))
+        plot(res, args.out / "scale.png")
+
+
+if __name__ == "__main__":
+    main()
