@@ -92,8 +92,6 @@ def iter_tensors(files: dict[str, Path]) -> Iterator[tuple[str, torch.Tensor]]:
 def stand_in(name: str, t: torch.Tensor) -> nn.Module | None:
     """The one-layer module a recipe sees for tensor ``name`` (see the module docstring), its
     ``weight`` the tensor itself; None for tensors no layer kind is inferred for."""
-    from ..graph.modules import Conv1D
-
     if not name.endswith(".weight") or not t.is_floating_point() or t.dim() < 2:
         return None
     shape = tuple(t.shape)
@@ -102,8 +100,6 @@ def stand_in(name: str, t: torch.Tensor) -> nn.Module | None:
             mod: nn.Module = nn.Embedding(shape[0], shape[1])
         elif t.dim() == 2 and _GPT_CONV1D.search(name):
             mod = Conv1D(shape[1], shape[0])
-            del mod.bias
-            mod.register_parameter("bias", None)
         elif t.dim() == 2:
             mod = nn.Linear(shape[1], shape[0], bias=False)
         elif t.dim() == 3:
@@ -116,6 +112,16 @@ def stand_in(name: str, t: torch.Tensor) -> nn.Module | None:
     # are several times faster); the file stores float32, which a bf16 model casts back on load
     mod.weight = nn.Parameter(t.float() if t.dtype in (torch.bfloat16, torch.float16) else t, requires_grad=False)
     return mod
+
+
+class Conv1D(nn.Module):
+    """Stand-in for GPT-2's ``Conv1D`` (``weight`` [nx, nf]): recipes select it by this class
+    name; it is never run (the file stores only its tensor)."""
+
+    def __init__(self, nf: int, nx: int):
+        super().__init__()
+        self.nf, self.nx = nf, nx
+        self.weight = nn.Parameter(torch.empty(nx, nf))
 
 
 def check_streamable(recipe: Recipe) -> None:
