@@ -92,3 +92,20 @@ def test_check_data_only_checks_the_stages_left():
     with pytest.raises(MissingDataError, match="stage 0"):
         pipe.check_data()
     pipe.check_data(1)  # a resumed run past the fine-tune needs no data
+
+
+def test_every_committed_recipe_stage_says_what_data_it_needs():
+    """needs_data() runs on every stage of every committed recipe (it read fields a method's
+    config does not have once) and returns {split: why}."""
+    from pathlib import Path
+
+    from weightzip.core.recipe import Recipe
+    from weightzip.core.registry import get_method
+
+    recipes = [p for p in sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
+               if not p.name.startswith("space-")]  # explore spaces, not recipes
+    assert recipes
+    for path in recipes:
+        for st in Recipe.from_yaml(path).stages:
+            needs = get_method(st.method)(st).needs_data()
+            assert isinstance(needs, dict) and all(isinstance(v, str) for v in needs.values()), (path, st.method)

@@ -380,14 +380,6 @@ class IterativePrune(Method):
                 raise ValueError("give exactly one of `s` (final threshold factor) or `sparsity` (final target)")
             return self
 
-    def needs_data(self) -> dict[str, str]:
-        """The sensitivity scan reads its ``metric`` split; ``s`` / ``sparsity`` need no data."""
-        if self.config.sensitivity is None:
-            return {}
-        split = self.config.sensitivity.metric
-        return {split: f"the sensitivity scan measures quality on the {split!r} split; "
-                       "or prune with `s` or `sparsity` instead"}
-
     def apply(self, model: nn.Module, ctx: StageContext) -> dict[str, Any]:
         c = self.config
         sel = select(model, c.select)
