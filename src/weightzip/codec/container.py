@@ -36,6 +36,7 @@ from ..errors import WeightzipFormatError
 from ..fileio import atomic_write
 from .decoding import validate
 from .format import DTYPE_BYTES, Format
+from .manifest import check_manifest
 
 MAGIC = b"\x89WZF\r\n\x1a\n"
 VERSION = 1
@@ -303,12 +304,22 @@ def _check_decoded_size(path, tensors: dict, max_decoded_bytes: int) -> None:
                          "(weightzip.load(..., max_decoded_bytes=N) or --max-decoded-bytes N)")
 
 
-def read_manifest(path) -> dict:
+def _check_fields(path, doc: dict, max_decoded_bytes: int) -> None:
+    """The caller's fields a reader uses (:func:`.manifest.check_manifest`), refused by name."""
+    try:
+        check_manifest(doc, max_decoded_bytes)
+    except WeightzipFormatError as e:
+        raise _err(path, str(e)) from None
+
+
+def read_manifest(path, *, max_decoded_bytes: int | str | None = None) -> dict:
     """The manifest only (streams are not read or checked): the caller's manifest plus
     ``"tensors"`` (per tensor ``kind``, ``shape``, ``dtype``, ``meta`` and stream
-    offsets/lengths/CRCs), e.g. for ``weightzip inspect``."""
+    offsets/lengths/CRCs), e.g. for ``weightzip inspect``. The caller's fields are checked
+    (:func:`.manifest.check_manifest`) as by :func:`read`."""
     doc, _, slen, f = _read_head_and_manifest(path)
     f.close()
+    _check_fields(path, doc, default_max_decoded_bytes() if max_decoded_bytes is None else parse_size(max_decoded_bytes))
     for name, e in doc[RESERVED_KEY].items():
         _check_entry(path, name, e, slen)
     return doc
@@ -318,7 +329,8 @@ def read(path, *, max_decoded_bytes: int | None = None) -> tuple[dict, dict[str,
     """Read and validate a ``.wz`` file: ``(manifest, {name: Format})``.
 
     Nothing is allocated before it is checked: the manifest is decompressed only up to
-    :func:`manifest_limit`, streams may not overlap, the tensors may not declare more than
+    :func:`manifest_limit`, the caller's fields a reader uses have their types and ranges
+    (:func:`.manifest.check_manifest`), streams may not overlap, the tensors may not declare more than
     ``max_decoded_bytes`` (default :func:`default_max_decoded_bytes`) decoded bytes in all, and
     every Format is validated (its streams' counts against its meta and against the bytes
     present) before any tensor is decoded.
@@ -337,12 +349,13 @@ def read(path, *, max_decoded_bytes: int | None = None) -> tuple[dict, dict[str,
     if len(area) != slen:
         raise _err(path, "truncated inside the stream area")
     view = memoryview(area)
+    limit = default_max_decoded_bytes() if max_decoded_bytes is None else parse_size(max_decoded_bytes)
+    _check_fields(path, doc, limit)
     tensors = doc.pop(RESERVED_KEY)
     for name, e in tensors.items():
         _check_entry(path, name, e, slen)
     _check_no_overlap(path, tensors)
-    _check_decoded_size(path, tensors, default_max_decoded_bytes() if max_decoded_bytes is None
-                        else parse_size(max_decoded_bytes))
+    _check_decoded_size(path, tensors, limit)
     formats: dict[str, Format] = {}
     for name, e in tensors.items():
         streams = {}

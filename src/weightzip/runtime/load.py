@@ -63,17 +63,143 @@ def retie(model: nn.Module, tied: dict[str, str]) -> None:
             owner._parameters[a_leaf] = target
 
 
-def build_model(manifest: dict[str, Any], path: str | Path = "file", state: dict[str, torch.Tensor] | None = None,
-                graph_tensors: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """Rebuild the zoo model named in the manifest, or a user model from its recorded graph."""
+def _model_bytes(model: nn.Module) -> int:
+    """Bytes of every parameter and buffer of ``model`` (each tensor once; works on meta tensors)."""
+    seen: dict[int, int] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        seen[id(t)] = t.numel() * t.element_size()
+    return sum(seen.values())
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _meta_zoo_model(name: str, kwargs: dict, path, limit: int, max_entries: int) -> nn.Module:
+    """The zoo model on the meta device (no storage), refused as it is built once its registered
+    tensors pass ``2 x limit`` bytes or it registers more than ``max_entries`` tensors and modules
+    (a depth of 10^6 is stopped after ``max_entries`` layers, not after building them all)."""
+    import threading
+
+    from torch.nn.modules import module as nn_module
+
     from ..core.registry import create_model
 
+    me, tally = threading.get_ident(), {"bytes": 0, "entries": 0}
+
+    def count(_mod, _name, obj):
+        if threading.get_ident() != me:
+            return None
+        tally["entries"] += 1
+        if isinstance(obj, torch.Tensor):
+            tally["bytes"] += obj.numel() * obj.element_size()
+        if tally["bytes"] > 2 * limit or tally["entries"] > max_entries:
+            raise _OverBudget
+        return None
+
+    handles = [nn_module.register_module_parameter_registration_hook(count),
+               nn_module.register_module_buffer_registration_hook(count),
+               nn_module.register_module_module_registration_hook(count)]
+    try:
+        with torch.device("meta"):
+            return create_model(name, **kwargs)
+    except _OverBudget:
+        if tally["bytes"] > 2 * limit:
+            what, allowed = (f"more than {2 * limit} bytes of parameters and buffers",
+                             f"at most max_decoded_bytes={limit} bytes (raise the limit if the file is trusted)")
+        else:
+            what, allowed = (f"more than {max_entries} tensors and modules",
+                             f"at most {max_entries} (8 per tensor of the file, plus 256)")
+        raise WeightzipFormatError(f"{path}: manifest field 'model.kwargs': {name}(**{_short(kwargs)}) would build "
+                                   f"{what}; allowed: {allowed}") from None
+    except Exception as e:  # wrong argument names / types / values: the zoo's own message
+        raise WeightzipFormatError(f"{path}: manifest field 'model.kwargs': {name}(**{_short(kwargs)}) cannot be "
+                                   f"built: {type(e).__name__}: {str(e)[:300]}") from None
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _short(kwargs: dict) -> str:
+    s = repr(kwargs)
+    return s if len(s) <= 200 else s[:197] + "..."
+
+
+def _check_against_state(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], path, field: str) -> None:
+    """The tensors a model (or module) would hold are the file's, by name and shape."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise WeightzipFormatError(
+            f"{path}: manifest field {field!r} builds a model that does not match the file's tensors: missing "
+            f"{missing[:5]}, unexpected {unexpected[:5]} (was it written from another model or configuration?)")
+    for k, v in expected.items():
+        if tuple(v.shape) != tuple(state[k].shape):
+            raise WeightzipFormatError(f"{path}: manifest field {field!r}: tensor {k!r} has shape "
+                                       f"{tuple(state[k].shape)} in the file, the model built from it expects "
+                                       f"{tuple(v.shape)}")
+
+
+def _check_graph_modules(graph: dict, state: dict[str, torch.Tensor], path, limit: int) -> None:
+    """Before ``rebuild`` allocates its modules: each one, built on the meta device, holds the file's
+    tensors (names and shapes), and all of them together at most ``limit`` bytes."""
+    from ..graph.ops import build_module
+
+    total = 0
+    for mpath, spec in (graph.get("modules") or {}).items():
+        mod = build_module(spec, str(mpath))          # on the meta device
+        prefix = f"{mpath}." if mpath else ""
+        for k, v in mod.state_dict().items():
+            name = prefix + k
+            if name not in state or tuple(state[name].shape) != tuple(v.shape):
+                have = tuple(state[name].shape) if name in state else "no such tensor"
+                raise WeightzipFormatError(f"{path}: manifest field 'graph.modules': module {mpath!r} holds "
+                                           f"{name!r} of shape {tuple(v.shape)}, the file has {have}")
+        total += _model_bytes(mod)
+        if total > limit:
+            raise WeightzipFormatError(f"{path}: manifest field 'graph.modules': the modules hold more than "
+                                       f"max_decoded_bytes={limit} bytes of parameters and buffers")
+
+
+def build_model(manifest: dict[str, Any], path: str | Path = "file", state: dict[str, torch.Tensor] | None = None,
+                graph_tensors: dict[str, torch.Tensor] | None = None, *,
+                max_decoded_bytes: int | str | None = None) -> nn.Module:
+    """Rebuild the zoo model named in the manifest, or a user model from its recorded graph.
+
+    Nothing the manifest declares is allocated before it is checked: a zoo model is first built
+    on the meta device, and refused (:class:`WeightzipFormatError` naming ``model.kwargs``) when
+    its parameters and buffers exceed ``max_decoded_bytes`` (default: the container's limit) or,
+    given the file's ``state``, do not match its tensor names and shapes; a graph's modules are
+    checked the same way before ``rebuild`` allocates them.
+    """
+    from ..codec.container import default_max_decoded_bytes, parse_size
+    from ..codec.manifest import check_model
+    from ..core.registry import create_model, list_models
+
+    limit = default_max_decoded_bytes() if max_decoded_bytes is None else parse_size(max_decoded_bytes)
+    try:
+        check_model(manifest.get("model"), limit)
+    except WeightzipFormatError as e:
+        raise WeightzipFormatError(f"{path}: {e}") from None
     cfg = manifest.get("model") or {}
     name = cfg.get("name")
-    if (not name or name == "user model") and manifest.get("graph") is not None and state is not None:
+    graph = manifest.get("graph")
+    if (not name or name == "user model") and graph is not None and state is not None:
+        from ..codec.manifest import check_graph
         from ..graph import rebuild
 
-        gm = rebuild(manifest["graph"], {k: (tuple(v.shape), v.dtype) for k, v in state.items()}, graph_tensors)
+        try:
+            check_graph(graph, limit)
+        except WeightzipFormatError as e:
+            raise WeightzipFormatError(f"{path}: {e}") from None
+        _check_graph_modules(graph, state, path, limit)
+        try:
+            gm = rebuild(graph, {k: (tuple(v.shape), v.dtype) for k, v in state.items()}, graph_tensors)
+        except WeightzipFormatError as e:
+            raise WeightzipFormatError(f"{path}: {e}") from None
+        except Exception as e:  # the graph's own checks missed it: still a file that cannot be read
+            raise WeightzipFormatError(f"{path}: manifest field 'graph' cannot be rebuilt: "
+                                       f"{type(e).__name__}: {str(e)[:300]}") from None
         gm.wz_config = dict(cfg)
         return gm
     if not name or name == "user model":
@@ -82,10 +208,45 @@ def build_model(manifest: dict[str, Any], path: str | Path = "file", state: dict
             f"{path} holds a user model (class {cls}); build that module yourself and pass it: "
             f"weightzip.load({str(path)!r}, model={cls}(...))"
         )
-    kwargs = cfg.get("kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise WeightzipFormatError(f"{path}: manifest model kwargs must be a mapping")
-    return create_model(name, **kwargs)
+    zoo = list_models()
+    if name not in zoo:
+        raise WeightzipFormatError(f"{path}: manifest field 'model.name': unknown zoo model {name!r}; allowed: "
+                                   f"{', '.join(zoo)} (or a user model saved with its graph)")
+    kwargs = dict(cfg.get("kwargs") or {})
+    max_entries = 8 * (len(state) + 32) if state is not None else 1 << 16
+    meta = _meta_zoo_model(name, kwargs, path, limit, max_entries)
+    nbytes = _model_bytes(meta)
+    if nbytes > limit:
+        raise WeightzipFormatError(
+            f"{path}: manifest field 'model.kwargs': {name}(**{_short(kwargs)}) holds {nbytes} bytes of parameters "
+            f"and buffers, more than max_decoded_bytes={limit}; allowed: at most that many (raise the limit if the "
+            "file is trusted: weightzip.load(..., max_decoded_bytes=N) or --max-decoded-bytes N)")
+    if state is not None:
+        _check_against_state(meta.state_dict(), state, path, "model.kwargs")
+    del meta
+    try:
+        return create_model(name, **kwargs)
+    except Exception as e:  # pragma: no cover - it built on the meta device
+        raise WeightzipFormatError(f"{path}: manifest field 'model.kwargs': {name}(**{_short(kwargs)}) cannot be "
+                                   f"built: {type(e).__name__}: {str(e)[:300]}") from None
+
+
+def check_activation_quant(model: nn.Module, spec: Any, path: str | Path = "file") -> list[dict]:
+    """``runtime.activation_quant`` checked (:func:`weightzip.codec.manifest.check_activation_quant`)
+    and every module it names present in ``model``; returns the spec."""
+    from ..codec.manifest import check_activation_quant as check_types
+
+    try:
+        check_types(spec)
+    except WeightzipFormatError as e:
+        raise WeightzipFormatError(f"{path}: {e}") from None
+    modules = dict(model.named_modules())
+    for i, item in enumerate(spec or []):
+        if item["module"] not in modules:
+            raise WeightzipFormatError(f"{path}: manifest field 'runtime.activation_quant[{i}].module': the model has "
+                                       f"no module {item['module']!r}; allowed: one of its module names "
+                                       f"(e.g. {', '.join(list(modules)[1:6])})")
+    return spec or []
 
 
 def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", *,
@@ -112,7 +273,7 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", 
     for alias, canon in tied.items():
         state[alias] = state[canon]
     if model is None:
-        model = build_model(manifest, path, state, graph_tensors)
+        model = build_model(manifest, path, state, graph_tensors, max_decoded_bytes=max_decoded_bytes)
     else:  # names the model ties to a stored tensor (a checkpoint that kept one name of a tie)
         from ..core.parametrize import tied_parameters
 
@@ -134,7 +295,7 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", 
         state[k] = state[k].to(v.dtype)
     model.load_state_dict(state)
     retie(model, tied)
-    act = (manifest.get("runtime") or {}).get("activation_quant")
+    act = check_activation_quant(model, (manifest.get("runtime") or {}).get("activation_quant"), path)
     if act:
         from ..core.parametrize import install_activation_quant
 
