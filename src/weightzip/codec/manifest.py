@@ -78,7 +78,7 @@ def check_depth(doc: Any, limit: int = MAX_DEPTH) -> None:
     while stack:
         node, depth, where = stack.pop()
         if depth > limit:
-            raise _fail(where or "(root)", f"nested more than {limit} objects / lists deep; allowed: at most {limit}")
+            raise _fail((where[:60] + "..." if len(where) > 60 else where) or "(root)", f"nested more than {limit} objects / lists deep; allowed: at most {limit}")
         if isinstance(node, dict):
             stack.extend((v, depth + 1, f"{where}.{k}" if where else str(k)) for k, v in node.items()
                          if isinstance(v, (dict, list)))
