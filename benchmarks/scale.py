@@ -164,23 +164,31 @@ def render(res: dict) -> str:
              "row started, on the shared 2-core machine (other jobs ran beside some rows).", "",
              f"Machine: {res.get('machine', '?')}", ""]
     lines += C.md_header(["path", "model", "params", "fp32 MB", "time s", "peak RSS MB", "RSS / fp32",
-                          "largest tensor MB", ".wz MB", "ratio", "load", "note"])
+                          "largest tensor MB", "(peak - start) / largest", ".wz MB", "ratio", "load", "note"])
     for key, r in rows.items():
         kind, size = key.split(":")
         if "error" in r:
-            lines.append(C.md_row([kind, size, "-", "-", "-", "-", "-", "-", "-", "-", C.fmt(r.get("load_average"), ".1f"), r["error"]]))
+            lines.append(C.md_row([kind, size, "-", "-", "-", "-", "-", "-", "-", "-", "-", C.fmt(r.get("load_average"), ".1f"), r["error"]]))
             continue
         mb = lambda b: C.fmt(b / 1e6 if b is not None else None, ".0f")  # noqa: E731
         lines.append(C.md_row([kind, size, f"{r['params'] / 1e6:.1f}M", mb(r["fp32_bytes"]), C.fmt(r["seconds"], ".1f"),
                                mb(r["peak_rss_bytes"]), C.fmt(r["peak_rss_bytes"] / r["fp32_bytes"], ".2f"),
-                               mb(r.get("largest_tensor_fp32_bytes")), C.fmt(r["file_bytes"] / 1e6, ".2f"),
+                               mb(r.get("largest_tensor_fp32_bytes")),
+                               C.fmt((r["peak_rss_bytes"] - r["rss_before_bytes"]) / r["largest_tensor_fp32_bytes"], ".0f")
+                               if r.get("largest_tensor_fp32_bytes") and "rss_before_bytes" in r else "-",
+                               C.fmt(r["file_bytes"] / 1e6, ".2f"),
                                C.fmt(r["file_ratio"], ".2f"), C.fmt(r.get("load_average"), ".1f"),
                                f"compress {r['compress_s']:.1f} s + save {r['save_s']:.1f} s" if "compress_s" in r else "stream"]))
     st = [r for k, r in rows.items() if k.startswith("stream:") and "error" not in r]
     lines += ["", f"Fitted log-log slopes of the streaming rows ({len(st)} sizes): time "
               f"{C.fmt(slope(st, 'seconds'), '.2f')}, peak RSS {C.fmt(slope(st, 'peak_rss_bytes'), '.2f')} "
               "(target: time slope <= 1.1).", ""]
-    targets = ["## Targets (issue 21)", "",
+    targets = ["The `(peak - start) / largest` column is the streaming path's working set per tensor in units",
+               "of the largest tensor's fp32 bytes: the k-means (float64 sorted copy, prefix sums, int64",
+               "codes), the codebook parametrization (int64 codes, float32 mask) and the encoder's",
+               "candidates (int64 symbol arrays per layout, each decoded for the exactness check) are",
+               "all alive at once for that tensor.", "",
+               "## Targets (issue 21)", "",
                "- BERT-base 4-bit k-means, compress + save <= 60 s, peak RSS <= 1.5x fp32 over the interpreter.",
                "- ~1.1B Llama-style, 4-bit k-means, <= 10 min, peak <= 8 GB.",
                "- Rows missing above were not run in the budget of the session that wrote this page."]
@@ -215,11 +223,16 @@ def main() -> None:
                     help="also the in-memory BERT-base row")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per row")
     C.add_args(ap, "out", "force")
+    ap.add_argument("--render-only", action="store_true", help="re-write the page and plot from the JSON")
     args = ap.parse_args()
     (C.ROOT / "runs").mkdir(exist_ok=True)
     jpath = args.out / "scale.json"
     res = C.read_json(jpath, {}) or {}
     res.setdefault("rows", {})
+    if args.render_only:
+        C.write_results(jpath, res, args.out / "scale.md", render(res))
+        plot(res, args.out / "scale.png")
+        return
     import platform
 
     res["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
