@@ -196,7 +196,7 @@ def _lloyd_torch(x: Tensor, c0: Tensor, max_iter: int, tol: float, *,
     torch.cumsum(xs, 0, out=S[1:])
     c = c0.to(torch.float64).clone()  # (k)
     k = c.numel()
-    threshold = float(tol) * float(xs.var(unbiased=False)) if n > 1 else 0.0
+    threshold = float(tol) * _var_chunked(xs, float(S[n]) / n) if n > 1 else 0.0
     ends = torch.tensor([n], dtype=torch.int64)
     zero = torch.zeros(1, dtype=torch.int64)
     edges_old = reps_old = None
@@ -225,6 +225,14 @@ def _lloyd_torch(x: Tensor, c0: Tensor, max_iter: int, tol: float, *,
             break
         edges_old, reps_old = edges, reps
     return c.to(torch.float32), n_iter
+
+
+def _var_chunked(x: Tensor, mean: float) -> float:
+    """``mean((x - mean)^2)`` (the population variance) without an n-sized temporary."""
+    acc = 0.0
+    for s in range(0, x.numel(), ASSIGN_CHUNK):
+        acc += float(((x[s:s + ASSIGN_CHUNK] - mean) ** 2).sum())
+    return acc / x.numel()
 
 
 def _lloyd_torch_dense(x: Tensor, c0: Tensor, max_iter: int, tol: float) -> tuple[Tensor, int]:
@@ -296,7 +304,7 @@ def kmeans_1d(x: Tensor, k: int | None = None, *, init: Init | Tensor = "linear"
         raise ValueError("k-means input has NaN/Inf values; repair the weights first")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    xs = torch.sort(x.to(torch.float64)).values if engine == "torch" else None  # (n), sorted once
+    xs = _sorted64(x) if engine == "torch" else None  # (n), sorted once
     if isinstance(init, Tensor):
         c0 = init.detach().reshape(-1).cpu().to(torch.float32)
         if k is not None and c0.numel() != k:
@@ -309,26 +317,57 @@ def kmeans_1d(x: Tensor, k: int | None = None, *, init: Init | Tensor = "linear"
             raise ValueError(f"k-means needs k >= 1 centroids, got k={k}")
         if xs is not None:  # distinct values from the sorted copy (no second sort)
             first = torch.ones(xs.numel(), dtype=torch.bool)
-            first[1:] = xs[1:] != xs[:-1]
-            uniq = xs[first].to(x.dtype)
+            torch.ne(xs[1:], xs[:-1], out=first[1:])
+            few = int(first.sum()) <= k   # counted first: the values are copied only when few
+            uniq = xs[first].to(x.dtype) if few else None
+            del first
         else:
             uniq = torch.unique(x)
-        if uniq.numel() <= k:  # exact: every distinct value is its own centroid
+            few = uniq.numel() <= k
+        if few:  # exact: every distinct value is its own centroid
             c = uniq.to(torch.float32)
             codes = assign_1d(x, c)
             return KMeansResult(c, codes, 0, float(((x - c[codes]) ** 2).sum()))
-        c0 = init_centroids(x, k, init, seed=seed)
+        c0 = init_centroids(x if xs is None else xs, k, init, seed=seed)  # sorted float64: no copy
     if engine == "torch":
         c, n_iter = _lloyd_torch(x, c0, max_iter, tol, xs=xs)
+        del xs  # before the assignment: peak memory is the larger of the two, not their sum
     elif engine == "sklearn":
         c, n_iter = _lloyd_sklearn(x, c0, max_iter, tol)
     elif engine == "faiss":
         c, n_iter = _lloyd_faiss(x, c0, max_iter, seed)
     else:
         raise ValueError(f"unknown k-means engine {engine!r}; valid: {', '.join(ENGINES)}")
-    codes = assign_1d(x.to(torch.float32), c)  # (n)
-    inertia = float(((x.to(torch.float64) - c.to(torch.float64)[codes]) ** 2).sum())
+    codes, inertia = _assign_chunked(x, c)
     return KMeansResult(c, codes, n_iter, inertia)
+
+
+#: values per chunk of the final assignment: its temporaries (about 15 values' worth of bytes
+#: per value) stay a few tens of MB however large the tensor
+ASSIGN_CHUNK = 1 << 20
+
+
+def _sorted64(x: Tensor) -> Tensor:
+    """``x`` (n,) as float64, sorted ascending, in place (numpy's sort needs no index array:
+    one 8-byte copy of the values at peak, not values + int64 indices)."""
+    a = x.detach().reshape(-1).numpy().astype(np.float64)  # (n) a copy
+    a.sort()
+    return torch.from_numpy(a)
+
+
+def _assign_chunked(x: Tensor, c: Tensor) -> tuple[Tensor, float]:
+    """``(assign_1d(x, c) (n,) int64, sum_i (x_i - c[codes_i])^2)`` chunk by chunk (float32
+    assignment, float64 inertia; equal to the whole-array computation)."""
+    x32 = x.to(torch.float32)
+    c64 = c.to(torch.float64)
+    codes = torch.empty(x32.numel(), dtype=torch.int64)  # (n)
+    inertia = 0.0
+    for s in range(0, x32.numel(), ASSIGN_CHUNK):
+        xc = x32[s:s + ASSIGN_CHUNK]
+        cc = assign_1d(xc, c)
+        codes[s:s + ASSIGN_CHUNK] = cc
+        inertia += float(((xc.to(torch.float64) - c64[cc]) ** 2).sum())
+    return codes, inertia
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +392,10 @@ def share_weights(w: Tensor, bits: int, mask: Tensor | None = None, *, init: Ini
     if m.shape != w.shape:
         raise ValueError(f"mask shape {tuple(m.shape)} differs from the weight shape {tuple(w.shape)}")
     keep = m.reshape(-1) != 0  # (N)
+    if bool(keep.all()):  # nothing pruned: no copy of the kept values, the codes are the result's
+        res = kmeans_1d(w.reshape(-1), 2 ** int(bits), init=init, engine=engine,
+                        max_iter=max_iter, tol=tol, seed=seed)
+        return res.centroids_, res.codes_.reshape(w.shape), m, res
     codes = torch.zeros(w.numel(), dtype=torch.int64)  # (N)
     if not bool(keep.any()):
         res = KMeansResult(torch.zeros(1), torch.zeros(0, dtype=torch.int64), 0, 0.0)
