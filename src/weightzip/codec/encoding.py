@@ -125,6 +125,10 @@ def _context(w: np.ndarray, shape: tuple, h: dict, opts: EncodeOptions) -> Encod
     ctx.layouts = [s for s in opts.layouts if s != "block" or ctx.block is not None]
     if not context_layout_applies(w.size, nz.size):
         ctx.layouts = [s for s in ctx.layouts if s != "context"]
+    if nz.size == w.size and "none" in ctx.layouts:
+        # no zeros: a sparse layout stores the same entries plus its positions, never smaller
+        # (a hinted block layout is still tried: its attempt reports on the hint)
+        ctx.layouts = [s for s in ctx.layouts if s in ("none", "block")]
     if w.size == 0:
         ctx.layouts = ["none"]
     return ctx
