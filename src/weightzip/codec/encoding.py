@@ -116,8 +116,12 @@ def _finite_check(a: np.ndarray, name: str) -> None:
 
 
 def _context(w: np.ndarray, shape: tuple, h: dict, opts: EncodeOptions) -> EncodeContext:
-    nz = np.flatnonzero(w)                                           # (nnz,) flat positions
-    ctx = EncodeContext(w=w, shape=shape, opts=opts, hint=h, hkind=h.get("kind"), nz=nz, nzv=w[nz],
+    if np.count_nonzero(w) == w.size:  # no zeros: every position, no int64 array of them
+        nz, nzv = _AllPositions(w.size), w
+    else:
+        nz = np.flatnonzero(w)                                       # (nnz,) flat positions
+        nzv = w[nz]
+    ctx = EncodeContext(w=w, shape=shape, opts=opts, hint=h, hkind=h.get("kind"), nz=nz, nzv=nzv,
                         block=None, layouts=[])
     ctx.block, block_err = _block_from_hint(h, shape)
     if block_err:
@@ -132,6 +136,25 @@ def _context(w: np.ndarray, shape: tuple, h: dict, opts: EncodeOptions) -> Encod
     if w.size == 0:
         ctx.layouts = ["none"]
     return ctx
+
+
+class _AllPositions:
+    """The flat positions ``0..n-1`` of a tensor without zeros: ``.size`` without the (n,) int64
+    array, which is built only where a caller really indexes with it (``np.asarray``)."""
+
+    def __init__(self, n: int):
+        self.size = int(n)
+        self.shape = (self.size,)
+        self.ndim = 1
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __array__(self, dtype=None, copy=None):
+        return np.arange(self.size, dtype=dtype or np.int64)
+
+    def __getitem__(self, i):
+        return np.arange(self.size, dtype=np.int64)[i]
 
 
 class _Candidates:

@@ -50,7 +50,7 @@ def _as_symbols(symbols) -> np.ndarray:
         return s.astype(np.int64)
     if not (np.issubdtype(s.dtype, np.integer) or s.dtype == np.bool_):
         raise ValueError(f"symbols must be integers, got dtype {s.dtype}")
-    s = s.astype(np.int64)
+    s = s.astype(np.int64, copy=False)  # int64 input (codes, gaps) is used as is, not copied
     if s.min() < 0 or s.max() >= 1 << 32:
         raise ValueError(f"symbols must be in [0, 2^32), got [{s.min()}, {s.max()}]")
     return s
@@ -92,7 +92,7 @@ def histogram(symbols) -> tuple[np.ndarray, np.ndarray]:
         return s, s.copy()
     lo, hi = int(s.min()), int(s.max())
     if hi - lo <= 2 * s.size + 65536:  # a small alphabet (codes, gaps): one counting pass
-        counts = np.bincount((s - lo).astype(np.intp, copy=False), minlength=hi - lo + 1)
+        counts = np.bincount((s - lo if lo else s).astype(np.intp, copy=False), minlength=hi - lo + 1)
         vals = np.flatnonzero(counts)
         return (vals + lo).astype(np.int64), counts[vals].astype(np.int64)
     vals, counts = np.unique(s, return_counts=True)
