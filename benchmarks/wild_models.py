@@ -39,7 +39,9 @@ import io
 import json
 import os
 import platform
+import re
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -455,6 +457,25 @@ def _cell(rec: dict, key: str, f, *phases: str) -> str:
     return "-"
 
 
+def _status(rec: dict) -> str:
+    """The row's status; a child ended by a signal that is not the time limit's kill was stopped from
+    outside the script (e.g. by hand, to give its time to other rows), which the cell says."""
+    st = str(rec.get("status", "-"))
+    m = re.match(r"child exited with code -(\d+)(.*)", st)
+    if m:
+        try:
+            sig = signal.Signals(int(m.group(1))).name
+        except ValueError:
+            sig = f"signal {m.group(1)}"
+        return f"stopped by {sig} from outside the script{m.group(2)}"
+    return st
+
+
+def _idle(rec: dict) -> bool:
+    """A row with nothing measured: not run (budget, or not reached), or still running."""
+    return str(rec.get("status", "")).startswith(("not run", "running")) and not rec.get("phases_done")
+
+
 def compiled_cell(rec: dict) -> str:
     comp = rec.get("compiled")
     if not comp:
@@ -475,8 +496,9 @@ def markdown(res: dict) -> str:
          f"under `nice -n 10` on a 2-core machine "
          f"shared with a CIFAR training job (load average {_load(res.get('loadavg_before'))} at the start, "
          f"{_load(res.get('loadavg_after'))} at the end), so times are those of a loaded machine.",
-         f"Started {res['started']}; wall time spent {res['seconds'] / 60:.1f} min of a {res['budget_min']:.0f}-min budget, "
-         f"{res['timeout_min']:.0f} min limit per (model, recipe) run." +
+         f"Last invocation started {res['started']}; wall time spent {res['seconds'] / 60:.1f} min in all the invocations "
+         f"(the last one's budget: {res['budget_min']:.0f} min, {res['timeout_min']:.0f} min limit per (model, recipe) "
+         "run; a run's limit is cut to what is left of the budget)." +
          (" **Partial**: some rows were not run or did not finish (status column)." if res.get("partial") else ""), "",
          "Models: `transformers` classes from their configs, random init (seed 0), nothing downloaded. Inputs: one "
          f"fixed random sample (token ids `[1, {SEQ_LEN_SMALL if small else SEQ_LEN}]`, images "
@@ -486,7 +508,10 @@ def markdown(res: dict) -> str:
          "k-means. `fp32 bytes` = `torch.save(state_dict)` (a tied tensor stored once); `ratio` = fp32 bytes / .wz bytes; "
          "`rel. error` = `||y - y_ref|| / ||y_ref||` of the logits (BERT: last hidden state) of the model loaded from "
          "the .wz WITHOUT its class against the fp32 model (random weights: the figure measures the round trip and "
-         "the quantization noise, not accuracy).", ""]
+         "the quantization noise, not accuracy). The configs are the `transformers` defaults (as listed under "
+         "Models): the vision classifiers have the default `num_labels=2` head, not ImageNet's 1000 classes, so "
+         "they have fewer parameters than the published ResNet-50 (25.6M), MobileNetV2 (3.5M) and ViT-B/16 "
+         "(86.6M).", ""]
     sources = sorted({r["weightzip"] for r in rows if r.get("weightzip")})
     if len(sources) > 1:
         L += ["Rows come from runs of different weightzip versions: " + "; ".join(sources) +
@@ -495,6 +520,9 @@ def markdown(res: dict) -> str:
     L += C.md_header(["model", "recipe", "params", "selected (tensors)", "fp32 bytes", ".wz bytes", "ratio",
                       "rel. error .wz vs fp32", ".wz vs in-memory", "ONNX bytes (ratio)", "ONNX (ort) vs .wz"])
     for r in rows:
+        if _idle(r):
+            L.append(C.md_row([r["model"], r["recipe"], r["status"]] + [""] * 8))
+            continue
         onnx = _cell(r, "onnx_bytes", lambda v: f"{v:,} ({r['fp32_bytes'] / v:.2f}x)", "onnx")
         L.append(C.md_row([
             r["model"], r["recipe"], _cell(r, "params", lambda v: f"{v / 1e6:.1f}M", "build"),
@@ -510,6 +538,9 @@ def markdown(res: dict) -> str:
                       "peak RSS MB: build / compress / save / load / compiled / onnx", "compiled (mode=\"compiled\")",
                       "load avg start / end", "status"])
     for r in rows:
+        if _idle(r):
+            L.append(C.md_row([r["model"], r["recipe"]] + [""] * 8 + [r["status"]]))
+            continue
         pk = r.get("peak_rss", {})
         peaks = " / ".join(_mb(pk.get(p)) for p in ("build", "compress", "save", "load", "compiled", "onnx"))
         sec = r.get("seconds", {})
@@ -521,7 +552,7 @@ def markdown(res: dict) -> str:
             _sec(r.get("onnx_export_s")) if r.get("onnx_export_s") is not None else _cell(r, "x", str, "onnx"),
             peaks if pk else "-", compiled_cell(r),
             f"{_load(r.get('loadavg_start'))} / {_load(r.get('loadavg_now'))}" if r.get("loadavg_start") else "-",
-            r.get("status", "-")]))
+            _status(r)]))
     L += ["", "`peak RSS`: the largest resident set size sampled (every 20 ms) during each phase of the run's own "
           "process (build = the fp32 model + its reference output; each later phase starts with what the earlier "
           "ones left: the compressed model is freed before `load`). `load s`: `wz.load(path)` (dense). The compiled "
@@ -540,13 +571,13 @@ def markdown(res: dict) -> str:
         L.append(C.md_row([r["model"], cfg, ", ".join(r.get("types_present", [])),
                            f"{r.get('output_shape')}"]))
     fails = [(r, p, m) for r in rows for p, m in r.get("errors", {}).items()]
-    other = [r for r in rows if r.get("status") not in ("finished", "not run", None)]
+    other = [r for r in rows if r.get("status") not in ("finished", None) and not _idle(r)]
     if fails or other:
         L += ["", "## Failures", ""]
         for r, p, m in fails:
             L.append(f"* {r['model']} / {r['recipe']}, phase `{p}`: `{m}`")
         for r in other:
-            L.append(f"* {r['model']} / {r['recipe']}: {r['status']} (log: `{r.get('log')}`)")
+            L.append(f"* {r['model']} / {r['recipe']}: {_status(r)} (log: `{r.get('log')}`)")
     L += ["", "Per-run records (every phase's figures, tracebacks of failures) and logs are written under "
           "`runs/wild_models/` (not committed); this page and its JSON are re-written by the script after every run "
           "(`--render-only` re-renders the page from the JSON).", ""]

@@ -52,5 +52,5 @@ def test_page_shows_failures_timeouts_and_rows_not_run():
     assert "8.50x" in page and "torch fallback: not a chain" in page
     assert "FAILED (save): NameError: x" in page
     assert "timed out after 20.0 min in phase 'compress'" in page and "not reached" in page
-    assert "| llama_100m | kmeans4 | not run |" in page
+    assert "| llama_100m | kmeans4 | not run |" in page and "| llama_100m | kmeans4 |  |" in page
     assert "**Partial**" in page
