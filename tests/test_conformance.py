@@ -402,3 +402,22 @@ def test_bf16_model_compresses_and_loads_in_its_dtype(tmp_path):
     loaded = wz.load(tmp_path / "bf16.wz")
     assert loaded.get_parameter("0.weight").dtype == torch.bfloat16
     _assert_equal_outputs(_outputs(loaded, x), _outputs(model, x))
+
+
+def test_onnx_export_compresses_a_tied_weight_under_either_name(tmp_path):
+    """torch.onnx may name GPT-2's shared matrix ``lm_head.weight``; the file stores it as
+    ``transformer.wte.weight`` (manifest ``tied``): it must still leave the ONNX compressed."""
+    pytest.importorskip("onnxruntime")
+    from weightzip.export.onnx import export_onnx
+
+    model, x = build("gpt2_tied")
+    wz.compress(model, _post_training_recipe(), log=lambda s: None)
+    path = tmp_path / "g.wz"
+    wz.save(model, path, example_inputs=(x,))
+    rep = export_onnx(path, tmp_path / "g.onnx")
+    import onnx
+
+    dense_inits = [i.name for i in onnx.load(str(tmp_path / "g.onnx")).graph.initializer
+                   if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2 and i.dims[0] == VOCAB]
+    assert not dense_inits, f"the tied matrix stayed fp32: {dense_inits}"
+    assert {"lm_head.weight", "transformer.wte.weight"} & set(rep["compressed"])

@@ -244,7 +244,12 @@ def export_onnx(path: str | Path, out: str | Path, *, dense: bool = False) -> di
     if not dense:
         inits = {i.name: i for i in proto.graph.initializer}
         new_nodes, new_inits, drop = [], [], set()
-        for name, fmt in formats.items():
+        # a tied tensor is stored once; the exporter may name its initializer by any of its names
+        by_name = dict(formats)
+        for alias, canon in (manifest.get("tied") or {}).items():
+            if canon in formats:
+                by_name.setdefault(alias, formats[canon])
+        for name, fmt in by_name.items():
             if name not in inits:
                 continue
             p = tensor_parts(fmt)
