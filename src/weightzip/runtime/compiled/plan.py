@@ -441,7 +441,13 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
         if name not in leaf_targets:  # a container: its input is the input of its first leaf
             name = next((t for t in leaf_targets if t.startswith(name + ".")), name)
         aq[name] = item
-    nodes = [n for n in gm.graph.nodes]
+    # optional inputs (a default, read only by checks that they are None, as a recorded Hugging
+    # Face model's labels / return_dict) are not inputs of the computation
+    optional = {n for n in gm.graph.nodes if n.op == "placeholder" and n.args
+                and all(u.op == "call_function" and getattr(u.target, "__name__", "") == "_assert_is_none"
+                        for u in n.users)}
+    skip = optional | {u for n in optional for u in n.users}
+    nodes = [n for n in gm.graph.nodes if n not in skip]
     chain_reason = None
     cur = None
     steps: list[tuple[str, Any]] = []   # ("node", node) in chain order
@@ -456,7 +462,11 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
             if n.args[0] is not cur:
                 chain_reason = "the output is not the last layer's result"
             break
-        if n.op == "get_attr" or not n.args or n.args[0] is not cur or len(cur.users) != 1 \
+        if n.op == "get_attr":
+            chain_reason = (f"node {n.name!r} reads a weight as a tensor (an aten-level graph recorded by "
+                            "torch.export); the compiled path lowers fx graphs of layers")
+            break
+        if not n.args or n.args[0] is not cur or len(cur.users) != 1 \
                 or any(isinstance(a, torch.fx.Node) for a in list(n.args[1:]) + list(n.kwargs.values())):
             chain_reason = f"node {n.name!r} is not a chain step (branches / residual connections)"
             break
