@@ -68,10 +68,13 @@ class SaveReport:
 
 
 def encode_model(model: nn.Module, storage: StorageConfig | None = None, *,
-                 state: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+                 state: dict[str, torch.Tensor] | None = None, progress: bool | None = False) -> dict[str, Any]:
     """Encode every tensor of the baked model into codec Formats (``{name: Format}``); a tied
     parameter is encoded once, under its first name (:func:`~weightzip.core.parametrize.tied_parameters`).
-    ``state``: the model's :func:`~weightzip.core.parametrize.effective_state`, if already at hand."""
+    ``state``: the model's :func:`~weightzip.core.parametrize.effective_state`, if already at hand.
+    ``progress``: a per-tensor progress bar (None: only when stderr is a terminal)."""
+    from tqdm.auto import tqdm
+
     from .codec import encode
 
     storage = storage or StorageConfig()
@@ -81,7 +84,7 @@ def encode_model(model: nn.Module, storage: StorageConfig | None = None, *,
         del state[alias]
     hints = parametrize.storage_hints(model)
     formats = {}
-    for name, t in state.items():
+    for name, t in tqdm(state.items(), total=len(state), unit="tensor", desc="encode", disable=None if progress is None else not progress):
         opts = {"name": name, "entropy": storage.entropy, "sparse": storage.sparse,
                 "float_dtype": storage.float_dtype if name not in hints else "float32"}
         formats[name] = encode(t, hints.get(name), options=opts)
@@ -90,7 +93,8 @@ def encode_model(model: nn.Module, storage: StorageConfig | None = None, *,
 
 def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
          metrics: dict[str, Any] | None = None, storage: StorageConfig | None = None,
-         extra: dict[str, Any] | None = None, example_inputs=None, graph: bool | str = "auto") -> SaveReport:
+         extra: dict[str, Any] | None = None, example_inputs=None, graph: bool | str = "auto",
+         progress: bool | None = None) -> SaveReport:
     """Write ``model`` (parametrizations baked) to a ``.wz`` file, atomically.
 
     The manifest records the zoo name and constructor arguments (``model.wz_config``) or
@@ -102,6 +106,7 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
     of tensors, e.g. one batch) lets models that ``torch.fx`` cannot trace be captured with
     ``torch.export`` and checks the recorded graph against the model. A model whose graph
     cannot be recorded is saved without it, with a warning naming the reason.
+    ``progress``: a per-tensor progress bar while encoding (default: only on a terminal).
     """
     from .analysis.size import baseline_bytes
     from .codec import container
@@ -109,7 +114,7 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
     storage = storage or (recipe.storage if recipe is not None else StorageConfig())
     state = parametrize.effective_state(model)
     tied = parametrize.tied_parameters(model, state)
-    formats = encode_model(model, storage, state=state)
+    formats = encode_model(model, storage, state=state, progress=progress)
     unique = {k: v for k, v in state.items() if k not in tied}
     del state
     cfg = getattr(model, "wz_config", None) or {"name": "user model", "class": type(model).__name__}
