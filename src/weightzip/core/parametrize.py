@@ -132,14 +132,16 @@ class Codebook(WzParametrization):
     def __init__(self, centroids: Tensor, codes: Tensor, mask: Tensor | None = None):
         super().__init__()
         self.centroids = nn.Parameter(centroids.detach().to(torch.float32).clone())
-        self.register_buffer("codes", codes.detach().to(torch.int64).clone())
-        m = torch.ones_like(codes, dtype=torch.float32) if mask is None else mask.to(torch.float32)
-        self.register_buffer("mask", m.detach().clone())
+        # int32 codes and a bool mask: 5 bytes per weight held, not 12 (an index must be int32
+        # or int64; the product with a bool mask equals the product with its 0.0 / 1.0 floats)
+        self.register_buffer("codes", codes.detach().to(torch.int32).clone())
+        m = torch.ones_like(codes, dtype=torch.bool) if mask is None else mask.detach() != 0
+        self.register_buffer("mask", m.clone())
 
     @classmethod
     def from_spec(cls, args, shapes):
-        return cls(torch.zeros(shapes["centroids"]), torch.zeros(shapes["codes"], dtype=torch.int64),
-                   torch.zeros(shapes["mask"]))
+        return cls(torch.zeros(shapes["centroids"]), torch.zeros(shapes["codes"], dtype=torch.int32),
+                   torch.zeros(shapes["mask"], dtype=torch.bool))
 
     def forward(self, w: Tensor) -> Tensor:
         # W itself is no longer used; the shared values take W's dtype (bf16 / fp16 models)
