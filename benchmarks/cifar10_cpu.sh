@@ -3,8 +3,9 @@
 #   bash benchmarks/cifar10_cpu.sh [resnet20|alexnet_cifar|vgg16_cifar]
 # Every epoch is checkpointed atomically to runs/cifar10/<model>/base.pt (outside git); running
 # the same command again continues bit-for-bit from the last epoch. On a new machine the run
-# continues from the committed small checkpoint benchmarks/results/cifar10/<model>-base.partial.pt
-# when there is one (copied in before the first epoch).
+# continues from the committed small checkpoint benchmarks/results/cifar10/<model>-base.partial.pt.xz
+# when there is one (unpacked before the first epoch; xz keeps it under 2 MB).
+# To commit the current state: xz -9 -c runs/cifar10/<model>/base.pt > benchmarks/results/cifar10/<model>-base.partial.pt.xz
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-resnet20}
@@ -15,8 +16,11 @@ case "$model" in
 esac
 run=runs/cifar10/$model
 mkdir -p "$run"
-committed=benchmarks/results/cifar10/$model-base.partial.pt
-if [ ! -f "$run/base.pt" ] && [ -f "$committed" ]; then cp "$committed" "$run/base.pt"; fi
+committed=benchmarks/results/cifar10/$model-base.partial.pt.xz
+if [ ! -f "$run/base.pt" ] && [ -f "$committed" ]; then
+  .venv/bin/python -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+      "$committed" "$run/base.pt"
+fi
 export WEIGHTZIP_DATA=${WEIGHTZIP_DATA:-$(cd .. && pwd)/shared/data}
 exec nice -n 19 .venv/bin/weightzip train "$model" --data cifar10 --epochs "$epochs" \
     -o "$run/base.pt" --resume --no-progress
