@@ -61,12 +61,17 @@ def _check_plan(fmt: Format, plan: dict) -> None:
             raise bad(fmt, f"stream declares {inf['count']} symbols, the meta implies {count}", name)
         coding = inf.get("coding")
         if isinstance(alphabet, str):
-            ok = coding in ("float32", "float16") if alphabet == "float" else coding == alphabet
+            if alphabet == "float":
+                ok = coding in ("float32", "float16")
+            elif alphabet == "context_mask":    # a context layout's mask: column-conditioned or mixing coder
+                ok = coding in ("context_mask", "cm_mask")
+            else:
+                ok = coding == alphabet
             if not ok:
                 raise bad(fmt, f"stream coding {coding!r} where {alphabet!r} is needed", name)
             continue
-        if coding == "context" and inf.get("alphabet") == alphabet:
-            continue                      # codec/context.py checks its own stream while decoding
+        if coding in ("context", "cm") and inf.get("alphabet") == alphabet:
+            continue                      # codec/context.py / mixing.py check their own streams while decoding
         if coding not in entropy.CODINGS:
             raise bad(fmt, f"unknown coding {coding!r} for an integer stream (valid: {entropy.CODINGS})", name)
         if inf.get("alphabet") != alphabet:
@@ -93,11 +98,11 @@ def _validate_stream(fmt: Format, byte_streams: bool, name: str, inf) -> None:
         a = inf.get("alphabet")
         if not is_int(a) or not 1 <= a <= 2**32:
             raise bad(fmt, f"stream alphabet must be a positive integer, got {a!r}", name)
-    elif c == "context":
+    elif c in ("context", "cm"):
         a = inf.get("alphabet")
         if not is_int(a) or not 1 <= a <= 2**32:
             raise bad(fmt, f"stream alphabet must be a positive integer, got {a!r}", name)
-    elif c == "context_mask":
+    elif c in ("context_mask", "cm_mask"):
         pass
     elif c == "bytes":
         if not byte_streams:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ..errors import WeightzipFormatError
-from . import context
+from . import context, mixing
 from .format import MAX_NUMEL, Format, Reject, bad, is_int, meta_int
 from .sparse import choose_index_bits, csr_from_positions, matrix_shape, relative_index_decode, relative_index_encode
 from .streams import StreamReader, StreamWriter
@@ -113,7 +113,13 @@ def make_layout(scheme: str, w: np.ndarray, shape, nz: np.ndarray, est: tuple[in
         rows, cols = matrix_shape(shape)
         bits = np.zeros(numel, dtype=bool)
         bits[nz] = True
-        ls.blob("mask", context.encode_mask(bits.reshape(rows, cols)), "context_mask", numel)
+        m2 = bits.reshape(rows, cols)
+        data, coding = context.encode_mask(m2), "context_mask"
+        if "ans" in opts.codings:                   # entropy coding allowed: the mixing coder too
+            cm = mixing.encode_mask(m2)
+            if len(cm) < len(data):
+                data, coding = cm, "cm_mask"
+        ls.blob("mask", data, coding, numel)
         return Layout("context", {"sparse": "context", "n_entries": int(nz.size)}, w[nz], nz, ls, (rows, cols))
     if scheme == "block":
         if block is None:
@@ -152,10 +158,11 @@ def read_layout(fmt: Format, rd: StreamReader) -> tuple[np.ndarray | None, int]:
         return pos, n
     if scheme == "context":
         inf, data = rd._get("mask")
-        if inf.get("coding") != "context_mask" or inf.get("count") != numel:
-            raise bad(fmt, f"mask stream must be context_mask coded with {numel} bits", "mask")
+        if inf.get("coding") not in ("context_mask", "cm_mask") or inf.get("count") != numel:
+            raise bad(fmt, f"mask stream must be context_mask or cm_mask coded with {numel} bits", "mask")
+        dec = context.decode_mask if inf["coding"] == "context_mask" else mixing.decode_mask
         try:
-            pos = np.flatnonzero(context.decode_mask(data, *matrix_shape(fmt.shape)))
+            pos = np.flatnonzero(dec(data, *matrix_shape(fmt.shape)))
         except WeightzipFormatError as e:
             raise bad(fmt, str(e), "mask") from None
         if pos.size != n:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import WeightzipFormatError
-from . import context, entropy
+from . import context, entropy, mixing
 from .bitpack import bits_for_alphabet
 from .format import Format, bad, is_int
 
@@ -33,6 +33,9 @@ class StreamWriter:
             cdata = context.encode_codes(s, *ctx, only_if_better=True)
             if cdata is not None and len(cdata) < len(data):
                 coding, data = "context", cdata
+            mdata = mixing.encode_codes(s, *ctx, int(alphabet))
+            if mdata is not None and len(mdata) < len(data):
+                coding, data = "cm", mdata
         self.streams[name] = data
         self.info[name] = {"coding": coding, "count": int(s.size), "alphabet": int(alphabet)}
 
@@ -91,6 +94,13 @@ class StreamReader:
         if inf.get("alphabet") != alphabet:
             raise bad(self.fmt, f"stream alphabet is {inf.get('alphabet')!r}, expected {alphabet}", name)
         coding = inf.get("coding")
+        if coding == "cm":
+            if ctx is None:
+                raise bad(self.fmt, "cm coding is only valid for the codes of a context layout", name)
+            try:
+                return mixing.decode_codes(data, *ctx, alphabet)
+            except WeightzipFormatError as e:
+                raise bad(self.fmt, str(e), name) from None
         if coding == "context":
             if ctx is None:
                 raise bad(self.fmt, "context coding is only valid for the codes of a context layout", name)
