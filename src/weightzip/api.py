@@ -162,18 +162,22 @@ def _record_graph(model, path, example_inputs, graph, cfg, formats) -> dict | No
 
 
 def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", *,
-         max_decoded_bytes: int | str | None = None) -> nn.Module:
+         max_decoded_bytes: int | str | None = None, lazy: bool = True) -> nn.Module:
     """Load a ``.wz`` as a runnable ``nn.Module`` (see :func:`weightzip.runtime.load.load`);
-    ``max_decoded_bytes`` caps what a (possibly hostile) file may make the loader allocate."""
+    ``max_decoded_bytes`` caps what a (possibly hostile) file may make the loader allocate;
+    ``lazy`` (default) maps the file and decodes one tensor at a time into the model (peak: the
+    model plus about one tensor); ``lazy=False`` reads and decodes the whole file first."""
     from .runtime.load import load as _load
 
-    return _load(path, model=model, mode=mode, max_decoded_bytes=max_decoded_bytes)
+    return _load(path, model=model, mode=mode, max_decoded_bytes=max_decoded_bytes, lazy=lazy)
 
 
 def verify(path: str | Path, *, max_decoded_bytes: int | str | None = None) -> dict:
     """Check a ``.wz`` completely without building a model (``weightzip verify``): the report of
-    :func:`weightzip.codec.verify.verify` (``ok``, ``errors``, per-tensor rows, sizes, seconds)."""
-    from .codec.verify import verify as _verify
+    :func:`weightzip.codec.verify.verify` (``ok``, ``errors``, per-tensor rows, sizes, seconds),
+    read tensor by tensor from the mapped file (:func:`weightzip.codec.lazy.verify`: peak memory
+    about one tensor)."""
+    from .codec.lazy import verify as _verify
 
     return _verify(path, max_decoded_bytes=max_decoded_bytes)
 

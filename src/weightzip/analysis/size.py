@@ -141,23 +141,37 @@ def size_rows(formats: Mapping[str, Any], state: Mapping[str, torch.Tensor] | No
             "bound_bytes": bound_total,
             "gap_to_bound": (f.nbytes / bound_total - 1.0) if bound_total else None,
         })
+        del t, f  # a lazy ``formats`` (a mapped file) then holds one decoded tensor at a time
     return rows
 
 
 def size_report(path: str | Path) -> SizeReport:
-    """Read a ``.wz`` and account for every byte of it."""
-    from ..codec import container
+    """Read a ``.wz`` and account for every byte of it.
 
-    manifest, formats = container.read(path)
-    file_bytes = os.path.getsize(path)
-    pay = payload_bytes(formats)
-    base = manifest.get("baseline_bytes")
-    if base is None:  # a file written without weightzip.save: count the float tensors it holds
-        base = sum(4 * _numel(f.shape) for f in formats.values() if "float" in str(f.dtype))
+    The file is mapped (:class:`weightzip.codec.lazy.LazyFile`): every stream is checked first,
+    as by :func:`weightzip.codec.container.read`, then the rows are computed tensor by tensor
+    (each decoded for its non-zeros and entropy bound, then dropped): peak memory is about one
+    tensor, not the whole file."""
+    from types import SimpleNamespace
+
+    from ..codec.lazy import LazyFile
+
+    with LazyFile(path) as lazy:
+        lazy.check_all()
+        manifest = lazy.manifest
+        file_bytes = os.path.getsize(path)
+        pay = lazy.payload_bytes()
+        # shapes and stored bytes only: nothing is read from the streams for these
+        sizes = {n: SimpleNamespace(shape=lazy.shape(n), nbytes=lazy.nbytes(n), dtype=lazy.entries[n]["dtype"])
+                 for n in lazy}
+        base = manifest.get("baseline_bytes")
+        if base is None:  # a file written without weightzip.save: count the float tensors it holds
+            base = sum(4 * _numel(f.shape) for f in sizes.values() if "float" in str(f.dtype))
+        rows = size_rows(lazy.formats())
     return SizeReport(
         path=str(path), file_bytes=file_bytes, payload_bytes=pay, manifest_bytes=file_bytes - pay,
-        baseline_bytes=int(base), rows=size_rows(formats),
-        paper={"deep_compression": deep_compression_ratio(formats)},
+        baseline_bytes=int(base), rows=rows,
+        paper={"deep_compression": deep_compression_ratio(sizes)},
     )
 
 

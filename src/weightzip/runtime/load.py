@@ -10,6 +10,7 @@ are re-installed, so evaluating the loaded model gives the accuracy it was train
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,25 @@ from ..errors import WeightzipFormatError
 MODES = ("dense", "sparse", "lut", "compiled", "auto")
 
 
-def read_model_state(path: str | Path, *, max_decoded_bytes: int | str | None = None
-                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+def read_model_state(path: str | Path, *, max_decoded_bytes: int | str | None = None, lazy: bool = False
+                     ) -> tuple[dict[str, Any], Mapping[str, torch.Tensor], Mapping[str, Any]]:
     """Read a ``.wz``: ``(manifest, decoded dense state_dict, formats)``; refused before decoding
-    when its tensors declare more than ``max_decoded_bytes`` (:func:`weightzip.codec.container.read`)."""
+    when its tensors declare more than ``max_decoded_bytes`` (:func:`weightzip.codec.container.read`).
+
+    ``lazy=True``: the file is opened with mmap (:class:`weightzip.codec.lazy.LazyFile`) and every
+    stream checked, but nothing is decoded or kept: ``state`` is a read-only mapping that decodes a
+    tensor on each access and ``formats`` one that reads its Format on each access; the values are
+    equal to the eager ones. Close the file with ``state.close()`` (or let it be collected)."""
+    if lazy:
+        from ..codec.lazy import LazyFile
+
+        lf = LazyFile(path, max_decoded_bytes=max_decoded_bytes)
+        try:
+            lf.check_all()
+        except BaseException:
+            lf.close()
+            raise
+        return lf.manifest, lf, lf.formats()
     manifest, formats = container.read(path, max_decoded_bytes=max_decoded_bytes)
     state = {}
     for name, fmt in formats.items():
@@ -250,7 +266,7 @@ def check_activation_quant(model: nn.Module, spec: Any, path: str | Path = "file
 
 
 def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", *,
-         max_decoded_bytes: int | str | None = None) -> nn.Module:
+         max_decoded_bytes: int | str | None = None, lazy: bool = True) -> nn.Module:
     """Load ``path`` into ``model`` (or the zoo model its manifest names); returns it in eval mode.
 
     ``mode``: ``dense`` decodes every tensor to a dense fp32 weight; ``sparse`` additionally
@@ -262,16 +278,40 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", 
     ``max_decoded_bytes`` (bytes, or ``"8G"``): refuse files whose tensors declare more decoded
     bytes (default 2 GiB, or the environment variable ``WEIGHTZIP_MAX_DECODED_BYTES``); nothing is
     decoded before every tensor is checked.
+
+    ``lazy`` (default): the file is opened with mmap (:mod:`weightzip.codec.lazy`), every stream
+    checked, the model built against the tensors' shapes alone, then each tensor decoded and
+    copied into it in turn: peak memory is the model plus about one decoded tensor, where
+    ``lazy=False`` holds the whole stream area and every decoded tensor beside the model. The
+    loaded model is the same either way.
     """
     if mode not in MODES:
         raise ValueError(f"unknown runtime mode {mode!r}; valid modes: {', '.join(MODES)}")
-    manifest, state, formats = read_model_state(path, max_decoded_bytes=max_decoded_bytes)
+    manifest, stored, formats = read_model_state(path, max_decoded_bytes=max_decoded_bytes, lazy=lazy)
+    try:
+        if lazy and mode != "dense":  # the runtimes keep Formats: read them (compressed bytes) now
+            formats = dict(formats.items())
+        return _load_into(path, model, mode, manifest, stored, formats, max_decoded_bytes, lazy)
+    finally:
+        if lazy:
+            stored.close()
+
+
+def _load_into(path, model: nn.Module | None, mode: str, manifest: dict[str, Any], stored: Mapping[str, torch.Tensor],
+               formats: Mapping[str, Any], max_decoded_bytes, lazy: bool) -> nn.Module:
+    """:func:`load` once the file is read: ``stored`` is the decoded state (eager) or a
+    :class:`~weightzip.codec.lazy.LazyFile` that decodes on access (lazy)."""
     from ..graph import EXTRA_PREFIX
 
-    graph_tensors = {k[len(EXTRA_PREFIX):]: state.pop(k) for k in list(state) if k.startswith(EXTRA_PREFIX)}
+    graph_tensors = {k[len(EXTRA_PREFIX):]: stored[k] for k in list(stored) if k.startswith(EXTRA_PREFIX)}
+    source = {k: k for k in stored if not k.startswith(EXTRA_PREFIX)}       # model name -> stored name
+    # what the checks and the graph rebuild look at (names, shapes, dtypes): the tensors, or
+    # storage-less stand-ins of them
+    state = {k: (stored.meta_tensor(k) if lazy else stored[k]) for k in source}
     tied = tied_names(manifest, state, path)
     for alias, canon in tied.items():
         state[alias] = state[canon]
+        source[alias] = canon
     if model is None:
         model = build_model(manifest, path, state, graph_tensors, max_decoded_bytes=max_decoded_bytes)
     else:  # names the model ties to a stored tensor (a checkpoint that kept one name of a tie)
@@ -280,6 +320,7 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", 
         for alias, canon in tied_parameters(model).items():
             if alias not in state and canon in state:
                 state[alias] = state[canon]
+                source[alias] = source[canon]
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -292,8 +333,19 @@ def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", 
         if tuple(v.shape) != tuple(state[k].shape):
             raise WeightzipFormatError(f"{path}: tensor {k!r} has shape {tuple(state[k].shape)}, "
                                        f"the model expects {tuple(v.shape)}")
-        state[k] = state[k].to(v.dtype)
-    model.load_state_dict(state)
+    if lazy:  # one stored tensor decoded at a time, copied into every name it has, then dropped
+        groups: dict[str, list[str]] = {}
+        for k in expected:
+            groups.setdefault(source[k], []).append(k)
+        del state, expected
+        for canon, names in groups.items():
+            t = stored[canon]
+            model.load_state_dict({k: t for k in names}, strict=False)  # copies, converting the dtype
+            del t
+    else:
+        for k, v in expected.items():
+            state[k] = state[k].to(v.dtype)
+        model.load_state_dict(state)
     retie(model, tied)
     act = check_activation_quant(model, (manifest.get("runtime") or {}).get("activation_quant"), path)
     if act:
