@@ -9,6 +9,8 @@ import pytest
 import torch
 import zstandard
 
+from weightzip.codec.manifest_dict import zstd_dictionary
+
 from weightzip.codec import container, decode, encode
 from weightzip.codec.container import MAGIC
 from weightzip.errors import WeightzipFormatError
@@ -68,18 +70,49 @@ def test_round_trip(wz):
 
 
 def test_layout_is_as_documented(wz):
+    """Format 2 (default): no offsets, the streams follow each other in entry order, the manifest
+    is a zstd frame made with the built-in dictionary."""
     path, fm, _ = wz
     data = path.read_bytes()
     magic, version, flags, mlen, mcrc, slen, hcrc = struct.unpack("<8sHHIIQI", data[:32])
-    assert magic == MAGIC == b"\x89WZF\r\n\x1a\n" and version == 1 and flags == 1
+    assert magic == MAGIC == b"\x89WZF\r\n\x1a\n" and version == 2 and flags == 3
     assert hcrc == zlib.crc32(data[:28]) and mcrc == zlib.crc32(data[32:32 + mlen])
     assert len(data) == 32 + mlen + slen == 32 + mlen + sum(f.nbytes for f in fm.values())
+    with pytest.raises(zstandard.ZstdError):          # not readable without the dictionary
+        zstandard.ZstdDecompressor().decompress(data[32:32 + mlen])
+    doc = json.loads(zstandard.ZstdDecompressor(dict_data=zstd_dictionary()).decompress(data[32:32 + mlen]))
+    area = data[32 + mlen:]
+    offset = 0
+    for name, e in doc["tensors"].items():
+        for sname, s in e["streams"].items():
+            assert "offset" not in s
+            chunk = area[offset:offset + s["length"]]
+            assert chunk == fm[name].streams[sname] and zlib.crc32(chunk) == s["crc32"]
+            offset += s["length"]
+    assert offset == slen
+
+
+def test_format_1_layout_is_still_written_and_read(tmp_path):
+    """``version=1`` writes the previous layout (explicit offsets, plain zstd); it reads back the same."""
+    fm = small_formats()
+    p1, p2 = tmp_path / "v1.wz", tmp_path / "v2.wz"
+    container.write(p1, MANIFEST, fm, version=1)
+    container.write(p2, MANIFEST, fm)
+    data = p1.read_bytes()
+    magic, version, flags, mlen, mcrc, slen, hcrc = struct.unpack("<8sHHIIQI", data[:32])
+    assert version == 1 and flags == 1
     doc = json.loads(zstandard.ZstdDecompressor().decompress(data[32:32 + mlen]))
     area = data[32 + mlen:]
     for name, e in doc["tensors"].items():
         for sname, s in e["streams"].items():
             chunk = area[s["offset"]:s["offset"] + s["length"]]
             assert chunk == fm[name].streams[sname] and zlib.crc32(chunk) == s["crc32"]
+    (m1, f1), (m2, f2) = container.read(p1), container.read(p2)
+    assert m1 == m2 == MANIFEST and list(f1) == list(f2)
+    for k in f1:
+        assert f1[k].streams == f2[k].streams and f1[k].meta == f2[k].meta
+    assert container.read_manifest(p1) == container.read_manifest(p2)
+    assert p2.stat().st_size < p1.stat().st_size
 
 
 def test_manifest_numpy_values_and_reserved_key(tmp_path):
@@ -111,8 +144,8 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch, fail_at):
                 yield self[0]
                 raise Crash("crash in the middle of the stream area")
 
-        def crash_midway(manifest, formats):
-            raw, chunks = real(manifest, formats)
+        def crash_midway(manifest, formats, *args):
+            raw, chunks = real(manifest, formats, *args)
             return raw, Exploding(chunks)
 
         monkeypatch.setattr(container, "_manifest_bytes", crash_midway)
@@ -178,14 +211,18 @@ def test_wrong_magic_newer_version_unknown_flags(wz, tmp_path):
     bad.write_bytes(b"PK\x03\x04" + data[4:])
     with pytest.raises(WeightzipFormatError, match="not a weightzip file"):
         container.read(bad)
-    bad.write_bytes(_with_header(data, version=2))
+    bad.write_bytes(_with_header(data, version=3))
     with pytest.raises(WeightzipFormatError, match="newer weightzip.*upgrade"):
         container.read(bad)
     with pytest.raises(WeightzipFormatError, match="newer"):
         container.read_manifest(bad)
-    bad.write_bytes(_with_header(data, flags=3))
+    bad.write_bytes(_with_header(data, flags=7))
     with pytest.raises(WeightzipFormatError, match="flags"):
         container.read(bad)
+    for version, flags in ((1, 3), (2, 2)):     # the dictionary needs format 2 and zstd
+        bad.write_bytes(_with_header(data, version=version, flags=flags))
+        with pytest.raises(WeightzipFormatError, match="flags"):
+            container.read(bad)
     bad.write_bytes(_with_header(data, version=0))
     with pytest.raises(WeightzipFormatError, match="version"):
         container.read(bad)
@@ -205,10 +242,11 @@ def _rewrite(path, doc, area: bytes, compress=True):
 
 
 def _split(path):
-    data = path.read_bytes()
-    _, _, _, mlen, _, slen, _ = struct.unpack("<8sHHIIQI", data[:32])
-    doc = json.loads(zstandard.ZstdDecompressor().decompress(data[32:32 + mlen]))
-    return doc, data[32 + mlen:]
+    """(the whole manifest with every stream's offset, as format 1 has it; the stream area)."""
+    from weightzip.codec import forge
+
+    raw = forge.load(path)
+    return raw.doc, bytes(raw.area)
 
 
 def test_consistent_checksums_but_bad_manifest_content(wz, tmp_path):

@@ -39,9 +39,11 @@ from .format import DTYPE_BYTES, Format
 from .manifest import check_manifest
 
 MAGIC = b"\x89WZF\r\n\x1a\n"
-VERSION = 1
+VERSION = 2                               # 1: streams carry offsets; 2: offsets implied, dictionary-compressed manifest
+VERSIONS = (1, 2)                         # written by write(version=...); both read
 FLAG_ZSTD = 1
-KNOWN_FLAGS = FLAG_ZSTD
+FLAG_DICT = 2                             # the zstd frame uses the built-in dictionary (.manifest_dict), version >= 2
+KNOWN_FLAGS = FLAG_ZSTD | FLAG_DICT
 HEADER = struct.Struct("<8sHHIIQI")       # magic, version, flags, manifest len, manifest crc, streams len, header crc
 HEADER_SIZE = HEADER.size                 # 32
 MAX_MANIFEST_BYTES = 32 << 20             # decompressed JSON: 32 MiB is ~1000x the largest committed manifest
@@ -76,7 +78,7 @@ def _json_default(o: Any):
                     "store plain numbers, strings, lists and dicts")
 
 
-def _manifest_bytes(manifest: dict, formats: dict[str, Format]) -> tuple[bytes, list[bytes]]:
+def _manifest_bytes(manifest: dict, formats: dict[str, Format], version: int = 1) -> tuple[bytes, list[bytes]]:
     if not isinstance(manifest, dict):
         raise TypeError(f"manifest must be a dict, got {type(manifest).__name__}")
     if RESERVED_KEY in manifest:
@@ -92,7 +94,7 @@ def _manifest_bytes(manifest: dict, formats: dict[str, Format]) -> tuple[bytes, 
         entry_streams = {}
         for sname, data in fmt.streams.items():
             data = bytes(data)
-            entry_streams[sname] = {"offset": offset, "length": len(data), "crc32": _crc(data)}
+            entry_streams[sname] = ({"offset": offset} if version == 1 else {}) | {"length": len(data), "crc32": _crc(data)}
             chunks.append(data)
             offset += len(data)
         tensors[name] = {"kind": fmt.kind, "shape": [int(s) for s in fmt.shape], "dtype": fmt.dtype,
@@ -102,8 +104,12 @@ def _manifest_bytes(manifest: dict, formats: dict[str, Format]) -> tuple[bytes, 
     return text.encode("utf-8"), chunks
 
 
-def write(path, manifest: dict, formats: dict[str, Format], *, level: int = 19) -> int:
+def write(path, manifest: dict, formats: dict[str, Format], *, level: int = 19, version: int = VERSION) -> int:
     """Write a ``.wz`` file atomically; returns the file size in bytes.
+
+    ``version`` 2 (default): streams carry no offsets (they follow each other in entry order) and
+    the manifest is zstd-compressed with the built-in dictionary (:mod:`.manifest_dict`); ``version``
+    1 writes the previous format (offsets, plain zstd), which every reader since 1 reads.
 
     ``manifest``: JSON-able dict (numpy scalars/arrays and tensors are converted to lists);
     the key ``"tensors"`` is reserved. ``formats``: name -> :class:`Format`, written in order.
@@ -113,13 +119,22 @@ def write(path, manifest: dict, formats: dict[str, Format], *, level: int = 19) 
     """
     import zstandard
 
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
     path = Path(path)
-    raw, chunks = _manifest_bytes(manifest, formats)
-    man = zstandard.ZstdCompressor(level=level).compress(raw)
+    raw, chunks = _manifest_bytes(manifest, formats, version)
+    if version == 1:
+        man, flags = zstandard.ZstdCompressor(level=level).compress(raw), FLAG_ZSTD
+    else:
+        from .manifest_dict import zstd_dictionary
+
+        man = zstandard.ZstdCompressor(level=level, dict_data=zstd_dictionary(), write_dict_id=False,
+                                       write_checksum=False, write_content_size=True).compress(raw)
+        flags = FLAG_ZSTD | FLAG_DICT
     streams_len = sum(len(c) for c in chunks)
     if len(man) >= 1 << 32:
         raise ValueError("manifest too large for the .wz header (4 GiB)")
-    head = struct.pack("<8sHHIIQ", MAGIC, VERSION, FLAG_ZSTD, len(man), _crc(man), streams_len)
+    head = struct.pack("<8sHHIIQ", MAGIC, version, flags, len(man), _crc(man), streams_len)
     head += struct.pack("<I", _crc(head))
 
     def fill(f) -> None:
@@ -148,7 +163,7 @@ def _parse_header(path, head: bytes, file_size: int) -> tuple[int, int, int, int
     magic, version, flags, mlen, mcrc, slen, hcrc = HEADER.unpack(head[:HEADER_SIZE])
     if magic != MAGIC:
         raise _err(path, f"not a weightzip file (magic {magic!r}, expected {MAGIC!r})")
-    if version > VERSION:
+    if version > max(VERSIONS):
         raise _err(path, f"written by a newer weightzip (file format version {version}; this reader "
                          f"supports up to {VERSION}): upgrade weightzip to read it")
     if version < 1:
@@ -157,19 +172,25 @@ def _parse_header(path, head: bytes, file_size: int) -> tuple[int, int, int, int
         raise _err(path, "header checksum mismatch (the file is corrupted)")
     if flags & ~KNOWN_FLAGS:
         raise _err(path, f"unknown header flags 0x{flags:04x} (written by a newer weightzip?)")
+    if flags & FLAG_DICT and (version < 2 or not flags & FLAG_ZSTD):
+        raise _err(path, f"header flags 0x{flags:04x}: the manifest dictionary needs zstd and format version 2")
     expected = HEADER_SIZE + mlen + slen
     if file_size < expected:
         raise _err(path, f"truncated: {file_size} bytes, the header announces {expected}")
     if file_size > expected:
         raise _err(path, f"{file_size - expected} unexpected trailing bytes after the streams (corrupted file?)")
-    return flags, mlen, mcrc, slen
+    return flags | (version << 16), mlen, mcrc, slen
 
 
-def _parse_manifest(path, data: bytes, flags: int, mcrc: int) -> dict:
+def _parse_manifest(path, data: bytes, flags: int, mcrc: int, slen: int | None = None) -> dict:
+    """The manifest object; ``flags`` carries the format version in bits 16+ (``_parse_header``).
+    Format 2 streams have no offsets: they are assigned here (entry order, then stream order), so the
+    tensor table has the same shape for every version, and must cover the ``slen``-byte stream area."""
+    version = flags >> 16 or 1
     if _crc(data) != mcrc:
         raise _err(path, "manifest checksum mismatch (the file is corrupted)")
     if flags & FLAG_ZSTD:
-        data = _decompress_manifest(path, data)
+        data = _decompress_manifest(path, data, bool(flags & FLAG_DICT))
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, int digit limit
@@ -178,7 +199,32 @@ def _parse_manifest(path, data: bytes, flags: int, mcrc: int) -> dict:
         raise _err(path, f"manifest must be a JSON object, got {type(doc).__name__}")
     if not isinstance(doc.get(RESERVED_KEY), dict):
         raise _err(path, f"manifest has no {RESERVED_KEY!r} object")
+    if version >= 2:
+        _assign_offsets(path, doc[RESERVED_KEY], slen)
     return doc
+
+
+def _assign_offsets(path, tensors: dict, slen: int | None) -> None:
+    """Format 2: give every stream its ``offset`` (the streams follow each other, no gap); the
+    lengths must add up to the stream area exactly."""
+    offset = 0
+    for name, e in tensors.items():
+        streams = e.get("streams") if isinstance(e, dict) else None
+        if not isinstance(streams, dict):
+            continue                      # _check_entry names the problem
+        for sname, st in streams.items():
+            if not isinstance(st, dict):
+                continue
+            if "offset" in st:
+                raise _err(path, f"tensor {name!r}, stream {sname!r}: a format-2 stream has no 'offset' field")
+            n = st.get("length")
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                continue                  # _check_entry names the problem
+            st["offset"] = offset
+            offset += n
+    if slen is not None and offset != slen:
+        raise _err(path, f"the streams' lengths add up to {offset} bytes, the stream area holds {slen} "
+                         "(truncated or corrupted file)")
 
 
 def manifest_limit(compressed_len: int) -> int:
@@ -187,13 +233,20 @@ def manifest_limit(compressed_len: int) -> int:
     return min(MAX_MANIFEST_BYTES, max(MANIFEST_FLOOR, MANIFEST_RATIO * compressed_len))
 
 
-def _decompress_manifest(path, data: bytes) -> bytes:
+def _decompress_manifest(path, data: bytes, use_dict: bool = False) -> bytes:
     """Decompress the zstd manifest without ever holding more than :func:`manifest_limit` bytes:
-    the frame's declared size is checked first, then the output is read in chunks."""
+    the frame's declared size is checked first, then the output is read in chunks. ``use_dict``:
+    the frame was made with the built-in dictionary (:mod:`.manifest_dict`)."""
     import io
 
     import zstandard
 
+    if use_dict:
+        from .manifest_dict import zstd_dictionary
+
+        dctx = zstandard.ZstdDecompressor(dict_data=zstd_dictionary())
+    else:
+        dctx = zstandard.ZstdDecompressor()
     limit = manifest_limit(len(data))
     try:
         declared = zstandard.get_frame_parameters(data).content_size
@@ -201,7 +254,7 @@ def _decompress_manifest(path, data: bytes) -> bytes:
             raise _err(path, f"manifest declares {declared} decompressed bytes, more than the {limit} allowed for "
                              f"{len(data)} compressed bytes (a decompression bomb or a corrupted file)")
         out = bytearray()
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
+        with dctx.stream_reader(io.BytesIO(data)) as reader:
             while chunk := reader.read(1 << 20):
                 out += chunk
                 if len(out) > limit:
@@ -230,7 +283,7 @@ def _read_head_and_manifest(path) -> tuple[dict, int, int, Any]:
         data = f.read(mlen)
         if len(data) != mlen:
             raise _err(path, "truncated inside the manifest")
-        doc = _parse_manifest(path, data, flags, mcrc)
+        doc = _parse_manifest(path, data, flags, mcrc, slen)
     except BaseException:
         f.close()
         raise

@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .container import FLAG_ZSTD, HEADER, HEADER_SIZE, MAGIC, RESERVED_KEY, VERSION
+from .container import FLAG_DICT, FLAG_ZSTD, HEADER, HEADER_SIZE, MAGIC, RESERVED_KEY
 
 
 def _crc(data) -> int:
@@ -31,24 +31,37 @@ class RawFile:
 
     doc: dict
     area: bytearray
-    version: int = VERSION
+    version: int = 1              # 1: explicit offsets (what forging needs); 2: dumped without offsets + dictionary
     flags: int = FLAG_ZSTD
 
     def copy(self) -> "RawFile":
         return RawFile(copy.deepcopy(self.doc), bytearray(self.area), self.version, self.flags)
 
 
-def load(path) -> RawFile:
-    """Take apart a trusted ``.wz`` (no limits: only for files we wrote)."""
+def load(path, *, keep_version: bool = False) -> RawFile:
+    """Take apart a trusted ``.wz`` (no limits: only for files we wrote). A format-2 file comes back
+    as format 1 (every stream with its ``offset``, plain zstd) unless ``keep_version``."""
     import zstandard
+
+    from .manifest_dict import zstd_dictionary
 
     b = Path(path).read_bytes()
     _, version, flags, mlen, _, slen, _ = HEADER.unpack(b[:HEADER_SIZE])
     man = b[HEADER_SIZE:HEADER_SIZE + mlen]
     if flags & FLAG_ZSTD:
-        man = zstandard.ZstdDecompressor().decompress(man)
+        dctx = zstandard.ZstdDecompressor(dict_data=zstd_dictionary()) if flags & FLAG_DICT else zstandard.ZstdDecompressor()
+        man = dctx.decompress(man)
     area = bytearray(b[HEADER_SIZE + mlen:HEADER_SIZE + mlen + slen])
-    return RawFile(json.loads(man), area, version, flags)
+    doc = json.loads(man)
+    if version >= 2:
+        offset = 0
+        for e in doc[RESERVED_KEY].values():
+            for st in e["streams"].values():
+                st["offset"] = offset
+                offset += st["length"]
+        if not keep_version:
+            version, flags = 1, flags & ~FLAG_DICT
+    return RawFile(doc, area, version, flags)
 
 
 def set_stream(raw: RawFile, tensor: str, stream: str, data: bytes, info: dict | None = None) -> None:
@@ -82,10 +95,24 @@ def dump(raw: RawFile, *, manifest: bytes | None = None, compress: bool = True, 
 
     if fix_crcs:
         recrc(raw)
-    man = manifest if manifest is not None else json.dumps(raw.doc, allow_nan=True).encode()
+    doc = raw.doc
+    if raw.version >= 2 and manifest is None:      # format 2: offsets are implied by the order
+        doc = copy.deepcopy(doc)
+        for e in (doc.get(RESERVED_KEY) or {}).values() if isinstance(doc.get(RESERVED_KEY), dict) else ():
+            for st in (e.get("streams") or {}).values() if isinstance(e, dict) and isinstance(e.get("streams"), dict) else ():
+                if isinstance(st, dict):
+                    st.pop("offset", None)
+    man = manifest if manifest is not None else json.dumps(doc, allow_nan=True).encode()
     flags = raw.flags
     if compress:
-        man = zstandard.ZstdCompressor(level=level, write_content_size=content_size).compress(man)
+        if flags & FLAG_DICT:
+            from .manifest_dict import zstd_dictionary
+
+            cctx = zstandard.ZstdCompressor(level=level, write_content_size=content_size, dict_data=zstd_dictionary(),
+                                            write_dict_id=False)
+        else:
+            cctx = zstandard.ZstdCompressor(level=level, write_content_size=content_size)
+        man = cctx.compress(man)
         flags |= FLAG_ZSTD
     else:
         flags &= ~FLAG_ZSTD
