@@ -264,6 +264,193 @@ def reencode_committed() -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------------------------------------
+# rewriting the committed files with the current codec, and the optional lossy re-quantization
+
+REWRITE_EXTRA = ["lenet300_100-deep-compression.wz", "lenet300_100-deep-compression-aggressive.wz",
+                 "lenet5-deep-compression.wz"]
+REQUANT = ["lenet300_100-records-80ep-3bits.wz", "lenet5-records-99-20ep.wz", "lenet5-deep-compression.wz",
+           "lenet300_100-deep-compression.wz", "lenet300_100-deep-compression-aggressive.wz",
+           "lenet5-records-993-20ep.wz"]
+BIAS_FRAC_BITS = (16, 14, 12, 11, 10, 9, 8, 7, 6)      # grids 2^-f tried for biases, finest first
+MERGE_FRACTIONS = (0.75, 0.5, 0.375, 0.25)              # codebook sizes tried: K' = ceil(f * K)
+
+
+def _reencode(formats: dict, name: str) -> dict:
+    """Per tensor the smaller of the stored Format and the current encoder's, decoded bit-identically."""
+    from weightzip.codec import decode, encode
+
+    new = {}
+    for k, f in formats.items():
+        t = decode(f)
+        g = encode(t, None, options={"name": k})
+        if not torch.equal(decode(g), t + 0.0 if t.is_floating_point() else t):
+            raise AssertionError(f"{name}:{k}: re-encoded tensor differs")
+        new[k] = g if g.nbytes < f.nbytes else f
+    return new
+
+
+def _eval_file(path: Path, loaders, split: str = "test") -> float:
+    return evaluate(wz.load(path).eval(), getattr(loaders, split), device="cpu")["accuracy"]
+
+
+def rewrite_committed(loaders) -> list[dict]:
+    """Rewrite every committed LeNet record / Deep Compression file in place with the current codec
+    (file format 2, context-mixing codings): the tensors are asserted bit-identical and the test
+    error is MEASURED AGAIN FROM THE REWRITTEN FILE. The size before the first rewrite is kept."""
+    from weightzip.codec import container
+
+    prev = {r["file"]: r for r in (json.loads(JSON.read_text()).get("__rewritten__") or [])} if JSON.is_file() else {}
+    names = sorted({Path(e["file"]).name for k, e in (json.loads(JSON.read_text()) if JSON.is_file() else {}).items()
+                    if not k.startswith("__")} | set(REWRITE_EXTRA))
+    rows = []
+    for name in names:
+        path = RESULTS / name
+        if not path.is_file():
+            continue
+        before = path.stat().st_size
+        manifest, formats = container.read(path)
+        container.write(path, manifest, _reencode(formats, name))
+        acc = _eval_file(path, loaders)
+        size = size_report(path)
+        first = prev.get(name, {}).get("original_bytes", before)
+        rows.append({"file": name, "original_bytes": first, "bytes": size.file_bytes,
+                     "overhead_bytes": size.file_bytes - size.payload_bytes, "file_ratio": size.file_ratio,
+                     "weights_only_ratio": size.paper.get("deep_compression"),
+                     "test_error_from_file": 100 * (1 - acc)})
+        log.info("%s: %d -> %d bytes (first %d), test error from the file %.2f%%", name, before, size.file_bytes,
+                 first, 100 * (1 - acc))
+    return rows
+
+
+def _merge_codebook(t: torch.Tensor, k_new: int) -> torch.Tensor:
+    """The tensor with its distinct NONZERO values merged to ``k_new`` values: 1-D k-means weighted by
+    how often each value occurs (Lloyd from quantile seeds, 50 iterations); zeros stay zero."""
+    import numpy as np
+
+    a = t.detach().numpy().astype(np.float64)
+    vals, inv, counts = np.unique(a, return_inverse=True, return_counts=True)
+    nz = vals != 0
+    v, c = vals[nz], counts[nz].astype(np.float64)
+    if v.size <= k_new:
+        return t
+    cum = np.cumsum(c) / c.sum()
+    cent = v[np.minimum(np.searchsorted(cum, (np.arange(k_new) + 0.5) / k_new), v.size - 1)]
+    cent = np.unique(cent)
+    for _ in range(50):
+        lab = np.abs(v[:, None] - cent[None, :]).argmin(1)
+        new = np.array([np.average(v[lab == j], weights=c[lab == j]) if np.any(lab == j) else cent[j]
+                        for j in range(cent.size)])
+        if np.allclose(new, cent, rtol=0, atol=0):
+            break
+        cent = new
+    lab = np.abs(v[:, None] - cent[None, :]).argmin(1)
+    mapped = vals.copy()
+    mapped[nz] = cent[lab].astype(np.float32)
+    return torch.from_numpy(mapped[inv].reshape(a.shape).astype(np.float32))
+
+
+def _round_grid(t: torch.Tensor, f: int) -> torch.Tensor:
+    return torch.round(t.double() * 2.0 ** f).float() / 2.0 ** f
+
+
+LOSS_BUDGET = 0.005     # validation loss may grow by 0.5% of the file's, all changes together
+
+
+def requantize(name: str, loaders, budget_pt: float = 0.0) -> dict:
+    """Optional lossy step, chosen on the VALIDATION split (5,000 training images held out): per
+    tensor, greedily in file order, the coarsest representation whose validation accuracy stays >=
+    the file's minus ``budget_pt`` AND whose validation loss (all accepted changes together) stays
+    within :data:`LOSS_BUDGET` of the file's (the loss is the finer signal: 5,000 images resolve
+    accuracy only to 0.02 pt): biases / 1-D tensors on a grid ``2^-f`` (:data:`BIAS_FRAC_BITS`,
+    stored as fixed point), codebook weights with their nonzero values merged to ``ceil(f K)``
+    values (:data:`MERGE_FRACTIONS`). Writes ``<name>-requant.wz`` and measures its TEST error from
+    the file."""
+    import math
+
+    from weightzip.codec import container, decode, encode
+
+    path = RESULTS / name
+    manifest, formats = container.read(path)
+    model = wz.load(path).eval()
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    base = evaluate(model, loaders.val, device="cpu")
+    base_val = base["accuracy"]
+    floor = base_val - budget_pt / 100.0 - 1e-12
+    loss_cap = base["loss"] * (1 + LOSS_BUDGET)
+    chosen, hints = {}, {}
+
+    def val_with(k, t):
+        trial = dict(sd)
+        trial[k] = t
+        model.load_state_dict(trial)
+        r = evaluate(model, loaders.val, device="cpu")
+        return r["accuracy"] if r["loss"] <= loss_cap else -1.0
+
+    for k, f in formats.items():
+        t = sd[k]
+        if not t.is_floating_point() or t.numel() < 2:
+            continue
+        best = None
+        if t.dim() == 1:
+            for fb in BIAS_FRAC_BITS:
+                cand = _round_grid(t, fb)
+                acc = val_with(k, cand)
+                if acc >= floor:
+                    best = (f"grid 2^-{fb}", cand, acc, {"kind": "fixed_point", "frac_bits": fb,
+                                                         "bits": int(cand.abs().max().item() * 2 ** fb).bit_length() + 1})
+                else:
+                    break
+        elif f.kind == "codebook":
+            kk = int(f.meta.get("codebook_size", 0))
+            for frac in MERGE_FRACTIONS:
+                k_new = max(2, math.ceil(frac * kk))
+                if k_new >= kk:
+                    continue
+                cand = _merge_codebook(t, k_new)
+                acc = val_with(k, cand)
+                if acc >= floor:
+                    best = (f"{kk} -> {k_new} values", cand, acc, None)
+                else:
+                    break
+        if best is not None:
+            sd[k] = best[1]
+            chosen[k] = {"change": best[0], "val_accuracy": best[2]}
+            if best[3] is not None:
+                hints[k] = best[3]
+        model.load_state_dict(sd)
+    final = evaluate(model, loaders.val, device="cpu")
+    final_val = final["accuracy"]
+    new = {}
+    for k, f in formats.items():
+        if k in chosen:
+            g = encode(sd[k], hints.get(k), options={"name": k})
+            if not torch.equal(decode(g), sd[k] + 0.0):
+                raise AssertionError(f"{name}:{k}: re-quantized tensor not stored exactly")
+            new[k] = g
+        else:
+            new[k] = f
+    new = _reencode(new, name)
+    out = RESULTS / (Path(name).stem + "-requant.wz")
+    man = dict(manifest)
+    man["extra"] = {**(manifest.get("extra") or {}), "requant": {
+        "from": name, "chosen_on": "validation split (5,000 MNIST training images held out)",
+        "budget_pt": budget_pt, "loss_budget": LOSS_BUDGET, "base_val_accuracy": base_val, "val_accuracy": final_val,
+        "base_val_loss": base["loss"], "val_loss": final["loss"], "tensors": chosen}}
+    container.write(out, man, new)
+    test_acc = _eval_file(out, loaders)
+    orig_test = _eval_file(path, loaders)
+    size = size_report(out)
+    row = {"file": out.name, "from": name, "bytes": size.file_bytes, "from_bytes": path.stat().st_size,
+           "file_ratio": size.file_ratio, "base_val_accuracy": base_val, "val_accuracy": final_val,
+           "test_error_from_file": 100 * (1 - test_acc), "from_test_error": 100 * (1 - orig_test),
+           "budget_pt": budget_pt, "loss_budget": LOSS_BUDGET, "base_val_loss": base["loss"], "val_loss": final["loss"],
+           "tensors": chosen}
+    log.info("%s: %d -> %d bytes, val %.4f -> %.4f, test error %.2f -> %.2f", name, row["from_bytes"], row["bytes"],
+             base_val, final_val, row["from_test_error"], row["test_error_from_file"])
+    return row
+
+
 def _stage_overrides(o: dict | None) -> dict[int, dict]:
     """``{"stages": {i: {...}}, "workdir": ...}`` or a plain dict of stage-0 fields."""
     if not o:
@@ -354,12 +541,36 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--table", action="store_true", help="only rewrite records.md from records.json")
     p.add_argument("--reencode", action="store_true", help="only re-encode the committed LeNet files")
+    p.add_argument("--rewrite", action="store_true",
+                   help="rewrite the committed record / Deep Compression files with the current codec, in place "
+                        "(bit-identical tensors), and re-measure their test error from the files")
+    p.add_argument("--requant", nargs="*", metavar="FILE",
+                   help="the optional lossy re-quantization chosen on the validation split (default: REQUANT); "
+                        "writes <file>-requant.wz")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default=None, help="baseline cache root (default runs/baselines)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     entries = json.loads(JSON.read_text()) if JSON.is_file() else {}
+    if args.rewrite or args.requant is not None:
+        rec = runs.recipe_for("lenet5", "mnist")
+        loaders = runs.make_loaders("mnist", 1000, eval_batch_size=rec["data"].get("eval_batch_size", 1000))
+        if args.rewrite:
+            rows = rewrite_committed(loaders)
+            entries = json.loads(JSON.read_text()) if JSON.is_file() else {}
+            entries["__rewritten__"] = rows
+            atomic_write_json(JSON, entries)
+        if args.requant is not None:
+            done = {r["from"]: r for r in entries.get("__requant__") or []}
+            for name in args.requant or REQUANT:
+                done[name] = requantize(name, loaders)
+                entries = json.loads(JSON.read_text()) if JSON.is_file() else {}
+                entries["__requant__"] = [done[n] for n in REQUANT if n in done] + \
+                    [r for n, r in done.items() if n not in REQUANT]
+                atomic_write_json(JSON, entries)
+        write_table(entries)
+        return 0
     if args.reencode or (not args.table and not args.only):
         rows = reencode_committed()
         entries = json.loads(JSON.read_text()) if JSON.is_file() else {}
