@@ -5,11 +5,18 @@ Two paths, each (size) in a fresh process so its peak RSS (``ru_maxrss``) is its
 * ``stream``: a Llama-style checkpoint (LlamaConfig shapes, random bf16 values) written as
   safetensors shards for the benchmark, then ``weightzip compress DIR -r
   recipes/kmeans4-transformer-ptq.yaml`` tensor by tensor (:mod:`weightzip.jobs.stream`);
-* ``memory``: Hugging Face BERT-base built from ``BertConfig()`` (random init, fp32),
-  ``wz.compress`` + ``wz.save`` in memory (the issue's anchor: ~800 s and 6.6 GB before).
+* ``memory``: Hugging Face BERT-base built from ``BertConfig()`` and GPT-2 124M from
+  ``GPT2Config()`` (random init, fp32), ``wz.compress`` + ``wz.save`` in memory (the issue's
+  anchor: ~800 s and 6.6 GB before); ``bert-base-w1`` is BERT-base with one worker thread for
+  the k-means stage (every other row uses every core);
+* ``read``: the BERT-base ``.wz`` (written once under runs/scale/) loaded / verified /
+  inspected (the size report of ``weightzip inspect``), each eager (the whole file read and
+  decoded: ``load(lazy=False)``, ``codec.verify.verify``, ``container.read`` + ``size_rows``) or
+  lazy (mapped, one tensor at a time: ``load()``, ``weightzip.verify``, ``size_report``).
 
-    python benchmarks/scale.py                       # sizes tiny..100m + bert-base
+    python benchmarks/scale.py                       # sizes tiny..100m + the memory and read rows
     python benchmarks/scale.py --sizes 1b --timeout 3000   # the 1.1B model (TinyLlama shapes)
+    python benchmarks/scale.py --sizes "" --models gpt2 --reads ""   # only the GPT-2 row
 
 Writes benchmarks/results/scale.json / scale.md / scale.png (log-log time and peak RSS against
 parameters, with the fitted slopes). Rows finished earlier are kept (``--force`` re-runs them).
@@ -99,29 +106,99 @@ def child_stream(size: str) -> dict:
                 "largest_tensor_fp32_bytes": 4 * max(math.prod(s) for s in llama_shapes(size).values())}
 
 
-def child_memory() -> dict:
-    import warnings
+MEMORY_MODELS = ("bert-base", "bert-base-w1", "gpt2")
+READS = ("load-eager", "load-lazy", "verify-eager", "verify-lazy", "inspect-eager", "inspect-lazy")
 
+
+def build_memory_model(name: str):
+    """``(model, example input)`` of a memory row: random init, fp32, eval mode."""
     import torch
-    from transformers import BertConfig, BertModel
+
+    if name.startswith("bert-base"):
+        from transformers import BertConfig, BertModel
+
+        return BertModel(BertConfig()).eval(), torch.randint(0, 30522, (1, 16))
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config()).eval(), torch.randint(0, 50257, (1, 16))
+
+
+def child_memory(name: str, out: Path | None = None) -> dict:
+    import warnings
 
     import weightzip as wz
 
     warnings.simplefilter("ignore")
     rss0 = _maxrss()
-    model = BertModel(BertConfig()).eval()
+    model, example = build_memory_model(name)
     rss_model = _maxrss()
     params = sum(p.numel() for p in model.parameters())
     recipe = wz.Recipe.from_yaml(C.ROOT / "recipes" / "kmeans4-transformer-ptq.yaml")
+    workers = 1 if name.endswith("-w1") else None
     t0 = time.perf_counter()
-    wz.compress(model, recipe, log=lambda s: None)
+    wz.compress(model, recipe, log=lambda s: None, workers=workers)
     t1 = time.perf_counter()
+    peak_compress = _maxrss()
     with tempfile.TemporaryDirectory(dir=C.ROOT / "runs") as tmp:
-        rep = wz.save(model, Path(tmp) / "bert.wz", example_inputs=(torch.randint(0, 30522, (1, 16)),))
+        path = Path(tmp) / "model.wz"
+        rep = wz.save(model, path, example_inputs=(example,), progress=False)
         t2 = time.perf_counter()
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, out)
     return {"params": params, "seconds": t2 - t0, "compress_s": t1 - t0, "save_s": t2 - t1,
-            "peak_rss_bytes": _maxrss(), "rss_interpreter_bytes": rss0, "rss_model_bytes": rss_model,
-            "fp32_bytes": 4 * params, "file_bytes": rep.file_bytes, "file_ratio": rep.file_ratio}
+            "peak_rss_bytes": _maxrss(), "peak_compress_rss_bytes": peak_compress, "rss_interpreter_bytes": rss0,
+            "rss_model_bytes": rss_model, "fp32_bytes": 4 * params, "file_bytes": rep.file_bytes,
+            "file_ratio": rep.file_ratio, "workers": workers or len(os.sched_getaffinity(0))}
+
+
+READ_FILE = C.ROOT / "runs" / "scale" / "bert-base.wz"
+
+
+def child_read(op: str) -> dict:
+    """Peak RSS of one read of the BERT-base file (written by the memory row's code if missing)."""
+    import warnings
+
+    import weightzip as wz
+    from weightzip.analysis.size import size_report, size_rows
+    from weightzip.codec import container
+    from weightzip.codec.verify import verify as eager_verify
+
+    warnings.simplefilter("ignore")
+    if not READ_FILE.exists():
+        subprocess.run([sys.executable, __file__, "--child", "write-read-file", "-"], check=True, cwd=C.ROOT)
+    rss0 = _maxrss()
+    t0 = time.perf_counter()
+    what, mode = op.split("-")
+    if what == "load":
+        m = wz.load(READ_FILE, lazy=mode == "lazy")
+        n = sum(p.numel() for p in m.parameters())
+    elif what == "verify":
+        r = (eager_verify if mode == "eager" else wz.verify)(READ_FILE)
+        assert r["ok"], r["errors"][:1]
+        n = None
+    else:
+        if mode == "eager":
+            _, formats = container.read(READ_FILE)
+            rows = size_rows(formats)
+        else:
+            rows = size_report(READ_FILE).rows
+        n = len(rows)
+    seconds = time.perf_counter() - t0
+    return {"op": op, "seconds": seconds, "peak_rss_bytes": _maxrss(), "rss_before_bytes": rss0,
+            "file_bytes": READ_FILE.stat().st_size, "model_params": n}
+
+
+def _commit() -> str | None:
+    """The checked-out commit (``+`` when the working tree differs from it), or None."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=8", "HEAD"], capture_output=True, text=True,
+                              cwd=C.ROOT, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src"], capture_output=True,
+                               text=True, cwd=C.ROOT).stdout.strip()
+        return head + ("+" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def _maxrss() -> int:
@@ -159,18 +236,20 @@ def render(res: dict) -> str:
     lines = ["# Scale: 4-bit k-means compression time and peak memory against parameters", "",
              "Produced by `python benchmarks/scale.py` (issue 21). Each row ran in its own process; peak RSS is",
              "that process's `ru_maxrss` (the interpreter and imports included). Random weights (bf16",
-             "Llama-style checkpoints written for the benchmark; BERT-base from `BertConfig()`), so the",
-             "file ratios are those of random Gaussian weights. Load average: the 1-minute load when the",
-             "row started, on the shared 2-core machine (other jobs ran beside some rows).", "",
+             "Llama-style checkpoints written for the benchmark; BERT-base and GPT-2 from their default",
+             "configs), so the file ratios are those of random Gaussian weights. Load average: the 1-minute",
+             "load when the row started, on the shared 2-core machine (other jobs ran beside some rows).", "",
              f"Machine: {res.get('machine', '?')}", ""]
     lines += C.md_header(["path", "model", "params", "fp32 MB", "time s", "peak RSS MB", "RSS / fp32",
                           "largest tensor MB", "(peak - start) / largest", ".wz MB", "ratio", "load", "note"])
+    mb = lambda b: C.fmt(b / 1e6 if b is not None else None, ".0f")  # noqa: E731
     for key, r in rows.items():
         kind, size = key.split(":")
+        if kind == "read":
+            continue
         if "error" in r:
             lines.append(C.md_row([kind, size, "-", "-", "-", "-", "-", "-", "-", "-", "-", C.fmt(r.get("load_average"), ".1f"), r["error"]]))
             continue
-        mb = lambda b: C.fmt(b / 1e6 if b is not None else None, ".0f")  # noqa: E731
         lines.append(C.md_row([kind, size, f"{r['params'] / 1e6:.1f}M", mb(r["fp32_bytes"]), C.fmt(r["seconds"], ".1f"),
                                mb(r["peak_rss_bytes"]), C.fmt(r["peak_rss_bytes"] / r["fp32_bytes"], ".2f"),
                                mb(r.get("largest_tensor_fp32_bytes")),
@@ -183,11 +262,46 @@ def render(res: dict) -> str:
     lines += ["", f"Fitted log-log slopes of the streaming rows ({len(st)} sizes): time "
               f"{C.fmt(slope(st, 'seconds'), '.2f')}, peak RSS {C.fmt(slope(st, 'peak_rss_bytes'), '.2f')} "
               "(target: time slope <= 1.1).", ""]
+    mem = {k.split(":")[1]: r for k, r in rows.items() if k.startswith("memory:") and "error" not in r
+           and "rss_interpreter_bytes" in r}
+    if mem:
+        lines += ["## In memory: peak over the interpreter", "",
+                  "`wz.compress` + `wz.save` of a model built in the process. `over interpreter` = peak RSS minus",
+                  "the RSS after the imports (torch, transformers, weightzip), before the model is built; the",
+                  "target is 1.5x the fp32 model bytes (the model itself is 1.0x of that).", ""]
+        lines += C.md_header(["model", "workers", "compress s", "save s", "total s", "compress peak over interp. MB",
+                              "peak over interp. MB", "peak over interp. / fp32", "load", "commit"])
+        for name, r in mem.items():
+            over = r["peak_rss_bytes"] - r["rss_interpreter_bytes"]
+            pc = r.get("peak_compress_rss_bytes")
+            lines.append(C.md_row([name, r.get("workers", "-"), C.fmt(r["compress_s"], ".1f"), C.fmt(r["save_s"], ".1f"),
+                                   C.fmt(r["seconds"], ".1f"), mb(pc - r["rss_interpreter_bytes"]) if pc else "-",
+                                   mb(over), C.fmt(over / r["fp32_bytes"], ".2f"), C.fmt(r.get("load_average"), ".1f"),
+                                   r.get("weightzip_commit") or "-"]))
+        lines.append("")
+    reads = {k.split(":")[1]: r for k, r in rows.items() if k.startswith("read:")}
+    if reads:
+        lines += ["## Reading the BERT-base file: eager against lazy (mmap, one tensor at a time)", "",
+                  "`load`: `wz.load(path, lazy=False)` / `wz.load(path)` (the model rebuilt from the file's graph);",
+                  "`verify`: `codec.verify.verify` / `wz.verify`; `inspect`: the size report of `weightzip inspect`",
+                  "(`container.read` + `size_rows` / `size_report`). Peak over start = `ru_maxrss` minus the RSS",
+                  "after the imports.", ""]
+        lines += C.md_header(["op", "eager s", "lazy s", "eager peak over start MB", "lazy peak over start MB",
+                              ".wz MB", "load", "commit"])
+        for op in ("load", "verify", "inspect"):
+            e, z = reads.get(f"{op}-eager", {}), reads.get(f"{op}-lazy", {})
+            if not e and not z:
+                continue
+            d = lambda r: mb(r["peak_rss_bytes"] - r["rss_before_bytes"]) if "peak_rss_bytes" in r else r.get("error", "-")  # noqa: E731
+            lines.append(C.md_row([op, C.fmt(e.get("seconds"), ".2f"), C.fmt(z.get("seconds"), ".2f"), d(e), d(z),
+                                   C.fmt((z or e).get("file_bytes", 0) / 1e6, ".1f"),
+                                   C.fmt(z.get("load_average", e.get("load_average")), ".1f"),
+                                   z.get("weightzip_commit") or e.get("weightzip_commit") or "-"]))
+        lines.append("")
     targets = ["The `(peak - start) / largest` column is the streaming path's working set per tensor in units",
                "of the largest tensor's fp32 bytes: the k-means (float64 sorted copy, prefix sums, int64",
-               "codes), the codebook parametrization (int64 codes, float32 mask) and the encoder's",
-               "candidates (int64 symbol arrays per layout, each decoded for the exactness check) are",
-               "all alive at once for that tensor.", "",
+               "codes), the codebook parametrization and the encoder's candidates (int64 symbol arrays per",
+               "layout, each decoded for the exactness check) are all alive at once for that tensor.", "",
                "## Targets (issue 21)", "",
                "- BERT-base 4-bit k-means, compress + save <= 60 s, peak RSS <= 1.5x fp32 over the interpreter.",
                "- ~1.1B Llama-style, 4-bit k-means, <= 10 min, peak <= 8 GB.",
@@ -215,12 +329,18 @@ def plot(res: dict, path: Path) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, size = sys.argv[2], sys.argv[3]
-        print(json.dumps(child_stream(size) if kind == "stream" else child_memory()))
+        if kind == "write-read-file":
+            child_memory("bert-base", READ_FILE)
+            return
+        out = child_stream(size) if kind == "stream" else child_memory(size) if kind == "memory" else child_read(size)
+        print(json.dumps(out))
         return
     ap = C.parser(__doc__)
     ap.add_argument("--sizes", default="tiny,10m,100m", help="streaming sizes: " + ", ".join(SIZES))
     ap.add_argument("--memory", action=__import__("argparse").BooleanOptionalAction, default=True,
-                    help="also the in-memory BERT-base row")
+                    help="also the in-memory rows (--models)")
+    ap.add_argument("--models", default=",".join(MEMORY_MODELS), help="in-memory rows: " + ", ".join(MEMORY_MODELS))
+    ap.add_argument("--reads", default=",".join(READS), help="read rows (BERT-base file): " + ", ".join(READS))
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per row")
     C.add_args(ap, "out", "force")
     ap.add_argument("--render-only", action="store_true", help="re-write the page and plot from the JSON")
@@ -236,7 +356,9 @@ def main() -> None:
     import platform
 
     res["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    keys = [f"stream:{s}" for s in args.sizes.split(",") if s] + (["memory:bert-base"] if args.memory else [])
+    keys = ([f"stream:{s}" for s in args.sizes.split(",") if s]
+            + ([f"memory:{m}" for m in args.models.split(",") if m] if args.memory else [])
+            + [f"read:{r}" for r in args.reads.split(",") if r])
     for key in keys:
         if key in res["rows"] and "error" not in res["rows"][key] and not args.force:
             C.say(f"{key}: kept from {jpath.name}")
@@ -244,6 +366,7 @@ def main() -> None:
         kind, size = key.split(":")
         C.say(f"{key} ...")
         res["rows"][key] = run_child(kind, size, args.timeout)
+        res["rows"][key]["weightzip_commit"] = _commit()
         C.say(f"{key}: {res['rows'][key]}")
         C.write_results(jpath, res, args.out / "scale.md", render(res))
         plot(res, args.out / "scale.png")

@@ -5,7 +5,7 @@ import os
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -28,7 +28,8 @@ class _Loaders:
 
 def compress(model: nn.Module, recipe: Recipe | str | Path, train_loader=None, val_loader=None, *,
              loaders=None, device: str = "cpu", workdir: str | Path | None = None,
-             resume: bool = False, seed: int = 0, log=print, task: str = "classify") -> PipelineResult:
+             resume: bool = False, seed: int = 0, log=print, task: str = "classify",
+             workers: int | None = None) -> PipelineResult:
     """Run ``recipe``'s stages on ``model`` (in place) and return the :class:`PipelineResult`.
 
     Pass either ``train_loader``/``val_loader`` or a ``loaders`` object (``.train .val .test
@@ -51,7 +52,7 @@ def compress(model: nn.Module, recipe: Recipe | str | Path, train_loader=None, v
         recipe = Recipe.from_yaml(recipe)
     if loaders is None:
         loaders = _Loaders(train_loader, val_loader, None, task)
-    ctx = StageContext(loaders=loaders, device=device, seed=seed, log=log)
+    ctx = StageContext(loaders=loaders, device=device, seed=seed, log=log, workers=workers)
     return Pipeline(recipe, ctx, workdir=workdir, resume=resume).run(model)
 
 
@@ -68,10 +69,15 @@ class SaveReport:
 
 
 def encode_model(model: nn.Module, storage: StorageConfig | None = None, *,
-                 state: dict[str, torch.Tensor] | None = None, progress: bool | None = False) -> dict[str, Any]:
+                 state: Mapping[str, torch.Tensor] | None = None, tied: dict[str, str] | None = None,
+                 progress: bool | None = False) -> dict[str, Any]:
     """Encode every tensor of the baked model into codec Formats (``{name: Format}``); a tied
     parameter is encoded once, under its first name (:func:`~weightzip.core.parametrize.tied_parameters`).
-    ``state``: the model's :func:`~weightzip.core.parametrize.effective_state`, if already at hand.
+
+    The tensors are made one at a time (:class:`~weightzip.core.parametrize.EffectiveState`),
+    encoded and dropped: beside the model, memory holds one tensor's value and the encoder's
+    working copies of it, plus the Formats. ``state``: the model's effective state (a dict or an
+    ``EffectiveState``), if already at hand; ``tied``: its ``tied_parameters``, likewise.
     ``progress``: a per-tensor progress bar (None: only when stderr is a terminal)."""
     from tqdm.auto import tqdm
 
@@ -79,15 +85,17 @@ def encode_model(model: nn.Module, storage: StorageConfig | None = None, *,
 
     storage = storage or StorageConfig()
     check_finite(model)
-    state = dict(parametrize.effective_state(model) if state is None else state)
-    for alias in parametrize.tied_parameters(model, state):  # stored once, re-tied by load
-        del state[alias]
+    state = parametrize.EffectiveState(model) if state is None else state
+    tied = parametrize.tied_parameters(model, state) if tied is None else tied
+    names = [n for n in state if n not in tied]        # stored once, re-tied by load
     hints = parametrize.storage_hints(model)
     formats = {}
-    for name, t in tqdm(state.items(), total=len(state), unit="tensor", desc="encode", disable=None if progress is None else not progress):
+    for name in tqdm(names, total=len(names), unit="tensor", desc="encode", disable=None if progress is None else not progress):
         opts = {"name": name, "entropy": storage.entropy, "sparse": storage.sparse,
                 "float_dtype": storage.float_dtype if name not in hints else "float32"}
+        t = state[name]
         formats[name] = encode(t, hints.get(name), options=opts)
+        del t
     return formats
 
 
@@ -107,15 +115,20 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
     ``torch.export`` and checks the recorded graph against the model. A model whose graph
     cannot be recorded is saved without it, with a warning naming the reason.
     ``progress``: a per-tensor progress bar while encoding (default: only on a terminal).
+
+    Memory: the baked tensors are made and encoded one at a time (:func:`encode_model`), never
+    all at once beside the model.
     """
     from .analysis.size import baseline_bytes
     from .codec import container
 
     storage = storage or (recipe.storage if recipe is not None else StorageConfig())
-    state = parametrize.effective_state(model)
+    state = parametrize.EffectiveState(model)
     tied = parametrize.tied_parameters(model, state)
-    formats = encode_model(model, storage, state=state, progress=progress)
-    unique = {k: v for k, v in state.items() if k not in tied}
+    formats = encode_model(model, storage, state=state, tied=tied, progress=progress)
+    # the baseline of the unique baked tensors, from their shapes and dtypes alone (meta tensors)
+    baseline = baseline_bytes({k: torch.empty(state.shape(k), dtype=state.dtype(k), device="meta")
+                               for k in state if k not in tied})
     del state
     cfg = getattr(model, "wz_config", None) or {"name": "user model", "class": type(model).__name__}
     graph_json = _record_graph(model, path, example_inputs, graph, cfg, formats)
@@ -125,10 +138,9 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
         "recipe": recipe.to_dict() if recipe is not None else None,
         "metrics": metrics or {},
         "runtime": getattr(model, "wz_runtime", {}) or {},
-        "baseline_bytes": baseline_bytes(unique),
+        "baseline_bytes": baseline,
         "extra": extra or {},
     }
-    del unique
     if graph_json is not None:
         manifest["graph"] = graph_json
     if tied:

@@ -35,7 +35,7 @@ def test_weights_become_component_means_and_stay_accurate():
         cb = P.find(m, "weight", P.Codebook)
         assert cb is not None
         w = m.weight.detach()
-        assert torch.equal(w, cb.centroids[cb.codes].detach() * cb.mask)
+        assert torch.equal(w, cb.centroids[cb.codes.long()].detach() * cb.keep())
         vals = torch.unique(w[w != 0])
         assert all(bool((means - v).abs().min() < 1e-6) for v in vals)   # only component means
     assert 0 < out["density"] < 1

@@ -16,9 +16,9 @@ from .dc_toy import toy_loaders, toy_model, trained_toy
 torch.set_num_threads(1)
 
 
-def run_stage(model, stage, loaders=None):
+def run_stage(model, stage, loaders=None, workers=None):
     cfg = Recipe.from_dict({"stages": [stage]}).stages[0]
-    ctx = StageContext(loaders=loaders or toy_loaders(), log=lambda *_: None)
+    ctx = StageContext(loaders=loaders or toy_loaders(), log=lambda *_: None, workers=workers)
     return get_method(cfg.method)(cfg).apply(model, ctx)
 
 
@@ -38,7 +38,7 @@ def test_codes_and_centroids_reproduce_the_effective_weight_and_zeros_stay():
         cb = chain[1]
         assert torch.equal(cb.mask, masks[n])
         eff = m.weight.detach()
-        assert torch.equal(eff, cb.centroids[cb.codes].detach() * cb.mask)
+        assert torch.equal(eff, cb.centroids[cb.codes.long()].detach() * cb.keep())
         assert torch.all(eff[masks[n] == 0] == 0)
         kept = masks[n].bool()
         # each kept weight is replaced by its nearest centroid
@@ -199,3 +199,57 @@ def test_shipped_deep_compression_recipes_fit_their_models(path):
         sel = select(model, stage.select)
         for field in ("sparsity", "s", "bits"):
             check_layer_patterns(getattr(stage, field, None), sel, field, f"{path} stage {i}")
+
+
+def test_threads_give_the_sequential_sharing_and_compact_codebooks():
+    """k-means of several tensors at once (a thread pool) = one after the other; an unpruned
+    tensor's Codebook holds uint8 codes and no mask, a pruned one a bool mask."""
+    out = {}
+    for workers in (1, 3):
+        model = toy_model()
+        run_stage(model, {"method": "prune_magnitude", "sparsity": 0.5, "select": {"names": ["0"]}})
+        stats = run_stage(model, {"method": "kmeans_share", "bits": 3}, workers=workers)
+        out[workers] = (stats["layers"], {n: (P.find(m, "weight", P.Codebook).codes.clone(),
+                                             P.find(m, "weight", P.Codebook).centroids.detach().clone())
+                                         for n, m in linears(model)}, P.effective_state(model))
+    (l1, cb1, st1), (l3, cb3, st3) = out[1], out[3]
+    assert list(l1) == list(l3) and all(l1[k]["k"] == l3[k]["k"] and l1[k]["n"] == l3[k]["n"] for k in l1)
+    assert all(torch.equal(cb1[n][0], cb3[n][0]) and torch.equal(cb1[n][1], cb3[n][1]) for n in cb1)
+    assert all(torch.equal(st1[k], st3[k]) for k in st1)
+    model = toy_model()
+    run_stage(model, {"method": "prune_magnitude", "sparsity": 0.5, "select": {"names": ["0"]}})
+    run_stage(model, {"method": "kmeans_share", "bits": 3}, workers=2)
+    pruned, plain = P.find(model[0], "weight", P.Codebook), P.find(model[2], "weight", P.Codebook)
+    assert pruned.codes.dtype == torch.uint8 and pruned.mask is not None and pruned.mask.dtype == torch.bool
+    assert plain.codes.dtype == torch.uint8 and plain.mask is None and bool(plain.keep().all())
+
+
+def test_map_bounded_keeps_the_work_in_flight_within_the_largest_item():
+    import threading
+    import time
+
+    from weightzip.methods.base import map_bounded
+
+    sizes = [10, 1, 1, 1, 4, 4, 4, 10, 2]
+    lock, state = threading.Lock(), {"now": 0, "max": 0, "threads": set()}
+
+    def fn(s):
+        with lock:
+            state["now"] += s
+            state["max"] = max(state["max"], state["now"])
+            state["threads"].add(threading.get_ident())
+        time.sleep(0.01)
+        with lock:
+            state["now"] -= s
+        return s * 2
+
+    got = dict(map_bounded(sizes, fn, lambda s: s, workers=3))
+    assert got == {i: 2 * s for i, s in enumerate(sizes)}
+    assert state["max"] <= max(sizes) and len(state["threads"]) > 1
+    assert list(map_bounded(sizes, fn, lambda s: s, workers=1)) == [(i, 2 * s) for i, s in enumerate(sizes)]
+
+    def boom(s):
+        raise ValueError(f"bad {s}")
+
+    with pytest.raises(ValueError, match="bad"):
+        list(map_bounded(sizes, boom, lambda s: s, workers=2))

@@ -125,6 +125,12 @@ class Codebook(WzParametrization):
     The incoming W is ignored (its gradient is zero); the gradient of centroid j is the sum of
     the gradients of the weights that use it - Deep Compression's centroid fine-tuning:
     ``dL/dC_j = sum_{i: codes_i = j} dL/dW'_i``.
+
+    Held per weight: the codes as uint8 when ``k <= 256`` (int32 above), and a bool mask only
+    when some weight is masked (``mask`` is None when all are kept): 1 byte per weight for a
+    k-means codebook of an unpruned tensor, 2 when pruned (12 bytes with int64 codes and a
+    float mask). Index with ``codes.long()`` (a uint8 index tensor would be read as a mask);
+    :meth:`keep` is the mask, or all ones.
     """
 
     kind = "codebook"
@@ -132,24 +138,41 @@ class Codebook(WzParametrization):
     def __init__(self, centroids: Tensor, codes: Tensor, mask: Tensor | None = None):
         super().__init__()
         self.centroids = nn.Parameter(centroids.detach().to(torch.float32).clone())
-        # int32 codes and a bool mask: 5 bytes per weight held, not 12 (an index must be int32
-        # or int64; the product with a bool mask equals the product with its 0.0 / 1.0 floats)
-        self.register_buffer("codes", codes.detach().to(torch.int32).clone())
-        m = torch.ones_like(codes, dtype=torch.bool) if mask is None else mask.detach() != 0
-        self.register_buffer("mask", m.clone())
+        dt = self.codes_dtype(self.centroids.numel())
+        codes = codes.detach()
+        self.register_buffer("codes", codes.to(dt) if codes.dtype != dt else codes.clone())
+        m = None if mask is None else mask.detach() != 0
+        self.register_buffer("mask", None if m is None or bool(m.all()) else m)
+
+    @staticmethod
+    def codes_dtype(k: int) -> torch.dtype:
+        """uint8 for up to 256 centroids, else int32 (an index must be int32 or int64)."""
+        return torch.uint8 if k <= 256 else torch.int32
 
     @classmethod
     def from_spec(cls, args, shapes):
-        return cls(torch.zeros(shapes["centroids"]), torch.zeros(shapes["codes"], dtype=torch.int32),
-                   torch.zeros(shapes["mask"], dtype=torch.bool))
+        k = int(torch.Size(shapes["centroids"]).numel())
+        mask = torch.zeros(shapes["mask"], dtype=torch.bool) if "mask" in shapes else None
+        return cls(torch.zeros(shapes["centroids"]), torch.zeros(shapes["codes"], dtype=cls.codes_dtype(k)), mask)
+
+    def keep(self) -> Tensor:
+        """The bool mask of the kept weights (all ones when nothing is masked)."""
+        return self.mask if self.mask is not None else torch.ones_like(self.codes, dtype=torch.bool)
 
     def forward(self, w: Tensor) -> Tensor:
-        # W itself is no longer used; the shared values take W's dtype (bf16 / fp16 models)
-        return (self.centroids[self.codes] * self.mask).to(w.dtype)
+        # W itself is no longer used; the shared values take W's dtype (bf16 / fp16 models).
+        # int32 index: a transient 4 bytes per weight (int64 would be 8)
+        out = self.centroids[self.codes.to(torch.int32)]
+        if self.mask is not None:
+            out = out * self.mask
+        return out.to(w.dtype)
 
     def storage_hint(self) -> dict[str, Any]:
         k = self.centroids.numel()
-        return {"kind": "codebook", "bits": max(1, (k - 1).bit_length()), "mask": self.mask.bool()}
+        hint: dict[str, Any] = {"kind": "codebook", "bits": max(1, (k - 1).bit_length())}
+        if self.mask is not None:  # (nothing masked: no all-ones tensor made for the hint)
+            hint["mask"] = self.mask
+        return hint
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,27 +265,71 @@ def storage_hints(model: nn.Module) -> dict[str, dict[str, Any]]:
     return hints
 
 
+class EffectiveState(Mapping):
+    """:func:`effective_state` computed on access: ``state[name]`` makes that one tensor (a
+    parametrized tensor's value is computed then), so a walk over the names holds one tensor at a
+    time (``save`` encodes the model this way). Names in the order of :func:`effective_state`;
+    ``shape(name)`` / ``dtype(name)`` / ``numel(name)`` without computing the value."""
+
+    def __init__(self, model: nn.Module):
+        self._where: dict[str, tuple[nn.Module, str, bool]] = {}   # name -> (module, attribute, parametrized)
+        for mname, mod in model.named_modules(remove_duplicate=False):
+            prefix = f"{mname}." if mname else ""
+            if ".parametrizations." in f".{prefix}":   # the containers' own tensors are no state
+                continue
+            buffers = [n for n, _ in mod.named_buffers(recurse=False)
+                       if n not in mod._non_persistent_buffers_set]   # not state: never stored
+            for tname in [n for n, _ in mod.named_parameters(recurse=False, remove_duplicate=False)] + buffers:
+                self._where[prefix + tname] = (mod, tname, False)
+            if P.is_parametrized(mod):
+                for tname in mod.parametrizations.keys():
+                    self._where[prefix + tname] = (mod, tname, True)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._where
+
+    @torch.no_grad()
+    def __getitem__(self, name: str) -> Tensor:
+        mod, tname, parametrized = self._where[name]
+        t = getattr(mod, tname).detach()
+        if parametrized and t.device.type == "cpu":
+            chain_tensors = mod.parametrizations[tname]
+            held = {x.untyped_storage().data_ptr() for x in [*chain_tensors.parameters(), *chain_tensors.buffers()]}
+            if t.untyped_storage().data_ptr() not in held:
+                return t            # a fresh tensor computed by the chain: no second copy
+        return t.cpu().clone()
+
+    def _meta(self, name: str) -> Tensor:
+        mod, tname, parametrized = self._where[name]
+        return mod.parametrizations[tname].original if parametrized else getattr(mod, tname)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._meta(name).shape)
+
+    def numel(self, name: str) -> int:
+        return self._meta(name).numel()
+
+    def dtype(self, name: str) -> torch.dtype:
+        """The stored dtype (a parametrization keeps its tensor's dtype: the chains here do)."""
+        return self._meta(name).dtype
+
+
 @torch.no_grad()
 def effective_state(model: nn.Module) -> dict[str, Tensor]:
     """The state_dict a plain (unparametrized) copy of ``model`` would have.
 
     Parametrized tensors are replaced by their parametrized values under their plain names
     (``fc1.weight`` instead of ``fc1.parametrizations.weight.original``); parametrization
-    buffers are dropped. Everything is detached and on the CPU.
+    buffers are dropped. Everything is detached and on the CPU, and owns its memory (a copy).
+    :class:`EffectiveState` gives the same tensors one at a time.
     """
-    out: dict[str, Tensor] = {}
-    parametrized = {(m, t) for m, _, t in parametrized_tensors(model)}
-    for mname, mod in model.named_modules(remove_duplicate=False):
-        prefix = f"{mname}." if mname else ""
-        buffers = [(n, b) for n, b in mod.named_buffers(recurse=False)
-                   if n not in mod._non_persistent_buffers_set]  # not state: never stored
-        for tname, _ in list(mod.named_parameters(recurse=False, remove_duplicate=False)) + buffers:
-            out[prefix + tname] = getattr(mod, tname).detach().cpu().clone()
-        for m, t in parametrized:
-            if m == mname:
-                out[prefix + t] = getattr(mod, t).detach().cpu().clone()
-    # drop the parametrization containers' own entries
-    return {k: v for k, v in out.items() if ".parametrizations." not in f".{k}"}
+    return dict(EffectiveState(model).items())
 
 
 def _leaf_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:

@@ -44,16 +44,26 @@ class _Tracer(fx.Tracer):
 def clean_copy(model: nn.Module, keep_hooks: bool = False) -> nn.Module:
     """A deep copy in eval mode with parametrizations baked in and (unless ``keep_hooks``)
     forward hooks dropped: an fx graph calls leaf modules, whose hooks the runtime re-installs
-    from the manifest (activation quantizers); torch.export records the hooks' operators."""
+    from the manifest (activation quantizers); torch.export records the hooks' operators.
+
+    The parametrization chains themselves (a latent weight, codes, masks per parametrized
+    tensor) are never copied: the copy holds the baked values and the model's other tensors,
+    about one plain model's worth of memory."""
     from torch.nn.utils import parametrize as P
 
-    m = copy.deepcopy(model).cpu().eval()
-    for mod in m.modules():
+    memo: dict[int, Any] = {}
+    chains: dict[str, nn.Module] = {}
+    for mname, mod in model.named_modules():
         if P.is_parametrized(mod):
+            memo[id(mod.parametrizations)] = None   # the copy's chain slot is None, replaced below
+            chains[mname] = mod
+    m = copy.deepcopy(model, memo).cpu().eval()
+    for mname, mod in m.named_modules():
+        src = chains.get(mname)
+        if src is not None:
             # not P.remove_parametrizations: it edits the parametrized class, which the deep copy
             # shares with the original model
-            with torch.no_grad():
-                values = {name: getattr(mod, name).detach().clone() for name in mod.parametrizations.keys()}
+            values = {name: _baked(src, name) for name in src.parametrizations.keys()}
             del mod._modules["parametrizations"]
             mod.__class__ = type(mod).__bases__[0]
             for name, v in values.items():
@@ -67,6 +77,18 @@ def clean_copy(model: nn.Module, keep_hooks: bool = False) -> nn.Module:
             # model is a plain forward (no cache), as in evaluation and export
             cfg.use_cache = False
     return m
+
+
+@torch.no_grad()
+def _baked(mod: nn.Module, name: str) -> torch.Tensor:
+    """The parametrized value of ``mod.<name>`` on the CPU, owning its memory: the chain's fresh
+    output as it is, a copy when it is one of the chain's own tensors (an identity chain)."""
+    t = getattr(mod, name).detach()
+    chain = mod.parametrizations[name]
+    held = {x.untyped_storage().data_ptr() for x in [*chain.parameters(), *chain.buffers()]}
+    if t.device.type == "cpu" and t.untyped_storage().data_ptr() not in held:
+        return t
+    return t.cpu().clone()
 
 
 def _state_info(m: nn.Module) -> tuple[set[str], set[str]]:
@@ -129,9 +151,10 @@ def _example_spec(example_inputs) -> list[dict]:
     return [{"shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch.")} for x in example_inputs]
 
 
-def capture_fx(model: nn.Module) -> tuple[dict, dict[str, torch.Tensor]]:
-    """fx-level capture of a clean copy of ``model`` (see the module docstring)."""
-    m = clean_copy(model)
+def capture_fx(model: nn.Module, m: nn.Module | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """fx-level capture of a clean copy of ``model`` (see the module docstring); ``m``: that
+    copy (:func:`clean_copy` without hooks), if already made."""
+    m = clean_copy(model) if m is None else m
     _, defaults = _forward_defaults(m)
     concrete = {k: v for k, v in defaults.items() if v is None or isinstance(v, (bool, int, float, str))}
     try:
@@ -181,11 +204,13 @@ def _out_structure(spec, leaves: list) -> Any:
     return walk(spec)
 
 
-def capture_export(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
-    """aten-level capture through :func:`torch.export.export` with ``example_inputs`` (positional)."""
+def capture_export(model: nn.Module, example_inputs: Sequence[torch.Tensor],
+                   m: nn.Module | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """aten-level capture through :func:`torch.export.export` with ``example_inputs`` (positional);
+    ``m``: the clean copy (:func:`clean_copy` with hooks), if already made."""
     from torch.export import Dim
 
-    m = clean_copy(model, keep_hooks=True)
+    m = clean_copy(model, keep_hooks=True) if m is None else m
     args = tuple(x.detach().cpu() for x in example_inputs)
     if not args or not all(isinstance(x, torch.Tensor) for x in args):
         raise GraphCaptureError("torch.export needs example inputs (tensors, positional)")
@@ -285,20 +310,25 @@ def capture(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
     """
     reasons = []
     for level in ("fx", "aten"):
+        m = None
         try:
             if level == "fx":
-                g, extra = capture_fx(model)
+                m = clean_copy(model)
+                g, extra = capture_fx(model, m)
             else:
                 if example_inputs is None:
                     raise GraphCaptureError("no example inputs to try torch.export (pass example_inputs=)")
-                g, extra = capture_export(model, example_inputs)
+                m = clean_copy(model, keep_hooks=True)   # an aten graph holds the hooks' operators
+                g, extra = capture_export(model, example_inputs, m)
             if example_inputs is not None:
                 g["example_inputs"] = _example_spec(example_inputs)
                 if check:
-                    _check(model, g, extra, example_inputs)
+                    _check(model, g, extra, example_inputs, m)
             return g, extra
         except GraphCaptureError as e:
             reasons.append(f"{level}: {e}")
+        finally:
+            del m   # one clean copy alive at a time
     raise GraphCaptureError("; ".join(reasons))
 
 
@@ -315,15 +345,23 @@ def _flatten_out(y) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def _check(model: nn.Module, g: dict, extra: dict, example_inputs) -> None:
+def _check(model: nn.Module, g: dict, extra: dict, example_inputs, m: nn.Module | None = None) -> None:
+    """Run the rebuilt graph and ``m`` (the clean copy the graph was captured from) on the
+    example inputs; the outputs must agree. The rebuilt module is built on the meta device and
+    given the copy's tensors (``assign``): no second copy of the weights."""
     from .rebuild import rebuild
 
-    m = clean_copy(model, keep_hooks=g["level"] == "aten")  # an aten graph holds the hooks' operators
+    if m is None:
+        m = clean_copy(model, keep_hooks=g["level"] == "aten")  # an aten graph holds the hooks' operators
     state = m.state_dict()
     shapes = {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
     try:
-        rebuilt = rebuild(g, shapes, extra)
-        rebuilt.load_state_dict(state)
+        with torch.device("meta"):
+            rebuilt = rebuild(g, shapes, extra)
+        rebuilt.load_state_dict(state, assign=True)
+        if any(t.is_meta for t in [*rebuilt.parameters(), *rebuilt.buffers()]):  # a tensor outside the state
+            rebuilt = rebuild(g, shapes, extra)
+            rebuilt.load_state_dict(state)
         rebuilt.eval()
         # fresh copies of the inputs for each run: a model may change its input in place
         y_ref = _flatten_out(m(*(x.clone() for x in example_inputs)))

@@ -72,6 +72,16 @@ class StageContext:
     seed: int = 0
     progress: bool = False
     stage: str | None = None  # "stage 2 (kmeans_share)" while the pipeline runs it; errors name it
+    workers: int | None = None  # threads of a post-training stage's per-tensor work; None: every usable core
+
+    @property
+    def n_workers(self) -> int:
+        """``workers``, or the cores this process may run on."""
+        import os
+
+        if self.workers is not None:
+            return max(1, int(self.workers))
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
     @property
     def task(self) -> str:
@@ -153,3 +163,38 @@ class Method:
 
     def apply(self, model: nn.Module, ctx: StageContext) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError
+
+
+def map_bounded(items: Sequence[Any], fn: Callable[[Any], Any], size: Callable[[Any], int], workers: int):
+    """Yield ``(i, fn(items[i]))`` as they finish, running up to ``workers`` calls at once in
+    threads, but never more at once than fit in the largest item's ``size``: the working memory of
+    the calls in flight stays that of the largest item alone (a large tensor runs by itself, small
+    ones run side by side). With ``workers <= 1`` (or one item) everything runs here, in order.
+
+    For per-tensor work that releases the GIL (numpy / torch kernels: sorting, k-means, encoding);
+    ``fn`` must not modify the model (the caller applies results, in this thread). An exception
+    of any call is raised here after the calls in flight finish."""
+    n = len(items)
+    if workers <= 1 or n <= 1:
+        for i, it in enumerate(items):
+            yield i, fn(it)
+        return
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    sizes = [int(size(it)) for it in items]
+    cap = max(sizes)
+    queue = deque(range(n))
+    inflight: dict[Any, int] = {}
+    used = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wz-stage") as pool:
+        while queue or inflight:
+            while queue and len(inflight) < workers and (not inflight or used + sizes[queue[0]] <= cap):
+                i = queue.popleft()
+                inflight[pool.submit(fn, items[i])] = i
+                used += sizes[i]
+            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            for f in done:
+                i = inflight.pop(f)
+                used -= sizes[i]
+                yield i, f.result()

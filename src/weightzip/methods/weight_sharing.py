@@ -28,10 +28,10 @@ from ..errors import RecipeError
 from ..primitives.cluster import share_weights
 from ..core.registry import register_method
 from ..core.select import qualified, select
-from .base import Method, MethodConfig, StageContext
+from .base import Method, MethodConfig, StageContext, map_bounded
 from .prune import check_layer_patterns, current_mask, per_layer_value
 
-__all__ = ["KMeansShare", "attach_codebook"]
+__all__ = ["KMeansShare", "attach_codebook", "cluster_tensor", "attach_shared"]
 
 
 def attach_codebook(module: nn.Module, tname: str, bits: int, *, init: str = "linear",
@@ -39,10 +39,20 @@ def attach_codebook(module: nn.Module, tname: str, bits: int, *, init: str = "li
                     seed: int = 0) -> dict[str, Any]:
     """Cluster ``module.<tname>`` (kept weights only) and attach a Codebook; returns stats.
 
-    The mask of the Codebook is the tensor's current Mask (all ones when it is not pruned).
+    The mask of the Codebook is the tensor's current Mask (none when it is not pruned).
     Stats: ``bits``, ``k`` (centroids actually used), ``n`` (clustered weights), ``iterations``,
     ``mse`` (mean squared error of the shared weights over the clustered ones), ``seconds``.
     """
+    shared = cluster_tensor(module, tname, bits, init=init, engine=engine, max_iter=max_iter, tol=tol, seed=seed)
+    return attach_shared(module, tname, shared)
+
+
+def cluster_tensor(module: nn.Module, tname: str, bits: int, *, init: str = "linear", engine: str = "torch",
+                   max_iter: int = 300, tol: float = 1e-4, seed: int = 0) -> dict[str, Any]:
+    """The k-means of ``module.<tname>`` (its kept weights), without changing the module:
+    ``{"centroids", "codes" (the Codebook's dtype), "mask" (None when not pruned), "bits", "k",
+    "n", "iterations", "mse", "seconds"}``; :func:`attach_shared` attaches it. Safe to run for
+    several tensors at once in threads (it reads the module only)."""
     if parametrize.find(module, tname, parametrize.Codebook) is not None:
         raise RecipeError(f"{type(module).__name__}.{tname} is already shared by a Codebook; "
                           "run kmeans_share once per tensor")
@@ -51,12 +61,22 @@ def attach_codebook(module: nn.Module, tname: str, bits: int, *, init: str = "li
     t0 = time.perf_counter()
     centroids, codes, m, res = share_weights(w, bits, mask, init=init, engine=engine,
                                              max_iter=max_iter, tol=tol, seed=seed)
-    seconds = time.perf_counter() - t0
-    cb = parametrize.Codebook(centroids.to(w.device), codes.to(w.device), m.to(w.device))
+    codes = codes.to(parametrize.Codebook.codes_dtype(centroids.numel()))  # 1 byte per weight (k <= 256)
+    n = w.numel() if mask is None else int((m != 0).sum())
+    return {"centroids": centroids.to(w.device), "codes": codes.to(w.device),
+            "mask": None if mask is None else m.to(w.device), "bits": int(bits), "k": int(centroids.numel()),
+            "n": n, "iterations": res.n_iter_, "mse": res.inertia_ / max(1, n),
+            "seconds": time.perf_counter() - t0}
+
+
+def attach_shared(module: nn.Module, tname: str, shared: dict[str, Any]) -> dict[str, Any]:
+    """Attach the Codebook of :func:`cluster_tensor`'s result; returns its stats (no tensors)."""
+    if parametrize.find(module, tname, parametrize.Codebook) is not None:
+        raise RecipeError(f"{type(module).__name__}.{tname} is already shared by a Codebook; "
+                          "run kmeans_share once per tensor")
+    cb = parametrize.Codebook(shared.pop("centroids"), shared.pop("codes"), shared.pop("mask"))
     parametrize.attach(module, tname, cb)
-    n = int((m != 0).sum())
-    return {"bits": int(bits), "k": int(centroids.numel()), "n": n, "iterations": res.n_iter_,
-            "mse": res.inertia_ / max(1, n), "seconds": seconds}
+    return shared
 
 
 @register_method("kmeans_share")
@@ -91,11 +111,21 @@ class KMeansShare(Method):
         c = self.config
         sel = select(model, c.select)
         check_layer_patterns(c.bits, sel, "bits", f"stage {self.name}")
-        layers: dict[str, Any] = {}
-        for mname, mod, t in sel:
-            bits = int(per_layer_value(c.bits, mname, mod, "bits"))
-            layers[qualified(mname, t)] = attach_codebook(mod, t, bits, init=c.init, engine=c.engine,
-                                                          max_iter=c.max_iter, tol=c.tol, seed=ctx.seed)
+        jobs = [(mname, mod, t, int(per_layer_value(c.bits, mname, mod, "bits"))) for mname, mod, t in sel]
+
+        def cluster(job):
+            _, mod, t, bits = job
+            return cluster_tensor(mod, t, bits, init=c.init, engine=c.engine, max_iter=c.max_iter, tol=c.tol,
+                                  seed=ctx.seed)
+
+        # tensors clustered side by side on every core (sort and k-means release the GIL), no more
+        # at once than the largest tensor's size; each Codebook attached here as its k-means ends
+        done: dict[int, Any] = {}
+        for i, shared in map_bounded(jobs, cluster, lambda j: parametrize.original(j[1], j[2]).numel(),
+                                     ctx.n_workers):
+            _, mod, t, _ = jobs[i]
+            done[i] = attach_shared(mod, t, shared)
+        layers: dict[str, Any] = {qualified(mname, t): done[i] for i, (mname, _, t, _) in enumerate(jobs)}
         ctx.log("  shared: " + ", ".join(f"{k} {v['bits']}b (k={v['k']}, {v['iterations']} it)"
                                          for k, v in layers.items()))
         metrics: dict[str, Any] = {"layers": layers}

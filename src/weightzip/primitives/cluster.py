@@ -389,11 +389,12 @@ def share_weights(w: Tensor, bits: int, mask: Tensor | None = None, *, init: Ini
     if int(bits) < 1:
         raise ValueError(f"weight sharing needs bits >= 1 (k = 2^bits centroids), got bits={bits}")
     w = w.detach().cpu().to(torch.float32)
-    m = torch.ones_like(w) if mask is None else mask.detach().cpu().to(torch.float32)
+    # no mask: ones as a stride-0 view (no memory), and no keep array either
+    m = torch.ones((), dtype=torch.float32).expand(w.shape) if mask is None else mask.detach().cpu().to(torch.float32)
     if m.shape != w.shape:
         raise ValueError(f"mask shape {tuple(m.shape)} differs from the weight shape {tuple(w.shape)}")
-    keep = m.reshape(-1) != 0  # (N)
-    if bool(keep.all()):  # nothing pruned: no copy of the kept values, the codes are the result's
+    keep = None if mask is None else m.reshape(-1) != 0  # (N)
+    if keep is None or bool(keep.all()):  # nothing pruned: no copy of the kept values, the codes are the result's
         res = kmeans_1d(w.reshape(-1), 2 ** int(bits), init=init, engine=engine,
                         max_iter=max_iter, tol=tol, seed=seed)
         return res.centroids_, res.codes_.reshape(w.shape), m, res
@@ -422,4 +423,4 @@ def centroid_gradient(grad_w: Tensor, codes: Tensor, k: int, mask: Tensor | None
     g = grad_w.reshape(-1).to(torch.float64)  # (N)
     if mask is not None:
         g = g * mask.reshape(-1).to(torch.float64)
-    return torch.zeros(k, dtype=torch.float64).index_add_(0, codes.reshape(-1), g).to(grad_w.dtype)
+    return torch.zeros(k, dtype=torch.float64).index_add_(0, codes.reshape(-1).long(), g).to(grad_w.dtype)
