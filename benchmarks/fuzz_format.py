@@ -71,7 +71,7 @@ def _features(path: Path) -> set[tuple]:
     from weightzip.codec import container
 
     _, formats = container.read(path)
-    out = set()
+    out = {("version", int.from_bytes(path.read_bytes()[8:10], "little"))}   # format 1 and 2 files both fuzzed
     for f in formats.values():
         out.add(("kind", f.kind))
         out.add(("layout", f.kind, f.meta.get("sparse") or f.meta.get("mask") or
@@ -434,7 +434,7 @@ def run(n: int, seed: int, timeout: float, results: Path, log=print) -> dict:
     scratch = tempfile.mkdtemp(prefix="wz-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     from weightzip.codec import forge
 
-    raws = [forge.load(f) for f in files]
+    raws = [forge.load(f, keep_version=True) for f in files]     # a format-2 file is forged as format 2
     pool = _Pool([str(f) for f in files], scratch)
     rng = random.Random(seed)
     counts = Counter()
