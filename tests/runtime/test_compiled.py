@@ -261,16 +261,17 @@ def test_threads_and_batch_chunks_match():
 
 def test_unsupported_layer_falls_back_to_dense_and_says_why():
     rng = np.random.default_rng(1)
-    model = nn.Sequential(nn.Linear(12, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    # Softplus has a kernel neither in the chain walk nor in the graph lowering
+    model = nn.Sequential(nn.Linear(12, 8), nn.Softplus(), nn.ReLU(), nn.Linear(8, 4)).eval()
     formats = _install(model, {"0": ("codebook", 0.5), "3": ("codebook", 0.5)}, rng)
     cm = compile_model(model, formats, (12,))
     plan = cm.plans[(12,)]
-    assert [f[0] for f in plan.fallbacks] == ["1"] and "LayerNorm" in plan.fallbacks[0][1]
+    assert [f[0] for f in plan.fallbacks] == ["1"] and "Softplus" in plan.fallbacks[0][1]
     assert len(plan.segments) == 3
     _check(model, cm, torch.from_numpy(rng.standard_normal((3, 12)).astype(np.float32)))
 
 
-def test_non_chain_model_runs_dense_with_reason():
+def test_residual_model_is_lowered_as_a_graph():
     class Res(nn.Module):
         def __init__(self):
             super().__init__()
@@ -281,7 +282,23 @@ def test_non_chain_model_runs_dense_with_reason():
 
     model = Res().eval()
     cm = compile_model(model, {}, (6,))
-    assert "residual" in cm.plans[(6,)].whole_model_reason
+    assert cm.plans[(6,)].native_only
+    _check(model, cm, torch.randn(2, 6))
+
+
+def test_graph_without_a_kernel_runs_in_torch_and_names_the_node():
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(6, 6)
+
+        def forward(self, x):
+            return torch.nn.functional.softplus(x) + self.a(x)
+
+    model = Res().eval()
+    cm = compile_model(model, {}, (6,))
+    reason = cm.plans[(6,)].whole_model_reason
+    assert "softplus" in reason and "no compiled kernel" in reason
     _check(model, cm, torch.randn(2, 6))
 
 

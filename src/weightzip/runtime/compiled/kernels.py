@@ -73,13 +73,21 @@ from .simd import (vadd, vcodes, vfma, vfmav, vload, vlut32, vlut64, vlut128, vl
 FM = {"reassoc", "contract", "nsz"}  # reassociation lets LLVM vectorize the reductions
 FMS = {"contract", "nsz"}            # scalar reductions: no reassociation, so no gather vectorization
 
-# op kinds
+# op kinds (7.. : the graph ops of :mod:`.lower`, programs run by :func:`run_graph_chunk`)
 K_FC, K_CONV, K_POOL, K_EW, K_ACTQ, K_PQFC = 1, 2, 3, 4, 5, 6
+K_BIN, K_GATHER, K_NORM, K_SOFTMAX, K_ATTN, K_EMB, K_REDUCE = 7, 8, 9, 10, 11, 12, 13
 # weight layouts / value formats
 L_CSR, L_DENSE = 0, 1
 V_TABLE, V_Q8, V_F32, V_PQ = 0, 1, 2, 3
 # activations
 A_NONE, A_RELU, A_HARDTANH, A_LEAKY, A_TANH, A_SIGMOID, A_ELU, A_GELU, A_SILU = 0, 1, 2, 3, 4, 5, 6, 7, 8
+A_HARDSWISH, A_HARDSIGMOID, A_GELU_TANH, A_RSQRT, A_NEG, A_EXP, A_SQRT, A_SQUARE, A_RECIP = range(9, 18)
+A_POWI = 18   # x ** k, integer k = F[p] (1 <= |k| <= 8), by repeated products as torch
+# binary ops (K_BIN, column C_LAYOUT): y = x OP x2; RSUB / RDIV: y = x2 - x, x2 / x
+B_ADD, B_SUB, B_MUL, B_DIV, B_RSUB, B_RDIV = 0, 1, 2, 3, 4, 5
+# norms (K_NORM, column C_LAYOUT) and reductions (K_REDUCE)
+NORM_LAYER, NORM_RMS = 0, 1
+R_MEAN, R_SUM, R_MAX = 0, 1, 2
 
 # op table columns
 C_KIND, C_NIN, C_NOUT, C_ACT, C_ACTP, C_ALPHA, C_BETA = 0, 1, 2, 3, 4, 5, 6
@@ -92,7 +100,10 @@ C_CSUM = 41                            # F offset of the row sums sum_j w[r, j] 
 C_PKB, C_NBLK = 42, 43                 # packed CSR (C_COLW == 1): column bits, column blocks
 C_SROW = 44                            # SELL-4 (C_COLW == 3): B offset of the slice rows; C_NBLK = slices
 C_NTAB = 45                            # dense codebook (V_TABLE, L_DENSE): table entries (padded to lut_len)
-OPW = 46
+# graph programs: value slots are offsets into the work buffer in floats PER SAMPLE of the chunk
+# (slot offset = C_XS * chunk); C_REP: rows per sample of a row-wise op (FC over (T, D), norms)
+C_XS, C_YS, C_X2S, C_X3S, C_REP = 46, 47, 48, 49, 50
+OPW = 51
 # pool: C_LAYOUT holds the pool type
 P_MAX, P_AVG = 0, 1
 
@@ -119,6 +130,34 @@ def _act(v, act, F, p):  # pragma: no cover - compiled
         return np.float32(0.5 * v * (1.0 + math.erf(v * 0.7071067811865476)))
     if act == A_SILU:
         return np.float32(v / (1.0 + math.exp(-v)))
+    if act == A_HARDSWISH:
+        r = v + np.float32(3.0)
+        r = np.float32(0.0) if r < 0.0 else (np.float32(6.0) if r > 6.0 else r)
+        return v * r / np.float32(6.0)
+    if act == A_HARDSIGMOID:
+        r = v + np.float32(3.0)
+        r = np.float32(0.0) if r < 0.0 else (np.float32(6.0) if r > 6.0 else r)
+        return r / np.float32(6.0)
+    if act == A_GELU_TANH:
+        return np.float32(0.5 * v * (1.0 + math.tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))))
+    if act == A_RSQRT:
+        return np.float32(1.0 / math.sqrt(v)) if v >= 0.0 else np.float32(np.nan)
+    if act == A_NEG:
+        return -v
+    if act == A_EXP:
+        return np.float32(math.exp(v))
+    if act == A_SQRT:
+        return np.float32(math.sqrt(v)) if v >= 0.0 else np.float32(np.nan)
+    if act == A_SQUARE:
+        return v * v
+    if act == A_RECIP:
+        return np.float32(1.0) / v
+    if act == A_POWI:
+        k = int(F[p])
+        r = v
+        for _ in range(abs(k) - 1):
+            r = r * v
+        return r if k > 0 else np.float32(1.0) / r
     return v
 
 
@@ -1556,3 +1595,315 @@ def run_parallel(ops, B, F, x, out, work, half, scr_off, chunk):  # pragma: no c
         n0 = t * chunk
         n1 = min(N, n0 + chunk)
         run_chunk(ops, B, F, x[n0:n1], out[n0:n1], work[t], half, scr_off)
+
+
+# ------------------------------------------------------------------------------------------
+# graph ops (see lower.py): residual / gate arithmetic, index maps, norms, attention, embeddings
+
+
+@numba.njit(cache=True, fastmath=FM, inline="always")
+def _binop(a, b, mode):  # pragma: no cover - compiled
+    if mode == B_ADD:
+        return a + b
+    if mode == B_MUL:
+        return a * b
+    if mode == B_SUB:
+        return a - b
+    if mode == B_DIV:
+        return a / b
+    if mode == B_RSUB:
+        return b - a
+    return b / a
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _bin(op, F, x, x2, s2, y, n):  # pragma: no cover - compiled
+    """``y[s, j] = act(x[s, j] OP x2[s * s2 + (j // inner) % n2])`` (``s2 = 0``: a constant;
+    ``inner = C_K``, ``n2 = C_M``: the broadcast of x2 over the output)."""
+    N = op[C_NOUT]
+    inner = op[C_K]
+    n2 = op[C_M]
+    mode = op[C_LAYOUT]
+    act = op[C_ACT]
+    p = op[C_ACTP]
+    for s in range(n):
+        xo = s * N
+        o2 = s * s2
+        if inner == 1 and n2 == N:
+            if mode == B_ADD and act == A_RELU:
+                for j in range(N):
+                    v = x[xo + j] + x2[o2 + j]
+                    y[xo + j] = v if v > 0.0 else np.float32(0.0)
+            elif mode == B_ADD and act == A_NONE:
+                for j in range(N):
+                    y[xo + j] = x[xo + j] + x2[o2 + j]
+            elif mode == B_MUL and act == A_NONE:
+                for j in range(N):
+                    y[xo + j] = x[xo + j] * x2[o2 + j]
+            else:
+                for j in range(N):
+                    y[xo + j] = _act(_binop(x[xo + j], x2[o2 + j], mode), act, F, p)
+        elif n2 == 1:
+            b = x2[o2]
+            for j in range(N):
+                y[xo + j] = _act(_binop(x[xo + j], b, mode), act, F, p)
+        else:
+            nb = N // inner
+            for blk in range(nb):
+                b = x2[o2 + blk % n2]
+                bo = xo + blk * inner
+                if mode == B_MUL and act == A_NONE:
+                    for j in range(inner):
+                        y[bo + j] = x[bo + j] * b
+                elif mode == B_ADD and act == A_NONE:
+                    for j in range(inner):
+                        y[bo + j] = x[bo + j] + b
+                else:
+                    for j in range(inner):
+                        y[bo + j] = _act(_binop(x[bo + j], b, mode), act, F, p)
+
+
+@numba.njit(cache=True)
+def _gather(op, B, F, x, y, n):  # pragma: no cover - compiled
+    """Index map ``y[s, p] = x[s, idx[p]]`` (int32 ``idx`` (nout,) at ``C_PTR``); ``idx < 0``:
+    the fill value ``F[C_TAB]`` (pads), or left as is when ``C_LAYOUT == 1`` (one input of a
+    concatenation)."""
+    nin = op[C_NIN]
+    nout = op[C_NOUT]
+    idx = B[op[C_PTR]:op[C_PTR] + 4 * nout].view(np.int32)
+    skip = op[C_LAYOUT] == 1
+    fill = F[op[C_TAB]]
+    for s in range(n):
+        xo = s * nin
+        yo = s * nout
+        for q in range(nout):
+            i = idx[q]
+            if i >= 0:
+                y[yo + q] = x[xo + i]
+            elif not skip:
+                y[yo + q] = fill
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _norm(op, F, x, y, rows):  # pragma: no cover - compiled
+    """Per row of D = C_COLS: LayerNorm ``(x - mean) / sqrt(var + eps) * g + b`` (biased
+    variance, as torch) or RMSNorm ``x / sqrt(mean(x^2) + eps) * g``; accumulated in float64."""
+    D = op[C_COLS]
+    g0 = op[C_ALPHA]
+    b0 = op[C_BETA]
+    eps = F[op[C_TAB]]
+    rms = op[C_LAYOUT] == NORM_RMS
+    for r in range(rows):
+        o = r * D
+        mu = 0.0
+        if not rms:
+            for j in range(D):
+                mu += x[o + j]
+            mu /= D
+        var = 0.0
+        for j in range(D):
+            d = x[o + j] - mu
+            var += d * d
+        var /= D
+        inv = 1.0 / math.sqrt(var + eps)
+        for j in range(D):
+            v = np.float32((x[o + j] - mu) * inv)
+            if g0 >= 0:
+                v = v * F[g0 + j]
+            if b0 >= 0:
+                v = v + F[b0 + j]
+            y[o + j] = _act(v, op[C_ACT], F, op[C_ACTP])
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _softmax(op, x, y, rows):  # pragma: no cover - compiled
+    D = op[C_COLS]
+    for r in range(rows):
+        o = r * D
+        m = x[o]
+        for j in range(1, D):
+            m = max(m, x[o + j])
+        t = 0.0
+        for j in range(D):
+            e = math.exp(x[o + j] - m)
+            y[o + j] = e
+            t += e
+        inv = np.float32(1.0 / t)
+        for j in range(D):
+            y[o + j] *= inv
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _reduce(op, x, y, rows):  # pragma: no cover - compiled
+    D = op[C_COLS]
+    mode = op[C_LAYOUT]
+    for r in range(rows):
+        o = r * D
+        if mode == R_MAX:
+            m = x[o]
+            for j in range(1, D):
+                m = max(m, x[o + j])
+            y[r] = m
+        else:
+            t = 0.0
+            for j in range(D):
+                t += x[o + j]
+            y[r] = np.float32(t / D) if mode == R_MEAN else np.float32(t)
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _attn(op, F, q, k, v, y, n, scr):  # pragma: no cover - compiled
+    """Scaled dot-product attention per sample and head: ``q (Hq, Tq, dh)``, ``k (Hk, Tk, dh)``,
+    ``v (Hk, Tk, dv)`` -> ``y (Hq, Tq, dv)``, query head h reads key head ``h // (Hq / Hk)``;
+    ``s = scale * q k^T + mask`` (additive float mask ``(Hm, Tq, Tk)`` at ``C_BETA``, Hm = 1 or
+    Hq; ``C_LAYOUT == 1``: causal), ``y = softmax(s) v``. Scratch: Tk floats."""
+    Hq = op[C_H]
+    Tq = op[C_W]
+    Tk = op[C_KH]
+    dh = op[C_KW]
+    dv = op[C_SH]
+    Hk = op[C_COUT]
+    hm = op[C_CIN]
+    scale = F[op[C_TAB]]
+    m0 = op[C_BETA]
+    causal = op[C_LAYOUT] == 1
+    rep = Hq // Hk
+    sc = scr[:Tk]
+    for s in range(n):
+        for h in range(Hq):
+            hk = h // rep
+            qb = ((s * Hq + h) * Tq) * dh
+            kb = ((s * Hk + hk) * Tk) * dh
+            vb = ((s * Hk + hk) * Tk) * dv
+            yb = ((s * Hq + h) * Tq) * dv
+            for i in range(Tq):
+                qo = qb + i * dh
+                tk = Tk
+                if causal:
+                    tk = min(Tk, i + 1 + Tk - Tq)
+                m = np.float32(-np.inf)
+                for j in range(tk):
+                    ko = kb + j * dh
+                    a = np.float32(0.0)
+                    for t in range(dh):
+                        a += q[qo + t] * k[ko + t]
+                    a = a * scale
+                    if m0 >= 0:
+                        a += F[m0 + ((h if hm > 1 else 0) * Tq + i) * Tk + j]
+                    sc[j] = a
+                    m = max(m, a)
+                tot = 0.0
+                for j in range(tk):
+                    e = math.exp(sc[j] - m) if sc[j] > -np.inf else 0.0
+                    sc[j] = e
+                    tot += e
+                inv = np.float32(1.0 / tot) if tot > 0.0 else np.float32(np.nan)
+                yo = yb + i * dv
+                for t in range(dv):
+                    y[yo + t] = 0.0
+                for j in range(tk):
+                    w = np.float32(sc[j]) * inv
+                    vo = vb + j * dv
+                    for t in range(dv):
+                        y[yo + t] += w * v[vo + t]
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _emb(op, B, F, x, y, n):  # pragma: no cover - compiled
+    """Embedding rows ``y[s, t, :] = W[ids[s, t], :]`` (ids stored as floats, checked in range
+    by the caller); W (V, D) from codebook codes (``V_TABLE``, uint8 ``C_VAL``, table ``C_TAB``)
+    or float32 (``V_F32`` at ``C_VAL`` in F)."""
+    T = op[C_REP]
+    D = op[C_COLS]
+    tab_fmt = op[C_VFMT] == V_TABLE
+    for s in range(n):
+        for t in range(T):
+            r = np.int64(x[s * T + t])
+            yo = (s * T + t) * D
+            if tab_fmt:
+                co = op[C_VAL] + r * D
+                to = op[C_TAB]
+                for j in range(D):
+                    y[yo + j] = F[to + B[co + j]]
+            else:
+                wo = op[C_VAL] + r * D
+                for j in range(D):
+                    y[yo + j] = F[wo + j]
+
+
+@numba.njit(cache=True)
+def run_graph_chunk(ops, B, F, x, out, work, chunk, io, scr_off):  # pragma: no cover - compiled
+    """Run a graph program on the ``n = x.shape[0] <= chunk`` samples ``x``.
+
+    Every value lives in a slot of the work buffer at ``offset * chunk`` (offsets per sample,
+    from :mod:`.lower`); ``io = (input offset, input floats, output offset, output floats)``
+    per sample. Op scratch from ``scr_off``.
+    """
+    n = x.shape[0]
+    xf = x.reshape(-1)
+    b0 = io[0] * chunk
+    for i in range(n * io[1]):
+        work[b0 + i] = xf[i]
+    scr = work[scr_off:]
+    for k in range(ops.shape[0]):
+        op = ops[k]
+        kind = op[C_KIND]
+        rows = n * op[C_REP]
+        xs = work[op[C_XS] * chunk:]
+        ys = work[op[C_YS] * chunk:]
+        if kind == K_FC:
+            _fc(op, B, F, xs, ys, rows, scr)
+        elif kind == K_CONV:
+            _conv(op, B, F, xs, ys, n, scr)
+        elif kind == K_BIN:
+            if op[C_X2S] >= 0:
+                _bin(op, F, xs, work[op[C_X2S] * chunk:], op[C_D], ys, n)
+            else:
+                _bin(op, F, xs, F[op[C_TAB]:], 0, ys, n)
+        elif kind == K_GATHER:
+            if op[C_XS] >= 0:
+                _gather(op, B, F, xs, ys, n)
+            else:   # a constant (one sample in F, C_NIN == 0: the same for every sample)
+                _gather(op, B, F, F[op[C_VAL]:], ys, n)
+        elif kind == K_POOL:
+            _pool(op, xs, ys, n)
+        elif kind == K_EW:
+            _ew(op, F, xs, ys, n)
+        elif kind == K_NORM:
+            _norm(op, F, xs, ys, rows)
+        elif kind == K_SOFTMAX:
+            _softmax(op, xs, ys, rows)
+        elif kind == K_REDUCE:
+            _reduce(op, xs, ys, rows)
+        elif kind == K_ATTN:
+            _attn(op, F, xs, work[op[C_X2S] * chunk:], work[op[C_X3S] * chunk:], ys, n, scr)
+        elif kind == K_EMB:
+            _emb(op, B, F, xs, ys, n)
+        elif kind == K_PQFC:
+            _pqfc(op, B, F, xs, ys, rows, scr)
+        elif kind == K_ACTQ:
+            _actq(op, F, xs, ys, n)
+    b1 = io[2] * chunk
+    of = out.reshape(-1)
+    for i in range(n * io[3]):
+        of[i] = work[b1 + i]
+
+
+@numba.njit(cache=True)
+def run_graph(ops, B, F, x, out, work, chunk, io, scr_off):  # pragma: no cover - compiled
+    """All samples on the calling thread, ``chunk`` at a time (``work`` (1, size))."""
+    N = x.shape[0]
+    for n0 in range(0, N, chunk):
+        n1 = min(N, n0 + chunk)
+        run_graph_chunk(ops, B, F, x[n0:n1], out[n0:n1], work[0], chunk, io, scr_off)
+
+
+@numba.njit(cache=True, parallel=True)
+def run_graph_parallel(ops, B, F, x, out, work, chunk, io, scr_off):  # pragma: no cover - compiled
+    """One parallel region per forward: chunk ``t`` runs the whole graph with ``work[t]``."""
+    N = x.shape[0]
+    nch = (N + chunk - 1) // chunk
+    for t in prange(nch):
+        n0 = t * chunk
+        n1 = min(N, n0 + chunk)
+        run_graph_chunk(ops, B, F, x[n0:n1], out[n0:n1], work[t], chunk, io, scr_off)

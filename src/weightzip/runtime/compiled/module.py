@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import kernels as K
+from .lower import GraphProgram
 from .plan import CHUNK, Plan, Program, TorchSegment, build_plan
 
 
@@ -59,6 +60,57 @@ class _Native:
         return out if out_shape is None or len(out_shape) == 1 else out.reshape((n,) + tuple(out_shape))
 
 
+class _GraphNative:
+    """A packed graph program (:mod:`.lower`) plus its cached work buffers."""
+
+    def __init__(self, prog: GraphProgram):
+        self.prog = prog
+        self.ops, self.B, self.F, self.io = prog.ops, prog.B, prog.F, prog.io
+        self._work: dict[tuple[int, int], tuple] = {}
+
+    def work(self, n: int, threads: int):
+        key = (n, threads)
+        w = self._work.get(key)
+        if w is None:
+            chunk = self.prog.chunk_for(CHUNK if threads <= 1 else max(1, min(CHUNK, -(-n // threads))))
+            nch = -(-n // chunk) if threads > 1 else 1
+            scr_off, total = self.prog.work_layout(chunk)
+            w = (np.zeros((nch, total), np.float32), chunk, scr_off)
+            if len(self._work) > 8:
+                self._work.clear()
+            self._work[key] = w
+        return w
+
+    def run(self, x: torch.Tensor, threads: int = 1):
+        """``x`` (n, *sample) -> the model's output structure (tensors in it own their memory)."""
+        prog = self.prog
+        n = x.shape[0]
+        if not prog.in_dtype.is_floating_point:
+            if prog.vocab is not None and x.numel() and (int(x.min()) < 0 or int(x.max()) >= prog.vocab):
+                raise IndexError(f"token ids must lie in [0, {prog.vocab}); got {int(x.min())}..{int(x.max())}")
+            x = x.to(torch.float32)
+        xn = x.reshape(n, prog.nin).numpy()
+        if not xn.flags.c_contiguous:
+            xn = np.ascontiguousarray(xn)
+        out = np.empty((n, prog.nout), np.float32)
+        if n == 1 or threads <= 1:
+            work, chunk, scr = self.work(n, 1)
+            K.run_graph(self.ops, self.B, self.F, xn, out, work, chunk, self.io, scr)
+        else:
+            threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+            work, chunk, scr = self.work(n, threads)
+            if numba.get_num_threads() != threads:
+                numba.set_num_threads(threads)
+            run = K.run_graph_parallel if work.shape[0] > 1 else K.run_graph
+            run(self.ops, self.B, self.F, xn, out, work, chunk, self.io, scr)
+        o = torch.from_numpy(out)
+        if len(prog.outputs) == 1:
+            leaves = [o.view((n,) + tuple(prog.outputs[0][1]))]
+        else:
+            leaves = [o[:, off:off + int(np.prod(shape))].reshape((n,) + tuple(shape)) for off, shape in prog.outputs]
+        return prog.structure(leaves)
+
+
 class CompiledModel(nn.Module):
     """Runs a loaded model from its compressed representation (see :mod:`.plan`).
 
@@ -68,8 +120,10 @@ class CompiledModel(nn.Module):
     """
 
     def __init__(self, model: nn.Module, formats: dict | None, sample_shape: tuple[int, ...] | None = None,
-                 act_quant: list[dict] | None = None, threads: int | None = None, reload=None):
+                 act_quant: list[dict] | None = None, threads: int | None = None, reload=None,
+                 in_dtype: torch.dtype = torch.float32):
         super().__init__()
+        self.in_dtype = in_dtype
         self._formats = formats
         self._reload = reload
         self._act_quant = act_quant
@@ -101,9 +155,10 @@ class CompiledModel(nn.Module):
         plan = self.plans.get(sample_shape)
         if plan is None:
             model = self._dense_model()
-            plan = build_plan(model, self._formats, sample_shape, self._act_quant)
+            plan = build_plan(model, self._formats, sample_shape, self._act_quant, self.in_dtype)
             self.plans[sample_shape] = plan
-            segs = [(_Native(s) if isinstance(s, Program) else s) for s in plan.segments]
+            segs = [(_Native(s) if isinstance(s, Program) else _GraphNative(s) if isinstance(s, GraphProgram) else s)
+                    for s in plan.segments]
             self._natives[sample_shape] = segs
             if len(segs) == 1 and isinstance(segs[0], _Native):
                 self._single, self._single_shape = segs[0], sample_shape
@@ -116,7 +171,8 @@ class CompiledModel(nn.Module):
 
     def resident_bytes(self) -> dict[str, int]:
         """Bytes held for inference: packed native programs, torch fallback parameters."""
-        native = sum(s.prog.nbytes for segs in self._natives.values() for s in segs if isinstance(s, _Native))
+        native = sum(s.prog.nbytes for segs in self._natives.values() for s in segs
+                     if isinstance(s, (_Native, _GraphNative)))
         fb = {id(p): p for segs in self._natives.values() for s in segs if isinstance(s, TorchSegment)
               for p in list(s.module.parameters()) + list(s.module.buffers())}
         torch_b = sum(p.numel() * p.element_size() for p in fb.values())
@@ -126,7 +182,7 @@ class CompiledModel(nn.Module):
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if args or kwargs or self._whole_model_in_torch():  # masks, labels, ...: the torch model
             return self._dense_model()(x, *args, **kwargs)
-        if x.dtype != torch.float32 or not x.is_cpu or x.requires_grad:
+        if x.dtype != self.in_dtype or not x.is_cpu or x.requires_grad:
             if x.requires_grad and not torch.is_grad_enabled():
                 x = x.detach()   # no graph is recorded anyway: run natively
             else:
@@ -144,8 +200,13 @@ class CompiledModel(nn.Module):
             return torch.from_numpy(nat.run_numpy(xn, threads, nat.out_full))
         sample = tuple(x.shape[1:])
         self.plan_for(sample)
+        segs = self._natives[sample]
+        if len(segs) == 1 and isinstance(segs[0], _GraphNative):
+            return segs[0].run(x.detach(), threads)
+        if self.plans[sample].whole_model_reason is not None:
+            return self._dense_model()(x)
         h = x.detach()
-        for seg in self._natives[sample]:
+        for seg in segs:
             if isinstance(seg, _Native):
                 hn = h.reshape(h.shape[0], seg.nin).contiguous()
                 h = torch.from_numpy(seg.run_numpy(hn.numpy(), threads)).view((h.shape[0],) + seg.prog.out_shape)
@@ -167,12 +228,12 @@ class CompiledModel(nn.Module):
 
 
 def compile_model(model: nn.Module, formats: dict | None, sample_shape: tuple[int, ...] | None = None,
-                  threads: int | None = None, reload=None) -> CompiledModel:
+                  threads: int | None = None, reload=None, in_dtype: torch.dtype = torch.float32) -> CompiledModel:
     """Wrap a loaded (eval-mode) model in :class:`CompiledModel`; the plan for ``sample_shape``
     is built now (so fallbacks are known), other input shapes on first use. ``reload()`` ->
     ``(dense model, formats)`` lets the wrapper drop both while every layer runs natively."""
     act = (getattr(model, "wz_runtime", None) or {}).get("activation_quant")
-    cm = CompiledModel(model.eval(), formats, sample_shape, act, threads, reload)
+    cm = CompiledModel(model.eval(), formats, sample_shape, act, threads, reload, in_dtype)
     for attr in ("wz_manifest", "wz_config", "wz_runtime"):
         if hasattr(model, attr):
             setattr(cm, attr, getattr(model, attr))
@@ -189,7 +250,7 @@ def sample_shape_of(model: nn.Module, manifest: dict | None = None) -> tuple[int
     name = cfg.get("name", "")
     kw = cfg.get("kwargs") or {}
     example = (((manifest or {}).get("graph") or {}).get("example_inputs") or [None])[0]
-    if name not in _MODELS and isinstance(example, dict) and str(example.get("dtype", "")).startswith(("float", "bfloat")):
+    if name not in _MODELS and isinstance(example, dict) and str(example.get("dtype", "")).startswith(("float", "bfloat", "int")):
         shape = example.get("shape")
         if isinstance(shape, list) and len(shape) >= 2 and all(isinstance(d, int) and d > 0 for d in shape):
             return tuple(shape[1:])  # a model saved with its graph: the recorded example input
@@ -232,7 +293,7 @@ def compile_from_file(path, model: nn.Module, formats: dict, manifest: dict, req
         cm.wz_manifest = manifest
         cm.wz_compile_reason = why
         return cm
-    cm = compile_model(model, formats, shape, threads, reload)
+    cm = compile_model(model, formats, shape, threads, reload, input_dtype_of(manifest))
     cm.wz_manifest = manifest
     plan = cm.plans[shape]
     if not plan.native_only:
@@ -244,6 +305,13 @@ def compile_from_file(path, model: nn.Module, formats: dict, manifest: dict, req
     if not required and not plan.native_only:
         return None
     return cm
+
+
+def input_dtype_of(manifest: dict | None) -> torch.dtype:
+    """The recorded example input's dtype (token ids: int64), float32 where none is recorded."""
+    example = (((manifest or {}).get("graph") or {}).get("example_inputs") or [None])[0]
+    dt = str(example.get("dtype", "")) if isinstance(example, dict) else ""
+    return {"int64": torch.int64, "int32": torch.int32}.get(dt.removeprefix("torch."), torch.float32)
 
 
 def _no_shape_reason(manifest: dict | None) -> str:
