@@ -15,7 +15,9 @@ Layout (all integers little-endian; full specification in ``docs/file-format.md`
 
 Manifest = the caller's manifest (model config, recipe, metrics, ``extra``, ...) plus the
 reserved key ``"tensors"``: ``{name: {"kind", "shape", "dtype", "meta", "streams": {stream:
-{"offset", "length", "crc32"}}}}`` with offsets relative to the start of the stream area.
+{"offset", "length", "crc32"}}}}`` with offsets relative to the start of the stream area. Version
+2 stores no ``offset``: the streams follow each other in entry order and their lengths tile the
+stream area; the reader assigns the offsets, so every caller sees the version-1 shape.
 
 :func:`write` is atomic (temporary file in the same directory, fsync, ``os.replace``); on any
 error the temporary file is removed. :func:`read` validates everything and raises
