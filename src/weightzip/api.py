@@ -82,6 +82,7 @@ def encode_model(model: nn.Module, storage: StorageConfig | None = None, *,
     from tqdm.auto import tqdm
 
     from .codec import encode
+    from .core.heap import release_free_memory
 
     storage = storage or StorageConfig()
     check_finite(model)
@@ -96,6 +97,7 @@ def encode_model(model: nn.Module, storage: StorageConfig | None = None, *,
         t = state[name]
         formats[name] = encode(t, hints.get(name), options=opts)
         del t
+        release_free_memory()   # the encoder's working copies, before the next tensor's
     return formats
 
 

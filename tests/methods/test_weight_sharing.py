@@ -253,3 +253,46 @@ def test_map_bounded_keeps_the_work_in_flight_within_the_largest_item():
 
     with pytest.raises(ValueError, match="bad"):
         list(map_bounded(sizes, boom, lambda s: s, workers=2))
+
+
+def test_drop_latent_frees_the_latent_and_changes_nothing_else(tmp_path):
+    """``drop_latent``: the latent weights under a Codebook become zero-memory stand-ins; the model's
+    outputs, its baked state and the saved tensors are those of the default; a tied Parameter
+    (one tensor, two names) keeps its latent."""
+    from weightzip.codec import container
+
+    class TiedToy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.emb = nn.Embedding(40, 8)
+            self.mid = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 40, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, x):
+            return self.head(torch.relu(self.mid(self.emb(x))))
+
+    x = torch.randint(0, 40, (3, 5))
+    outs, files = {}, {}
+    for drop in (False, True):
+        model = TiedToy()
+        cfg = Recipe.from_dict({"stages": [{"method": "kmeans_share", "bits": 3, "drop_latent": drop,
+                                            "select": {"types": ["Linear", "Embedding"]}}]}).stages[0]
+        get_method("kmeans_share")(cfg).apply(model, StageContext(log=lambda *_: None))   # no data
+        outs[drop] = (model(x), P.effective_state(model))
+        wz.save(model, tmp_path / f"{drop}.wz", graph=False)
+        files[drop] = container.read(tmp_path / f"{drop}.wz")[1]
+        latent = {n: P.original(m, "weight") for n, m in (("emb", model.emb), ("mid", model.mid), ("head", model.head))}
+        if drop:
+            assert latent["mid"].untyped_storage().nbytes() == 4 and not latent["mid"].requires_grad
+            assert latent["emb"] is latent["head"] and latent["emb"].untyped_storage().nbytes() == 40 * 8 * 4
+            assert torch.equal(model.mid.weight, outs[False][1]["mid.weight"])
+    assert torch.equal(outs[False][0], outs[True][0])
+    assert all(torch.equal(outs[False][1][k], outs[True][1][k]) for k in outs[False][1])
+    assert list(files[False]) == list(files[True]) and set(files[True]) == {"emb.weight", "mid.weight", "mid.bias"}
+    assert all(files[False][k].streams == files[True][k].streams for k in files[False])
+    with pytest.raises(ValueError, match="Codebook"):
+        m = nn.Linear(3, 3)
+        P.attach(m, "weight", P.Mask(torch.ones(3, 3)))
+        P.drop_latent(m, "weight")

@@ -206,6 +206,23 @@ def original(module: nn.Module, tensor_name: str) -> Tensor:
     return getattr(module, tensor_name)
 
 
+def drop_latent(module: nn.Module, tensor_name: str) -> None:
+    """Free the latent tensor of ``module.<tensor_name>`` when its chain no longer reads it (the
+    last parametrization is a :class:`Codebook`, whose output ignores its input): the latent
+    becomes a zero-memory stand-in of the same shape and dtype (zeros, a stride-0 view, no
+    gradient). The model computes the same outputs; what reads the latent afterwards
+    (:func:`original`, a later stage quantizing it, ``remove_all(bake=False)``) sees zeros.
+    The caller keeps tied tensors (one Parameter under several names) as they are."""
+    chain_ = chain(module, tensor_name)
+    if not chain_ or not isinstance(chain_[-1], Codebook):
+        raise ValueError(f"{type(module).__name__}.{tensor_name}: the latent can be dropped only under a Codebook "
+                         "(the last parametrization must ignore its input)")
+    plist = module.parametrizations[tensor_name]
+    orig = plist.original
+    stand_in = torch.zeros((), dtype=orig.dtype, device=orig.device).expand(orig.shape)
+    plist._parameters["original"] = nn.Parameter(stand_in, requires_grad=False)
+
+
 def remove_all(module: nn.Module, tensor_name: str, bake: bool = True) -> None:
     """Remove the chain; with ``bake`` the tensor keeps its parametrized value."""
     if P.is_parametrized(module, tensor_name):

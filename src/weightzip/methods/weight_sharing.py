@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from ..core import parametrize
+from ..core.heap import release_free_memory
 from ..errors import RecipeError
 from ..primitives.cluster import share_weights
 from ..core.registry import register_method
@@ -98,6 +99,9 @@ class KMeansShare(Method):
         max_iter: int = Field(300, ge=1)
         tol: float = Field(1e-4, ge=0)
         finetune: dict[str, Any] | None = Field(None, description="train the centroids after sharing")
+        drop_latent: bool = Field(False, description="free each shared tensor's latent weight (the Codebook "
+                                  "ignores it): a post-training recipe then holds 1 byte per weight instead of "
+                                  "5; later stages that read latents (uniform, prune) would see zeros")
 
         @field_validator("bits")
         @classmethod
@@ -120,11 +124,18 @@ class KMeansShare(Method):
 
         # tensors clustered side by side on every core (sort and k-means release the GIL), no more
         # at once than the largest tensor's size; each Codebook attached here as its k-means ends
+        # the smallest first: with drop_latent the largest tensor then runs when the others' latents are freed
+        order = sorted(range(len(jobs)), key=lambda i: parametrize.original(jobs[i][1], jobs[i][2]).numel())
+        tied = parametrize.tied_parameters(model) if c.drop_latent else {}
+        keep = set(tied) | set(tied.values())       # one Parameter under several names: left as it is
         done: dict[int, Any] = {}
-        for i, shared in map_bounded(jobs, cluster, lambda j: parametrize.original(j[1], j[2]).numel(),
-                                     ctx.n_workers):
-            _, mod, t, _ = jobs[i]
-            done[i] = attach_shared(mod, t, shared)
+        for i, shared in map_bounded([jobs[i] for i in order], cluster,
+                                     lambda j: parametrize.original(j[1], j[2]).numel(), ctx.n_workers):
+            mname, mod, t, _ = jobs[order[i]]
+            done[order[i]] = attach_shared(mod, t, shared)
+            if c.drop_latent and qualified(mname, t) not in keep:
+                parametrize.drop_latent(mod, t)
+            release_free_memory()   # the k-means copies of this tensor, before a larger one's
         layers: dict[str, Any] = {qualified(mname, t): done[i] for i, (mname, _, t, _) in enumerate(jobs)}
         ctx.log("  shared: " + ", ".join(f"{k} {v['bits']}b (k={v['k']}, {v['iterations']} it)"
                                          for k, v in layers.items()))
