@@ -190,7 +190,10 @@ def child_read(op: str) -> dict:
 
 
 def _commit() -> str | None:
-    """The checked-out commit (``+`` when the working tree differs from it), or None."""
+    """The checked-out commit (``+`` when ``src/`` differs from it), or ``$WEIGHTZIP_COMMIT`` for a
+    tree exported from a commit (``git archive``), or None."""
+    if os.environ.get("WEIGHTZIP_COMMIT"):
+        return os.environ["WEIGHTZIP_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "--short=8", "HEAD"], capture_output=True, text=True,
                               cwd=C.ROOT, check=True).stdout.strip()
