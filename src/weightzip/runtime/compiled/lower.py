@@ -213,7 +213,8 @@ _MOVE = {"aten.transpose.int", "aten.permute.default", "aten.select.int", "aten.
          "aten.pad.default", "aten.constant_pad_nd.default", "aten.repeat.default", "aten.flip.default",
          "aten.narrow.default", "aten.t.default", "aten.swapaxes.default", "aten.movedim.int",
          "aten.pixel_shuffle.default", "aten.pixel_unshuffle.default", "aten.channel_shuffle.default",
-         "aten.unfold.default", "aten.index_select.default", "aten.expand_as.default", "aten.roll.default"}
+         "aten.unfold.default", "aten.index_select.default", "aten.expand_as.default", "aten.roll.default",
+         "aten.repeat_interleave.self_int"}
 _SPLIT = {"aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int",
           "aten.tensor_split.sections", "aten.unsafe_split.Tensor"}
 _UNARY = {"aten.relu.default": (K.A_RELU, (0.0, 0.0)), "aten.sigmoid.default": (K.A_SIGMOID, (0.0, 0.0)),
@@ -546,7 +547,8 @@ class Lowering:
 
         self._add(_Rec(K.K_CONV, out, [self.sid[x]], self.size[self.sid[x]], self.size[out], build,
                        str(wnode.target).removesuffix(".weight"), "conv", scr_fixed=fixed,
-                       macs=rep.nonzero_macs() * oshape[1] * oshape[2], rep_name=rep.name, note=rep.note), n)
+                       macs=rep.nonzero_macs() * oshape[1] * oshape[2], rep_name=rep.name, note=rep.note,
+                       params={"rows": rep.rows}), n)
 
     def _linear(self, n, name, arg):
         if name == "aten.linear.default":
@@ -589,7 +591,8 @@ class Lowering:
 
         self._add(_Rec(K.K_FC, out, [s_in], rep.cols, rep.rows, build, str(wnode.target).removesuffix(".weight"),
                        "pq-lut" if lut else "fc", rep=rows, scr_row=per_row, scr_fixed=fixed,
-                       macs=rep.nonzero_macs() * rows, rep_name=rep.name, note=rep.note), n)
+                       macs=rep.nonzero_macs() * rows, rep_name=rep.name, note=rep.note,
+                       params={"rows": rep.rows}), n)
 
     def _batch_norm(self, n, name, arg):
         x = n.args[0]
@@ -609,7 +612,7 @@ class Lowering:
         beta = (b.double() if b is not None else torch.zeros(C, dtype=torch.float64)) - rm.double() * inv
         prod = self._fusable(x, n)
         if prod is not None and prod.kind in (K.K_CONV, K.K_FC) and prod.bn is None and prod.act is None \
-                and prod.nout == C * (1 if prod.kind == K.K_FC else 1):
+                and prod.params.get("rows") == C and prod.rep == 1:
             prod.bn = (inv.numpy(), beta.numpy())
             prod.fused.append(n.name)
             self.sid[n] = prod.out

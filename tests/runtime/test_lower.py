@@ -1,0 +1,305 @@
+"""The graph lowering of the compiled runtime (runtime/compiled/lower.py): every op against the
+decoded-dense torch forward (rtol 1e-5) on odd shapes, batch 1 and N, broadcast gates, several
+readers of one value; whole models (zoo ResNet-20, Hugging Face ResNet / MobileNetV2 / BERT /
+GPT-2 blocks) run natively and equal torch."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from weightzip.runtime.compiled import kernels as K
+from weightzip.runtime.compiled.lower import Unsupported, _block, lower_graph
+from weightzip.runtime.compiled.module import _GraphNative, compile_model
+
+SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _run(model, x, formats=None):
+    """Lower ``model`` for x's sample shape, run the program on x, compare with torch."""
+    model.eval()
+    prog = lower_graph(model, formats, tuple(x.shape[1:]), x.dtype)
+    got = _GraphNative(prog).run(x, 1)
+    with torch.no_grad():
+        want = model(x)
+    for g, w in zip(_leaves(got), _leaves(want)):
+        assert g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    return prog
+
+
+def _leaves(y):
+    if isinstance(y, torch.Tensor):
+        return [y]
+    if isinstance(y, dict):
+        return [t for v in y.values() for t in _leaves(v)]
+    return [t for v in y for t in _leaves(v)]
+
+
+def _kinds(prog):
+    return [int(k) for k in prog.ops[:, K.C_KIND]]
+
+
+class Residual(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.a = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(c)
+        self.b = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        h = F.relu(self.bn(self.a(x)))
+        return F.relu(self.b(h) + x) + h   # x and h are read twice
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 1)
+        self.fc1 = nn.Conv2d(c, max(1, c // 2), 1)
+        self.fc2 = nn.Conv2d(max(1, c // 2), c, 1)
+
+    def forward(self, x):
+        h = F.hardswish(self.conv(x))
+        g = F.hardsigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(h, 1)))))
+        return h * g                      # (C, 1, 1) gate broadcast over (C, H, W)
+
+
+class PadShortcut(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x):
+        y = x[:, :, ::2, ::2]
+        return torch.cat([F.pad(y, (0, 0, 0, 0, 1, 2)), F.gelu(y, approximate="tanh")], 1).flatten(1)
+
+
+class Attention(nn.Module):
+    def __init__(self, d, hq, hk, causal, mask):
+        super().__init__()
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d, d // hq * hk)
+        self.v = nn.Linear(d, d // hq * hk)
+        self.ln = nn.LayerNorm(d)
+        self.hq, self.hk, self.causal, self.use_mask = hq, hk, causal, mask
+
+    def forward(self, x):
+        n, t, d = x.shape
+        dh = d // self.hq
+        q = self.q(x).view(n, t, self.hq, dh).transpose(1, 2)
+        k = self.k(x).view(n, t, self.hk, dh).transpose(1, 2)
+        v = self.v(x).view(n, t, self.hk, dh).transpose(1, 2)
+        mask = None
+        if self.use_mask:
+            mask = torch.ones(t, t, dtype=torch.bool).tril()
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal and mask is None,
+                                           enable_gqa=self.hk != self.hq)   # grouped KV heads
+        h = self.ln(a.transpose(1, 2).reshape(n, t, d) + x)
+        return torch.softmax(h, -1) * h.mean(-1, keepdim=True) - torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+@SETTINGS
+@given(c=st.integers(1, 5), h=st.integers(3, 9), n=st.sampled_from([1, 3]))
+def test_residual_adds_and_several_readers(c, h, n):
+    torch.manual_seed(c * 100 + h)
+    m = Residual(c)
+    with torch.no_grad():
+        m.bn.running_mean.uniform_(-0.5, 0.5)
+        m.bn.running_var.uniform_(0.5, 2.0)
+    prog = _run(m, torch.randn(n, c, h, h + 1))
+    kinds = _kinds(prog)
+    assert kinds.count(K.K_CONV) == 2 and K.K_EW not in kinds   # BN and ReLUs folded into epilogues
+    assert kinds.count(K.K_BIN) == 2
+
+
+@SETTINGS
+@given(c=st.integers(1, 6), h=st.integers(1, 7), n=st.sampled_from([1, 2]))
+def test_squeeze_excite_gate_broadcast(c, h, n):
+    torch.manual_seed(c + 7 * h)
+    prog = _run(SqueezeExcite(c), torch.randn(n, c, h, h))
+    assert K.K_BIN in _kinds(prog) and K.K_REDUCE in _kinds(prog)
+
+
+@SETTINGS
+@given(c=st.integers(1, 4), h=st.integers(2, 9), n=st.sampled_from([1, 4]))
+def test_slice_pad_concat_as_index_maps(c, h, n):
+    prog = _run(PadShortcut(c), torch.randn(n, c, h, h + 2))
+    assert set(_kinds(prog)) <= {K.K_GATHER, K.K_EW}
+
+
+@SETTINGS
+@given(t=st.integers(1, 9), heads=st.sampled_from([(1, 1), (2, 2), (4, 2), (4, 1)]), causal=st.booleans(),
+       mask=st.booleans(), n=st.sampled_from([1, 2]))
+def test_attention_block(t, heads, causal, mask, n):
+    hq, hk = heads
+    torch.manual_seed(t)
+    prog = _run(Attention(8, hq, hk, causal, mask), torch.randn(n, t, 8))
+    assert K.K_ATTN in _kinds(prog) and K.K_NORM in _kinds(prog)
+
+
+def test_embedding_rows_from_codebook_codes_and_token_range(tmp_path):
+    import weightzip as wz
+
+    class Tok(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(37, 6)
+            self.pos = nn.Embedding(16, 6)
+            self.out = nn.Linear(6, 5)
+
+        def forward(self, ids):
+            p = torch.arange(ids.shape[1]).unsqueeze(0)
+            return self.out(F.silu(self.emb(ids) + self.pos(p)))
+
+    torch.manual_seed(0)
+    model = Tok().eval()
+    ids = torch.randint(0, 37, (3, 7))
+    _run(model, ids)   # float32 rows
+    recipe = wz.Recipe.from_dict({"name": "k", "stages": [
+        {"method": "kmeans_share", "bits": 4, "select": {"types": ["Linear", "Embedding"]}}]})
+    wz.compress(model, recipe, log=lambda s: None)
+    wz.save(model, tmp_path / "tok.wz", example_inputs=(ids,))
+    dense = wz.load(tmp_path / "tok.wz")
+    cm = wz.load(tmp_path / "tok.wz", mode="compiled")
+    with torch.no_grad():
+        torch.testing.assert_close(cm(ids), dense(ids), rtol=1e-5, atol=1e-6)
+    plan = next(iter(cm.plans.values()))
+    prog = plan.segments[0]
+    assert plan.native_only and prog.vocab == 37
+    assert any(i.op == "embedding" and "codebook" in i.rep for i in plan.info())
+    with pytest.raises(IndexError, match="token ids"):
+        cm(torch.full((1, 7), 99))
+
+
+def test_block_broadcast_rule():
+    assert _block((4, 1, 1), (4, 3, 5)) == (15, 4)
+    assert _block((5,), (4, 3, 5)) == (1, 5)
+    assert _block((3, 1), (2, 3, 5)) == (5, 3)
+    assert _block((), (2, 3)) == (6, 1)
+    assert _block((4, 1, 5), (4, 3, 5)) == (None, 0)   # not one block: materialized by an index map
+
+
+def test_unsupported_node_is_named():
+    class M(nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, 1)
+
+    with pytest.raises(Unsupported, match="cumsum"):
+        lower_graph(M(), None, (4,))
+
+
+def test_slots_reuse_memory_by_lifetime():
+    layers = [nn.Linear(32, 32) for _ in range(12)]
+    model = nn.Sequential(*[m for lin in layers for m in (lin, nn.GELU(approximate="tanh"))])
+
+    class Skip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = model
+
+        def forward(self, x):
+            return self.body(x) + x
+
+    prog = _run(Skip(), torch.randn(2, 32))
+    assert prog.values_end <= 4 * 32   # 12 layers, at most three values live at once
+
+
+def _formats_of(model, bits=4, prune=0.0):
+    """Pruned + k-means codebook formats of every conv / linear weight (the file's parts)."""
+    import weightzip as wz
+
+    stages = ([{"method": "prune_magnitude", "sparsity": prune, "select": {"types": ["Conv2d", "Linear"]}}]
+              if prune else []) + [{"method": "kmeans_share", "bits": bits, "select": {"types": ["Conv2d", "Linear"]}}]
+    wz.compress(model, wz.Recipe.from_dict({"name": "t", "stages": stages}), log=lambda s: None)
+    return model
+
+
+def test_zoo_resnet20_pruned_codebook_from_file(tmp_path):
+    import weightzip as wz
+    from weightzip.core.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet20").eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    _formats_of(model, 4, 0.8)
+    path = tmp_path / "r20.wz"
+    wz.save(model, path)
+    x = torch.randn(3, 3, 32, 32)
+    dense = wz.load(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)   # no fallback warning: all native
+        cm = wz.load(path, mode="compiled")
+    plan = cm.plans[(3, 32, 32)]
+    assert plan.native_only
+    info = plan.info()
+    assert {i.op for i in info} >= {"conv", "add", "index-map", "reduce", "fc"}
+    assert all("csr codebook" in i.rep for i in info if i.op == "conv")   # runs from the codes
+    with torch.no_grad():
+        torch.testing.assert_close(cm(x), dense(x), rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(cm(x[:1]), dense(x[:1]), rtol=1e-5, atol=1e-4)
+
+
+transformers = pytest.importorskip("transformers")
+
+
+def _hf(name):
+    tf = transformers
+    if name == "resnet":
+        return tf.ResNetForImageClassification(tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2],
+                                                               num_labels=3)), torch.randn(2, 3, 32, 32)
+    if name == "mobilenet_v2":
+        return tf.MobileNetV2ForImageClassification(tf.MobileNetV2Config(image_size=32, depth_multiplier=0.35,
+                                                                         num_labels=3)), torch.randn(2, 3, 32, 32)
+    ids = torch.randint(0, 50, (2, 11))
+    if name == "bert":
+        return tf.BertModel(tf.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                                          intermediate_size=24, max_position_embeddings=32)), ids
+    if name == "gpt2":
+        return tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=4, n_positions=32)), ids
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenet_v2", "bert", "gpt2"])
+def test_hugging_face_models_run_natively_from_their_file(name, tmp_path):
+    import weightzip as wz
+
+    torch.manual_seed(0)
+    model, x = _hf(name)
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    wz.compress(model, wz.Recipe.from_dict({"name": "k", "stages": [
+        {"method": "kmeans_share", "bits": 4, "select": {"types": ["Linear", "Conv2d", "Conv1D", "Embedding"]}}]}),
+        log=lambda s: None)
+    path = tmp_path / f"{name}.wz"
+    wz.save(model, path, example_inputs=(x,))
+    dense = wz.load(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        cm = wz.load(path, mode="compiled")
+    plan = next(iter(cm.plans.values()))
+    assert plan.native_only, plan.whole_model_reason
+    assert cm.resident_bytes()["torch_fallback"] == 0
+    with torch.no_grad():
+        for xb in (x, x[:1]):
+            for g, w in zip(_leaves(cm(xb)), _leaves(dense(xb))):
+                torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5 * max(1.0, float(w.abs().max())))
+    if name in ("bert", "gpt2"):
+        assert any(i.op == "embedding" and "codebook" in i.rep for i in plan.info())
+        assert any(i.op == "attention" for i in plan.info())
+    assert math.isfinite(sum(i.macs for i in plan.info()))
