@@ -1,0 +1,231 @@
+"""Compiled runtime on whole graphs (issue 22): residual CNNs, a mobile CNN, a transformer
+encoder, each run from its .wz file, against torch eager and onnxruntime on the same CPU.
+
+Rows (all runtimes INTERLEAVED in one process, 1 thread, median of repeats; the load average
+and the CPU's vector width are recorded):
+
+* zoo ``resnet20`` (CIFAR-10 shape), pruned 80% by magnitude + 4-bit k-means, batch 1 and 16;
+* Hugging Face MobileNetV2 (``MobileNetV2Config()``: 1.0 x 224), 4-bit k-means (dense), batch 1;
+* a BERT encoder (4 layers, hidden 256, 4 heads, intermediate 1024), 4-bit k-means of every
+  Linear and Embedding, sequence 128, batch 1.
+
+Weights are random-init (speed does not depend on their values; the pruning mask is by
+magnitude). Each model is compressed without data, saved, and loaded twice from the file:
+``mode="dense"`` (decoded weights: torch eager and the ONNX export) and ``mode="compiled"``.
+
+    PYTHONPATH=src python benchmarks/runtime_graphs.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RES = ROOT / "benchmarks" / "results"
+# issue 22 targets: (row, batch) -> (runtime compared, minimum speed-up of weightzip compiled)
+TARGETS = {("resnet20-prune80-kmeans4", 1): [("onnxruntime fp32", 1.5), ("onnxruntime int8", 1.0)],
+           ("resnet20-prune80-kmeans4", 16): [("onnxruntime fp32", 1.2)],
+           ("hf-mobilenet_v2-kmeans4", 1): [("onnxruntime fp32", 1.0)],
+           ("bert-4x256-kmeans4-seq128", 1): [("onnxruntime fp32", 1.0)]}
+
+
+def vector_width() -> str:
+    """The host's widest vector extension; with ``NUMBA_CPU_NAME`` set (e.g. ``haswell``) the
+    kernels are compiled for that CPU instead (AVX2 code on an AVX-512 host)."""
+    forced = os.environ.get("NUMBA_CPU_NAME")
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    host = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+    if forced:
+        return f"host {host}; weightzip kernels compiled for NUMBA_CPU_NAME={forced} (onnxruntime and torch use the host's)"
+    return host
+
+
+def _stats_bn(model: nn.Module) -> None:
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+def build(name: str):
+    import transformers as tf
+
+    import weightzip as wz
+    from weightzip.core.registry import create_model
+
+    torch.manual_seed(0)
+    if name == "resnet20-prune80-kmeans4":
+        model, x = create_model("resnet20").eval(), torch.randn(1, 3, 32, 32)
+        stages = [{"method": "prune_magnitude", "sparsity": 0.8, "select": {"types": ["Conv2d", "Linear"]}},
+                  {"method": "kmeans_share", "bits": 4, "select": {"types": ["Conv2d", "Linear"]}}]
+        batches = (1, 16)
+    elif name == "hf-mobilenet_v2-kmeans4":
+        model, x = tf.MobileNetV2ForImageClassification(tf.MobileNetV2Config()).eval(), torch.randn(1, 3, 224, 224)
+        stages = [{"method": "kmeans_share", "bits": 4, "select": {"types": ["Conv2d", "Linear"]}}]
+        batches = (1,)
+    else:
+        cfg = tf.BertConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
+        model, x = tf.BertModel(cfg).eval(), torch.randint(0, cfg.vocab_size, (1, 128))
+        stages = [{"method": "kmeans_share", "bits": 4, "select": {"types": ["Linear", "Embedding"]}}]
+        batches = (1,)
+    _stats_bn(model)
+    wz.compress(model, wz.Recipe.from_dict({"name": name, "stages": stages}), log=lambda s: None)
+    return model, x, batches
+
+
+class _First(nn.Module):
+    """The first output tensor (ONNX export and timing of a model returning a ModelOutput)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        y = self.m(x)
+        if isinstance(y, torch.Tensor):
+            return y
+        return y[0] if not hasattr(y, "values") else next(iter(y.values()))
+
+
+def bench(name: str, repeat: int, number: int) -> dict:
+    import weightzip as wz
+    from weightzip.analysis.speed import _onnx_sessions, interleaved_medians, load_average
+
+    torch.set_num_threads(1)
+    model, x1, batches = build(name)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"{name}.wz"
+        wz.save(model, path, example_inputs=(x1.repeat(2, *([1] * (x1.dim() - 1))),))
+        file_bytes = path.stat().st_size
+        dense = _First(wz.load(path)).eval()
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cm = wz.load(path, mode="compiled", threads=1) if "threads" in wz.load.__code__.co_varnames else \
+                wz.load(path, mode="compiled")
+        build_s = time.perf_counter() - t0
+    fallback = [str(w.message) for w in caught if "compiled runtime" in str(w.message)]
+    cmf = _First(cm)
+    plan = next(iter(cm.plans.values()))
+    info = plan.info()
+    macs = sum(i.macs for i in info)
+    native_macs = macs if plan.native_only else 0
+    dense_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    sess = _onnx_sessions(_First(model).eval(), x1, 1)
+    rows = []
+    la0 = load_average()
+    for b in batches:
+        x = x1.repeat(b, *([1] * (x1.dim() - 1)))
+        xn = x.numpy()
+        with torch.no_grad():
+            ref = dense(x)
+            diff = float((cmf(x) - ref).abs().max())
+        calls = {"torch eager": lambda: dense(x), "weightzip compiled": lambda: cmf(x)}
+        for k, s in sess.items():
+            if not isinstance(s, str):
+                calls[k] = (lambda s=s: s.run(None, {"input": xn}))
+        with torch.no_grad():
+            for fn in calls.values():
+                fn()
+            med = interleaved_medians(calls, repeat, number)
+        rows.append({"batch": b, "us": {k: v * 1e6 for k, v in med.items()}, "max_abs_diff": diff})
+    return {"name": name, "file_bytes": file_bytes, "dense_param_bytes": dense_bytes,
+            "resident_bytes": cm.resident_bytes(), "macs_per_sample": macs, "native_macs": native_macs,
+            "ops": len(info), "plan_build_s": build_s, "fallback_warning": fallback,
+            "sessions": {k: (v if isinstance(v, str) else "ok") for k, v in sess.items()},
+            "load_average": [la0, load_average()], "rows": rows}
+
+
+def render(results: list[dict], when: str, vw: str) -> str:
+    out = ["# Compiled runtime on whole graphs (issue 22)", "",
+           f"Written by `PYTHONPATH=src python benchmarks/runtime_graphs.py` ({when}). CPU: {os.cpu_count()} cores, "
+           f"vector width {vw}; 1 thread; every runtime timed INTERLEAVED in one process (median of repeats); "
+           "times in microseconds per call; weights random-init, compressed without data, run from the .wz file "
+           "(`load(mode=\"compiled\")`); torch eager and onnxruntime run the decoded dense model.", "",
+           "| model | batch | load avg | torch eager | ort fp32 | ort int8 | weightzip compiled | vs ort fp32 | "
+           "vs ort int8 | target | met | MACs native | resident vs dense | max abs diff |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for row in r["rows"]:
+            us = row["us"]
+            c = us.get("weightzip compiled")
+            f32, i8 = us.get("onnxruntime fp32"), us.get("onnxruntime int8")
+            sp32 = f32 / c if f32 and c else None
+            sp8 = i8 / c if i8 and c else None
+            tg = TARGETS.get((r["name"], row["batch"]), [])
+            met = []
+            for what, need in tg:
+                got = sp32 if what == "onnxruntime fp32" else sp8
+                met.append(f"{'yes' if got and got >= need else 'no'} ({got / need:.2f} of {need}x {what.split()[-1]})"
+                           if got else "-")
+            la = r["load_average"][0][0]
+            out.append(f"| {r['name']} | {row['batch']} | {la:.1f} | {us.get('torch eager', 0):.0f} | "
+                       f"{_f(f32)} | {_f(i8)} | {_f(c)} | {_x(sp32)} | {_x(sp8)} | "
+                       f"{'; '.join(f'{n}x {w.split()[-1]}' for w, n in tg) or '-'} | {'; '.join(met) or '-'} | "
+                       f"{100 * r['native_macs'] / max(1, r['macs_per_sample']):.0f}% | "
+                       f"{r['resident_bytes']['total'] / 1024:.0f} KiB / {r['dense_param_bytes'] / 1024:.0f} KiB | "
+                       f"{row['max_abs_diff']:.1e} |")
+    out += ["", "Per model: file bytes, ops in the native program, plan build time (from the file, includes the "
+            "torch.export of a zoo model), fallback warnings.", ""]
+    for r in results:
+        out.append(f"* `{r['name']}`: file {r['file_bytes']:,} bytes, {r['ops']} ops, "
+                   f"{r['macs_per_sample'] / 1e6:.1f} M non-zero MACs per sample, plan built in {r['plan_build_s']:.1f} s; "
+                   f"fallbacks: {r['fallback_warning'] or 'none'}; onnxruntime sessions: {r['sessions']}")
+    return "\n".join(out) + "\n"
+
+
+def _f(v):
+    return f"{v:.0f}" if v else "-"
+
+
+def _x(v):
+    return f"{v:.2f}x" if v else "-"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    ap.add_argument("--only", nargs="*", default=None, help="row names to run")
+    ap.add_argument("--out", default=None, help="default: results/runtime_graphs.md, or runtime_graphs-<cpu>.md "
+                    "under NUMBA_CPU_NAME")
+    args = ap.parse_args(argv)
+    names = args.only or list(dict.fromkeys(k for k, _ in TARGETS))
+    repeat, number = (3, 3) if args.quick else (7, 10)
+    results = []
+    for name in names:
+        print(f"== {name}", flush=True)
+        results.append(bench(name, repeat, number))
+        print(json.dumps(results[-1]["rows"]), flush=True)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    text = render(results, when, vector_width())
+    cpu = os.environ.get("NUMBA_CPU_NAME")
+    out = Path(args.out or RES / (f"runtime_graphs-{cpu}.md" if cpu else "runtime_graphs.md"))
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, out)
+    jtmp = out.with_suffix(".json.tmp")
+    jtmp.write_text(json.dumps({"when": when, "vector_width": vector_width(), "results": results}, indent=1,
+                               default=str))
+    os.replace(jtmp, out.with_suffix(".json"))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
