@@ -228,6 +228,7 @@ def _plan_stats(path, shape, threads):
     fb = list(plan.fallbacks)
     if plan.whole_model_reason:
         fb = [("<model>", plan.whole_model_reason)]
+    cm.wz_native_mac_share = plan.native_mac_share()
     return cm, macs, wbytes, fb, cm.resident_bytes()
 
 
@@ -252,7 +253,7 @@ def compare(path: str | Path, *, batch_sizes=(1, 64), repeat: int = 7, number: i
     None timings. Only the dense model failing to LOAD raises (nothing could run then).
     """
     from ..runtime import load
-    from ..runtime.compiled.module import sample_shape_of
+    from ..runtime.compiled.module import input_dtype_of, sample_shape_of
 
     threads = int(threads or 1)
     old_threads = torch.get_num_threads()
@@ -260,7 +261,11 @@ def compare(path: str | Path, *, batch_sizes=(1, 64), repeat: int = 7, number: i
     try:
         dense = load(path, mode="dense")
         shape = sample_shape_of(dense, getattr(dense, "wz_manifest", None))
-        if shape is not None:  # one float sample (an image, a feature vector)
+        in_dtype = input_dtype_of(getattr(dense, "wz_manifest", None))
+        if shape is not None and not in_dtype.is_floating_point:   # recorded token ids
+            rows = [p.shape[0] for n, p in dense.state_dict().items() if "embed" in n.lower() and p.dim() == 2]
+            spec = InputSpec(tuple(shape), in_dtype, high=min([100] + rows))
+        elif shape is not None:  # one float sample (an image, a feature vector)
             spec = InputSpec(tuple(shape))
         else:
             spec = _as_spec(dense, input_shape(dense) if input_shape is not None else (35,))
@@ -289,6 +294,7 @@ def compare(path: str | Path, *, batch_sizes=(1, 64), repeat: int = 7, number: i
                     cm, macs, wbytes, fb, resident = _plan_stats(path, shape, threads)
                     cands[name] = cm
                     compiled_stats = {"nonzero_macs_per_sample": macs, "weight_bytes": wbytes, "fallbacks": fb,
+                                      "native_mac_share": getattr(cm, "wz_native_mac_share", None),
                                       "resident_bytes": resident}
                     continue
                 m = load(path, mode=mode)
@@ -412,6 +418,8 @@ def bench_text(out: dict[str, Any]) -> str:
                          f"{cs['weight_bytes']:,} B of compressed weights; resident "
                          f"{(cs['resident_bytes'] or {}).get('total', 0):,} B vs dense fp32 "
                          f"{out['dense_param_bytes']:,} B")
+        if cs.get("native_mac_share") is not None:
+            lines.append(f"compiled: share of MACs run natively {100 * cs['native_mac_share']:.0f}%")
         for layer, why in cs["fallbacks"]:
             lines.append(f"  fallback to decoded dense: {layer}: {why}")
     lines.append(f"limit estimate: peak {out['peak_mac_per_s'] / 1e9:.1f} GMAC/s (fp32 torch.mm), memory "
@@ -457,6 +465,7 @@ def plan_text(path: str | Path) -> str:
                          f"{fused}" + (f"  [{i.note}]" if i.note else ""))
         for layer, why in plan.fallbacks:
             lines.append(f"  fallback to decoded dense: {layer}: {why}")
+        lines.append(f"  share of MACs run natively: {100 * plan.native_mac_share():.0f}%")
     res = cm.resident_bytes()
     lines.append(f"  resident: {res['total']:,} B ({res['native']:,} native, {res['torch_fallback']:,} torch fallback)")
     return "\n".join(lines)

@@ -129,6 +129,22 @@ class Plan:
     def native_only(self) -> bool:
         return self.whole_model_reason is None and not self.fallbacks
 
+    def native_mac_share(self) -> float:
+        """Share of the model's multiply-adds run natively: native ops' non-zero MACs over those
+        plus the torch segments' (a torch Linear / Conv2d counts its weight's elements per
+        output position of one sample; the whole model in torch is 0)."""
+        if self.whole_model_reason is not None:
+            return 0.0
+        native = sum(i.macs for s in self.segments if not isinstance(s, TorchSegment) for i in s.info)
+        torch_macs = 0
+        for s in self.segments:
+            if isinstance(s, TorchSegment):
+                for m in s.module.modules():
+                    if isinstance(m, (nn.Linear, nn.Conv2d)):
+                        torch_macs += m.weight.numel()
+        total = native + torch_macs
+        return 1.0 if total == 0 else native / total
+
     def info(self) -> list[OpInfo]:
         out = []
         for s in self.segments:
