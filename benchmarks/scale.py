@@ -128,6 +128,8 @@ def child_memory(name: str, out: Path | None = None) -> dict:
 
     import weightzip as wz
 
+    import transformers  # noqa: F401  (imported before the interpreter's RSS is read, as the model code)
+
     warnings.simplefilter("ignore")
     rss0 = _maxrss()
     model, example = build_memory_model(name)
