@@ -36,6 +36,28 @@ if TYPE_CHECKING:
 LAYOUTS = ("none", "relative", "bitmap", "block", "context")
 
 
+_MASK_MEMO: dict = {}
+
+
+def _context_mask(m2: np.ndarray, nz, mixing_ok: bool) -> tuple[bytes, str]:
+    """The smaller of ``context_mask`` and (entropy coding allowed) ``cm_mask`` for the bool mask
+    ``m2``. Every value coder of a tensor builds the same context layout: the last result is
+    remembered (keyed by the shape and a CRC of the positions) so the mask is coded once."""
+    import zlib
+
+    key = (m2.shape, int(nz.size), zlib.crc32(np.ascontiguousarray(np.asarray(nz, dtype=np.int64))), mixing_ok)
+    hit = _MASK_MEMO.get("last")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    data, coding = context.encode_mask(m2), "context_mask"
+    if mixing_ok:
+        cm = mixing.encode_mask(m2)
+        if len(cm) < len(data):
+            data, coding = cm, "cm_mask"
+    _MASK_MEMO["last"] = (key, (data, coding))
+    return data, coding
+
+
 def context_layout_applies(numel: int, nnz: int) -> bool:
     """The encoder tries the ``context`` layout only on sparse tensors (density <= 0.5) of at
     most :data:`.context.MAX_MASK` elements (its cost search is O(numel))."""
@@ -113,12 +135,7 @@ def make_layout(scheme: str, w: np.ndarray, shape, nz: np.ndarray, est: tuple[in
         rows, cols = matrix_shape(shape)
         bits = np.zeros(numel, dtype=bool)
         bits[nz] = True
-        m2 = bits.reshape(rows, cols)
-        data, coding = context.encode_mask(m2), "context_mask"
-        if "ans" in opts.codings:                   # entropy coding allowed: the mixing coder too
-            cm = mixing.encode_mask(m2)
-            if len(cm) < len(data):
-                data, coding = cm, "cm_mask"
+        data, coding = _context_mask(bits.reshape(rows, cols), nz, "ans" in opts.codings)
         ls.blob("mask", data, coding, numel)
         return Layout("context", {"sparse": "context", "n_entries": int(nz.size)}, w[nz], nz, ls, (rows, cols))
     if scheme == "block":
