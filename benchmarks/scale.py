@@ -110,17 +110,15 @@ MEMORY_MODELS = ("bert-base", "bert-base-w1", "gpt2")
 READS = ("load-eager", "load-lazy", "verify-eager", "verify-lazy", "inspect-eager", "inspect-lazy")
 
 
-def build_memory_model(name: str):
-    """``(model, example input)`` of a memory row: random init, fp32, eval mode."""
-    import torch
-
+def memory_model_classes(name: str):
+    """``(model class, config class, vocabulary)`` of a memory row (importing the model's code)."""
     if name.startswith("bert-base"):
         from transformers import BertConfig, BertModel
 
-        return BertModel(BertConfig()).eval(), torch.randint(0, 30522, (1, 16))
+        return BertModel, BertConfig, 30522
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    return GPT2LMHeadModel(GPT2Config()).eval(), torch.randint(0, 50257, (1, 16))
+    return GPT2LMHeadModel, GPT2Config, 50257
 
 
 def child_memory(name: str, out: Path | None = None) -> dict:
@@ -128,11 +126,13 @@ def child_memory(name: str, out: Path | None = None) -> dict:
 
     import weightzip as wz
 
-    import transformers  # noqa: F401  (imported before the interpreter's RSS is read, as the model code)
+    import torch
 
+    model_cls, config_cls, vocab = memory_model_classes(name)   # the model's code imported first
     warnings.simplefilter("ignore")
     rss0 = _maxrss()
-    model, example = build_memory_model(name)
+    model = model_cls(config_cls()).eval()                       # random init, fp32
+    example = torch.randint(0, vocab, (1, 16))
     rss_model = _maxrss()
     params = sum(p.numel() for p in model.parameters())
     recipe = wz.Recipe.from_yaml(C.ROOT / "recipes" / "kmeans4-transformer-ptq.yaml")
