@@ -132,7 +132,34 @@ def test_squeeze_excite_gate_broadcast(c, h, n):
 @given(c=st.integers(1, 4), h=st.integers(2, 9), n=st.sampled_from([1, 4]))
 def test_slice_pad_concat_as_index_maps(c, h, n):
     prog = _run(PadShortcut(c), torch.randn(n, c, h, h + 2))
-    assert set(_kinds(prog)) <= {K.K_GATHER, K.K_EW}
+    assert set(_kinds(prog)) <= {K.K_GATHER, K.K_PAD, K.K_EW}   # data movement only, no arithmetic op
+
+
+class BigPlane(nn.Module):
+    """Planes of >= GEMM_MIN_PLANE positions (decode + BLAS convs) and TF-style asymmetric pads."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.a = nn.Conv2d(3, c, 3, stride=2)
+        self.b = nn.Conv2d(c, c + 1, 1)
+        self.bn = nn.BatchNorm2d(c + 1)
+
+    def forward(self, x):
+        h = F.relu6(self.a(F.pad(x, (0, 1, 0, 1))))
+        return self.bn(self.b(F.pad(h, (1, 2, 0, 3), value=0.5)))
+
+
+@SETTINGS
+@given(c=st.integers(1, 4), h=st.integers(64, 70), n=st.sampled_from([1, 2]))
+def test_large_planes_gemm_convs_and_asymmetric_pads(c, h, n):
+    torch.manual_seed(c + h)
+    m = BigPlane(c)
+    with torch.no_grad():
+        m.bn.running_mean.uniform_(-0.5, 0.5)
+        m.bn.running_var.uniform_(0.5, 2.0)
+    prog = _run(m, torch.randn(n, 3, h, h + 3))
+    convs = [o for o in prog.ops if o[K.C_KIND] == K.K_CONV]
+    assert all(o[K.C_SCR] == 1 for o in convs) and _kinds(prog).count(K.K_PAD) == 2
 
 
 @SETTINGS

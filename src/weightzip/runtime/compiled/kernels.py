@@ -75,7 +75,7 @@ FMS = {"contract", "nsz"}            # scalar reductions: no reassociation, so n
 
 # op kinds (7.. : the graph ops of :mod:`.lower`, programs run by :func:`run_graph_chunk`)
 K_FC, K_CONV, K_POOL, K_EW, K_ACTQ, K_PQFC = 1, 2, 3, 4, 5, 6
-K_BIN, K_GATHER, K_NORM, K_SOFTMAX, K_ATTN, K_EMB, K_REDUCE = 7, 8, 9, 10, 11, 12, 13
+K_BIN, K_GATHER, K_NORM, K_SOFTMAX, K_ATTN, K_EMB, K_REDUCE, K_PAD = 7, 8, 9, 10, 11, 12, 13, 14
 # weight layouts / value formats
 L_CSR, L_DENSE = 0, 1
 V_TABLE, V_Q8, V_F32, V_PQ = 0, 1, 2, 3
@@ -1288,6 +1288,48 @@ def _im2col(op, xs, g, X2):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=FM)
+def _conv_gemm(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
+    """A dense-weight convolution (groups 1) as one GEMM per sample: the weight is decoded from
+    its codes into ``Wd (C_out, cols)`` (C_out * cols look-ups per call, the codes stay the
+    resident form), the input unrolled into ``X2 (cols, Ho*Wo)`` (a 1x1 / stride 1 / no padding
+    conv reads the sample itself), ``Y = Wd X2`` by BLAS (``np.dot``), then the epilogue.
+    Used by graph programs (``C_SCR == 1``, scratch ``cols * (Ho*Wo + C_out)``) where the output
+    plane is large: the weights-stationary tiles stream the whole plane once per tap."""
+    nin = op[C_NIN]
+    nout = op[C_NOUT]
+    cout = op[C_COUT]
+    cols = op[C_COLS]
+    L = op[C_HO] * op[C_WO]
+    direct = op[C_KH] == 1 and op[C_KW] == 1 and op[C_SH] == 1 and op[C_SW] == 1 and op[C_PH] == 0 \
+        and op[C_PW] == 0 and cols == op[C_CIN]
+    X2 = scr[:cols * L]
+    Wd = scr[cols * L:cols * L + cout * cols]
+    vf = op[C_VFMT]
+    v0 = op[C_VAL]
+    if vf == V_TABLE:
+        t0 = op[C_TAB]
+        for i in range(cout * cols):
+            Wd[i] = F[t0 + B[v0 + i]]
+    elif vf == V_Q8:
+        q = B[v0:v0 + cout * cols].view(np.int8)
+        for i in range(cout * cols):
+            Wd[i] = np.float32(q[i])
+    else:
+        for i in range(cout * cols):
+            Wd[i] = F[v0 + i]
+    W2 = Wd.reshape(cout, cols)
+    for s in range(n):
+        xs = x[s * nin:(s + 1) * nin]
+        ys = y[s * nout:(s + 1) * nout]
+        if direct:
+            np.dot(W2, xs.reshape(cols, L), ys.reshape(cout, L))
+        else:
+            _im2col(op, xs, 0, X2)
+            np.dot(W2, X2.reshape(cols, L), ys.reshape(cout, L))
+        _epi(op, F, ys, L, 0, cout, 1, L)
+
+
+@numba.njit(cache=True, fastmath=FM)
 def _conv(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     """Per sample and group, weights stationary over the output plane.
 
@@ -1297,6 +1339,9 @@ def _conv(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     ``Wp``; the ``Wp - Wo`` extra columns are dropped), so there is no im2col copy.
     Other strides: im2col into ``X2 (cols, Ho*Wo)``.
     """
+    if op[C_SCR] == 1:
+        _conv_gemm(op, B, F, x, y, n, scr)
+        return
     nin = op[C_NIN]
     nout = op[C_NOUT]
     cout_g = op[C_COUT] // op[C_GROUPS]
@@ -1684,6 +1729,39 @@ def _gather(op, B, F, x, y, n):  # pragma: no cover - compiled
                 y[yo + q] = fill
 
 
+@numba.njit(cache=True)
+def _pad(op, F, x, y, n):  # pragma: no cover - compiled
+    """Constant padding (or cropping, negative amounts) of a ``(C, H, W)`` sample to
+    ``(Co, Ho, Wo)``: ``y[c, h, w] = x[c - c0, h - h0, w - w0]`` inside ``x``, else ``F[C_TAB]``
+    (``c0, h0, w0`` = C_KH, C_PH, C_PW: the amounts added before each dimension)."""
+    C = op[C_CIN]
+    H = op[C_H]
+    W = op[C_W]
+    Co = op[C_COUT]
+    Ho = op[C_HO]
+    Wo = op[C_WO]
+    c0 = op[C_KH]
+    h0 = op[C_PH]
+    w0 = op[C_PW]
+    fill = F[op[C_TAB]]
+    nin = C * H * W
+    nout = Co * Ho * Wo
+    for s in range(n):
+        for c in range(Co):
+            ci = c - c0
+            for h in range(Ho):
+                hi = h - h0
+                yo = s * nout + (c * Ho + h) * Wo
+                if ci < 0 or ci >= C or hi < 0 or hi >= H:
+                    for w in range(Wo):
+                        y[yo + w] = fill
+                    continue
+                xo = s * nin + (ci * H + hi) * W
+                for w in range(Wo):
+                    wi = w - w0
+                    y[yo + w] = x[xo + wi] if 0 <= wi < W else fill
+
+
 @numba.njit(cache=True, fastmath=FM)
 def _norm(op, F, x, y, rows):  # pragma: no cover - compiled
     """Per row of D = C_COLS: LayerNorm ``(x - mean) / sqrt(var + eps) * g + b`` (biased
@@ -1756,7 +1834,9 @@ def _attn(op, F, q, k, v, y, n, scr):  # pragma: no cover - compiled
     """Scaled dot-product attention per sample and head: ``q (Hq, Tq, dh)``, ``k (Hk, Tk, dh)``,
     ``v (Hk, Tk, dv)`` -> ``y (Hq, Tq, dv)``, query head h reads key head ``h // (Hq / Hk)``;
     ``s = scale * q k^T + mask`` (additive float mask ``(Hm, Tq, Tk)`` at ``C_BETA``, Hm = 1 or
-    Hq; ``C_LAYOUT == 1``: causal), ``y = softmax(s) v``. Scratch: Tk floats."""
+    Hq; ``C_LAYOUT == 1``: causal), ``y = softmax(s) v``. Each key head is transposed once to
+    ``kT (dh, Tk)`` so that every loop runs over contiguous memory (vectorized): ``s += q[t] *
+    kT[t, :]``, then ``y[i, :] += p[j] * v[j, :]``. Scratch: ``(dh + 1) * Tk`` floats."""
     Hq = op[C_H]
     Tq = op[C_W]
     Tk = op[C_KH]
@@ -1768,44 +1848,55 @@ def _attn(op, F, q, k, v, y, n, scr):  # pragma: no cover - compiled
     m0 = op[C_BETA]
     causal = op[C_LAYOUT] == 1
     rep = Hq // Hk
-    sc = scr[:Tk]
+    kT = scr[:dh * Tk]
+    sc = scr[dh * Tk:dh * Tk + Tk]
     for s in range(n):
-        for h in range(Hq):
-            hk = h // rep
-            qb = ((s * Hq + h) * Tq) * dh
+        for hk in range(Hk):
             kb = ((s * Hk + hk) * Tk) * dh
+            for j in range(Tk):
+                for t in range(dh):
+                    kT[t * Tk + j] = k[kb + j * dh + t]
             vb = ((s * Hk + hk) * Tk) * dv
-            yb = ((s * Hq + h) * Tq) * dv
-            for i in range(Tq):
-                qo = qb + i * dh
-                tk = Tk
-                if causal:
-                    tk = min(Tk, i + 1 + Tk - Tq)
-                m = np.float32(-np.inf)
-                for j in range(tk):
-                    ko = kb + j * dh
-                    a = np.float32(0.0)
+            for h in range(hk * rep, (hk + 1) * rep):
+                qb = ((s * Hq + h) * Tq) * dh
+                yb = ((s * Hq + h) * Tq) * dv
+                for i in range(Tq):
+                    tk = Tk
+                    if causal:
+                        tk = min(Tk, i + 1 + Tk - Tq)
+                    sci = sc[:tk]
+                    for j in range(tk):
+                        sci[j] = 0.0
+                    qo = qb + i * dh
                     for t in range(dh):
-                        a += q[qo + t] * k[ko + t]
-                    a = a * scale
+                        qv = q[qo + t]
+                        row = kT[t * Tk:t * Tk + tk]
+                        for j in range(tk):
+                            sci[j] += qv * row[j]
                     if m0 >= 0:
-                        a += F[m0 + ((h if hm > 1 else 0) * Tq + i) * Tk + j]
-                    sc[j] = a
-                    m = max(m, a)
-                tot = 0.0
-                for j in range(tk):
-                    e = math.exp(sc[j] - m) if sc[j] > -np.inf else 0.0
-                    sc[j] = e
-                    tot += e
-                inv = np.float32(1.0 / tot) if tot > 0.0 else np.float32(np.nan)
-                yo = yb + i * dv
-                for t in range(dv):
-                    y[yo + t] = 0.0
-                for j in range(tk):
-                    w = np.float32(sc[j]) * inv
-                    vo = vb + j * dv
+                        mrow = F[m0 + ((h if hm > 1 else 0) * Tq + i) * Tk:]
+                        for j in range(tk):
+                            sci[j] = sci[j] * scale + mrow[j]
+                    else:
+                        for j in range(tk):
+                            sci[j] = sci[j] * scale
+                    m = np.float32(-np.inf)
+                    for j in range(tk):
+                        m = max(m, sci[j])
+                    tot = np.float32(0.0)
+                    for j in range(tk):
+                        e = np.float32(math.exp(sci[j] - m))
+                        sci[j] = e
+                        tot += e
+                    inv = np.float32(1.0) / tot
+                    yrow = y[yb + i * dv:yb + (i + 1) * dv]
                     for t in range(dv):
-                        y[yo + t] += w * v[vo + t]
+                        yrow[t] = 0.0
+                    for j in range(tk):
+                        w = sci[j] * inv
+                        vrow = v[vb + j * dv:vb + (j + 1) * dv]
+                        for t in range(dv):
+                            yrow[t] += w * vrow[t]
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -1869,6 +1960,8 @@ def run_graph_chunk(ops, B, F, x, out, work, chunk, io, scr_off):  # pragma: no 
             _pool(op, xs, ys, n)
         elif kind == K_EW:
             _ew(op, F, xs, ys, n)
+        elif kind == K_PAD:
+            _pad(op, F, xs, ys, n)
         elif kind == K_NORM:
             _norm(op, F, xs, ys, rows)
         elif kind == K_SOFTMAX:

@@ -58,7 +58,11 @@ from . import kernels as K
 from .pack import Packer, new_op, pack_csc, pack_weight, epilogue_cols, pq_lut
 from .weights import rep_from_dense, weight_rep
 
-MAX_WORK_FLOATS = 1 << 23    # work buffer per chunk (32 MB): the chunk shrinks for large samples
+MAX_WORK_FLOATS = 1 << 23
+# a dense-weight conv (groups 1) whose output plane has at least this many positions runs as
+# decode + one BLAS GEMM per sample (kernels._conv_gemm); measured on HF MobileNetV2's 112 x 112
+# expand convs: the weights-stationary tiles reached ~2 GMAC/s there, ~14 on 14 x 14 planes
+GEMM_MIN_PLANE = 1024    # work buffer per chunk (32 MB): the chunk shrinks for large samples
 
 
 class Unsupported(Exception):
@@ -242,6 +246,8 @@ def _act_of(name: str, n: fx.Node, arg) -> tuple[int, tuple[float, float]] | Non
         if lo == 0.0 and hi == math.inf:
             return K.A_RELU, (0.0, 0.0)
         return K.A_HARDTANH, (lo, hi)
+    if name == "aten.relu6.default":
+        return K.A_HARDTANH, (0.0, 6.0)
     if name == "aten.leaky_relu.default":
         return K.A_LEAKY, (float(arg(1, 0.01)), 0.0)
     if name == "aten.elu.default":
@@ -534,6 +540,10 @@ class Lowering:
         cin_g = C // int(groups)
         pad_plane = (H + 2 * ph) * (W + 2 * pw)
         fixed = max(rep.cols * oshape[1] * oshape[2] + 16, cin_g * pad_plane + kw * dw + 32)
+        L = oshape[1] * oshape[2]
+        gemm = (int(groups) == 1 and rep.layout == K.L_DENSE and rep.vfmt != K.V_PQ and L >= GEMM_MIN_PLANE)
+        if gemm:
+            fixed = max(fixed, rep.cols * (L + w.shape[0]) + 16)
 
         def build(r: _Rec, op, pk):
             op[K.C_CIN], op[K.C_H], op[K.C_W] = C, H, W
@@ -542,6 +552,7 @@ class Lowering:
             op[K.C_PH], op[K.C_PW], op[K.C_DH], op[K.C_DW] = ph, pw, dh, dw
             op[K.C_GROUPS] = int(groups)
             op[K.C_HO], op[K.C_WO] = oshape[1], oshape[2]
+            op[K.C_SCR] = 1 if gemm else 0   # K._conv_gemm: decode + BLAS
             b = pack_weight(op, rep, pk, True)
             return b + epilogue_cols(op, pk, rep.rows, rep.rowscale, bias, r.bn, r.act)
 
@@ -793,6 +804,10 @@ class Lowering:
                 if len(args) > 2:
                     args[2] = 0.0
                 kwargs.pop("value", None)
+        if name in ("aten.constant_pad_nd.default", "aten.pad.default") and self.shape.get(x) is not None \
+                and len(full) <= 4 and len(full) >= 2 \
+                and len(args[1]) <= 2 * (len(full) - 1) and len(args[1]) % 2 == 0:
+            return self._pad(n, x, [int(v) for v in args[1]], fill)
         out_t = op_node.target(*args, **kwargs)
         if pick is not None:
             out_t = out_t[pick]
@@ -826,6 +841,25 @@ class Lowering:
         rec = self._gather_rec(n, out, s_in, idx_map, fill, False, n.name)
         rec.params["fill"] = fill
         rec.build = _gather_build(fill)
+
+    def _pad(self, n, x, pads, fill):
+        """Constant padding of the last (up to three) dimensions: a ``PAD`` op (no index map)."""
+        shape = (1,) * (3 - len(self.shape[x])) + tuple(self.shape[x])
+        pads = pads + [0] * (6 - len(pads))       # (w0, w1, h0, h1, c0, c1)
+        out_shape = (shape[0] + pads[4] + pads[5], shape[1] + pads[2] + pads[3], shape[2] + pads[0] + pads[1])
+        s_in = self.sid[x]
+        out = self._new(n)
+        if int(np.prod(out_shape)) != self.size[out]:
+            raise Unsupported("padding does not give the recorded shape")
+
+        def build(r: _Rec, op, pk):
+            op[K.C_CIN], op[K.C_H], op[K.C_W] = shape
+            op[K.C_COUT], op[K.C_HO], op[K.C_WO] = out_shape
+            op[K.C_KH], op[K.C_PH], op[K.C_PW] = pads[4], pads[2], pads[0]
+            op[K.C_TAB] = pk.f(np.asarray([fill], np.float32))
+            return 0
+
+        self._add(_Rec(K.K_PAD, out, [s_in], self.size[s_in], self.size[out], build, n.name, "pad"), n)
 
     def _arg_value(self, a):
         if isinstance(a, fx.Node):
@@ -1013,7 +1047,7 @@ class Lowering:
             return 0 if madd is None else 4 * madd.numel()
 
         self._add(_Rec(K.K_ATTN, out, [s_q, s_k, s_v], self.size[s_q], self.size[out], build, n.name, "attention",
-                       scr_fixed=Tk + 16, macs=Hq * Tq * Tk * (dh + dv)), n)
+                       scr_fixed=(dh + 1) * Tk + 16, macs=Hq * Tq * Tk * (dh + dv)), n)
 
     def _embedding(self, n, arg):
         wnode, ids = n.args[0], n.args[1]

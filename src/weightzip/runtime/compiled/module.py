@@ -111,6 +111,28 @@ class _GraphNative:
         return prog.structure(leaves)
 
 
+def profile_graph(nat: "_GraphNative", x: torch.Tensor, repeat: int = 5) -> list[tuple[str, str, float]]:
+    """(layer, op, median seconds) per op of a graph program on ``x`` (batch 1 path: one chunk,
+    the ops run one native call each, in program order, ``repeat`` times)."""
+    import time
+
+    prog = nat.prog
+    n = x.shape[0]
+    xn = np.ascontiguousarray(x.to(torch.float32).reshape(n, prog.nin).numpy())
+    out = np.empty((n, prog.nout), np.float32)
+    work, chunk, scr = nat.work(n, 1)
+    times = [[] for _ in range(len(prog.ops))]
+    quiet = nat.io.copy()
+    quiet[1] = quiet[3] = 0      # no input / output copies: the op alone on the n samples in place
+    for _ in range(repeat):
+        K.run_graph_chunk(prog.ops[:0], nat.B, nat.F, xn, out, work[0], chunk, nat.io, scr)   # input in place
+        for k in range(len(prog.ops)):
+            t0 = time.perf_counter()
+            K.run_graph_chunk(prog.ops[k:k + 1], nat.B, nat.F, xn, out, work[0], chunk, quiet, scr)
+            times[k].append(time.perf_counter() - t0)
+    return [(i.layer, i.op, float(np.median(t))) for i, t in zip(prog.info, times)]
+
+
 class CompiledModel(nn.Module):
     """Runs a loaded model from its compressed representation (see :mod:`.plan`).
 
