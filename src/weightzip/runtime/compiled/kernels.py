@@ -104,6 +104,7 @@ C_NTAB = 45                            # dense codebook (V_TABLE, L_DENSE): tabl
 # (slot offset = C_XS * chunk); C_REP: rows per sample of a row-wise op (FC over (T, D), norms)
 C_XS, C_YS, C_X2S, C_X3S, C_REP = 46, 47, 48, 49, 50
 OPW = 51
+GEMM_MIN_ROWS = 32   # an FC op with C_SCR == 1 runs decode + BLAS from this many rows
 # pool: C_LAYOUT holds the pool type
 P_MAX, P_AVG = 0, 1
 
@@ -983,9 +984,36 @@ def _fc_batch(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=FM)
+def _decode_dense(op, B, F, Wd, count):  # pragma: no cover - compiled
+    """The first ``count`` weights of a DENSE-layout op, row-major, into ``Wd`` (float32)."""
+    vf = op[C_VFMT]
+    v0 = op[C_VAL]
+    if vf == V_TABLE:
+        t0 = op[C_TAB]
+        for i in range(count):
+            Wd[i] = F[t0 + B[v0 + i]]
+    elif vf == V_Q8:
+        q = B[v0:v0 + count].view(np.int8)
+        for i in range(count):
+            Wd[i] = np.float32(q[i])
+    else:
+        for i in range(count):
+            Wd[i] = F[v0 + i]
+
+
+@numba.njit(cache=True, fastmath=FM)
 def _fc(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     nin = op[C_NIN]
     nout = op[C_NOUT]
+    if op[C_SCR] == 1 and n >= GEMM_MIN_ROWS:
+        # graph programs, a dense weight over many rows (a (T, D) sequence): decode the weight
+        # from its codes into scratch (rows * cols look-ups per call), one BLAS GEMM, epilogue;
+        # measured ~20% faster than the register tiles at 128 rows (quiet, 1 thread)
+        Wd = scr[:nin * nout]
+        _decode_dense(op, B, F, Wd, nin * nout)
+        np.dot(x[:n * nin].reshape(n, nin), Wd.reshape(nout, nin).T, y[:n * nout].reshape(n, nout))
+        _epi(op, F, y, n, 0, nout, nout, 1)
+        return
     if n == 1:
         if op[C_CPTR] < 0 or not _fc1_csc(op, B, F, x[:nin], y[:nout], scr):
             _fc1(op, B, F, x[:nin], y[:nout])
@@ -1304,19 +1332,7 @@ def _conv_gemm(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
         and op[C_PW] == 0 and cols == op[C_CIN]
     X2 = scr[:cols * L]
     Wd = scr[cols * L:cols * L + cout * cols]
-    vf = op[C_VFMT]
-    v0 = op[C_VAL]
-    if vf == V_TABLE:
-        t0 = op[C_TAB]
-        for i in range(cout * cols):
-            Wd[i] = F[t0 + B[v0 + i]]
-    elif vf == V_Q8:
-        q = B[v0:v0 + cout * cols].view(np.int8)
-        for i in range(cout * cols):
-            Wd[i] = np.float32(q[i])
-    else:
-        for i in range(cout * cols):
-            Wd[i] = F[v0 + i]
+    _decode_dense(op, B, F, Wd, cout * cols)
     W2 = Wd.reshape(cout, cols)
     for s in range(n):
         xs = x[s * nin:(s + 1) * nin]

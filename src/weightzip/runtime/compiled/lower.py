@@ -593,8 +593,12 @@ class Lowering:
             per_row = rep.cols + rep.rows + 1
         else:
             fixed, per_row = 16, rep.cols + rep.rows + 1
+        gemm = not lut and rep.layout == K.L_DENSE and rep.vfmt != K.V_PQ and rows >= K.GEMM_MIN_ROWS
+        if gemm:
+            fixed = max(fixed, rep.rows * rep.cols + 16)
 
         def build(r: _Rec, op, pk):
+            op[K.C_SCR] = 1 if gemm else 0   # K._fc: decode + BLAS over the rows
             if lut:
                 op[K.C_KIND] = K.K_PQFC
             b = pack_weight(op, rep, pk, False)
