@@ -164,8 +164,11 @@ def _record_graph(model, path, example_inputs, graph, cfg, formats) -> dict | No
         return None
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    from .core.heap import release_free_memory
+
     try:
         g, tensors = capture(model, example_inputs)
+        release_free_memory()   # the clean copy and the export's working memory are gone
     except GraphCaptureError as e:
         warnings.warn(f"{path}: the model's graph is not recorded ({e}); loading the file will need "
                       f"weightzip.load(path, model=...)", stacklevel=3)

@@ -160,9 +160,14 @@ class Codebook(WzParametrization):
         return self.mask if self.mask is not None else torch.ones_like(self.codes, dtype=torch.bool)
 
     def forward(self, w: Tensor) -> Tensor:
-        # W itself is no longer used; the shared values take W's dtype (bf16 / fp16 models).
-        # int32 index: a transient 4 bytes per weight (int64 would be 8)
-        out = self.centroids[self.codes.to(torch.int32)]
+        # W itself is no longer used; the shared values take W's dtype (bf16 / fp16 models)
+        if torch.is_grad_enabled() and self.centroids.requires_grad:
+            out = self.centroids[self.codes.to(torch.int32)]   # int32 index: 4 transient bytes per weight
+        else:  # no autograd (baking, saving, evaluation): the lookup chunk by chunk, no full-size index
+            out = torch.empty(self.codes.shape, dtype=self.centroids.dtype, device=self.codes.device)
+            flat, codes = out.view(-1), self.codes.reshape(-1)
+            for s in range(0, flat.numel(), 1 << 20):
+                torch.index_select(self.centroids, 0, codes[s:s + (1 << 20)].to(torch.int32), out=flat[s:s + (1 << 20)])
         if self.mask is not None:
             out = out * self.mask
         return out.to(w.dtype)

@@ -19,6 +19,7 @@ buffers, constants folded into the graph) to tensors; ``save`` stores them as te
 from __future__ import annotations
 
 import copy
+import gc
 import inspect
 from typing import Any, Sequence
 
@@ -58,6 +59,7 @@ def clean_copy(model: nn.Module, keep_hooks: bool = False) -> nn.Module:
             memo[id(mod.parametrizations)] = None   # the copy's chain slot is None, replaced below
             chains[mname] = mod
     m = copy.deepcopy(model, memo).cpu().eval()
+    tied: dict[int, list[nn.Parameter]] = {}   # id of a latent Parameter -> the baked Parameters made from it
     for mname, mod in m.named_modules():
         src = chains.get(mname)
         if src is not None:
@@ -67,7 +69,15 @@ def clean_copy(model: nn.Module, keep_hooks: bool = False) -> nn.Module:
             del mod._modules["parametrizations"]
             mod.__class__ = type(mod).__bases__[0]
             for name, v in values.items():
-                mod.register_parameter(name, nn.Parameter(v))
+                # one latent under several names (an LM head tied to the embedding), baked to equal
+                # values: one Parameter in the copy too
+                same = tied.setdefault(id(src.parametrizations[name].original), [])
+                p = next((q for q in same if q.shape == v.shape and q.dtype == v.dtype and torch.equal(q, v)), None)
+                if p is None:
+                    p = nn.Parameter(v)
+                    same.append(p)
+                del v
+                mod.register_parameter(name, p)
         if not keep_hooks:
             mod._forward_pre_hooks.clear()
             mod._forward_hooks.clear()
@@ -328,7 +338,10 @@ def capture(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None = No
         except GraphCaptureError as e:
             reasons.append(f"{level}: {e}")
         finally:
-            del m   # one clean copy alive at a time
+            # one clean copy alive at a time: a failed trace's traceback and the export's graphs
+            # hold it through reference cycles, which only the cycle collector frees
+            del m
+            gc.collect()
     raise GraphCaptureError("; ".join(reasons))
 
 
