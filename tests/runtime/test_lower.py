@@ -214,12 +214,30 @@ def test_block_broadcast_rule():
     assert _block((4, 1, 5), (4, 3, 5)) == (None, 0)   # not one block: materialized by an index map
 
 
-def test_unsupported_node_is_named():
+def test_node_without_kernel_runs_in_torch_between_native_ops():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(5, 5)
+            self.b = nn.Linear(5, 3)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(torch.cumsum(h, 1) + h)   # cumsum has no kernel
+
+    torch.manual_seed(0)
+    for n in (1, 3, 70):   # 70: more than one chunk
+        prog = _run(M(), torch.randn(n, 5))
+        assert [f[0] for f in prog.fallbacks] == ["cumsum"] and len(prog.torch_steps) == 1
+        assert _kinds(prog).count(K.K_FC) == 2
+
+
+def test_node_without_kernel_or_torch_step_is_named():
     class M(nn.Module):
         def forward(self, x):
-            return torch.cumsum(x, 1)
+            return torch.argmax(x, 1)   # an integer result: no float slot for it
 
-    with pytest.raises(Unsupported, match="cumsum"):
+    with pytest.raises(Unsupported, match="argmax"):
         lower_graph(M(), None, (4,))
 
 

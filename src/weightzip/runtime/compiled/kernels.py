@@ -76,6 +76,7 @@ FMS = {"contract", "nsz"}            # scalar reductions: no reassociation, so n
 # op kinds (7.. : the graph ops of :mod:`.lower`, programs run by :func:`run_graph_chunk`)
 K_FC, K_CONV, K_POOL, K_EW, K_ACTQ, K_PQFC = 1, 2, 3, 4, 5, 6
 K_BIN, K_GATHER, K_NORM, K_SOFTMAX, K_ATTN, K_EMB, K_REDUCE, K_PAD = 7, 8, 9, 10, 11, 12, 13, 14
+K_TORCH = 15   # a marker: the Python runner runs this op in torch (lower.TorchStep); skipped natively
 # weight layouts / value formats
 L_CSR, L_DENSE = 0, 1
 V_TABLE, V_Q8, V_F32, V_PQ = 0, 1, 2, 3

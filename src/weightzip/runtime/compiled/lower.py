@@ -175,6 +175,8 @@ class GraphProgram:
     structure: Callable[[list[torch.Tensor]], Any]
     info: list                     # OpInfo
     vocab: int | None = None       # the embedding's rows, where the input is token ids
+    torch_steps: list = field(default_factory=list)   # (op index, TorchStep): nodes run in torch
+    fallbacks: list = field(default_factory=list)     # (node, why) of those
 
     @property
     def nin(self) -> int:
@@ -206,6 +208,35 @@ class GraphProgram:
 
     def __repr__(self) -> str:
         return f"GraphProgram({len(self.ops)} ops, {self.in_shape} -> {[s for _, s in self.outputs]}, {self.nbytes} bytes)"
+
+
+@dataclass
+class TorchStep:
+    """A node without a kernel, run in torch between native ops on the chunk's slots: inputs
+    at ``in_offsets`` (floats per sample x chunk) of per-sample ``in_shapes``, result written
+    at ``out_offset``."""
+    call: Callable
+    in_offsets: list[int]
+    in_shapes: list[tuple[int, ...]]
+    in_dtypes: list
+    out_offset: int
+    out_shape: tuple[int, ...]
+    layer: str
+    why: str
+
+    def run(self, work: np.ndarray, chunk: int, n: int) -> None:
+        ts = []
+        for off, shape, dt in zip(self.in_offsets, self.in_shapes, self.in_dtypes):
+            size = int(np.prod(shape))
+            t = torch.from_numpy(work[off * chunk:off * chunk + n * size]).view((n, *shape))
+            ts.append(t if dt in (None, torch.float32) else t.to(dt))
+        with torch.no_grad():
+            y = self.call(ts)
+        size = int(np.prod(self.out_shape))
+        if tuple(y.shape) != (n, *self.out_shape) or y.dtype != torch.float32:
+            raise RuntimeError(f"{self.layer}: the torch step gave {tuple(y.shape)} {y.dtype}, expected "
+                               f"{(n, *self.out_shape)} float32")
+        work[self.out_offset * chunk:self.out_offset * chunk + n * size] = y.reshape(-1).numpy()
 
 
 _ALIAS = {"aten.view.default", "aten._unsafe_view.default", "aten.reshape.default", "aten.flatten.using_ints",
@@ -279,6 +310,7 @@ class Lowering:
         self.producer: dict[int, int] = {}         # storage -> index of the record writing it
         self.nodes_of: dict[int, list[fx.Node]] = {}
         self.vocab: int | None = None
+        self.fallbacks: list[tuple[str, str]] = []
 
     # -- analysis -------------------------------------------------------------------------
     def _analyse(self) -> None:
@@ -389,8 +421,45 @@ class Lowering:
             try:
                 self._lower_node(n)
             except Unsupported as e:
-                raise Unsupported(f"node {n.name!r} ({n.target}): {e}") from None
+                why = f"{n.target}: {e}"
+                try:   # runs in torch between native ops, reading / writing the same slots
+                    self._torch_node(n, str(e))
+                except Unsupported as e2:
+                    raise Unsupported(f"node {n.name!r} ({why}; not in torch either: {e2})") from None
+                self.fallbacks.append((n.name, why))
         return self._finish(out_node)
+
+    def _torch_node(self, n: fx.Node, why: str) -> None:
+        """A node without a kernel as a torch step of the program (``K_TORCH`` marker): its
+        dynamic inputs are read from their slots as ``(n, *shape)`` tensors, the other
+        arguments are the folded constants."""
+        s2 = self.run2.shapes.get(n)
+        if not (isinstance(s2, tuple) and s2[1] == torch.float32):
+            raise Unsupported("its result is not one float32 tensor")
+        ins = [a for a in n.all_input_nodes if a in self.sid]
+        for a in ins:
+            if self.shape.get(a) is None:
+                raise Unsupported(f"input {a.name!r} has the batch merged into a dimension")
+        out = self._new(n)
+        if self.shape[n] is None:
+            raise Unsupported("the batch is not the leading dimension of its result")
+        consts = {a: self._arg_value(a) for a in n.all_input_nodes if a not in self.sid}
+        storages = [self.sid[a] for a in ins]
+        shapes = [self.shape[a] for a in ins]
+        dtypes = [self._dyn_dtype(a) for a in ins]
+
+        def call(tensors, node=n, ins=ins, consts=consts):
+            env = dict(zip(ins, tensors))
+            env.update(consts)
+            args = fx.node.map_arg(node.args, lambda a: env[a])
+            kwargs = fx.node.map_arg(node.kwargs, lambda a: env[a])
+            return node.target(*args, **kwargs)
+
+        rec = _Rec(K.K_TORCH, out, storages or [0], 0, self.size[out], lambda r, op, pk: 0, n.name,
+                   "torch (no kernel)", note=why,
+                   params={"call": call, "shapes": shapes, "dtypes": dtypes, "out_shape": self.shape[n],
+                           "storages": storages})
+        self._add(rec, n)
 
     def _is_output_wrapper(self, n: fx.Node) -> bool:
         from ...graph.modules import GraphOutput
@@ -1157,9 +1226,15 @@ class Lowering:
             info.append(OpInfo(r.label, r.op, r.rep_name, r.note, int(r.macs), int(wbytes), list(r.fused)))
         B, F = pk.arrays()
         ops_arr = np.stack(ops) if ops else np.zeros((0, K.OPW), np.int64)
+        steps = []   # (index of the torch op, its step) in program order
+        for i, r in enumerate(self.recs):
+            if r.kind == K.K_TORCH:
+                steps.append((i, TorchStep(r.params["call"], [offsets[t] for t in r.params["storages"]],
+                                           r.params["shapes"], r.params["dtypes"], offsets[r.out],
+                                           r.params["out_shape"], r.label, r.note)))
         io = np.asarray([offsets[0], self.size[0], offsets[out_sid], self.size[out_sid]], np.int64)
         return GraphProgram(ops_arr, B, F, io, end, scratch, self.sample_shape, self.dtype, outputs, structure,
-                            info, self.vocab)
+                            info, self.vocab, steps, list(self.fallbacks))
 
     def _out_shape(self, v: fx.Node) -> tuple[int, ...]:
         full = self.run2.shapes[v]

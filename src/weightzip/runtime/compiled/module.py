@@ -81,6 +81,25 @@ class _GraphNative:
             self._work[key] = w
         return w
 
+    def _run_with_torch(self, xn: np.ndarray, out: np.ndarray) -> None:
+        """Chunk by chunk on this thread: the native ops between torch steps in one call each,
+        every torch step on the chunk's slots (:class:`.lower.TorchStep`)."""
+        prog = self.prog
+        work, chunk, scr = self.work(xn.shape[0], 1)
+        w = work[0]
+        io_in, io_out, quiet = self.io.copy(), self.io.copy(), self.io.copy()
+        io_in[3] = 0
+        io_out[1] = 0
+        quiet[1] = quiet[3] = 0
+        for n0 in range(0, xn.shape[0], chunk):
+            xc, oc = xn[n0:n0 + chunk], out[n0:n0 + chunk]
+            prev = 0
+            for i, step in prog.torch_steps:
+                K.run_graph_chunk(self.ops[prev:i], self.B, self.F, xc, oc, w, chunk, io_in if prev == 0 else quiet, scr)
+                step.run(w, chunk, xc.shape[0])
+                prev = i + 1
+            K.run_graph_chunk(self.ops[prev:], self.B, self.F, xc, oc, w, chunk, io_out, scr)
+
     def run(self, x: torch.Tensor, threads: int = 1):
         """``x`` (n, *sample) -> the model's output structure (tensors in it own their memory)."""
         prog = self.prog
@@ -93,7 +112,9 @@ class _GraphNative:
         if not xn.flags.c_contiguous:
             xn = np.ascontiguousarray(xn)
         out = np.empty((n, prog.nout), np.float32)
-        if n == 1 or threads <= 1:
+        if prog.torch_steps:
+            self._run_with_torch(xn, out)
+        elif n == 1 or threads <= 1:
             work, chunk, scr = self.work(n, 1)
             K.run_graph(self.ops, self.B, self.F, xn, out, work, chunk, self.io, scr)
         else:

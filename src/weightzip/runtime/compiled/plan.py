@@ -249,7 +249,7 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
         reason = str(e) if chain is None else f"{chain.whole_model_reason}; as a graph: {e}"
         return Plan([TorchSegment(model, "<model>", reason)], tuple(sample_shape), [("<model>", reason)],
                     f"not compiled: {reason}")
-    return Plan([prog], tuple(int(s) for s in sample_shape), [])
+    return Plan([prog], tuple(int(s) for s in sample_shape), list(prog.fallbacks))
 
 
 def _chain_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: tuple[int, ...],
