@@ -149,6 +149,15 @@ class BigPlane(nn.Module):
         return self.bn(self.b(F.pad(h, (1, 2, 0, 3), value=0.5)))
 
 
+def test_depthwise_convs_any_stride_and_dilation():
+    torch.manual_seed(3)
+    for stride, dil, pad, k in ((1, 1, 1, 3), (2, 1, 1, 3), (1, 2, 2, 3), (2, 1, 2, 5)):
+        m = nn.Sequential(nn.Conv2d(6, 6, k, stride=stride, padding=pad, dilation=dil, groups=6), nn.ReLU6(),
+                          nn.Conv2d(6, 4, 1))
+        prog = _run(m, torch.randn(2, 6, 13, 11))
+        assert [o[K.C_SCR] for o in prog.ops if o[K.C_KIND] == K.K_CONV][0] == 2
+
+
 @SETTINGS
 @given(c=st.integers(1, 4), h=st.integers(64, 70), n=st.sampled_from([1, 2]))
 def test_large_planes_gemm_convs_and_asymmetric_pads(c, h, n):

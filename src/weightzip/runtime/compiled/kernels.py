@@ -1317,6 +1317,64 @@ def _im2col(op, xs, g, X2):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=FM)
+def _conv_dw(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
+    """Depthwise convolution (groups == C_in == C_out, dense weight decoded per call: C * kh * kw
+    look-ups): per channel the sample's plane is copied zero-padded into ``P (Hp, Wp)``, then
+    every tap adds ``w * P[oh*sh + i*dh, ow*sw + j*dw]`` to output row ``oh`` - a contiguous
+    vector loop over ``ow`` at stride 1. Graph programs only (``C_SCR == 2``; scratch
+    ``Hp * Wp + C * kh * kw``)."""
+    nin = op[C_NIN]
+    nout = op[C_NOUT]
+    C = op[C_CIN]
+    H = op[C_H]
+    W = op[C_W]
+    Ho = op[C_HO]
+    Wo = op[C_WO]
+    kh = op[C_KH]
+    kw = op[C_KW]
+    sh = op[C_SH]
+    sw = op[C_SW]
+    dh = op[C_DH]
+    dw = op[C_DW]
+    ph = op[C_PH]
+    pw = op[C_PW]
+    Hp = H + 2 * ph
+    Wp = W + 2 * pw
+    P = scr[:Hp * Wp]
+    Wd = scr[Hp * Wp:Hp * Wp + C * kh * kw]
+    _decode_dense(op, B, F, Wd, C * kh * kw)
+    for i in range(Hp * Wp):
+        P[i] = 0.0
+    L = Ho * Wo
+    for s in range(n):
+        for c in range(C):
+            xo = s * nin + c * H * W
+            for h in range(H):
+                po = (h + ph) * Wp + pw
+                xr = xo + h * W
+                for w in range(W):
+                    P[po + w] = x[xr + w]
+            yo = s * nout + c * L
+            for oh in range(Ho):
+                yrow = y[yo + oh * Wo:yo + (oh + 1) * Wo]
+                for ow in range(Wo):
+                    yrow[ow] = 0.0
+                for i in range(kh):
+                    rb = (oh * sh + i * dh) * Wp
+                    for j in range(kw):
+                        wv = Wd[(c * kh + i) * kw + j]
+                        b0 = rb + j * dw
+                        if sw == 1:
+                            prow = P[b0:b0 + Wo]
+                            for ow in range(Wo):
+                                yrow[ow] += wv * prow[ow]
+                        else:
+                            for ow in range(Wo):
+                                yrow[ow] += wv * P[b0 + ow * sw]
+        _epi(op, F, y[s * nout:(s + 1) * nout], L, 0, C, 1, L)
+
+
+@numba.njit(cache=True, fastmath=FM)
 def _conv_gemm(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     """A dense-weight convolution (groups 1) as one GEMM per sample: the weight is decoded from
     its codes into ``Wd (C_out, cols)`` (C_out * cols look-ups per call, the codes stay the
@@ -1358,6 +1416,9 @@ def _conv(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     """
     if op[C_SCR] == 1:
         _conv_gemm(op, B, F, x, y, n, scr)
+        return
+    if op[C_SCR] == 2:
+        _conv_dw(op, B, F, x, y, n, scr)
         return
     nin = op[C_NIN]
     nout = op[C_NOUT]

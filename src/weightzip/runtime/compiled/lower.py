@@ -613,6 +613,9 @@ class Lowering:
         gemm = (int(groups) == 1 and rep.layout == K.L_DENSE and rep.vfmt != K.V_PQ and L >= GEMM_MIN_PLANE)
         if gemm:
             fixed = max(fixed, rep.cols * (L + w.shape[0]) + 16)
+        depthwise = (int(groups) == C == w.shape[0] and rep.layout == K.L_DENSE and rep.vfmt != K.V_PQ)
+        if depthwise:
+            fixed = max(fixed, pad_plane + C * kh * kw + 16)
 
         def build(r: _Rec, op, pk):
             op[K.C_CIN], op[K.C_H], op[K.C_W] = C, H, W
@@ -621,7 +624,7 @@ class Lowering:
             op[K.C_PH], op[K.C_PW], op[K.C_DH], op[K.C_DW] = ph, pw, dh, dw
             op[K.C_GROUPS] = int(groups)
             op[K.C_HO], op[K.C_WO] = oshape[1], oshape[2]
-            op[K.C_SCR] = 1 if gemm else 0   # K._conv_gemm: decode + BLAS
+            op[K.C_SCR] = 1 if gemm else 2 if depthwise else 0   # K._conv_gemm (decode + BLAS) / K._conv_dw
             b = pack_weight(op, rep, pk, True)
             return b + epilogue_cols(op, pk, rep.rows, rep.rowscale, bias, r.bn, r.act)
 
@@ -1356,4 +1359,7 @@ def lower_graph(model: nn.Module, formats: dict | None, sample_shape: tuple[int,
                 dtype: torch.dtype = torch.float32) -> GraphProgram:
     """Lower ``model`` for inputs of one-sample shape ``sample_shape`` (raises :class:`Unsupported`)."""
     gm, spec = aten_graph(model, sample_shape, dtype)
+    tied = (getattr(model, "wz_manifest", None) or {}).get("tied") or {}
+    if formats and isinstance(tied, dict):   # a tied weight's format is stored under one name
+        formats = {**formats, **{a: formats[c] for a, c in tied.items() if c in formats and a not in formats}}
     return Lowering(gm, formats, sample_shape, dtype, spec).lower()
