@@ -27,6 +27,9 @@ import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# one thread for every runtime, the BLAS that numba's np.dot calls (compiled GEMM paths) included
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
