@@ -169,18 +169,20 @@ def map_bounded(items: Sequence[Any], fn: Callable[[Any], Any], size: Callable[[
     """Yield ``(i, fn(items[i]))`` as they finish, running up to ``workers`` calls at once in
     threads, but never more at once than fit in the largest item's ``size``: the working memory of
     the calls in flight stays that of the largest item alone (a large tensor runs by itself, small
-    ones run side by side). With ``workers <= 1`` (or one item) everything runs here, in order.
+    ones run side by side). With ``workers <= 1`` the items run one after the other, in order, in
+    one worker thread: the calls run as in the pool (torch's intra-op threads, which a loaded
+    2-core machine slowed about 4x in the main thread, are not involved either way).
 
     For per-tensor work that releases the GIL (numpy / torch kernels: sorting, k-means, encoding);
     ``fn`` must not modify the model (the caller applies results, in this thread). An exception
     of any call is raised here after the calls in flight finish."""
-    n = len(items)
-    if workers <= 1 or n <= 1:
-        for i, it in enumerate(items):
-            yield i, fn(it)
-        return
     from collections import deque
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    n = len(items)
+    if n == 0:
+        return
+    workers = max(1, int(workers))
 
     sizes = [int(size(it)) for it in items]
     cap = max(sizes)
