@@ -198,6 +198,14 @@ def _epi(op, F, y, n, r0, r1, ys, yr):  # pragma: no cover - compiled
                 for s in range(n):
                     v = yo[s] * a + b
                     yo[s] = v if v > 0.0 else np.float32(0.0)
+            elif act == A_HARDTANH:
+                # ReLU6 / clamp (MobileNets): min / max vectorize, a call of _act per element
+                # does not (measured 6 ms of a 112 x 112 x 96 plane's 7.7 ms)
+                lo = F[p]
+                hi = F[p + 1]
+                for s in range(n):
+                    v = yo[s] * a + b
+                    yo[s] = min(max(v, lo), hi)
             else:
                 for s in range(n):
                     yo[s] = _act(yo[s] * a + b, act, F, p)
@@ -1835,9 +1843,13 @@ def _pad(op, F, x, y, n):  # pragma: no cover - compiled
                         y[yo + w] = fill
                     continue
                 xo = s * nin + (ci * H + hi) * W
-                for w in range(Wo):
-                    wi = w - w0
-                    y[yo + w] = x[xo + wi] if 0 <= wi < W else fill
+                a = min(max(w0, 0), Wo)          # output columns [a, b) come from x
+                b = min(max(w0 + W, a), Wo)
+                for w in range(a):
+                    y[yo + w] = fill
+                y[yo + a:yo + b] = x[xo + a - w0:xo + b - w0]
+                for w in range(b, Wo):
+                    y[yo + w] = fill
 
 
 @numba.njit(cache=True, fastmath=FM)
