@@ -55,7 +55,7 @@ import torch
 from torch import fx, nn
 
 from . import kernels as K
-from .pack import Packer, new_op, pack_csc, pack_weight, epilogue_cols, pq_lut
+from .pack import OpInfo, Packer, epilogue_cols, new_op, pack_weight, pq_lut
 from .weights import rep_from_dense, weight_rep
 
 MAX_WORK_FLOATS = 1 << 23
@@ -1214,8 +1214,6 @@ class Lowering:
         pk = Packer()
         ops, info = [], []
         scratch = []
-        from .plan import OpInfo
-
         for r in self.recs:
             op = new_op(r.kind, r.nin, r.nout)
             op[K.C_XS] = offsets[r.ins[0]] if r.ins else -1

@@ -3,10 +3,25 @@ flat arrays (``B`` uint8, ``F`` float32; layouts in :mod:`.kernels`). Used by th
 (:mod:`.plan`) and the graph lowering (:mod:`.lower`)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from . import kernels as K
 from .weights import WeightRep
+
+@dataclass
+class OpInfo:
+    """One op of a plan, for ``inspect`` / ``bench``: what runs and from which representation."""
+    layer: str
+    op: str
+    rep: str = ""
+    note: str = ""
+    macs: int = 0          # non-zero multiply-adds per sample
+    weight_bytes: int = 0  # resident bytes of its compressed weights
+    fused: list[str] = field(default_factory=list)
+
+
 
 class Packer:
     def __init__(self):

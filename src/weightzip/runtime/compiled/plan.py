@@ -32,7 +32,7 @@ from torch import nn
 
 from ...errors import WeightzipFormatError
 from . import kernels as K
-from .pack import CSC_MAX_NNZ, Packer as _Packer, epilogue_cols, new_op as _new_op, pack_csc as _pack_csc, \
+from .pack import CSC_MAX_NNZ, OpInfo, Packer as _Packer, epilogue_cols, new_op as _new_op, pack_csc as _pack_csc, \
     pack_weight as _pack_weight, pq_lut
 from .weights import WeightRep, rep_from_dense, weight_rep  # noqa: F401  (re-exported)
 
@@ -60,18 +60,6 @@ def _act_of(mod: nn.Module) -> tuple[int, tuple[float, float]] | None:
 
 _FN_ACTS = {torch.relu: K.A_RELU, torch.nn.functional.relu: K.A_RELU, torch.tanh: K.A_TANH,
             torch.sigmoid: K.A_SIGMOID}
-
-
-@dataclass
-class OpInfo:
-    """One op of a plan, for ``inspect`` / ``bench``: what runs and from which representation."""
-    layer: str
-    op: str
-    rep: str = ""
-    note: str = ""
-    macs: int = 0          # non-zero multiply-adds per sample
-    weight_bytes: int = 0  # resident bytes of its compressed weights
-    fused: list[str] = field(default_factory=list)
 
 
 @dataclass(repr=False)
