@@ -90,9 +90,8 @@ def aten_graph(model: nn.Module, sample_shape: tuple[int, ...], dtype: torch.dty
 
 
 def _example(sample_shape, dtype, batch: int) -> torch.Tensor:
-    if dtype.is_floating_point:
-        return torch.zeros((batch, *sample_shape), dtype=dtype)
-    return torch.zeros((batch, *sample_shape), dtype=dtype)   # token 0 exists in every vocabulary
+    """Zeros (token id 0 exists in every vocabulary)."""
+    return torch.zeros((batch, *sample_shape), dtype=dtype)
 
 
 class _Recorder(fx.Interpreter):
@@ -372,7 +371,8 @@ class Lowering:
 
     # -- storages ---------------------------------------------------------------------------
     def _new(self, n: fx.Node) -> int:
-        shape, numel = self._dyn_shape(n)
+        """A new storage for ``n``'s result (element 0 of a norm's tuple)."""
+        shape, numel = self._first_shape(n)
         s = len(self.size)
         self.size.append(numel)
         self.sid[n] = s
@@ -561,15 +561,6 @@ class Lowering:
             return tuple(shape[1:]), int(np.prod(shape)) // 2
         return self._dyn_shape(n)
 
-    def _new_first(self, n: fx.Node) -> int:
-        shape, numel = self._first_shape(n)
-        s = len(self.size)
-        self.size.append(numel)
-        self.sid[n] = s
-        self.shape[n] = shape
-        self.nodes_of[s] = [n]
-        return s
-
     def _weight(self, wnode: fx.Node, where: str, transpose: bool = False):
         if not isinstance(wnode, fx.Node) or wnode.op != "get_attr":
             raise Unsupported("the weight is not a parameter of the model")
@@ -707,7 +698,7 @@ class Lowering:
             self.nodes_of[prod.out].append(n)
             return
         s_in = self.sid[x]
-        out = self._new_first(n)
+        out = self._new(n)
         shape = self.shape[n]
         if shape is None or shape[0] != C:
             raise Unsupported("the channels are not dimension 1")
@@ -1000,7 +991,7 @@ class Lowering:
         if self.size[s_in] % D:
             raise Unsupported("normalized shape does not divide the sample")
         rows = self.size[s_in] // D
-        out = self._new_first(n)
+        out = self._new(n)
 
         def build(r: _Rec, op, pk):
             op[K.C_COLS] = D
