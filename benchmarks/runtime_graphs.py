@@ -120,8 +120,8 @@ def bench(name: str, repeat: int, number: int) -> dict:
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            cm = wz.load(path, mode="compiled", threads=1) if "threads" in wz.load.__code__.co_varnames else \
-                wz.load(path, mode="compiled")
+            cm = wz.load(path, mode="compiled")
+        cm.threads = 1
         build_s = time.perf_counter() - t0
     fallback = [str(w.message) for w in caught if "compiled runtime" in str(w.message)]
     cmf = _First(cm)

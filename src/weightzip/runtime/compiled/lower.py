@@ -185,10 +185,6 @@ class GraphProgram:
     def nout(self) -> int:
         return int(self.io[3])
 
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return self.outputs[0][1] if len(self.outputs) == 1 else (self.nout,)
-
     def chunk_for(self, limit: int) -> int:
         per = self.values_end + max((r * p for p, r, _ in self.scratch), default=0)
         return max(1, min(limit, MAX_WORK_FLOATS // max(1, per)))
@@ -823,18 +819,8 @@ class Lowering:
             raise Unsupported("index map out of range")
         idx32 = idx32.astype(np.int32)
         nout = self.size[out]
-
-        def build(r: _Rec, op, pk):
-            op[K.C_PTR] = pk.b(r.params["idx"])
-            op[K.C_TAB] = pk.f(np.asarray([fill], np.float32))
-            op[K.C_LAYOUT] = 1 if skip else 0
-            if "const" in r.params:
-                op[K.C_VAL] = pk.f(r.params["const"])
-                return 4 * (r.params["idx"].size + r.params["const"].size)
-            return 4 * r.params["idx"].size
-
-        rec = _Rec(K.K_GATHER, out, [s_in] if s_in is not None else [], nin, nout, build, label,
-                   "copy" if skip else "index-map", params={"idx": idx32, "skip": skip})
+        rec = _Rec(K.K_GATHER, out, [s_in] if s_in is not None else [], nin, nout, _gather_build, label,
+                   "copy" if skip else "index-map", params={"idx": idx32, "skip": skip, "fill": fill})
         self.producer[out] = len(self.recs)
         self.recs.append(rec)
         return rec
@@ -902,12 +888,9 @@ class Lowering:
                 prod.out = out
                 prod.params["fill"] = fill
                 prod.fused.append(n.name)
-                prod.build = _gather_build(fill)
                 self.producer[out] = self.producer.pop(s_in)
                 return
-        rec = self._gather_rec(n, out, s_in, idx_map, fill, False, n.name)
-        rec.params["fill"] = fill
-        rec.build = _gather_build(fill)
+        self._gather_rec(n, out, s_in, idx_map, fill, False, n.name)
 
     def _pad(self, n, x, pads, fill):
         """Constant padding of the last (up to three) dimensions: a ``PAD`` op (no index map)."""
@@ -1274,17 +1257,18 @@ class _PseudoNode:
 
     def __init__(self, name: str):
         self.name = name
-        self.users: dict = {}
 
 
-def _gather_build(fill):
-    def build(r: _Rec, op, pk):
-        op[K.C_PTR] = pk.b(r.params["idx"])
-        op[K.C_TAB] = pk.f(np.asarray([fill], np.float32))
-        op[K.C_LAYOUT] = 0
-        op[K.C_NOUT] = r.nout
-        return 4 * r.params["idx"].size
-    return build
+def _gather_build(r: _Rec, op, pk) -> int:
+    """Columns of a GATHER op: int32 index map, fill value, mode (1: copy, leave ``idx < 0``
+    as is), a constant source (one sample in F) where there is one."""
+    op[K.C_PTR] = pk.b(r.params["idx"])
+    op[K.C_TAB] = pk.f(np.asarray([r.params["fill"]], np.float32))
+    op[K.C_LAYOUT] = 1 if r.params["skip"] else 0
+    if "const" in r.params:
+        op[K.C_VAL] = pk.f(r.params["const"])
+        return 4 * (r.params["idx"].size + r.params["const"].size)
+    return 4 * r.params["idx"].size
 
 
 def _cols_build(D):
