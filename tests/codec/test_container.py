@@ -69,10 +69,12 @@ def test_round_trip(wz):
     assert set(head["tensors"]) == set(fm) and head["tensors"]["fc1.weight"]["kind"] == fm["fc1.weight"].kind
 
 
-def test_layout_is_as_documented(wz):
-    """Format 2 (default): no offsets, the streams follow each other in entry order, the manifest
+def test_layout_is_as_documented(wz, tmp_path):
+    """Format 2 (``version=2``): no offsets, the streams follow each other in entry order, the manifest
     is a zstd frame made with the built-in dictionary."""
-    path, fm, _ = wz
+    _, fm, _ = wz
+    path = tmp_path / "v2.wz"
+    container.write(path, MANIFEST, fm, version=2)
     data = path.read_bytes()
     magic, version, flags, mlen, mcrc, slen, hcrc = struct.unpack("<8sHHIIQI", data[:32])
     assert magic == MAGIC == b"\x89WZF\r\n\x1a\n" and version == 2 and flags == 3
@@ -89,6 +91,32 @@ def test_layout_is_as_documented(wz):
             chunk = area[offset:offset + s["length"]]
             assert chunk == fm[name].streams[sname] and zlib.crc32(chunk) == s["crc32"]
             offset += s["length"]
+    assert offset == slen
+
+
+def test_format_3_layout_is_as_documented(wz):
+    """Format 3 (default): the tensor table is a list ``[area CRC32, [name, kind, shape, meta,
+    lengths(, dtype)], ...]``, derivable meta fields dropped, the format-3 dictionary."""
+    from weightzip.codec.manifest_dict import expand_meta
+
+    path, fm, _ = wz
+    data = path.read_bytes()
+    magic, version, flags, mlen, mcrc, slen, hcrc = struct.unpack("<8sHHIIQI", data[:32])
+    assert magic == MAGIC and version == 3 and flags == 3
+    assert hcrc == zlib.crc32(data[:28]) and mcrc == zlib.crc32(data[32:32 + mlen])
+    doc = json.loads(zstandard.ZstdDecompressor(dict_data=zstd_dictionary(3)).decompress(data[32:32 + mlen]))
+    table = doc["tensors"]
+    area = data[32 + mlen:]
+    assert table[0] == zlib.crc32(area) and len(table) == len(fm) + 1
+    offset = 0
+    for ent, (name, f) in zip(table[1:], fm.items()):
+        assert ent[0] == name and ent[1] == f.kind and ent[2] == list(f.shape)
+        assert ent[5 if len(ent) == 6 else 0] == (f.dtype if len(ent) == 6 else name)
+        assert expand_meta(ent[3], f.kind, ent[2]) == json.loads(json.dumps(f.meta))
+        lengths = ent[4] if isinstance(ent[4], list) else list(ent[4].values())
+        for sname, n in zip(f.streams, lengths):
+            assert area[offset:offset + n] == f.streams[sname]
+            offset += n
     assert offset == slen
 
 
@@ -211,7 +239,7 @@ def test_wrong_magic_newer_version_unknown_flags(wz, tmp_path):
     bad.write_bytes(b"PK\x03\x04" + data[4:])
     with pytest.raises(WeightzipFormatError, match="not a weightzip file"):
         container.read(bad)
-    bad.write_bytes(_with_header(data, version=3))
+    bad.write_bytes(_with_header(data, version=max(container.VERSIONS) + 1))
     with pytest.raises(WeightzipFormatError, match="newer weightzip.*upgrade"):
         container.read(bad)
     with pytest.raises(WeightzipFormatError, match="newer"):

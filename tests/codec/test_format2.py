@@ -31,7 +31,7 @@ def _v2_file(doc: dict, area: bytes) -> bytes:
 
 def _doc_area(tmp_path):
     path = tmp_path / "ok.wz"
-    container.write(path, MANIFEST, small_formats())
+    container.write(path, MANIFEST, small_formats(), version=2)
     raw = forge.load(path, keep_version=True)
     assert raw.version == 2
     doc = json.loads(json.dumps(raw.doc))
@@ -86,7 +86,7 @@ def test_format_2_manifest_without_the_dictionary_is_refused(tmp_path):
 
 def test_forge_round_trips_both_versions(tmp_path):
     path = tmp_path / "a.wz"
-    container.write(path, MANIFEST, small_formats())
+    container.write(path, MANIFEST, small_formats(), version=2)
     for keep in (False, True):
         raw = forge.load(path, keep_version=keep)
         out = tmp_path / f"b{keep}.wz"

@@ -41,8 +41,9 @@ from .format import DTYPE_BYTES, Format
 from .manifest import check_manifest
 
 MAGIC = b"\x89WZF\r\n\x1a\n"
-VERSION = 2                               # 1: streams carry offsets; 2: offsets implied, dictionary-compressed manifest
-VERSIONS = (1, 2)                         # written by write(version=...); both read
+VERSION = 3                               # 1: streams carry offsets; 2: offsets implied, dictionary-compressed manifest;
+                                          # 3: compact tensor table (list, defaults dropped, one CRC for the stream area)
+VERSIONS = (1, 2, 3)                      # written by write(version=...); all read
 FLAG_ZSTD = 1
 FLAG_DICT = 2                             # the zstd frame uses the built-in dictionary (.manifest_dict), version >= 2
 KNOWN_FLAGS = FLAG_ZSTD | FLAG_DICT
@@ -54,6 +55,7 @@ MANIFEST_FLOOR = 1 << 20                  # ... except that 1 MiB is always allo
 DEFAULT_MAX_DECODED_BYTES = 2 << 30       # sum over tensors of numel x element size (512M float32 weights)
 MAX_DECODED_ENV = "WEIGHTZIP_MAX_DECODED_BYTES"   # overrides the default (the CLI's --max-decoded-bytes sets it)
 RESERVED_KEY = "tensors"
+AREA_CRC_MAX = 4 << 20                    # format 3: one CRC for a stream area up to this size, per-stream CRCs above
 
 
 def _crc(data) -> int:
@@ -101,9 +103,99 @@ def _manifest_bytes(manifest: dict, formats: dict[str, Format], version: int = 1
             offset += len(data)
         tensors[name] = {"kind": fmt.kind, "shape": [int(s) for s in fmt.shape], "dtype": fmt.dtype,
                          "meta": fmt.meta, "streams": entry_streams}
-    doc = {**manifest, RESERVED_KEY: tensors}
+    if version >= 3:
+        area_crc = None
+        if offset <= AREA_CRC_MAX:
+            area_crc = 0
+            for c in chunks:
+                area_crc = zlib.crc32(c, area_crc)
+            area_crc &= 0xFFFFFFFF
+        meta_json = json.loads(json.dumps({k: e["meta"] for k, e in tensors.items()}, default=_json_default))
+        table = compact_table(tensors, meta_json, area_crc)
+    else:
+        table = tensors
+    doc = {**manifest, RESERVED_KEY: table}
     text = json.dumps(doc, default=_json_default, separators=(",", ":"), sort_keys=False)
     return text.encode("utf-8"), chunks
+
+
+def compact_table(tensors: dict, metas: dict, area_crc: int | None) -> list:
+    """Format 3's tensor table: ``[area CRC32 or null, entry, ...]``; an entry is ``[name, kind,
+    shape, meta, lengths]`` (+ ``dtype`` unless float32) with the meta's derivable fields dropped
+    (:func:`.manifest_dict.compact_meta`) and ``lengths`` a list in the order of the meta's
+    ``stream_info`` (or an object by stream name); each length is ``[length, crc32]`` when the
+    table has no area CRC. An entry that cannot be written so is ``[name, {v2 entry}]``."""
+    from .manifest_dict import compact_meta
+
+    out: list = [area_crc]
+    for name, e in tensors.items():
+        meta = metas[name]
+        streams = {s: (v["length"] if area_crc is not None else [v["length"], v["crc32"]]) for s, v in e["streams"].items()}
+        mc = compact_meta(meta, e["kind"], e["shape"]) if isinstance(meta, dict) else None
+        si = meta.get("stream_info") if isinstance(meta, dict) else None
+        if mc is None or (isinstance(si, dict) and any(not isinstance(v, dict) for v in si.values())):
+            raw = {**e, "meta": meta, "streams": {s: ({"length": v} if area_crc is not None else {"length": v[0], "crc32": v[1]})
+                                                   for s, v in streams.items()}}
+            out.append([name, raw])
+            continue
+        lengths = list(streams.values()) if isinstance(si, dict) and list(si) == list(streams) else streams
+        ent = [name, e["kind"], e["shape"], mc, lengths]
+        if e["dtype"] != "float32":
+            ent.append(e["dtype"])
+        out.append(ent)
+    return out
+
+
+def expand_table(path, table) -> tuple[dict, int | None]:
+    """Inverse of :func:`compact_table`: ``({name: v2-shaped entry}, area CRC or None)``. Every
+    malformed piece is refused by name here or left for the entry checks (:func:`_check_entry`)."""
+    from .manifest_dict import expand_meta
+
+    if not isinstance(table, list) or not table:
+        raise _err(path, f"manifest field {RESERVED_KEY!r} of a format-3 file must be a non-empty list")
+    area_crc = table[0]
+    if area_crc is not None and not (isinstance(area_crc, int) and not isinstance(area_crc, bool)
+                                     and 0 <= area_crc <= 0xFFFFFFFF):
+        raise _err(path, f"the stream area's CRC must be null or an integer in [0, 2^32), got {area_crc!r}")
+    out: dict = {}
+    for i, ent in enumerate(table[1:]):
+        name = ent[0] if isinstance(ent, list) and ent else None
+        if not isinstance(name, str) or not name:
+            raise _err(path, f"tensor entry #{i} must be a list starting with the tensor's name")
+        if name in out:
+            raise _err(path, f"tensor {name!r} appears twice in the tensor table")
+        where = f"tensor {name!r}"
+        if len(ent) == 2 and isinstance(ent[1], dict):
+            e = ent[1]
+            streams = e.get("streams")
+            if area_crc is not None and isinstance(streams, dict):
+                for sname, st in streams.items():
+                    if isinstance(st, dict) and "crc32" in st:
+                        raise _err(path, f"{where}, stream {sname!r}: a stream has no CRC where the area has one")
+            out[name] = e
+            continue
+        if len(ent) not in (5, 6):
+            raise _err(path, f"{where}: a format-3 entry has 5 or 6 fields, got {len(ent)}")
+        _, kind, shape, meta, lengths = ent[:5]
+        dtype = ent[5] if len(ent) == 6 else "float32"
+        meta = expand_meta(meta, kind, shape)
+        if isinstance(lengths, list):
+            si = meta.get("stream_info") if isinstance(meta, dict) else None
+            if not isinstance(si, dict) or len(si) != len(lengths):
+                raise _err(path, f"{where}: {len(lengths)} stream lengths for the streams of its stream_info")
+            lengths = dict(zip(si, lengths))
+        if not isinstance(lengths, dict):
+            raise _err(path, f"{where}: the stream lengths must be a list or an object, got {type(lengths).__name__}")
+        streams = {}
+        for sname, v in lengths.items():
+            if area_crc is None:
+                if not (isinstance(v, list) and len(v) == 2):
+                    raise _err(path, f"{where}, stream {sname!r}: must be [length, crc32], got {v!r}"[:200])
+                streams[sname] = {"length": v[0], "crc32": v[1]}
+            else:
+                streams[sname] = {"length": v}
+        out[name] = {"kind": kind, "shape": shape, "dtype": dtype, "meta": meta, "streams": streams}
+    return out, area_crc
 
 
 def write(path, manifest: dict, formats: dict[str, Format], *, level: int = 19, version: int = VERSION) -> int:
@@ -130,7 +222,7 @@ def write(path, manifest: dict, formats: dict[str, Format], *, level: int = 19, 
     else:
         from .manifest_dict import zstd_dictionary
 
-        man = zstandard.ZstdCompressor(level=level, dict_data=zstd_dictionary(), write_dict_id=False,
+        man = zstandard.ZstdCompressor(level=level, dict_data=zstd_dictionary(version), write_dict_id=False,
                                        write_checksum=False, write_content_size=True).compress(raw)
         flags = FLAG_ZSTD | FLAG_DICT
     streams_len = sum(len(c) for c in chunks)
@@ -184,26 +276,58 @@ def _parse_header(path, head: bytes, file_size: int) -> tuple[int, int, int, int
     return flags | (version << 16), mlen, mcrc, slen
 
 
-def _parse_manifest(path, data: bytes, flags: int, mcrc: int, slen: int | None = None) -> dict:
-    """The manifest object; ``flags`` carries the format version in bits 16+ (``_parse_header``).
-    Format 2 streams have no offsets: they are assigned here (entry order, then stream order), so the
-    tensor table has the same shape for every version, and must cover the ``slen``-byte stream area."""
+def _parse_manifest(path, data: bytes, flags: int, mcrc: int, slen: int | None = None) -> tuple[dict, int | None]:
+    """The manifest object and (format 3) the stream area's CRC32 or None; ``flags`` carries the
+    format version in bits 16+ (``_parse_header``). Format 2+ streams have no offsets: they are
+    assigned here (entry order, then stream order), so the tensor table has the same shape for
+    every version, and must cover the ``slen``-byte stream area. Format 3's compact table is
+    expanded to that shape first (:func:`expand_table`)."""
     version = flags >> 16 or 1
     if _crc(data) != mcrc:
         raise _err(path, "manifest checksum mismatch (the file is corrupted)")
     if flags & FLAG_ZSTD:
-        data = _decompress_manifest(path, data, bool(flags & FLAG_DICT))
+        data = _decompress_manifest(path, data, bool(flags & FLAG_DICT), version)
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, int digit limit
         raise _err(path, f"manifest is not valid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise _err(path, f"manifest must be a JSON object, got {type(doc).__name__}")
+    area_crc = None
+    if version >= 3:
+        if not isinstance(doc.get(RESERVED_KEY), list):
+            raise _err(path, f"manifest has no {RESERVED_KEY!r} list (format 3)")
+        doc[RESERVED_KEY], area_crc = expand_table(path, doc[RESERVED_KEY])
     if not isinstance(doc.get(RESERVED_KEY), dict):
         raise _err(path, f"manifest has no {RESERVED_KEY!r} object")
     if version >= 2:
         _assign_offsets(path, doc[RESERVED_KEY], slen)
-    return doc
+    return doc, area_crc
+
+
+def _check_area_crc(path, f, start: int, slen: int, tensors: dict, area_crc: int) -> None:
+    """Format 3 with one CRC for the stream area: read the area in chunks (never held whole),
+    compare its CRC32 and give every stream the ``crc32`` of its bytes (what the per-stream checks
+    of the readers then compare), so every reader sees the version-1 table."""
+    spans = sorted(((s["offset"], s["length"], s) for e in tensors.values() if isinstance(e, dict)
+                   and isinstance(e.get("streams"), dict) for s in e["streams"].values()
+                   if isinstance(s, dict) and isinstance(s.get("offset"), int) and isinstance(s.get("length"), int)),
+                   key=lambda t: (t[0], t[1]))
+    f.seek(start)
+    total, pos, chunk = 0, 0, 1 << 20
+    for off, n, s in spans:                    # format 2+: the streams tile the area in order
+        c = 0
+        while n > 0:
+            b = f.read(min(chunk, n))
+            if not b:
+                raise _err(path, "truncated inside the stream area")
+            c = zlib.crc32(b, c)
+            total = zlib.crc32(b, total)
+            n -= len(b)
+            pos += len(b)
+        s["crc32"] = c & 0xFFFFFFFF
+    if pos != slen or (total & 0xFFFFFFFF) != area_crc:
+        raise _err(path, "stream area checksum mismatch (the file is corrupted)")
 
 
 def _assign_offsets(path, tensors: dict, slen: int | None) -> None:
@@ -235,7 +359,7 @@ def manifest_limit(compressed_len: int) -> int:
     return min(MAX_MANIFEST_BYTES, max(MANIFEST_FLOOR, MANIFEST_RATIO * compressed_len))
 
 
-def _decompress_manifest(path, data: bytes, use_dict: bool = False) -> bytes:
+def _decompress_manifest(path, data: bytes, use_dict: bool = False, version: int = 2) -> bytes:
     """Decompress the zstd manifest without ever holding more than :func:`manifest_limit` bytes:
     the frame's declared size is checked first, then the output is read in chunks. ``use_dict``:
     the frame was made with the built-in dictionary (:mod:`.manifest_dict`)."""
@@ -246,7 +370,7 @@ def _decompress_manifest(path, data: bytes, use_dict: bool = False) -> bytes:
     if use_dict:
         from .manifest_dict import zstd_dictionary
 
-        dctx = zstandard.ZstdDecompressor(dict_data=zstd_dictionary())
+        dctx = zstandard.ZstdDecompressor(dict_data=zstd_dictionary(version))
     else:
         dctx = zstandard.ZstdDecompressor()
     limit = manifest_limit(len(data))
@@ -285,7 +409,9 @@ def _read_head_and_manifest(path) -> tuple[dict, int, int, Any]:
         data = f.read(mlen)
         if len(data) != mlen:
             raise _err(path, "truncated inside the manifest")
-        doc = _parse_manifest(path, data, flags, mcrc, slen)
+        doc, area_crc = _parse_manifest(path, data, flags, mcrc, slen)
+        if area_crc is not None:
+            _check_area_crc(path, f, HEADER_SIZE + mlen, slen, doc[RESERVED_KEY], area_crc)
     except BaseException:
         f.close()
         raise

@@ -49,10 +49,19 @@ def load(path, *, keep_version: bool = False) -> RawFile:
     _, version, flags, mlen, _, slen, _ = HEADER.unpack(b[:HEADER_SIZE])
     man = b[HEADER_SIZE:HEADER_SIZE + mlen]
     if flags & FLAG_ZSTD:
-        dctx = zstandard.ZstdDecompressor(dict_data=zstd_dictionary()) if flags & FLAG_DICT else zstandard.ZstdDecompressor()
+        dctx = zstandard.ZstdDecompressor(dict_data=zstd_dictionary(version)) if flags & FLAG_DICT else zstandard.ZstdDecompressor()
         man = dctx.decompress(man)
     area = bytearray(b[HEADER_SIZE + mlen:HEADER_SIZE + mlen + slen])
     doc = json.loads(man)
+    if version >= 3:                              # the compact table as the version-1 dict (CRCs per stream)
+        from .container import expand_table
+
+        doc[RESERVED_KEY], _ = expand_table(path, doc[RESERVED_KEY])
+        offset = 0
+        for e in doc[RESERVED_KEY].values():
+            for st in e["streams"].values():
+                st["crc32"] = _crc(bytes(area[offset:offset + st["length"]]))
+                offset += st["length"]
     if version >= 2:
         offset = 0
         for e in doc[RESERVED_KEY].values():
@@ -102,13 +111,15 @@ def dump(raw: RawFile, *, manifest: bytes | None = None, compress: bool = True, 
             for st in (e.get("streams") or {}).values() if isinstance(e, dict) and isinstance(e.get("streams"), dict) else ():
                 if isinstance(st, dict):
                     st.pop("offset", None)
+    if raw.version >= 3 and manifest is None:      # format 3: the compact table (raw entries where it cannot be)
+        doc = {**doc, RESERVED_KEY: _table3(doc.get(RESERVED_KEY), raw.area)}
     man = manifest if manifest is not None else json.dumps(doc, allow_nan=True).encode()
     flags = raw.flags
     if compress:
         if flags & FLAG_DICT:
             from .manifest_dict import zstd_dictionary
 
-            cctx = zstandard.ZstdCompressor(level=level, write_content_size=content_size, dict_data=zstd_dictionary(),
+            cctx = zstandard.ZstdCompressor(level=level, write_content_size=content_size, dict_data=zstd_dictionary(raw.version),
                                             write_dict_id=False)
         else:
             cctx = zstandard.ZstdCompressor(level=level, write_content_size=content_size)
@@ -119,6 +130,26 @@ def dump(raw: RawFile, *, manifest: bytes | None = None, compress: bool = True, 
     head = struct.pack("<8sHHIIQ", MAGIC, raw.version, flags, len(man), _crc(man), len(raw.area))
     head += struct.pack("<I", _crc(head))
     return head + man + bytes(raw.area)
+
+
+def _table3(tensors, area) -> object:
+    """Format 3's table of a (possibly mutated) version-1-shaped ``tensors``: the area's CRC, each
+    entry compact where :func:`.container.compact_table` takes it, else ``[name, raw entry]``."""
+    from .container import AREA_CRC_MAX, compact_table
+
+    if not isinstance(tensors, dict):
+        return tensors
+    crc = _crc(bytes(area)) if len(area) <= AREA_CRC_MAX else None
+    out = [crc]
+    for name, e in tensors.items():
+        try:
+            out.append(compact_table({name: e}, {name: e["meta"]}, crc)[1])
+        except Exception:   # a mutated entry: written as it is, without the fields format 3 implies
+            if isinstance(e, dict) and isinstance(e.get("streams"), dict):
+                e = {**e, "streams": {k: ({kk: vv for kk, vv in v.items() if kk != "offset" and (crc is None or kk != "crc32")}
+                                          if isinstance(v, dict) else v) for k, v in e["streams"].items()}}
+            out.append([name, e])
+    return out
 
 
 # =============================================================================================
