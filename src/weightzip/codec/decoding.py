@@ -62,7 +62,7 @@ def _check_plan(fmt: Format, plan: dict) -> None:
         coding = inf.get("coding")
         if isinstance(alphabet, str):
             if alphabet == "float":
-                ok = coding in ("float32", "float16")
+                ok = coding in ("float32", "float16", "grid")
             elif alphabet == "context_mask":    # a context layout's mask: column-conditioned or mixing coder
                 ok = coding in ("context_mask", "cm_mask")
             else:
@@ -104,6 +104,9 @@ def _validate_stream(fmt: Format, byte_streams: bool, name: str, inf) -> None:
             raise bad(fmt, f"stream alphabet must be a positive integer, got {a!r}", name)
     elif c in ("context_mask", "cm_mask"):
         pass
+    elif c == "grid":                     # streams.decode_grid: one byte, then >= 1 byte per value
+        if not 1 <= len(data) or n > len(data) - 1:
+            raise bad(fmt, f"{len(data)} bytes cannot hold {n} grid values", name)
     elif c == "bytes":
         if not byte_streams:
             raise bad(fmt, "'bytes' streams only exist in raw formats", name)
