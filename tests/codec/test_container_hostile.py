@@ -138,7 +138,7 @@ def test_codebook_of_2_28_entries_in_a_few_bytes(base, tmp_path):
         m["codebook_size"] = 2**28
         m["stream_info"]["codebook"]["count"] = 2**28
         m["stream_info"]["codes"]["alphabet"] = 2**28
-    assert_refused(forged(base, tmp_path, change), "bytes for 268435456 float32 values")
+    assert_refused(forged(base, tmp_path, change), "bytes for 268435456 float32 values|cannot hold 268435456 grid values")
 
 
 @pytest.mark.parametrize("count", [2**31 - 1, 2**31, 2**40, -1, 1.5, True, None])
@@ -284,9 +284,11 @@ def test_unknown_kinds(base, tmp_path, kind):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_nan_and_inf_codebooks(base, tmp_path, value):
-    def change(r):
-        s = T(r, "cb")["streams"]["codebook"]
-        r.area[s["offset"] + 4:s["offset"] + 8] = np.array([value], "<f4").tobytes()
+    def change(r):                     # the codebook as float32 (the encoder may store it as a grid), one value replaced
+        k = T(r, "cb")["meta"]["codebook_size"]
+        vals = np.linspace(-0.5, 0.75, k).astype("<f4")
+        vals[1] = value
+        forge.set_stream(r, "cb", "codebook", vals.tobytes(), info={"coding": "float32", "count": k})
     assert_refused(forged(base, tmp_path, change), "NaN / Inf")
 
 

@@ -58,3 +58,25 @@ def test_reader_refuses_truncated_floats_and_missing_info():
         StreamReader(f).floats("values", 3)
     with pytest.raises(WeightzipFormatError, match="stream_info"):
         StreamReader(Format("dense", (3,), "float32", {}, {}))
+
+
+def test_grid_float_coding_round_trips_and_is_bounded():
+    """Values on a grid ``k 2^-f`` (re-quantized codebooks / biases) are stored as varint deltas,
+    bit-exactly; other values stay float32; hostile grid streams are refused."""
+    import numpy as np
+    import pytest
+
+    from weightzip.codec.streams import decode_grid, encode_grid
+    from weightzip.errors import WeightzipFormatError
+
+    for v in ([-0.25, -0.125, 0.0, 0.125, 0.375], [3.0, -7.0, 1e6], [2.0 ** -30, -(2.0 ** -40)], [0.0]):
+        a = np.asarray(v, np.float32)
+        g = encode_grid(a)
+        assert g is not None and np.array_equal(decode_grid(g, a.size).view(np.uint32), a.view(np.uint32))
+    assert len(encode_grid(np.arange(16, dtype=np.float32) / 64 - 0.1171875)) < 64
+    assert encode_grid(np.asarray([1e-13], np.float32)) is None          # not on a grid up to 2^-40
+    assert encode_grid(np.asarray([np.inf], np.float32)) is None
+    for data, n in ((b"", 0), (b"\x03", 1), (b"\x29\x00", 1), (b"\x03\x80\x80", 1), (b"\x03\x00\x00", 1),
+                    (b"\x03" + b"\xff" * 9 + b"\x01", 1), (b"\x03\x00", 2)):
+        with pytest.raises(WeightzipFormatError):
+            decode_grid(data, n)

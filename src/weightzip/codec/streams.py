@@ -15,6 +15,79 @@ from .bitpack import bits_for_alphabet
 from .format import Format, bad, is_int
 
 
+FLOAT_CODINGS = ("float32", "float16", "grid")
+GRID_STREAMS = ("codebook", "codebooks", "scale")   # float streams whose readers take any float coding (a
+                                                  # dense tensor's ``values`` coding is its value_dtype)
+GRID_MAX_F = 40          # finest grid 2^-40
+GRID_MAX_VARINT = 8      # bytes of one zigzag delta (|delta| < 2^55)
+
+
+def encode_grid(v: np.ndarray) -> bytes | None:
+    """Coding ``grid`` of float32 values that are all integers times ``2^-f`` (``0 <= f <=``
+    :data:`GRID_MAX_F`), e.g. re-quantized codebooks and biases: one byte ``f``, then per value the
+    zigzag LEB128 varint of ``a[i] - a[i - 1]`` (``a[-1] = 0``) of the integers ``a = v 2^f``.
+    None when the values are not on such a grid or do not read back bit-exactly."""
+    v = np.asarray(v, dtype=np.float32).ravel()
+    if not v.size or not np.isfinite(v).all():
+        return None
+    d = v.astype(np.float64)
+    for f in range(GRID_MAX_F + 1):
+        a = d * 2.0 ** f
+        if np.all(a == np.floor(a)):
+            break
+    else:
+        return None
+    if np.abs(a).max() >= 2.0 ** 53:
+        return None
+    ai = a.astype(np.int64)
+    if not np.array_equal((ai.astype(np.float64) * 2.0 ** -f).astype(np.float32).view(np.uint32),
+                          (v + np.float32(0.0)).view(np.uint32)):
+        return None                      # -0.0 and the like: stay float32
+    delta = np.diff(ai, prepend=0)
+    out = bytearray([f])
+    for x in delta.tolist():
+        z = (x << 1) if x >= 0 else ((-x << 1) - 1)
+        if z >= 1 << (7 * GRID_MAX_VARINT):
+            return None
+        while z >= 0x80:
+            out.append((z & 0x7F) | 0x80)
+            z >>= 7
+        out.append(z)
+    return bytes(out)
+
+
+def decode_grid(data: bytes, n) -> np.ndarray:
+    """Inverse of :func:`encode_grid` (``n`` values); bounded: refused unless the bytes can hold
+    ``n`` varints."""
+    data = bytes(data)
+    if not is_int(n) or n < 0 or len(data) < 1 or n > len(data) - 1:
+        raise WeightzipFormatError(f"grid stream of {len(data)} bytes cannot hold {n!r} values")
+    f = data[0]
+    if f > GRID_MAX_F:
+        raise WeightzipFormatError(f"grid stream step 2^-{f} is finer than 2^-{GRID_MAX_F}")
+    vals = np.empty(n, np.int64)
+    acc, i, pos = 0, 0, 1
+    while i < n:
+        z, shift = 0, 0
+        while True:
+            if pos >= len(data) or shift >= 7 * GRID_MAX_VARINT:
+                raise WeightzipFormatError("grid stream is truncated or holds an over-long varint")
+            b = data[pos]
+            pos += 1
+            z |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        acc += (z >> 1) if not z & 1 else -((z + 1) >> 1)
+        if abs(acc) >= 1 << 53:
+            raise WeightzipFormatError("grid stream value out of range")
+        vals[i] = acc
+        i += 1
+    if pos != len(data):
+        raise WeightzipFormatError(f"grid stream has {len(data) - pos} trailing bytes")
+    return (vals.astype(np.float64) * 2.0 ** -f).astype(np.float32)
+
+
 class StreamWriter:
     """Collects streams and their ``stream_info`` while a candidate is built. Integer streams get
     the smallest of ``codings`` (:func:`.entropy.best_coding`)."""
@@ -42,6 +115,9 @@ class StreamWriter:
     def floats(self, name: str, values, dtype: str = "float32") -> None:
         v = np.asarray(values, dtype=np.float32).ravel()
         data = v.astype("<f4" if dtype == "float32" else "<f2").tobytes()
+        g = encode_grid(v) if dtype == "float32" and name in GRID_STREAMS and set(self.codings) - {"raw"} else None
+        if g is not None and len(g) < len(data):
+            data, dtype = g, "grid"
         self.streams[name] = data
         self.info[name] = {"coding": dtype, "count": int(v.size)}
 
@@ -120,14 +196,19 @@ class StreamReader:
             raise bad(self.fmt, str(e), name) from None
 
     def floats(self, name: str, count: int | None = None) -> np.ndarray:
-        """(count,) float32 values of a float32 / float16 stream (all finite)."""
+        """(count,) float32 values of a float32 / float16 / grid stream (all finite)."""
         inf, data = self._get(name)
         coding = inf.get("coding")
-        if coding not in ("float32", "float16"):
-            raise bad(self.fmt, f"stream coding must be float32 or float16, got {coding!r}", name)
+        if coding not in FLOAT_CODINGS:
+            raise bad(self.fmt, f"stream coding must be float32 or float16 (or grid), got {coding!r}", name)
         n = inf.get("count")
         if count is not None and n != count:
             raise bad(self.fmt, f"stream holds {n!r} values, expected {count}", name)
+        if coding == "grid":
+            try:
+                return decode_grid(data, n)
+            except WeightzipFormatError as e:
+                raise bad(self.fmt, str(e), name) from None
         width = 4 if coding == "float32" else 2
         if not is_int(n) or len(data) != n * width:
             raise bad(self.fmt, f"stream has {len(data)} bytes, {n!r} {coding} values need "
