@@ -71,6 +71,13 @@ def train(x, w, ws, n, y, p, shift):
         w[ws, i] += (x[i] * err) >> shift
 
 @njit
+def upd(q, n, i, y, lim):
+    # counts-based adaptive probability (model 2): rate 1 / (n + 1.5), n capped at lim
+    q[i] += (((y << 16) - q[i]) * 2) // (2 * n[i] + 3)
+    if n[i] < lim:
+        n[i] += 1
+
+@njit
 def bucket(n):
     if n < 2:
         return n
@@ -83,11 +90,13 @@ def bucket(n):
     return 5
 
 @njit
-def mask_run(m, buf, st, decoding, shift, sq, stt):
+def mask_run(m, buf, st, decoding, shift, sq, stt, model):
     R, C = m.shape
     n1c = np.zeros(C, np.int64)
     q_nb = np.full(64, 32768, np.int64)
     q_cb = np.full(24, 32768, np.int64)
+    n_nb = np.zeros(64, np.int64)
+    n_cb = np.zeros(24, np.int64)
     NIN = 6
     w = np.full((24, NIN), 19661, np.int64)
     x = np.zeros(NIN, np.int64)
@@ -114,15 +123,19 @@ def mask_run(m, buf, st, decoding, shift, sq, stt):
             y = code_bit(st, buf, m[r, c], p, decoding)
             m[r, c] = y
             train(x, w, ctx2, NIN, y, p, shift)
-            q_nb[nb] += ((y << 16) - q_nb[nb]) >> 4
-            q_cb[ctx2] += ((y << 16) - q_cb[ctx2]) >> 4
+            if model == 2:
+                upd(q_nb, n_nb, nb, y, 127)
+                upd(q_cb, n_cb, ctx2, y, 127)
+            else:
+                q_nb[nb] += ((y << 16) - q_nb[nb]) >> 4
+                q_cb[ctx2] += ((y << 16) - q_cb[ctx2]) >> 4
             n1c[c] += y
             n1r += y
         prev_row = n1r
     return 0
 
 @njit
-def codes_run(codes, line, col, ncols, k, depth, buf, st, decoding, shift, sq, stt):
+def codes_run(codes, line, col, ncols, k, depth, buf, st, decoding, shift, sq, stt, model):
     e = codes.size
     nodes = 1 << depth
     cn1 = np.zeros((ncols, nodes), np.int64)
@@ -131,7 +144,10 @@ def codes_run(codes, line, col, ncols, k, depth, buf, st, decoding, shift, sq, s
     rn = np.zeros(nodes, np.int64)
     q_prev = np.full((nodes, k + 1), 32768, np.int64)
     q_node = np.full(nodes, 32768, np.int64)
-    NIN = 5
+    q_up = np.full((nodes, k + 1), 32768, np.int64)     # model 2: per (node, last code of the column)
+    n_up = np.zeros((nodes, k + 1), np.int64)
+    lastc = np.full(ncols, k, np.int64)
+    NIN = 6 if model == 2 else 5
     w = np.full((nodes, NIN), 19661, np.int64)
     x = np.zeros(NIN, np.int64)
     prev = k
@@ -144,6 +160,7 @@ def codes_run(codes, line, col, ncols, k, depth, buf, st, decoding, shift, sq, s
         node = 1
         lo = 0
         s = codes[i]
+        up = lastc[c]
         for dpos in range(depth - 1, -1, -1):
             half = 1 << dpos
             if lo + half >= k:          # the 1-branch holds no valid code
@@ -154,12 +171,16 @@ def codes_run(codes, line, col, ncols, k, depth, buf, st, decoding, shift, sq, s
             x[2] = stt[q_prev[node, prev] >> 4]
             x[3] = stt[q_node[node] >> 4]
             x[4] = 256
+            if model == 2:
+                x[5] = stt[q_up[node, up] >> 4]
             p = mix(x, w, node, NIN, sq)
             y = (s >> dpos) & 1 if not decoding else 0
             y = code_bit(st, buf, y, p, decoding)
             train(x, w, node, NIN, y, p, shift)
             q_prev[node, prev] += ((y << 16) - q_prev[node, prev]) >> 4
             q_node[node] += ((y << 16) - q_node[node]) >> 4
+            if model == 2:
+                upd(q_up[node], n_up[node], up, y, 1023)
             cn1[c, node] += y
             cn[c, node] += 1
             rn1[node] += y
@@ -168,6 +189,7 @@ def codes_run(codes, line, col, ncols, k, depth, buf, st, decoding, shift, sq, s
             lo += y * half
         codes[i] = lo
         prev = lo
+        lastc[c] = lo
     return 0
 
 @njit

@@ -45,6 +45,12 @@ coded (it is 0). Inputs per node: ``kt`` of the column's counts at that node, ``
 row's counts at that node, an adaptive probability per (node, previous code in the row or
 ``K``), an adaptive probability per node, and the bias; weight set per node.
 
+**Model 2** (flags bit 3, written since format 3): the adaptive probabilities of the mask (the
+neighbour and the (left, up, bucket) ones) are counts-based, ``q += ((bit << 16) - q) * 2 //
+(2 n + 3)`` with ``n`` the number of updates so far capped at 127 (fast at first, then averaging);
+the codes get a sixth input, a counts-based adaptive probability per (node, the last code coded in
+the same column, or ``K``; ``n`` capped at 1023). Model 1 streams (flags bit 3 clear) decode as before.
+
 Decoding allocates ``O(C * 2^D)`` counters (refused above :data:`MAX_TABLE`) and at most
 ``R * C`` output bits: a stream cannot make it allocate more than its declared shape.
 """
@@ -126,13 +132,17 @@ def _decoder_state(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
     return buf, np.array([0, 0xFFFFFFFF, x, 4], np.int64)
 
 
-def _flags(data: bytes, what: str) -> tuple[bool, int]:
+MODEL2 = 8                   # flags bit 3: model 2 (counts-based adaptive states; codes: + last code of the column)
+
+
+def _flags(data: bytes, what: str) -> tuple[bool, int, int]:
+    """(transposed, learning-rate shift, model 1 or 2) of a stream's flags byte."""
     if len(data) < 1:
         raise WeightzipFormatError(f"{what} stream is truncated (no flags byte)")
     f = data[0]
-    if f >> 3:
+    if f >> 4:
         raise WeightzipFormatError(f"{what} stream has unknown flags {f:#x}")
-    return bool(f & 1), LR_SHIFTS[(f >> 1) & 3]
+    return bool(f & 1), LR_SHIFTS[(f >> 1) & 3], 2 if f & MODEL2 else 1
 
 
 def encode_mask(mask: np.ndarray, transposed: bool | None = None) -> bytes:
@@ -146,8 +156,8 @@ def encode_mask(mask: np.ndarray, transposed: bool | None = None) -> bytes:
     def run(tr: bool, si: int) -> bytes:
         mm = np.ascontiguousarray((m.T if tr else m).astype(np.uint8))
         data = _encode_with(k["mask_run"], mm.size,
-                            lambda buf, st: k["mask_run"](mm, buf, st, False, LR_SHIFTS[si], SQUASH_T, STRETCH))
-        return bytes([int(tr) | (si << 1)]) + data
+                            lambda buf, st: k["mask_run"](mm, buf, st, False, LR_SHIFTS[si], SQUASH_T, STRETCH, 2))
+        return bytes([int(tr) | (si << 1) | MODEL2]) + data
 
     return _search(run, transposed)
 
@@ -170,11 +180,11 @@ def _search(run, transposed: bool | None) -> bytes:
 def decode_mask(data: bytes, rows: int, cols: int) -> np.ndarray:
     """Inverse of :func:`encode_mask`: the bool mask (rows, cols)."""
     data = bytes(data)
-    tr, shift = _flags(data, "cm_mask")
+    tr, shift, model = _flags(data, "cm_mask")
     r, c = (cols, rows) if tr else (rows, cols)
     m = np.zeros((r, c), np.uint8)
     buf, st = _decoder_state(data[1:])
-    _kernels()["mask_run"](m, buf, st, True, shift, SQUASH_T, STRETCH)
+    _kernels()["mask_run"](m, buf, st, True, shift, SQUASH_T, STRETCH, model)
     out = m.astype(bool)
     return np.ascontiguousarray(out.T) if tr else out
 
@@ -219,8 +229,8 @@ def encode_codes(codes, pos, rows: int, cols: int, k: int) -> bytes | None:
         so, line, col = orders[tr]
         data = _encode_with(kk["codes_run"], s.size * depth,
                             lambda buf, st: kk["codes_run"](so.copy(), line, col, rows if tr else cols, k, depth,
-                                                            buf, st, False, LR_SHIFTS[si], SQUASH_T, STRETCH))
-        return bytes([int(tr) | (si << 1)]) + data
+                                                            buf, st, False, LR_SHIFTS[si], SQUASH_T, STRETCH, 2))
+        return bytes([int(tr) | (si << 1) | MODEL2]) + data
 
     return _search(run, None)
 
@@ -231,12 +241,12 @@ def decode_codes(data: bytes, pos, rows: int, cols: int, k: int) -> np.ndarray:
     pos = np.asarray(pos, dtype=np.int64).ravel()
     if not codes_applicable(k, rows, cols):
         raise WeightzipFormatError(f"cm stream: alphabet {k} on a {rows}x{cols} view is beyond the coder's limits")
-    tr, shift = _flags(data, "cm")
+    tr, shift, model = _flags(data, "cm")
     o, line, col = _order(pos, rows, cols, tr)
     out_o = np.zeros(pos.size, np.int64)
     buf, st = _decoder_state(data[1:])
     _kernels()["codes_run"](out_o, line, col, rows if tr else cols, k, _depth(k), buf, st, True, shift,
-                            SQUASH_T, STRETCH)
+                            SQUASH_T, STRETCH, model)
     out = np.empty(pos.size, np.int64)
     out[o] = out_o
     return out
