@@ -271,9 +271,12 @@ REWRITE_EXTRA = ["lenet300_100-deep-compression.wz", "lenet300_100-deep-compress
                  "lenet5-deep-compression.wz"]
 REQUANT = ["lenet300_100-records-80ep-3bits.wz", "lenet5-records-99-20ep.wz", "lenet5-deep-compression.wz",
            "lenet300_100-deep-compression.wz", "lenet300_100-deep-compression-aggressive.wz",
-           "lenet5-records-993-20ep.wz"]
+           "lenet5-records-993-20ep.wz", "lenet300_100-records-80ep.wz", "lenet5-records-99.wz",
+           "lenet300_100-records-96-3bits.wz", "lenet5-records-3bits.wz"]
 BIAS_FRAC_BITS = (16, 14, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3)   # grids 2^-f tried for biases, finest first
 MERGE_FRACTIONS = (0.75, 0.5, 0.375, 0.25)              # codebook sizes tried: K' = ceil(f * K)
+PRUNE_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4)       # extra pruning tried: this share of the nonzeros, smallest |w|
+VALUE_FRAC_BITS = (12, 10, 9, 8, 7, 6, 5)               # grids 2^-f tried for a codebook's nonzero values
 
 
 def _reencode(formats: dict, name: str) -> dict:
@@ -369,6 +372,19 @@ def _round_grid(t: torch.Tensor, f: int) -> torch.Tensor:
     return torch.round(t.double() * 2.0 ** f).float() / 2.0 ** f
 
 
+def _prune_more(t: torch.Tensor, frac: float) -> torch.Tensor:
+    """``t`` with the ``frac`` share of its nonzeros of smallest magnitude set to zero (ties: first
+    in flat order, a stable sort)."""
+    flat = t.reshape(-1).clone()
+    nz = torch.nonzero(flat).reshape(-1)
+    n = int(round(frac * nz.numel()))
+    if n <= 0:
+        return t
+    order = torch.sort(flat[nz].abs(), stable=True).indices[:n]
+    flat[nz[order]] = 0.0
+    return flat.reshape(t.shape)
+
+
 LOSS_BUDGET = 0.005     # validation loss may grow by 0.5% of the file's, all changes together
 
 
@@ -379,8 +395,11 @@ def requantize(name: str, loaders, budget_pt: float = 0.0) -> dict:
     within :data:`LOSS_BUDGET` of the file's (the loss is the finer signal: 5,000 images resolve
     accuracy only to 0.02 pt). Tensors are visited largest stored size first (the budget goes
     where the bytes are): biases / 1-D tensors on a grid ``2^-f`` (:data:`BIAS_FRAC_BITS`,
-    stored as fixed point), codebook weights with their nonzero values merged to ``ceil(f K)``
-    values (:data:`MERGE_FRACTIONS`). Writes ``<name>-requant.wz`` and measures its TEST error from
+    stored as fixed point); codebook weights: first a further share of their smallest nonzeros
+    pruned (:data:`PRUNE_FRACTIONS`), then their nonzero values merged to ``ceil(f K)`` values
+    (:data:`MERGE_FRACTIONS`), then the values rounded to a grid ``2^-f`` (:data:`VALUE_FRAC_BITS`;
+    the codebook is then stored as small integers, coding ``grid``); each step the coarsest that
+    passes, in that order. Writes ``<name>-requant.wz`` and measures its TEST error from
     the file."""
     import math
 
@@ -418,17 +437,39 @@ def requantize(name: str, loaders, budget_pt: float = 0.0) -> dict:
                 else:
                     break
         elif f.kind == "codebook":
-            kk = int(f.meta.get("codebook_size", 0))
-            for frac in MERGE_FRACTIONS:
+            steps = []
+            for frac in PRUNE_FRACTIONS:            # 1. a few more of the smallest weights pruned
+                cand = _prune_more(t, frac)
+                acc = val_with(k, cand)
+                if acc < floor:
+                    break
+                best = (f"{100 * frac:.0f}% more pruned", cand, acc, None)
+            if best is not None:
+                steps.append(best[0])
+                t = best[1]
+            kk = int(torch.unique(t).numel())
+            for frac in MERGE_FRACTIONS:            # 2. fewer codebook values
                 k_new = max(2, math.ceil(frac * kk))
                 if k_new >= kk:
                     continue
                 cand = _merge_codebook(t, k_new)
                 acc = val_with(k, cand)
-                if acc >= floor:
-                    best = (f"{kk} -> {k_new} values", cand, acc, None)
-                else:
+                if acc < floor:
                     break
+                best = (f"{kk} -> {k_new} values", cand, acc, None)
+            if best is not None and best[0] not in steps:
+                steps.append(best[0])
+                t = best[1]
+            for fb in VALUE_FRAC_BITS:              # 3. the values on a grid 2^-f (stored as small integers)
+                cand = _round_grid(t, fb)
+                acc = val_with(k, cand)
+                if acc < floor:
+                    break
+                best = (f"values on 2^-{fb}", cand, acc, None)
+            if best is not None and best[0] not in steps:
+                steps.append(best[0])
+            if best is not None:
+                best = ("; ".join(steps), best[1], best[2], None)
         if best is not None:
             sd[k] = best[1]
             chosen[k] = {"change": best[0], "val_accuracy": best[2]}
