@@ -591,8 +591,10 @@ def write_table(entries: dict) -> None:
     if rq:
         lines += ["## Optional lossy re-quantization, chosen on the validation split (issue 24, item 2)", "",
                   "`python benchmarks/records.py --requant`: per tensor, greedily, the coarsest of: biases on a grid",
-                  f"2^-f (f in {', '.join(map(str, BIAS_FRAC_BITS))}), codebook weights with their nonzero values merged",
-                  f"to ceil(f K) (f in {', '.join(map(str, MERGE_FRACTIONS))}), kept while the VALIDATION accuracy",
+                  f"2^-f (f in {', '.join(map(str, BIAS_FRAC_BITS))}); codebook weights: first a further share of their",
+                  f"smallest nonzeros pruned (share in {', '.join(map(str, PRUNE_FRACTIONS))}), then their nonzero values merged",
+                  f"to ceil(f K) (f in {', '.join(map(str, MERGE_FRACTIONS))}), then the values put on a grid 2^-f (f in",
+                  f"{', '.join(map(str, VALUE_FRAC_BITS))}; the codebook is then stored as small integers); each kept while the VALIDATION accuracy",
                   "(5,000 MNIST training images held out from training) does not drop and the validation loss grows",
                   f"by at most {100 * LOSS_BUDGET:.1f}% in all (tensors visited largest first). Written as `<file>-requant.wz`;",
                   "test error measured from that file. These files are not record rows: the choice is made on",

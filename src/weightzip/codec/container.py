@@ -4,8 +4,9 @@ Layout (all integers little-endian; full specification in ``docs/file-format.md`
 
     offset  size  field
     0       8     magic  b"\\x89WZF\\r\\n\\x1a\\n"   (PNG-style: catches 7-bit and newline mangling)
-    8       2     format version (uint16), currently 1
-    10      2     flags (uint16): bit 0 = manifest is zstd-compressed; other bits must be 0
+    8       2     format version (uint16): 1, 2 or 3 (written by default)
+    10      2     flags (uint16): bit 0 = manifest is zstd-compressed; bit 1 = with the built-in
+                  dictionary of its version (2+); other bits must be 0
     12      4     manifest length L in bytes (uint32, as stored)
     16      4     CRC32 of the L stored manifest bytes (uint32)
     20      8     streams length S in bytes (uint64)
@@ -18,6 +19,19 @@ reserved key ``"tensors"``: ``{name: {"kind", "shape", "dtype", "meta", "streams
 {"offset", "length", "crc32"}}}}`` with offsets relative to the start of the stream area. Version
 2 stores no ``offset``: the streams follow each other in entry order and their lengths tile the
 stream area; the reader assigns the offsets, so every caller sees the version-1 shape.
+
+Version 3 (default; same 32-byte header, flags 3, its own dictionary :func:`.manifest_dict.zstd_dictionary`
+``(3)``) stores ``"tensors"`` as a list ``[area CRC32 or null, entry, ...]`` (:func:`compact_table`):
+an entry is ``[name, kind, shape, meta, lengths]`` plus ``dtype`` when not float32, the meta without
+the fields the reader restores (:func:`.manifest_dict.expand_meta`: ``sparse`` "none", ``n_entries``
+= numel of a dense layout, ``nnz`` = ``n_entries``, a dense ``value_dtype`` float32, stream counts
+and code alphabets implied by the meta; a field that is absent where a default applies is stored
+as null, a ``stream_info`` entry holding only its coding is that string), ``lengths`` a list in the
+order of the meta's ``stream_info`` (else an object by stream name). With an area CRC (stream areas
+up to :data:`AREA_CRC_MAX`) no stream carries its own: the reader checks the area in 1 MiB chunks
+at open and gives every stream the CRC of its bytes; without one each length is ``[length, crc32]``.
+An entry the compact form cannot hold is ``[name, {version-2 entry}]``. Every reader sees the
+version-1 table.
 
 :func:`write` is atomic (temporary file in the same directory, fsync, ``os.replace``); on any
 error the temporary file is removed. :func:`read` validates everything and raises
