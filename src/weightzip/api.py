@@ -122,18 +122,27 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
     all at once beside the model.
     """
     from .analysis.size import baseline_bytes
-    from .codec import container
+    from .codec import container, encode
+    from .core.heap import release_free_memory
 
     storage = storage or (recipe.storage if recipe is not None else StorageConfig())
     state = parametrize.EffectiveState(model)
     tied = parametrize.tied_parameters(model, state)
+    cfg = getattr(model, "wz_config", None) or {"name": "user model", "class": type(model).__name__}
+    # the graph first: its clean copy of the model (the baked weights) is the largest thing save
+    # makes, so it is made while nothing else is held (not beside the encoded tensors)
+    release_free_memory()
+    graph_json, graph_tensors = _capture_graph(model, path, example_inputs, graph, cfg)
     formats = encode_model(model, storage, state=state, tied=tied, progress=progress)
+    for name, t in graph_tensors.items():   # after the model's tensors, as always
+        from .graph import EXTRA_PREFIX
+
+        formats[EXTRA_PREFIX + name] = encode(t, None, options={"name": EXTRA_PREFIX + name})
+    del graph_tensors
     # the baseline of the unique baked tensors, from their shapes and dtypes alone (meta tensors)
     baseline = baseline_bytes({k: torch.empty(state.shape(k), dtype=state.dtype(k), device="meta")
                                for k in state if k not in tied})
     del state
-    cfg = getattr(model, "wz_config", None) or {"name": "user model", "class": type(model).__name__}
-    graph_json = _record_graph(model, path, example_inputs, graph, cfg, formats)
     manifest = {
         "weightzip_version": __version__,
         "model": cfg,
@@ -153,29 +162,27 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
     return SaveReport(path, path.stat().st_size, payload, manifest["baseline_bytes"])
 
 
-def _record_graph(model, path, example_inputs, graph, cfg, formats) -> dict | None:
-    """Capture the graph (see ``save``); graph constants go into ``formats`` as ``__graph__.*``."""
+def _capture_graph(model, path, example_inputs, graph, cfg) -> tuple[dict | None, dict[str, torch.Tensor]]:
+    """Capture the graph (see ``save``): ``(graph JSON or None, its constants {name: tensor}``,
+    which ``save`` stores as ``__graph__.<name>``)."""
     import warnings
 
-    from .codec import encode
-    from .graph import EXTRA_PREFIX, GraphCaptureError, capture
+    from .core.heap import release_free_memory
+    from .graph import GraphCaptureError, capture
 
     if graph is False or (graph == "auto" and cfg.get("name") != "user model"):
-        return None
+        return None, {}
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    from .core.heap import release_free_memory
-
     try:
         g, tensors = capture(model, example_inputs)
-        release_free_memory()   # the clean copy and the export's working memory are gone
     except GraphCaptureError as e:
         warnings.warn(f"{path}: the model's graph is not recorded ({e}); loading the file will need "
                       f"weightzip.load(path, model=...)", stacklevel=3)
-        return None
-    for name, t in tensors.items():
-        formats[EXTRA_PREFIX + name] = encode(t.detach().cpu(), None, options={"name": EXTRA_PREFIX + name})
-    return g
+        return None, {}
+    finally:
+        release_free_memory()   # the clean copy and the export's working memory are gone
+    return g, {name: t.detach().cpu() for name, t in tensors.items()}
 
 
 def load(path: str | Path, model: nn.Module | None = None, mode: str = "dense", *,

@@ -95,3 +95,39 @@ def test_hint_status_reports_chosen_or_larger():
     dense = encode(torch.randn(30, 30), {"kind": "codebook"})
     assert dense.meta["hint"]["status"] == {"codebook": "larger: 900 distinct values"}
     assert "hint" not in encode(torch.randn(3)).meta
+
+
+@pytest.mark.parametrize("values", ["random", "codebook", "negzero"])
+def test_encode_works_on_the_values_without_copying_or_changing_them(values):
+    """The encoder reads a float32 tensor in place (no canonical copy unless -0.0 is present),
+    never writes into it, and returns a Format that owns bytes (not views of the tensor)."""
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(64, 300, generator=g)
+    if values == "codebook":
+        w = torch.linspace(-1, 1, 16)[torch.randint(0, 16, (64, 300), generator=g)]
+    if values == "negzero":
+        w[0, :5] = -0.0
+    before = w.clone()
+    fmt = encode(w)
+    assert all(type(s) is bytes for s in fmt.streams.values())
+    assert torch.equal(w, before) and torch.equal(torch.signbit(w), torch.signbit(before))
+    assert fmt.kind == ("codebook" if values == "codebook" else "dense")
+    w.fill_(7.0)   # the Format does not share the tensor's memory
+    assert_exact(before, fmt)
+
+
+@pytest.mark.parametrize("entropy_opt", ["auto", "none"])
+def test_codebook_values_decode_chunk_by_chunk(entropy_opt, monkeypatch):
+    """A codebook tensor decodes a chunk of codes at a time (ANS / Huffman / raw streams): the
+    same tensor as in one piece."""
+    from weightzip.codec import entropy
+
+    g = torch.Generator().manual_seed(2)
+    p = torch.tensor([0.4, 0.2, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05])
+    w = torch.linspace(-1, 1, 8)[torch.multinomial(p, 7007, replacement=True, generator=g)].reshape(7, 1001)
+    fmt = encode(w, options={"entropy": entropy_opt})
+    assert fmt.kind == "codebook"
+    whole = decode(fmt)
+    monkeypatch.setattr(entropy, "CHUNK", 96)
+    assert torch.equal(decode(fmt), whole)
+    assert_exact(w, fmt)

@@ -147,3 +147,50 @@ def test_histogram_equals_numpy_unique(xs, wide):
     vals, counts = histogram(s)
     ref_v, ref_c = np.unique(s, return_counts=True)
     assert np.array_equal(vals, ref_v) and np.array_equal(counts, ref_c)
+
+
+def _errors(fn):
+    try:
+        return ("ok", np.concatenate(list(fn())) if callable(fn) else fn)
+    except WeightzipFormatError as e:
+        return ("error", str(e))
+
+
+@pytest.mark.parametrize("coding", entropy.CODINGS)
+def test_chunked_decoding_equals_decode_symbols_including_errors(coding):
+    """iter_decode_symbols: the chunks are decode_symbols' symbols, and a damaged stream raises
+    decode_symbols' error (the same message)."""
+    s = _skewed_streams()["codes"][:5001]
+    alphabet = int(s.max()) + 1
+    bits = max(1, (alphabet - 1).bit_length())
+    data = entropy.encode_symbols(s, coding, bits=bits)
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x5A
+    cases = [(data, s.size, alphabet), (data[: len(data) // 2], s.size, alphabet), (bytes(flipped), s.size, alphabet),
+             (data, s.size, max(2, alphabet - 3)), (data + b"\x00\x00\x00\x00", s.size, alphabet)]
+    for d, n, a in cases:
+        whole = _errors(lambda: [entropy.decode_symbols(d, coding, n, bits=bits, alphabet_size=a)])
+        chunked = _errors(lambda: entropy.iter_decode_symbols(d, coding, n, bits=bits, alphabet_size=a, chunk=64))
+        assert whole[0] == chunked[0]
+        if whole[0] == "ok":
+            assert chunked[1].dtype == np.int64 and np.array_equal(whole[1], chunked[1])
+        else:
+            assert whole[1] == chunked[1]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.uint32])
+def test_narrow_symbols_code_to_the_int64_bytes(dtype, monkeypatch):
+    """uint8 codes (1 byte a symbol, used as they are) give the bytes of the int64 symbols, with
+    every coding and with the ANS / histogram passes split into chunks."""
+    s = _skewed_streams()["codes"][:4321]
+    alphabet = int(s.max()) + 1
+    bits = max(1, (alphabet - 1).bit_length())
+    whole = {c: entropy.encode_symbols(s, c, bits=bits) for c in entropy.CODINGS}   # one chunk
+    best = entropy.best_coding(s, alphabet)
+    monkeypatch.setattr(entropy, "CHUNK", 1000)
+    for coding in entropy.CODINGS:
+        assert entropy.encode_symbols(s.astype(dtype), coding, bits=bits) == whole[coding]
+    assert entropy.best_coding(s.astype(dtype), alphabet) == best
+    v, c = entropy.histogram(s.astype(dtype))
+    v2, c2 = entropy.histogram(s)
+    assert np.array_equal(v, v2) and np.array_equal(c, c2)

@@ -258,7 +258,8 @@ def test_map_bounded_keeps_the_work_in_flight_within_the_largest_item():
 def test_drop_latent_frees_the_latent_and_changes_nothing_else(tmp_path):
     """``drop_latent``: the latent weights under a Codebook become zero-memory stand-ins; the model's
     outputs, its baked state and the saved tensors are those of the default; a tied Parameter
-    (one tensor, two names) keeps its latent."""
+    (one tensor, two names), shared by Codebooks under both names, is clustered once and freed
+    too, both names keeping one stand-in (still tied: saved once)."""
     from weightzip.codec import container
 
     class TiedToy(nn.Module):
@@ -286,12 +287,21 @@ def test_drop_latent_frees_the_latent_and_changes_nothing_else(tmp_path):
         latent = {n: P.original(m, "weight") for n, m in (("emb", model.emb), ("mid", model.mid), ("head", model.head))}
         if drop:
             assert latent["mid"].untyped_storage().nbytes() == 4 and not latent["mid"].requires_grad
-            assert latent["emb"] is latent["head"] and latent["emb"].untyped_storage().nbytes() == 40 * 8 * 4
+            assert latent["emb"] is latent["head"] and latent["emb"].untyped_storage().nbytes() == 4
             assert torch.equal(model.mid.weight, outs[False][1]["mid.weight"])
     assert torch.equal(outs[False][0], outs[True][0])
     assert all(torch.equal(outs[False][1][k], outs[True][1][k]) for k in outs[False][1])
     assert list(files[False]) == list(files[True]) and set(files[True]) == {"emb.weight", "mid.weight", "mid.bias"}
     assert all(files[False][k].streams == files[True][k].streams for k in files[False])
+    cb = {n: P.find(getattr(model, n), "weight", P.Codebook) for n in ("emb", "head")}
+    assert torch.equal(cb["emb"].codes, cb["head"].codes) and torch.equal(cb["emb"].centroids, cb["head"].centroids)
+    # one name of the tied Parameter outside the stage: it still reads the latent, which is kept
+    model = TiedToy()
+    cfg = Recipe.from_dict({"stages": [{"method": "kmeans_share", "bits": 3, "drop_latent": True,
+                                        "select": {"types": ["Embedding"]}}]}).stages[0]
+    get_method("kmeans_share")(cfg).apply(model, StageContext(log=lambda *_: None))
+    assert P.original(model.emb, "weight").untyped_storage().nbytes() == 40 * 8 * 4
+    assert torch.equal(model.head.weight, TiedToy().head.weight)
     with pytest.raises(ValueError, match="Codebook"):
         m = nn.Linear(3, 3)
         P.attach(m, "weight", P.Mask(torch.ones(3, 3)))

@@ -166,3 +166,54 @@ def test_fast_engine_gives_the_reference_codes_on_weight_like_tensors(dist):
     torch.testing.assert_close(r.centroids_, c_ref, rtol=1e-6, atol=1e-8)
     codes_ref = assign_1d(x, c_ref)
     assert (r.codes_ != codes_ref).float().mean() < 1e-5
+
+
+def test_prefix_sums_at_checkpoints_equal_the_full_cumsum(monkeypatch):
+    """The prefix sums kept every SUM_STRIDE values give, at any index, the float64 value of the
+    sequential cumsum bit for bit (chunk boundaries and a tail included)."""
+    from weightzip.primitives import cluster as C
+
+    monkeypatch.setattr(C, "SUM_STRIDE", 64)
+    monkeypatch.setattr(C, "ASSIGN_CHUNK", 256)
+    g = torch.Generator().manual_seed(4)
+    xs = torch.sort(torch.randn(256 * 5 + 77, generator=g) * 1e3).values
+    full = torch.zeros(xs.numel() + 1, dtype=torch.float64)
+    torch.cumsum(xs.double(), 0, out=full[1:])
+    S = C._PrefixSums(xs)
+    idx = torch.arange(xs.numel() + 1)
+    assert torch.equal(S.at(idx), full) and S.total == float(full[-1])
+
+
+def test_searchsorted_on_float32_values_is_exact_for_float64_keys():
+    from weightzip.primitives.cluster import _searchsorted
+
+    g = torch.Generator().manual_seed(5)
+    xs = torch.sort(torch.cat([torch.randn(500, generator=g), torch.tensor([0.5, 0.5, 0.5, -0.0, 0.0, 1.0])])).values
+    x64 = xs.double()
+    between = (x64[1:] + x64[:-1]) / 2                          # mostly not representable in float32
+    nudged = torch.cat([x64 + 1e-12, x64 - 1e-12, x64])         # just above / below / at the values
+    keys = torch.cat([between, nudged, torch.tensor([-10.0, 10.0], dtype=torch.float64)])
+    for right in (False, True):
+        assert torch.equal(_searchsorted(xs, keys, right), torch.searchsorted(x64, keys, right=right))
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_narrow_codes_and_the_float32_sorted_copy_give_the_float64_results(mask):
+    """uint8 codes are the int64 codes; the engine on the float32 sorted copy reaches the
+    centroids of the same engine on a float64 copy (its arithmetic is float64 either way)."""
+    from weightzip.primitives.cluster import _lloyd_torch, init_centroids
+
+    g = torch.Generator().manual_seed(6)
+    w = torch.randn(300, 500, generator=g) * 0.03
+    m = (torch.rand(300, 500, generator=g) > 0.3).float() if mask else None
+    c1, codes1, _, r1 = share_weights(w, 4, m)
+    c2, codes2, _, r2 = share_weights(w, 4, m, codes_dtype=torch.uint8)
+    assert codes2.dtype == torch.uint8 and torch.equal(codes1, codes2.long()) and torch.equal(c1, c2)
+    assert r1.inertia_ == r2.inertia_ and r1.n_iter_ == r2.n_iter_
+    x = w.reshape(-1)
+    c0 = init_centroids(x, 16)
+    f32, it32 = _lloyd_torch(x, c0, 300, 1e-4, xs=torch.sort(x).values)
+    f64, it64 = _lloyd_torch(x, c0, 300, 1e-4, xs=torch.sort(x.double()).values)
+    assert torch.equal(f32, f64) and it32 == it64
+    with pytest.raises(ValueError, match="codes_dtype"):
+        kmeans_1d(x, 512, codes_dtype=torch.uint8)

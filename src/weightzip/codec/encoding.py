@@ -62,13 +62,38 @@ def encode(tensor, hint: dict | None = None, *, options: dict | None = None) -> 
         raise InvalidModelError(f"tensor {opts.name!r} has unsupported dtype {tdtype}; "
                                 f"weightzip stores float and {RAW_DTYPES} tensors")
     _finite_check(np.asarray(a), opts.name)
-    w = canonical(a).ravel()                                         # (numel,) float32, no -0.0
+    w = _canonical_flat(a)                                           # (numel,) float32, no -0.0, read-only
     base_meta = {"source_dtype": "float64"} if tdtype == "float64" else {}
     dtype = tdtype if tdtype in FLOAT_DTYPES else "float32"
     ctx = _context(w, shape, _hint_dict(hint), opts)
     cands = _Candidates(ctx, dtype, base_meta)
     _try_all(ctx, cands)
-    return _smallest_exact(cands.formats, w, ctx)
+    fmt = _smallest_exact(cands.formats, w, ctx)
+    del cands
+    # a candidate may hold a view of the values (dense float32: no copy while the others are
+    # built and checked): the Format returned owns bytes
+    fmt.streams = {k: bytes(v) if isinstance(v, memoryview) else v for k, v in fmt.streams.items()}
+    return fmt
+
+
+_CHUNK = 1 << 20   # values per chunk of the whole-tensor checks (their temporaries stay small)
+
+
+def _canonical_flat(a: np.ndarray) -> np.ndarray:
+    """``canonical(a).ravel()`` as a read-only array: ``a`` itself (no copy) when it is a
+    contiguous float32 array without ``-0.0``, else the canonical copy. Read-only: no candidate
+    may write into the values (they may be the caller's tensor)."""
+    a = np.asarray(a)
+    if a.dtype == np.float32 and a.flags.c_contiguous:
+        flat = a.reshape(-1)
+        bits = flat.view(np.uint32)
+        if not any(np.any(bits[s:s + _CHUNK] == 0x80000000) for s in range(0, bits.size, _CHUNK)):
+            w = flat.view()
+            w.flags.writeable = False
+            return w
+    w = canonical(a).ravel()
+    w.flags.writeable = False
+    return w
 
 
 def _as_array(tensor) -> tuple[np.ndarray, str]:
@@ -106,6 +131,9 @@ def _block_from_hint(h: dict, shape) -> tuple[dict | None, str | None]:
 
 
 def _finite_check(a: np.ndarray, name: str) -> None:
+    flat = a.reshape(-1)
+    if all(np.isfinite(flat[s:s + _CHUNK]).all() for s in range(0, flat.size, _CHUNK)):
+        return
     bad = ~np.isfinite(a)
     if bad.any():
         n_nan = int(np.isnan(a).sum())

@@ -50,10 +50,17 @@ def _as_symbols(symbols) -> np.ndarray:
         return s.astype(np.int64)
     if not (np.issubdtype(s.dtype, np.integer) or s.dtype == np.bool_):
         raise ValueError(f"symbols must be integers, got dtype {s.dtype}")
-    s = s.astype(np.int64, copy=False)  # int64 input (codes, gaps) is used as is, not copied
+    if s.dtype not in _NARROW:
+        s = s.astype(np.int64, copy=False)  # int64 input (codes, gaps) is used as is, not copied
     if s.min() < 0 or s.max() >= 1 << 32:
         raise ValueError(f"symbols must be in [0, 2^32), got [{s.min()}, {s.max()}]")
     return s
+
+
+#: symbol dtypes used as they are (uint8 codes: 1 byte per symbol, not an 8-byte copy); every
+#: coder reads them chunk by chunk (:data:`CHUNK` symbols) and writes the same bytes as for int64
+_NARROW = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int32), np.dtype(np.uint32))
+CHUNK = 1 << 20
 
 
 def _varint(n: int) -> bytes:
@@ -92,7 +99,13 @@ def histogram(symbols) -> tuple[np.ndarray, np.ndarray]:
         return s, s.copy()
     lo, hi = int(s.min()), int(s.max())
     if hi - lo <= 2 * s.size + 65536:  # a small alphabet (codes, gaps): one counting pass
-        counts = np.bincount((s - lo if lo else s).astype(np.intp, copy=False), minlength=hi - lo + 1)
+        if s.dtype == np.intp:
+            counts = np.bincount((s - lo if lo else s).astype(np.intp, copy=False), minlength=hi - lo + 1)
+        else:   # narrow symbols: counted chunk by chunk (no n-sized intp copy)
+            counts = np.zeros(hi - lo + 1, dtype=np.intp)
+            for a in range(0, s.size, CHUNK):
+                c = s[a:a + CHUNK].astype(np.intp)
+                counts += np.bincount(c - lo if lo else c, minlength=hi - lo + 1)
         vals = np.flatnonzero(counts)
         return (vals + lo).astype(np.int64), counts[vals].astype(np.int64)
     vals, counts = np.unique(s, return_counts=True)
@@ -219,12 +232,12 @@ def huffman_encode(symbols) -> bytes:
     if vals.size <= 1:
         return head
     c = _constriction()
-    ranks = np.searchsorted(vals, s)                                # (n,) rank of each symbol
     tree = c.symbol.huffman.EncoderHuffmanTree(counts.astype(np.float64))
     enc = c.symbol.QueueEncoder()
     encode = enc.encode_symbol
-    for r in ranks.tolist():
-        encode(r, tree)
+    for a in range(0, s.size, CHUNK):
+        for r in np.searchsorted(vals, s[a:a + CHUNK]).tolist():   # rank of each symbol
+            encode(r, tree)
     words, nbits = enc.get_compressed()
     return head + words.astype("<u4").tobytes()[: (nbits + 7) // 8]
 
@@ -268,9 +281,12 @@ def ans_encode(symbols) -> bytes:
     if vals.size <= 1:
         return head
     c = _constriction()
-    ranks = np.searchsorted(vals, s).astype(np.int32)
     coder = c.stream.stack.AnsCoder()
-    coder.encode_reverse(ranks, _ans_model(counts))
+    model = _ans_model(counts)
+    # the symbols are pushed last to first (a stack: they decode first to last), a chunk at a time:
+    # the same pushes, so the same words, as one call on the whole stream
+    for a in reversed(range(0, s.size, CHUNK)):
+        coder.encode_reverse(np.searchsorted(vals, s[a:a + CHUNK]).astype(np.int32), model)
     return head + coder.get_compressed().astype("<u4").tobytes()
 
 
@@ -341,6 +357,96 @@ def decode_symbols(data: bytes, coding: str, count: int, *, bits: int | None = N
     raise WeightzipFormatError(f"unknown stream coding {coding!r}; valid: {CODINGS}")
 
 
+def iter_decode_symbols(data: bytes, coding: str, count: int, *, bits: int | None = None,
+                        alphabet_size: int | None = None, chunk: int | None = None):
+    """:func:`decode_symbols` a chunk at a time: yields consecutive int64 arrays of at most
+    ``chunk`` symbols (``chunk`` a multiple of 8) whose concatenation is ``decode_symbols(...)``,
+    with the same checks and errors, so a caller that uses each chunk (a codebook lookup) holds
+    one chunk of symbols, not ``count`` int64s."""
+    count = int(count)
+    chunk = max(8, int(CHUNK if chunk is None else chunk) // 8 * 8)
+    if count <= chunk or coding not in CODINGS:
+        yield decode_symbols(data, coding, count, bits=bits, alphabet_size=alphabet_size)
+        return
+    if coding == "raw":
+        if bits is None:
+            raise ValueError("raw coding needs the bit width `bits`")
+        if len(data) != packed_nbytes(count, bits):
+            raise WeightzipFormatError(
+                f"raw stream has {len(data)} bytes, {count} symbols x {bits} bits need {packed_nbytes(count, bits)}")
+        for a in range(0, count, chunk):
+            m = min(chunk, count - a)
+            out = _constant(0, m) if bits == 0 else \
+                unpack_bits(data[a * bits // 8:packed_nbytes(a + m, bits)], bits, m).astype(np.int64)
+            if bits and alphabet_size is not None and out.max() >= alphabet_size:
+                raise WeightzipFormatError(f"raw stream has symbol {int(out.max())} outside the alphabet of {alphabet_size}")
+            yield out
+        return
+    if coding == "huffman":
+        data = bytes(data)
+        vals, counts, pos = _check_huffman(data, count, alphabet_size)
+        if vals.size == 1:
+            for a in range(0, count, chunk):
+                yield _constant(vals[0], min(chunk, count - a))
+            return
+        payload = data[pos:]
+        if len(payload) * 8 < count:
+            raise WeightzipFormatError(f"huffman stream too short for {count} symbols ({len(payload)} bytes)")
+        payload += b"\x00" * (-len(payload) % 4)
+        c = _constriction()
+        tree = c.symbol.huffman.DecoderHuffmanTree(counts.astype(np.float64))
+        try:
+            dec = c.symbol.QueueDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+        except ValueError as e:
+            raise WeightzipFormatError(f"huffman stream is corrupted: {e}") from e
+        decode = dec.decode_symbol
+        for a in range(0, count, chunk):
+            m = min(chunk, count - a)
+            try:
+                ranks = np.fromiter((decode(tree) for _ in range(m)), dtype=np.int64, count=m)
+            except ValueError as e:
+                raise WeightzipFormatError(f"huffman stream is corrupted: {e}") from e
+            yield vals[ranks]
+        return
+    # ans
+    data = bytes(data)
+    vals, counts, pos = _check_ans(data, count, alphabet_size)
+    if vals.size == 1:
+        for a in range(0, count, chunk):
+            yield _constant(vals[0], min(chunk, count - a))
+        return
+    payload = data[pos:]
+    if len(payload) % 4:
+        raise WeightzipFormatError(f"ans stream payload of {len(payload)} bytes is not a whole number of words")
+    c = _constriction()
+    model = _ans_model(counts)
+    try:
+        coder = c.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+    except (ValueError, RuntimeError, OverflowError) as e:
+        raise WeightzipFormatError(f"ans stream is corrupted: {e}") from e
+    # decode_symbols checks the coder's final state before the symbols' range: a chunk out of range
+    # is held back until the last chunk is decoded, so the same error comes first
+    out_of_range = False
+    for a in range(0, count, chunk):
+        m = min(chunk, count - a)
+        try:
+            ranks = np.asarray(coder.decode(model, m))
+            if a + m == count:
+                leftover = not coder.is_empty()
+        except (ValueError, RuntimeError, OverflowError) as e:
+            raise WeightzipFormatError(f"ans stream is corrupted: {e}") from e
+        if ranks.size != m or (ranks.size and (ranks.min() < 0 or ranks.max() >= vals.size)):
+            out_of_range = True
+        if a + m == count:
+            if leftover:
+                raise WeightzipFormatError("ans stream is corrupted or truncated (coder state not empty after the last symbol)")
+        if out_of_range:
+            if a + m == count:
+                raise WeightzipFormatError("ans stream is corrupted: decoded symbols out of range")
+            continue
+        yield vals[ranks]
+
+
 def check_stream(data: bytes, coding: str, count: int, *, bits: int, alphabet_size: int | None = None) -> None:
     """Check, without decoding the symbols, that ``data`` can hold ``count`` symbols in ``coding``:
     ``raw`` has exactly ``ceil(count bits / 8)`` bytes; ``huffman`` / ``ans`` have a histogram
@@ -388,6 +494,9 @@ def best_coding(symbols, alphabet_size: int, codings=CODINGS) -> tuple[str, byte
     for name in order:
         if best is not None and predicted.get(name, 0) >= len(best[1]):
             continue
+        if best is not None and name == "raw" and (packed_nbytes(s.size, bits), codings.index("raw")) > \
+                (len(best[1]), codings.index(best[0])):
+            continue   # raw's size is known: it would lose to the best (ties: the earlier coding)
         data = encode_symbols(s, name, bits=bits)
         if best is None or len(data) < len(best[1]) or (len(data) == len(best[1]) and
                                                         codings.index(name) < codings.index(best[0])):

@@ -100,7 +100,9 @@ class StreamWriter:
     def symbols(self, name: str, symbols, alphabet: int, ctx: tuple | None = None) -> None:
         """``ctx = (positions, rows, cols)`` also tries :func:`.context.encode_codes` (coding
         ``context``) and keeps it when smaller than the order-0 codings."""
-        s = np.asarray(symbols, dtype=np.int64).ravel()
+        s = np.asarray(symbols).ravel()
+        if ctx is not None or s.dtype not in entropy._NARROW:   # narrow codes (uint8) are coded as they are
+            s = s.astype(np.int64, copy=False)
         coding, data = entropy.best_coding(s, alphabet, self.codings)
         if ctx is not None and "ans" in self.codings:
             cdata = context.encode_codes(s, *ctx, only_if_better=True)
@@ -192,6 +194,20 @@ class StreamReader:
         try:
             return entropy.decode_symbols(data, coding, count, bits=bits_for_alphabet(alphabet),
                                           alphabet_size=alphabet)
+        except WeightzipFormatError as e:
+            raise bad(self.fmt, str(e), name) from None
+
+    def symbol_chunks(self, name: str, count: int, alphabet: int, ctx: tuple | None = None):
+        """:meth:`symbols` as consecutive int64 chunks (:func:`.entropy.iter_decode_symbols`: one
+        chunk of symbols in memory at a time); ``context`` / ``cm`` streams come in one piece."""
+        inf, data = self._get(name)
+        coding = inf.get("coding")
+        if coding not in entropy.CODINGS or inf.get("count") != count or inf.get("alphabet") != alphabet:
+            yield self.symbols(name, count, alphabet, ctx)   # its checks and errors
+            return
+        try:
+            yield from entropy.iter_decode_symbols(data, coding, count, bits=bits_for_alphabet(alphabet),
+                                                   alphabet_size=alphabet)
         except WeightzipFormatError as e:
             raise bad(self.fmt, str(e), name) from None
 

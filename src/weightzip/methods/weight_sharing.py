@@ -60,8 +60,8 @@ def cluster_tensor(module: nn.Module, tname: str, bits: int, *, init: str = "lin
     w = getattr(module, tname).detach()  # (shape): effective weights (after the Mask)
     mask = current_mask(module, tname)
     t0 = time.perf_counter()
-    centroids, codes, m, res = share_weights(w, bits, mask, init=init, engine=engine,
-                                             max_iter=max_iter, tol=tol, seed=seed)
+    centroids, codes, m, res = share_weights(w, bits, mask, init=init, engine=engine, max_iter=max_iter, tol=tol,
+                                             seed=seed, codes_dtype=parametrize.Codebook.codes_dtype(2 ** int(bits)))
     codes = codes.to(parametrize.Codebook.codes_dtype(centroids.numel()))  # 1 byte per weight (k <= 256)
     n = w.numel() if mask is None else int((m != 0).sum())
     return {"centroids": centroids.to(w.device), "codes": codes.to(w.device),
@@ -122,19 +122,42 @@ class KMeansShare(Method):
             return cluster_tensor(mod, t, bits, init=c.init, engine=c.engine, max_iter=c.max_iter, tol=c.tol,
                                   seed=ctx.seed)
 
+        # one Parameter under several names (an LM head tied to the token embedding), unparametrized
+        # and at the same bits: clustered once (the k-means is deterministic), the result attached
+        # to every name
+        followers: dict[int, list[int]] = {}   # job -> the later jobs that reuse its k-means
+        first_of: dict[tuple[int, int], int] = {}
+        for i, (_, mod, t, bits) in enumerate(jobs):
+            if parametrize.chain(mod, t):
+                continue
+            j = first_of.setdefault((id(getattr(mod, t)), bits), i)
+            if j != i:
+                followers.setdefault(j, []).append(i)
+        reused = {i for f in followers.values() for i in f}
+        todo = [i for i in range(len(jobs)) if i not in reused]
         # tensors clustered side by side on every core (sort and k-means release the GIL), no more
         # at once than the largest tensor's size; each Codebook attached here as its k-means ends
         # the smallest first: with drop_latent the largest tensor then runs when the others' latents are freed
-        order = sorted(range(len(jobs)), key=lambda i: parametrize.original(jobs[i][1], jobs[i][2]).numel())
+        order = sorted(todo, key=lambda i: parametrize.original(jobs[i][1], jobs[i][2]).numel())
         tied = parametrize.tied_parameters(model) if c.drop_latent else {}
-        keep = set(tied) | set(tied.values())       # one Parameter under several names: left as it is
+        groups: dict[str, set[str]] = {}    # canonical name -> every name of that Parameter
+        for alias, canon in tied.items():
+            groups.setdefault(canon, {canon}).add(alias)
+        names = {qualified(mname, t): i for i, (mname, _, t, _) in enumerate(jobs)}
         done: dict[int, Any] = {}
         for i, shared in map_bounded([jobs[i] for i in order], cluster,
                                      lambda j: parametrize.original(j[1], j[2]).numel(), ctx.n_workers):
-            mname, mod, t, _ = jobs[order[i]]
-            done[order[i]] = attach_shared(mod, t, shared)
-            if c.drop_latent and qualified(mname, t) not in keep:
-                parametrize.drop_latent(mod, t)
+            lead_i = order[i]
+            for k in [lead_i, *followers.get(lead_i, [])]:
+                mname, mod, t, _ = jobs[k]
+                done[k] = attach_shared(mod, t, dict(shared))
+            if c.drop_latent:
+                for k in [lead_i, *followers.get(lead_i, [])]:
+                    name = qualified(jobs[k][0], jobs[k][2])
+                    if name not in tied and name not in groups:
+                        parametrize.drop_latent(jobs[k][1], jobs[k][2])
+                self._drop_tied(jobs, names, groups, done)
+            del shared
             release_free_memory()   # the k-means copies of this tensor, before a larger one's
         layers: dict[str, Any] = {qualified(mname, t): done[i] for i, (mname, _, t, _) in enumerate(jobs)}
         ctx.log("  shared: " + ", ".join(f"{k} {v['bits']}b (k={v['k']}, {v['iterations']} it)"
@@ -146,3 +169,22 @@ class KMeansShare(Method):
             metrics["train_history"] = hist.get("history", []) if isinstance(hist, dict) else []
         metrics["val"] = ctx.evaluate(model)
         return metrics
+
+    @staticmethod
+    def _drop_tied(jobs, names: dict[str, int], groups: dict[str, set[str]], done: dict[int, Any]) -> None:
+        """Free the latent of a Parameter tied under several names once every name is shared by a
+        Codebook of this stage (a name outside the stage still reads it: then it is kept). The
+        names keep one stand-in Parameter, so the tie is still seen (saved once, re-tied by load)."""
+        for canon, members in list(groups.items()):
+            idx = [names.get(n) for n in members]
+            if any(i is None or i not in done for i in idx):
+                continue
+            first = jobs[idx[0]]
+            parametrize.drop_latent(first[1], first[2])
+            stand_in = first[1].parametrizations[first[2]].original
+            for i in idx[1:]:
+                _, mod, t, _ = jobs[i]
+                if not isinstance(parametrize.chain(mod, t)[-1], parametrize.Codebook):
+                    raise RuntimeError(f"{qualified(jobs[i][0], t)}: tied latent without a Codebook")
+                mod.parametrizations[t]._parameters["original"] = stand_in
+            del groups[canon]

@@ -37,6 +37,7 @@ too and is added separately; the functions below are the scalar case.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -93,17 +94,21 @@ def init_centroids(x: Tensor, k: int, method: Init = "linear", seed: int = 0) ->
     Needs ``k >= 1`` and ``n >= 1`` (``linear`` with ``k = 1`` gives the mid-range). Returned
     sorted ascending, float32.
     """
-    x = x.detach().reshape(-1).to(torch.float64)  # (n)
+    x = x.detach().reshape(-1)  # (n)
     if k < 1:
         raise ValueError(f"k-means needs k >= 1 centroids, got k={k}")
     if x.numel() == 0:
         raise ValueError("k-means needs at least one value to cluster, got an empty tensor")
-    if method == "linear":
+    if method == "linear":  # min / max of the values as they are (exact in float64): no float64 copy
+        lo = torch.tensor(float(x.min()), dtype=torch.float64)
+        hi = torch.tensor(float(x.max()), dtype=torch.float64)
         if k == 1:
-            c = (x.min() + x.max()).reshape(1) / 2
+            c = (lo + hi).reshape(1) / 2
         else:
-            c = torch.linspace(float(x.min()), float(x.max()), k, dtype=torch.float64)  # (k)
-    elif method == "density":
+            c = torch.linspace(float(lo), float(hi), k, dtype=torch.float64)  # (k)
+        return torch.sort(c.to(torch.float32)).values
+    x = x.to(torch.float64)
+    if method == "density":
         levels = (torch.arange(k, dtype=torch.float64) + 0.5) / k  # (k)
         c = torch.quantile(x, levels)  # (k)
     elif method == "random":
@@ -155,53 +160,114 @@ def assign_1d(x: Tensor, centroids: Tensor) -> Tensor:
 # Lloyd's algorithm
 
 
+def _searchsorted(xs: Tensor, v: Tensor, right: bool) -> Tensor:
+    """``torch.searchsorted(xs, v, right=right)`` for float64 ``v`` on values ``xs`` sorted in
+    float32 or float64, compared exactly (as if ``xs`` were float64): a float64 key becomes the
+    largest float32 ``d <= v``, then ``x < v`` iff ``x <= d`` (or ``x < d`` when ``d == v``)."""
+    if xs.dtype == v.dtype:
+        return torch.searchsorted(xs, v, right=right)
+    d = v.to(xs.dtype)  # nearest
+    d = torch.where(d.to(v.dtype) > v, torch.nextafter(d, torch.full_like(d, -math.inf)), d)  # largest <= v
+    below_or_equal = torch.searchsorted(xs, d, right=True)  # count of x <= d (= x <= v)
+    if right:
+        return below_or_equal
+    return torch.where(d.to(v.dtype) == v, torch.searchsorted(xs, d, right=False), below_or_equal)
+
+
 def _run_edges(xs: Tensor, gc: Tensor, reps: Tensor) -> Tensor:
     """Where the run of each distinct sorted centroid ends in the sorted values ``xs`` (n,):
-    ``(G-1,)`` indices ``e_j`` with ``xs[:e_j]`` nearer to ``gc[:j+1]`` (``gc`` (G,) ascending,
-    ``reps`` their original indices). The split is at the midpoint, then made exact as in
-    :func:`assign_1d`: the few values within rounding of a midpoint are decided by comparing
-    ``|x - c|`` of the two neighbours, equal distances going to the lower original index."""
+    ``(G-1,)`` indices ``e_j`` with ``xs[:e_j]`` nearer to ``gc[:j+1]`` (``gc`` (G,) ascending
+    float64, ``reps`` their original indices; ``xs`` float32 or float64, compared exactly). The
+    split is at the midpoint, then made exact as in :func:`assign_1d`: the few values within
+    rounding of a midpoint are decided by comparing ``|x - c|`` (float64) of the two neighbours,
+    equal distances going to the lower original index."""
     mid = (gc[1:] + gc[:-1]) / 2  # (G-1)
     up_wins_ties = reps[1:] < reps[:-1]  # (G-1)
-    e = torch.where(up_wins_ties, torch.searchsorted(xs, mid, right=False),
-                    torch.searchsorted(xs, mid, right=True))  # (G-1)
+    e = torch.where(up_wins_ties, _searchsorted(xs, mid, right=False),
+                    _searchsorted(xs, mid, right=True))  # (G-1)
     slack = 4 * torch.finfo(torch.float64).eps * torch.maximum(mid.abs(), gc[1:].abs() + gc[:-1].abs())
-    lo = torch.searchsorted(xs, mid - slack, right=False)  # (G-1): the values that might be
-    hi = torch.searchsorted(xs, mid + slack, right=True)   # misplaced by the rounded midpoint
+    lo = _searchsorted(xs, mid - slack, right=False)  # (G-1): the values that might be
+    hi = _searchsorted(xs, mid + slack, right=True)   # misplaced by the rounded midpoint
     for j in torch.nonzero(hi > lo).reshape(-1).tolist():
-        w = xs[lo[j]:hi[j]]
+        w = xs[lo[j]:hi[j]].to(torch.float64)
         d_lo, d_up = (w - gc[j]).abs(), (w - gc[j + 1]).abs()
         to_lower = (d_lo < d_up) | ((d_lo == d_up) & ~up_wins_ties[j])
         e[j] = lo[j] + int(to_lower.sum())  # the decision is monotone in x over the window
     return e
 
 
+#: the prefix sums of the sorted values are kept every SUM_STRIDE values (a multiple of the
+#: chunk of their computation, :data:`ASSIGN_CHUNK`)
+SUM_STRIDE = 4096
+
+
+class _PrefixSums:
+    """``S_i = sum_{l<i} xs_l`` (float64) of sorted values ``xs`` (n,), bit for bit those of
+    ``torch.cumsum`` over the float64 values (a sequential sum: ``S_{i+1} = S_i + xs_i``), but
+    held only at every :data:`SUM_STRIDE`-th index: ``S[i]`` continues the same sequential sum
+    from the checkpoint below ``i`` (at most SUM_STRIDE - 1 additions). Memory: n / 512 bytes
+    instead of 8 (n + 1)."""
+
+    def __init__(self, xs: Tensor):
+        self.xs = xs
+        n = self.n = xs.numel()
+        self.ck = torch.zeros(n // SUM_STRIDE + 1, dtype=torch.float64)  # S at 0, STRIDE, 2 STRIDE, ...
+        carry = torch.zeros((), dtype=torch.float64)
+        for a in range(0, n, ASSIGN_CHUNK):
+            cs = self._run(a, min(n, a + ASSIGN_CHUNK), carry)  # S[a+1 .. b]
+            j0, j1 = a // SUM_STRIDE + 1, (a + cs.numel()) // SUM_STRIDE
+            if j1 >= j0:
+                self.ck[j0:j1 + 1] = cs[j0 * SUM_STRIDE - a - 1::SUM_STRIDE][: j1 - j0 + 1]
+            carry = cs[-1].clone()
+            del cs
+        self.total = float(carry)  # S[n]
+        self._memo: dict[int, Tensor] = {}
+
+    def _run(self, a: int, b: int, start: Tensor) -> Tensor:
+        """``S[a+1 .. b]`` from ``start = S[a]``, as the sequential cumsum computes them."""
+        seg = self.xs[a:b].to(torch.float64, copy=True)
+        seg[0] += start  # S[a+1] = S[a] + xs[a]; then the cumsum goes on from it
+        return torch.cumsum(seg, 0)
+
+    def at(self, idx: Tensor) -> Tensor:
+        """``S`` at the indices ``idx`` (m,) in ``[0, n]`` -> (m,) float64."""
+        out = torch.empty(idx.numel(), dtype=torch.float64)
+        for t, i in enumerate(idx.tolist()):
+            v = self._memo.get(i)
+            if v is None:
+                j, r = divmod(i, SUM_STRIDE)
+                v = self.ck[j] if r == 0 else self._run(j * SUM_STRIDE, i, self.ck[j])[-1]
+                self._memo[i] = v
+            out[t] = v
+        return out
+
+
 def _lloyd_torch(x: Tensor, c0: Tensor, max_iter: int, tol: float, *,
                  xs: Tensor | None = None) -> tuple[Tensor, int]:
     """Exact 1-D Lloyd from ``c0`` on sorted values; returns (centroids (k,), iterations).
 
-    The values are sorted once (``xs`` (n,), float64) with prefix sums ``S_i = sum_{l<i} xs_l``
-    (n+1,). With the distinct centroids sorted, cluster ``j`` holds the contiguous run of ``xs``
-    between the midpoints ``m_{j-1}`` and ``m_j`` (``m_j = (c_(j) + c_(j+1)) / 2``), so its edges
-    come from a binary search (:func:`_run_edges`, exact as :func:`assign_1d`: ties to the lower
-    index, duplicate centroids to the first) and its mean is ``(S_hi - S_lo) / (hi - lo)``: one
-    iteration costs O(k log n), not O(n), after one O(n log n) sort. The iterations are those of
-    :func:`_lloyd_torch_dense` (the sums differ in rounding only). Empty clusters keep their
-    centroid.
-    ``xs``: ``x`` already sorted ascending (float64), if at hand.
+    The values are sorted once (``xs`` (n,): float32, or float64 for float64 input) with
+    float64 prefix sums ``S_i = sum_{l<i} xs_l`` (:class:`_PrefixSums`: kept every 4096 values,
+    exact anywhere). With the distinct centroids sorted, cluster ``j`` holds the contiguous run
+    of ``xs`` between the midpoints ``m_{j-1}`` and ``m_j`` (``m_j = (c_(j) + c_(j+1)) / 2``), so
+    its edges come from a binary search (:func:`_run_edges`, exact as :func:`assign_1d`: ties to
+    the lower index, duplicate centroids to the first) and its mean is ``(S_hi - S_lo) / (hi -
+    lo)``: one iteration costs O(k log n), not O(n), after one O(n log n) sort; the working
+    memory is the sorted copy alone. The iterations are those of :func:`_lloyd_torch_dense` (the
+    sums differ in rounding only). Empty clusters keep their centroid.
+    ``xs``: ``x`` already sorted ascending (:func:`_sorted`), if at hand.
     """
     if xs is None:
-        xs = torch.sort(x.reshape(-1).to(torch.float64)).values  # (n)
+        xs = _sorted(x)  # (n)
     n = xs.numel()
-    S = torch.zeros(n + 1, dtype=torch.float64)  # (n+1)
-    torch.cumsum(xs, 0, out=S[1:])
+    S = _PrefixSums(xs)
     c = c0.to(torch.float64).clone()  # (k)
     k = c.numel()
-    threshold = float(tol) * _var_chunked(xs, float(S[n]) / n) if n > 1 else 0.0
+    threshold = float(tol) * _var_chunked(xs, S.total / n) if n > 1 else 0.0
     ends = torch.tensor([n], dtype=torch.int64)
     zero = torch.zeros(1, dtype=torch.int64)
     edges_old = reps_old = None
-    span = float(xs.abs().max()) if n else 0.0
+    span = max(abs(float(xs[0])), abs(float(xs[-1]))) if n else 0.0  # max |x| of sorted values
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         cs, perm = torch.sort(c, stable=True)  # (k), (k): equal centroids keep index order
@@ -211,10 +277,12 @@ def _lloyd_torch(x: Tensor, c0: Tensor, max_iter: int, tol: float, *,
         if gc.numel() > 1 and float((gc[1:] - gc[:-1]).min()) * 2.0 ** 48 < span + float(gc.abs().max()):
             # centroids closer than rounding of |x - c| at the data's scale: distances can tie
             # far from a midpoint, so runs are not contiguous; the O(n) reference decides
+            del S, xs
             return _lloyd_torch_dense(x.reshape(-1), c0, max_iter, tol)
         edges = torch.cat([zero, _run_edges(xs, gc, reps), ends])  # (G+1)
         counts = (edges[1:] - edges[:-1]).to(torch.float64)  # (G)
-        sums = S[edges[1:]] - S[edges[:-1]]  # (G)
+        se = S.at(edges)  # (G+1)
+        sums = se[1:] - se[:-1]  # (G)
         c_new = c.clone()  # empty clusters and duplicates (never nearest first) keep theirs
         used = counts > 0
         c_new[reps[used]] = sums[used] / counts[used]
@@ -229,10 +297,10 @@ def _lloyd_torch(x: Tensor, c0: Tensor, max_iter: int, tol: float, *,
 
 
 def _var_chunked(x: Tensor, mean: float) -> float:
-    """``mean((x - mean)^2)`` (the population variance) without an n-sized temporary."""
+    """``mean((x - mean)^2)`` in float64 (the population variance) without an n-sized temporary."""
     acc = 0.0
     for s in range(0, x.numel(), ASSIGN_CHUNK):
-        acc += float(((x[s:s + ASSIGN_CHUNK] - mean) ** 2).sum())
+        acc += float(((x[s:s + ASSIGN_CHUNK].to(torch.float64) - mean) ** 2).sum())
     return acc / x.numel()
 
 
@@ -282,12 +350,14 @@ def _lloyd_faiss(x: Tensor, c0: Tensor, max_iter: int, seed: int) -> tuple[Tenso
 
 def kmeans_1d(x: Tensor, k: int | None = None, *, init: Init | Tensor = "linear",
               engine: Engine = "torch", max_iter: int = 300, tol: float = 1e-4,
-              seed: int = 0) -> KMeansResult:
+              seed: int = 0, codes_dtype: torch.dtype = torch.int64) -> KMeansResult:
     """1-D k-means of the values ``x`` (any shape, flattened to (n,)) into ``k`` clusters.
 
     ``init`` is a method name (see :func:`init_centroids`) or explicit initial centroids (k,).
     Returns a :class:`KMeansResult` with ``centroids_`` (k,), ``codes_`` (n,) (a final
     assignment step: ``codes_ = assign_1d(x, centroids_)``), ``n_iter_`` and ``inertia_``.
+    ``codes_dtype``: the dtype of ``codes_`` (``torch.uint8`` for k <= 256 holds 1 byte per
+    value instead of 8; the values are the same).
 
     When ``x`` has at most ``k`` distinct values, the clustering is exact: the centroids are
     those values (``k`` shrinks to their count) and no iteration runs.
@@ -301,11 +371,12 @@ def kmeans_1d(x: Tensor, k: int | None = None, *, init: Init | Tensor = "linear"
     x = x.detach().reshape(-1).cpu()  # (n)
     if x.numel() == 0:
         raise ValueError("k-means needs at least one value to cluster, got an empty tensor")
-    if not torch.isfinite(x).all():
+    if not _all_finite(x):
         raise ValueError("k-means input has NaN/Inf values; repair the weights first")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    xs = _sorted64(x) if engine == "torch" else None  # (n), sorted once
+    _check_codes_dtype(codes_dtype, k if k is not None else (init.numel() if isinstance(init, Tensor) else 1))
+    xs = _sorted(x) if engine == "torch" else None  # (n), sorted once
     if isinstance(init, Tensor):
         c0 = init.detach().reshape(-1).cpu().to(torch.float32)
         if k is not None and c0.numel() != k:
@@ -317,19 +388,21 @@ def kmeans_1d(x: Tensor, k: int | None = None, *, init: Init | Tensor = "linear"
         if k < 1:
             raise ValueError(f"k-means needs k >= 1 centroids, got k={k}")
         if xs is not None:  # distinct values from the sorted copy (no second sort)
-            first = torch.ones(xs.numel(), dtype=torch.bool)
-            torch.ne(xs[1:], xs[:-1], out=first[1:])
-            few = int(first.sum()) <= k   # counted first: the values are copied only when few
-            uniq = xs[first].to(x.dtype) if few else None
-            del first
+            few = _count_distinct_sorted(xs) <= k   # counted first: the values are copied only when few
+            if few:
+                first = torch.ones(xs.numel(), dtype=torch.bool)
+                torch.ne(xs[1:], xs[:-1], out=first[1:])
+                uniq = xs[first].to(x.dtype)
+                del first
         else:
             uniq = torch.unique(x)
             few = uniq.numel() <= k
         if few:  # exact: every distinct value is its own centroid
+            del xs
             c = uniq.to(torch.float32)
             codes = assign_1d(x, c)
-            return KMeansResult(c, codes, 0, float(((x - c[codes]) ** 2).sum()))
-        c0 = init_centroids(x if xs is None else xs, k, init, seed=seed)  # sorted float64: no copy
+            return KMeansResult(c, codes.to(codes_dtype), 0, float(((x - c[codes]) ** 2).sum()))
+        c0 = init_centroids(x if xs is None else xs, k, init, seed=seed)
     if engine == "torch":
         c, n_iter = _lloyd_torch(x, c0, max_iter, tol, xs=xs)
         del xs  # before the assignment: peak memory is the larger of the two, not their sum
@@ -339,35 +412,67 @@ def kmeans_1d(x: Tensor, k: int | None = None, *, init: Init | Tensor = "linear"
         c, n_iter = _lloyd_faiss(x, c0, max_iter, seed)
     else:
         raise ValueError(f"unknown k-means engine {engine!r}; valid: {', '.join(ENGINES)}")
-    codes, inertia = _assign_chunked(x, c)
+    codes, inertia = _assign_chunked(x, c, codes_dtype)
     return KMeansResult(c, codes, n_iter, inertia)
+
+
+def _all_finite(x: Tensor) -> bool:
+    """``torch.isfinite(x).all()`` chunk by chunk (isfinite makes an |x| copy and masks)."""
+    x = x.reshape(-1)
+    return all(bool(torch.isfinite(x[s:s + ASSIGN_CHUNK]).all()) for s in range(0, x.numel(), ASSIGN_CHUNK))
+
+
+def _count_distinct_sorted(xs: Tensor) -> int:
+    """Number of distinct values of the sorted ``xs`` (n >= 1), chunk by chunk."""
+    n, count = xs.numel(), 1
+    for s in range(0, n - 1, ASSIGN_CHUNK):
+        e = min(n - 1, s + ASSIGN_CHUNK)
+        count += int(torch.count_nonzero(xs[s + 1:e + 1] != xs[s:e]))
+    return count
+
+
+def _check_codes_dtype(dtype: torch.dtype, k: int) -> None:
+    if dtype.is_floating_point or dtype == torch.bool:
+        raise ValueError(f"codes_dtype must be an integer dtype, got {dtype}")
+    if k > 1 and k - 1 > torch.iinfo(dtype).max:
+        raise ValueError(f"codes_dtype {dtype} cannot hold the codes of {k} centroids")
 
 
 #: values per chunk of the final assignment: its temporaries (about 15 values' worth of bytes
 #: per value) stay a few tens of MB however large the tensor
 ASSIGN_CHUNK = 1 << 20
+ASSIGN_SUBCHUNK = 1 << 18
 
 
-def _sorted64(x: Tensor) -> Tensor:
-    """``x`` (n,) as float64, sorted ascending, in place (numpy's sort needs no index array:
-    one 8-byte copy of the values at peak, not values + int64 indices)."""
-    a = x.detach().reshape(-1).numpy().astype(np.float64)  # (n) a copy
+def _sorted(x: Tensor) -> Tensor:
+    """``x`` (n,) sorted ascending in a copy of its own: float32 (every float16 / bfloat16 /
+    float32 value is exact there, and float64 arithmetic on it is that of the float64 values),
+    float64 only for float64 input. numpy sorts in place without an index array: one copy of the
+    values at peak, 4 bytes per value."""
+    x = x.detach().reshape(-1)
+    a = (x if x.dtype == torch.float64 else x.to(torch.float32)).numpy().copy()  # (n) a copy
     a.sort()
     return torch.from_numpy(a)
 
 
-def _assign_chunked(x: Tensor, c: Tensor) -> tuple[Tensor, float]:
-    """``(assign_1d(x, c) (n,) int64, sum_i (x_i - c[codes_i])^2)`` chunk by chunk (float32
-    assignment, float64 inertia; equal to the whole-array computation)."""
+def _assign_chunked(x: Tensor, c: Tensor, codes_dtype: torch.dtype = torch.int64) -> tuple[Tensor, float]:
+    """``(assign_1d(x, c) (n,) as codes_dtype, sum_i (x_i - c[codes_i])^2)`` chunk by chunk
+    (float32 assignment, float64 inertia; equal to the whole-array computation)."""
     x32 = x.to(torch.float32)
     c64 = c.to(torch.float64)
-    codes = torch.empty(x32.numel(), dtype=torch.int64)  # (n)
+    n = x32.numel()
+    codes = torch.empty(n, dtype=codes_dtype)  # (n)
+    sq = torch.empty(min(n, ASSIGN_CHUNK), dtype=torch.float64)  # one chunk's squared errors
     inertia = 0.0
-    for s in range(0, x32.numel(), ASSIGN_CHUNK):
-        xc = x32[s:s + ASSIGN_CHUNK]
-        cc = assign_1d(xc, c)
-        codes[s:s + ASSIGN_CHUNK] = cc
-        inertia += float(((xc.to(torch.float64) - c64[cc]) ** 2).sum())
+    for s in range(0, n, ASSIGN_CHUNK):
+        m = min(n, s + ASSIGN_CHUNK) - s
+        for t in range(0, m, ASSIGN_SUBCHUNK):  # the assignment's temporaries: a quarter chunk
+            xc = x32[s + t:s + min(m, t + ASSIGN_SUBCHUNK)]
+            cc = assign_1d(xc, c)
+            codes[s + t:s + t + xc.numel()] = cc
+            sq[t:t + xc.numel()] = (xc.to(torch.float64) - c64[cc]) ** 2
+            del cc
+        inertia += float(sq[:m].sum())  # summed per chunk, as always
     return codes, inertia
 
 
@@ -377,14 +482,15 @@ def _assign_chunked(x: Tensor, c: Tensor) -> tuple[Tensor, float]:
 
 def share_weights(w: Tensor, bits: int, mask: Tensor | None = None, *, init: Init = "linear",
                   engine: Engine = "torch", max_iter: int = 300, tol: float = 1e-4,
-                  seed: int = 0) -> tuple[Tensor, Tensor, Tensor, KMeansResult]:
+                  seed: int = 0, codes_dtype: torch.dtype = torch.int64) -> tuple[Tensor, Tensor, Tensor, KMeansResult]:
     """Scalar k-means weight sharing of one tensor, pruned entries excluded.
 
     ``w`` (any shape), ``mask`` (same shape, {0,1}; default: all ones) -> ``(centroids (k',),
     codes (w.shape) int64, mask (w.shape) float32, result)``. The ``k = 2^bits`` clusters are
     fitted on the kept values ``w[mask != 0]`` only; pruned positions get code 0 and stay zero
     in :func:`reconstruct` (``w' = C[codes] * mask``). ``k' = min(k, #distinct kept values)``;
-    if nothing is kept, the codebook is the single centroid 0.
+    if nothing is kept, the codebook is the single centroid 0. ``codes_dtype``: as in
+    :func:`kmeans_1d` (``torch.uint8`` for ``bits <= 8``: 1 byte per weight).
     """
     if int(bits) < 1:
         raise ValueError(f"weight sharing needs bits >= 1 (k = 2^bits centroids), got bits={bits}")
@@ -396,14 +502,14 @@ def share_weights(w: Tensor, bits: int, mask: Tensor | None = None, *, init: Ini
     keep = None if mask is None else m.reshape(-1) != 0  # (N)
     if keep is None or bool(keep.all()):  # nothing pruned: no copy of the kept values, the codes are the result's
         res = kmeans_1d(w.reshape(-1), 2 ** int(bits), init=init, engine=engine,
-                        max_iter=max_iter, tol=tol, seed=seed)
+                        max_iter=max_iter, tol=tol, seed=seed, codes_dtype=codes_dtype)
         return res.centroids_, res.codes_.reshape(w.shape), m, res
-    codes = torch.zeros(w.numel(), dtype=torch.int64)  # (N)
+    codes = torch.zeros(w.numel(), dtype=codes_dtype)  # (N)
     if not bool(keep.any()):
         res = KMeansResult(torch.zeros(1), torch.zeros(0, dtype=torch.int64), 0, 0.0)
         return res.centroids_, codes.reshape(w.shape), m, res
     res = kmeans_1d(w.reshape(-1)[keep], 2 ** int(bits), init=init, engine=engine,
-                    max_iter=max_iter, tol=tol, seed=seed)
+                    max_iter=max_iter, tol=tol, seed=seed, codes_dtype=codes_dtype)
     codes[keep] = res.codes_
     return res.centroids_, codes.reshape(w.shape), m, res
 

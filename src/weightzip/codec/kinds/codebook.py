@@ -30,11 +30,33 @@ def distinct(a: np.ndarray, limit: int | None = None, sample: int = 65536) -> np
     cand = np.unique(a[:: a.size // sample])
     if limit is not None and cand.size > limit:
         return cand
-    if cand.size <= 4096:
-        idx = np.searchsorted(cand, a).clip(max=cand.size - 1)
-        if np.array_equal(cand[idx], a):
-            return cand
+    if cand.size <= 4096 and all(_in_table(cand, a[s:s + _CHUNK]) for s in range(0, a.size, _CHUNK)):
+        return cand
     return np.unique(a)
+
+
+_CHUNK = 1 << 20   # values per chunk of the table lookups (their index temporaries: 8 bytes a value)
+
+
+def _in_table(table: np.ndarray, a: np.ndarray) -> bool:
+    """Every value of ``a`` is in the sorted ``table`` (bit for bit up to -0.0 == 0.0, as ``==``)."""
+    idx = np.searchsorted(table, a).clip(max=table.size - 1)
+    return bool(np.array_equal(table[idx], a))
+
+
+def _codes(table: np.ndarray, entries: np.ndarray, zero_first: bool) -> np.ndarray:
+    """The index of each entry in ``table`` (sorted), in the narrowest unsigned dtype, chunk by
+    chunk; ``zero_first``: code 0 is 0.0 and the other values follow (``table[1:]`` sorted)."""
+    dt = np.uint8 if table.size <= 1 << 8 else np.uint16 if table.size <= 1 << 16 else np.uint32
+    codes = np.empty(entries.size, dtype=dt)
+    nzt = table[1:] if zero_first else table
+    for s in range(0, entries.size, _CHUNK):
+        e = entries[s:s + _CHUNK]
+        c = np.searchsorted(nzt, e)
+        if zero_first:
+            c = np.where(e == 0, 0, c + 1)
+        codes[s:s + _CHUNK] = c
+    return codes
 
 
 def _estimate(nzv: np.ndarray) -> tuple[int, int]:
@@ -48,13 +70,11 @@ def _encode(lay: Layout, st: StreamWriter, max_codebook: int) -> dict:
         raise Reject("no stored values")
     if table.size > max_codebook:
         raise Reject(f"{table.size} distinct values > max_codebook {max_codebook}")
-    if table[np.searchsorted(table, 0.0).clip(max=table.size - 1)] == 0:
+    zero = table[np.searchsorted(table, 0.0).clip(max=table.size - 1)] == 0
+    if zero:
         # zero present (dense zeros or fillers): it is code 0, the nonzero values follow sorted
-        nzt = table[table != 0]                                      # (K-1,)
-        codes = np.where(lay.entries == 0, 0, np.searchsorted(nzt, lay.entries) + 1)
-        table = np.concatenate([np.zeros(1, np.float32), nzt])
-    else:
-        codes = np.searchsorted(table, lay.entries)
+        table = np.concatenate([np.zeros(1, np.float32), table[table != 0]])
+    codes = _codes(table, lay.entries, zero)   # uint8 for up to 256 values: coded as they are
     st.floats("codebook", table)
     st.symbols("codes", codes, table.size, ctx=lay.code_context)
     return {"codebook_size": int(table.size)}
@@ -83,7 +103,12 @@ def read_values(fmt: Format, rd: StreamReader, n: int, pos_fn) -> np.ndarray:
         if n:
             raise bad(fmt, "empty codebook for a non-empty tensor", "codebook")
         return np.zeros(0, np.float32)
-    return table[rd.symbols("codes", n, k, ctx=code_context(fmt, pos_fn))]
+    # looked up a chunk of codes at a time: the values and one chunk of int64 codes in memory
+    out, at = np.empty(n, np.float32), 0
+    for codes in rd.symbol_chunks("codes", n, k, ctx=code_context(fmt, pos_fn)):
+        out[at:at + codes.size] = table[codes]
+        at += codes.size
+    return out
 
 
 def _read_parts(fmt: Format, rd: StreamReader, n: int, pos_fn) -> tuple[np.ndarray, dict, dict]:

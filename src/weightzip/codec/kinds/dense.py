@@ -24,7 +24,15 @@ def _encode(lay: Layout, st: StreamWriter, dtype: str) -> dict:
         with np.errstate(over="ignore"):
             if not np.all(np.isfinite(lay.entries.astype(np.float16))):
                 raise Reject("values overflow float16")
-    st.floats("values", lay.entries, dtype)
+    v = lay.entries
+    if dtype == "float32" and isinstance(v, np.ndarray) and v.dtype == np.dtype("<f4") and v.ndim == 1 \
+            and v.flags.c_contiguous:
+        # the stream is the values' own bytes: a view (no copy while the other candidates are built
+        # and checked); encode() makes it bytes if this candidate is the one kept
+        st.streams["values"] = memoryview(v).cast("B")
+        st.info["values"] = {"coding": "float32", "count": int(v.size)}
+    else:
+        st.floats("values", v, dtype)
     return {"value_dtype": dtype}
 
 
