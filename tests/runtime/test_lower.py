@@ -168,7 +168,33 @@ def test_large_planes_gemm_convs_and_asymmetric_pads(c, h, n):
         m.bn.running_var.uniform_(0.5, 2.0)
     prog = _run(m, torch.randn(n, 3, h, h + 3))
     convs = [o for o in prog.ops if o[K.C_KIND] == K.K_CONV]
-    assert all(o[K.C_SCR] == 1 for o in convs) and _kinds(prog).count(K.K_PAD) == 2
+    assert all(o[K.C_SCR] == 1 for o in convs)
+    # the zero pad is the first conv's own (asymmetric) padding; the 0.5 pad stays an op
+    assert _kinds(prog).count(K.K_PAD) == 1 and (convs[0][K.C_PH], convs[0][K.C_PW]) == (0, 0)
+    assert any("pad" in name for name in prog.info[0].fused)
+
+
+class TFDepthwise(nn.Module):
+    """MobileNet-style TF "same" padding: an explicit (often asymmetric) zero pad before each conv."""
+
+    def __init__(self, c, stride):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, stride=stride, groups=c)
+        self.pw = nn.Conv2d(c, c + 2, 1)
+        self.stride = stride
+
+    def forward(self, x):
+        p = (0, 1, 0, 1) if self.stride == 2 else (1, 1, 1, 1)
+        return self.pw(F.relu6(self.dw(F.pad(x, p))))
+
+
+@pytest.mark.parametrize("stride, hw", [(1, (7, 9)), (2, (8, 8)), (2, (9, 6))])
+def test_zero_pads_fold_into_depthwise_convs(stride, hw):
+    torch.manual_seed(stride)
+    prog = _run(TFDepthwise(5, stride), torch.randn(2, 5, *hw))
+    assert K.K_PAD not in _kinds(prog)
+    dw = next(o for o in prog.ops if o[K.C_KIND] == K.K_CONV)
+    assert dw[K.C_SCR] == 2 and (dw[K.C_PH], dw[K.C_PW]) == ((1, 1) if stride == 1 else (0, 0))
 
 
 @SETTINGS

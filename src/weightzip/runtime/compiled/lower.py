@@ -594,15 +594,31 @@ class Lowering:
         ph, pw = _pair(pad)
         dh, dw = _pair(dil)
         cin_g = C // int(groups)
-        pad_plane = (H + 2 * ph) * (W + 2 * pw)
-        fixed = max(rep.cols * oshape[1] * oshape[2] + 16, cin_g * pad_plane + kw * dw + 32)
         L = oshape[1] * oshape[2]
         gemm = (int(groups) == 1 and rep.layout == K.L_DENSE and rep.vfmt != K.V_PQ and L >= GEMM_MIN_PLANE)
+        depthwise = (int(groups) == C == w.shape[0] and rep.layout == K.L_DENSE and rep.vfmt != K.V_PQ)
+        s_x = self.sid[x]
+        folded = None
+        if (gemm or depthwise) and dh == dw == 1:
+            # a zero pad right before (TF-style "same" padding, often asymmetric) becomes the
+            # conv's own padding: these kernels read zeros outside the input (im2col bounds,
+            # phase planes), top / left from C_PH / C_PW, bottom / right up to what Ho, Wo need
+            pad = self._fusable(x, n)
+            if pad is not None and pad.kind == K.K_PAD and self.producer[s_x] == len(self.recs) - 1 \
+                    and pad.params.get("fill") == 0.0 and min(pad.params["pads"]) >= 0 \
+                    and pad.params["pads"][4:] == [0, 0]:
+                folded = pad
+                C, H, W = pad.params["in_shape"]
+                ph, pw = ph + pad.params["pads"][2], pw + pad.params["pads"][0]
+                s_x = pad.ins[0]
+                self.recs.pop()
+                del self.producer[self.sid[x]]
+        planes, rows_w = K.phase_floats(H, W, oshape[1], oshape[2], kh, kw, sh, sw, dh, dw, ph, pw)
+        fixed = max(rep.cols * L + 16, cin_g * planes + 32)
         if gemm:
             fixed = max(fixed, rep.cols * (L + w.shape[0]) + 16)
-        depthwise = (int(groups) == C == w.shape[0] and rep.layout == K.L_DENSE and rep.vfmt != K.V_PQ)
         if depthwise:
-            fixed = max(fixed, pad_plane + C * kh * kw + 16)
+            fixed = max(fixed, planes + rows_w + C * kh * kw + 16)
 
         def build(r: _Rec, op, pk):
             op[K.C_CIN], op[K.C_H], op[K.C_W] = C, H, W
@@ -615,10 +631,13 @@ class Lowering:
             b = pack_weight(op, rep, pk, True)
             return b + epilogue_cols(op, pk, rep.rows, rep.rowscale, bias, r.bn, r.act)
 
-        self._add(_Rec(K.K_CONV, out, [self.sid[x]], self.size[self.sid[x]], self.size[out], build,
-                       str(wnode.target).removesuffix(".weight"), "conv", scr_fixed=fixed,
-                       macs=rep.nonzero_macs() * oshape[1] * oshape[2], rep_name=rep.name, note=rep.note,
-                       params={"rows": rep.rows}), n)
+        rec = _Rec(K.K_CONV, out, [s_x], self.size[s_x], self.size[out], build,
+                   str(wnode.target).removesuffix(".weight"), "conv", scr_fixed=fixed,
+                   macs=rep.nonzero_macs() * oshape[1] * oshape[2], rep_name=rep.name, note=rep.note,
+                   params={"rows": rep.rows})
+        if folded is not None:
+            rec.fused.append(folded.label)
+        self._add(rec, n)
 
     def _linear(self, n, name, arg):
         if name == "aten.linear.default":
@@ -909,7 +928,8 @@ class Lowering:
             op[K.C_TAB] = pk.f(np.asarray([fill], np.float32))
             return 0
 
-        self._add(_Rec(K.K_PAD, out, [s_in], self.size[s_in], self.size[out], build, n.name, "pad"), n)
+        self._add(_Rec(K.K_PAD, out, [s_in], self.size[s_in], self.size[out], build, n.name, "pad",
+                       params={"fill": float(fill), "pads": list(pads), "in_shape": shape}), n)
 
     def _arg_value(self, a):
         if isinstance(a, fx.Node):
@@ -1097,7 +1117,7 @@ class Lowering:
             return 0 if madd is None else 4 * madd.numel()
 
         self._add(_Rec(K.K_ATTN, out, [s_q, s_k, s_v], self.size[s_q], self.size[out], build, n.name, "attention",
-                       scr_fixed=(dh + 1) * Tk + 16, macs=Hq * Tq * Tk * (dh + dv)), n)
+                       scr_fixed=Tq * Tk + 16, macs=Hq * Tq * Tk * (dh + dv)), n)
 
     def _embedding(self, n, arg):
         wnode, ids = n.args[0], n.args[1]
@@ -1119,6 +1139,7 @@ class Lowering:
                 op[K.C_VFMT] = K.V_TABLE
                 op[K.C_VAL] = pk.b(rep.val.astype(np.uint8))
                 op[K.C_TAB] = pk.f(rep.tab)
+                op[K.C_NTAB] = len(rep.tab)
                 return int(rep.val.size) + 4 * len(rep.tab)
             op[K.C_VFMT] = K.V_F32
             op[K.C_VAL] = pk.f(w.numpy())

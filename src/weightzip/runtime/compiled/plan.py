@@ -369,9 +369,9 @@ def _chain_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: 
                     op[K.C_GROUPS] = mod.groups
                     op[K.C_HO], op[K.C_WO] = out_shape[1], out_shape[2]
                     cin_g = C // mod.groups
-                    pad_plane = (H + 2 * pad[0]) * (W + 2 * pad[1])
-                    scr_fx = max(scr_fx, rep.cols * out_shape[1] * out_shape[2] + 16,
-                                 cin_g * pad_plane + op[K.C_KW] * op[K.C_DW] + 32)
+                    planes, _ = K.phase_floats(H, W, out_shape[1], out_shape[2], *op[[K.C_KH, K.C_KW, K.C_SH, K.C_SW,
+                                               K.C_DH, K.C_DW, K.C_PH, K.C_PW]].tolist())
+                    scr_fx = max(scr_fx, cin_g * planes + 32)
                 wbytes = _pack_weight(op, rep, pk, conv)
                 if not conv and zeros_likely and op[K.C_KIND] == K.K_FC:
                     wbytes += _pack_csc(op, rep, pk)

@@ -1,0 +1,64 @@
+"""The compiled runtime's vectorizable exp / GELU / activations against float64 references."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from weightzip.runtime.compiled import kernels as K
+
+F = np.zeros(4, np.float32)
+
+
+def test_fexp_relative_error_over_the_float32_range():
+    x = np.concatenate([np.linspace(-87.3, 88.0, 400_001), [0.0, -1e-8, 1e-8]]).astype(np.float32)
+    y = x.copy()
+    K._act_vec(y, K.A_EXP, F, 0)
+    ref = np.exp(x.astype(np.float64))
+    rel = np.abs(y - ref) / ref
+    assert rel.max() < 3e-7
+
+
+def test_fexp_underflows_to_zero_and_takes_minus_infinity():
+    x = np.array([-87.31, -100.0, -1e30, -np.inf], np.float32)
+    K._act_vec(x, K.A_EXP, F, 0)
+    assert (x == 0).all()
+
+
+def test_gelu_matches_the_exact_erf_form():
+    """GELU(v) = v/2 (1 + erf(v / sqrt 2)), in float64, over the range activations take."""
+    x = np.concatenate([np.linspace(-12, 12, 200_001), [0.0, -0.0]]).astype(np.float32)
+    y = x.copy()
+    K._act_vec(y, K.A_GELU, F, 0)
+    ref = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
+    err = np.abs(y - ref)
+    assert (err <= 1e-6 * np.abs(ref) + 1e-7).all(), float((err - 1e-6 * np.abs(ref)).max())
+
+
+@pytest.mark.parametrize("act, fn", [
+    ("A_SILU", torch.nn.functional.silu),
+    ("A_SIGMOID", torch.sigmoid),
+    ("A_GELU_TANH", lambda t: torch.nn.functional.gelu(t, approximate="tanh")),
+    ("A_HARDSWISH", torch.nn.functional.hardswish),
+    ("A_RELU", torch.relu),
+])
+def test_vector_activations_equal_torch(act, fn):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(10_007, generator=g, dtype=torch.float64) * 6)
+    y = x.float().numpy().copy()
+    K._act_vec(y, getattr(K, act), F, 0)
+    ref = fn(x.float().double()).numpy()
+    np.testing.assert_allclose(y, ref, rtol=2e-6, atol=1e-7)
+
+
+def test_softmax_row_sums_to_one_and_masks():
+    g = np.random.default_rng(0)
+    a = (g.standard_normal(131) * 10).astype(np.float32)
+    a[5] = -np.inf
+    r = a.copy()
+    K._softmax_row(r)
+    ref = torch.softmax(torch.from_numpy(a).double(), 0).numpy()
+    np.testing.assert_allclose(r, ref, rtol=1e-6, atol=1e-9)
+    assert r[5] == 0.0
