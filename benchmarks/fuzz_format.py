@@ -61,7 +61,9 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 OVER_MEMORY = 200 << 20
 MANIFEST_OVER_MEMORY = 300 << 20       # the manifest-field section's target (issue 24): load builds a model
-MANIFEST_FILES = ("lenet5-kmeans.wz", "resnet20-tiny-kmeans.wz", "structured-pareto-mnist/designs/deep-sparse_W1A2_c8.wz")
+MANIFEST_FILES = ("lenet5-kmeans.wz", "resnet20-tiny-kmeans.wz", "structured-pareto-mnist/designs/deep-sparse_W1A2_c8.wz",
+                  "lenet5-records-99-20ep.wz")
+KEEP_VERSION = ("lenet5-records-99-20ep.wz",)   # forged in its own format (3), the others as format 1
 MANIFEST_OUTCOMES = ("refused", "loaded", "crash", "hang", "over-memory")
 SLOW_REFUSAL_S = 1.0
 OUTCOMES = ("refused", "same", "different-valid", "crash", "hang", "over-memory")
@@ -71,7 +73,7 @@ def _features(path: Path) -> set[tuple]:
     from weightzip.codec import container
 
     _, formats = container.read(path)
-    out = {("version", int.from_bytes(path.read_bytes()[8:10], "little"))}   # format 1 and 2 files both fuzzed
+    out = {("version", int.from_bytes(path.read_bytes()[8:10], "little"))}   # format 1, 2 and 3 files all fuzzed
     for f in formats.values():
         out.add(("kind", f.kind))
         out.add(("layout", f.kind, f.meta.get("sparse") or f.meta.get("mask") or
@@ -278,7 +280,10 @@ def manifest_mutation(raw, rng) -> tuple[bytes, str, str]:
     forge._set(r.doc, path, value)
     if value == DEEP:
         depth = int(what.split()[1])
-        text = json.dumps(r.doc, allow_nan=True).replace(json.dumps(DEEP), "[" * depth + "]" * depth, 1)
+        doc = r.doc
+        if r.version >= 3:                  # format 3: the tensor table as the compact list
+            doc = {**doc, "tensors": forge._table3(doc["tensors"], r.area)}
+        text = json.dumps(doc, allow_nan=True).replace(json.dumps(DEEP), "[" * depth + "]" * depth, 1)
         data = forge.dump(r, manifest=text.encode())
     else:
         data = forge.dump(r)
@@ -328,7 +333,7 @@ def run_manifest(n: int, seed: int, timeout: float, results: Path, log=print) ->
     files = [results / f for f in MANIFEST_FILES] + [graph_file(scratch)]
     names = list(MANIFEST_FILES) + ["user-graph.wz (a 16-8-4 nn.Sequential saved with its graph, made by the run)"]
     log(f"manifest fields: {names}")
-    raws = [forge.load(f) for f in files]
+    raws = [forge.load(f, keep_version=f.name in KEEP_VERSION) for f in files]
     pool = _Pool([str(f) for f in files], scratch, kind="manifest")
     rng = random.Random(seed + 1)
     counts, per_field, per_file = Counter(), defaultdict(Counter), defaultdict(Counter)
@@ -434,7 +439,7 @@ def run(n: int, seed: int, timeout: float, results: Path, log=print) -> dict:
     scratch = tempfile.mkdtemp(prefix="wz-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     from weightzip.codec import forge
 
-    raws = [forge.load(f, keep_version=True) for f in files]     # a format-2 file is forged as format 2
+    raws = [forge.load(f, keep_version=True) for f in files]     # a format-2 / 3 file is forged as format 2 / 3
     pool = _Pool([str(f) for f in files], scratch)
     rng = random.Random(seed)
     counts = Counter()
