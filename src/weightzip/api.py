@@ -119,8 +119,16 @@ def save(model: nn.Module, path: str | Path, *, recipe: Recipe | None = None,
     ``progress``: a per-tensor progress bar while encoding (default: only on a terminal).
 
     Memory: the baked tensors are made and encoded one at a time (:func:`encode_model`), never
-    all at once beside the model.
+    all at once beside the model; the graph's clean copy is made before them.
     """
+    from .core.heap import large_blocks_mapped
+
+    with large_blocks_mapped():   # each tensor's working copies go back to the OS when freed
+        return _save(model, path, recipe=recipe, metrics=metrics, storage=storage, extra=extra,
+                     example_inputs=example_inputs, graph=graph, progress=progress)
+
+
+def _save(model, path, *, recipe, metrics, storage, extra, example_inputs, graph, progress) -> SaveReport:
     from .analysis.size import baseline_bytes
     from .codec import container, encode
     from .core.heap import release_free_memory
@@ -178,7 +186,7 @@ def _capture_graph(model, path, example_inputs, graph, cfg) -> tuple[dict | None
         g, tensors = capture(model, example_inputs)
     except GraphCaptureError as e:
         warnings.warn(f"{path}: the model's graph is not recorded ({e}); loading the file will need "
-                      f"weightzip.load(path, model=...)", stacklevel=3)
+                      f"weightzip.load(path, model=...)", stacklevel=4)
         return None, {}
     finally:
         release_free_memory()   # the clean copy and the export's working memory are gone

@@ -12,8 +12,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import threading
+from contextlib import contextmanager
 
-__all__ = ["release_free_memory"]
+__all__ = ["release_free_memory", "large_blocks_mapped"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -26,6 +28,51 @@ def _malloc_trim():
     fn.argtypes = [ctypes.c_size_t]
     fn.restype = ctypes.c_int
     return fn
+
+
+@functools.lru_cache(maxsize=1)
+def _mallopt():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.mallopt
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_M_MMAP_THRESHOLD = -3
+#: glibc's largest dynamic mmap threshold on 64-bit (what a process that freed large blocks runs with)
+_DYNAMIC_MAX = 32 << 20
+_depth = 0
+_lock = threading.Lock()
+
+
+@contextmanager
+def large_blocks_mapped(threshold: int = 1 << 20):
+    """Within the block, every allocation of ``threshold`` bytes or more is its own mapping
+    (glibc ``mallopt(M_MMAP_THRESHOLD)``), returned to the OS when freed. glibc otherwise raises
+    its threshold to the size of each large block freed (up to 32 MB), after which tensors of a
+    few MB come from the arenas and the pages of those freed in between stay resident: BERT-base
+    kept about 70 MB more after ``compress`` than it held. On leaving the (outermost) block the
+    threshold is 32 MB, the value glibc's own adjustment tends to. Elsewhere: does nothing."""
+    global _depth
+    fn = _mallopt()
+    if fn is None:
+        yield
+        return
+    with _lock:
+        _depth += 1
+        if _depth == 1:
+            fn(_M_MMAP_THRESHOLD, int(threshold))
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                fn(_M_MMAP_THRESHOLD, _DYNAMIC_MAX)
 
 
 def release_free_memory() -> None:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
+import torch
 from pydantic import Field, field_validator
 from torch import nn
 
 from ..core import parametrize
-from ..core.heap import release_free_memory
+from ..core.heap import large_blocks_mapped, release_free_memory
 from ..errors import RecipeError
 from ..primitives.cluster import share_weights
 from ..core.registry import register_method
@@ -76,7 +77,8 @@ def attach_shared(module: nn.Module, tname: str, shared: dict[str, Any]) -> dict
         raise RecipeError(f"{type(module).__name__}.{tname} is already shared by a Codebook; "
                           "run kmeans_share once per tensor")
     cb = parametrize.Codebook(shared.pop("centroids"), shared.pop("codes"), shared.pop("mask"))
-    parametrize.attach(module, tname, cb)
+    with torch.no_grad():   # registering runs the Codebook once: its lookup then needs no int32 index
+        parametrize.attach(module, tname, cb)
     return shared
 
 
@@ -145,20 +147,8 @@ class KMeansShare(Method):
             groups.setdefault(canon, {canon}).add(alias)
         names = {qualified(mname, t): i for i, (mname, _, t, _) in enumerate(jobs)}
         done: dict[int, Any] = {}
-        for i, shared in map_bounded([jobs[i] for i in order], cluster,
-                                     lambda j: parametrize.original(j[1], j[2]).numel(), ctx.n_workers):
-            lead_i = order[i]
-            for k in [lead_i, *followers.get(lead_i, [])]:
-                mname, mod, t, _ = jobs[k]
-                done[k] = attach_shared(mod, t, dict(shared))
-            if c.drop_latent:
-                for k in [lead_i, *followers.get(lead_i, [])]:
-                    name = qualified(jobs[k][0], jobs[k][2])
-                    if name not in tied and name not in groups:
-                        parametrize.drop_latent(jobs[k][1], jobs[k][2])
-                self._drop_tied(jobs, names, groups, done)
-            del shared
-            release_free_memory()   # the k-means copies of this tensor, before a larger one's
+        with large_blocks_mapped():   # freed latents and k-means copies go back to the OS
+            self._cluster_all(jobs, order, followers, cluster, tied, groups, names, done, ctx)
         layers: dict[str, Any] = {qualified(mname, t): done[i] for i, (mname, _, t, _) in enumerate(jobs)}
         ctx.log("  shared: " + ", ".join(f"{k} {v['bits']}b (k={v['k']}, {v['iterations']} it)"
                                          for k, v in layers.items()))
@@ -169,6 +159,28 @@ class KMeansShare(Method):
             metrics["train_history"] = hist.get("history", []) if isinstance(hist, dict) else []
         metrics["val"] = ctx.evaluate(model)
         return metrics
+
+    def _cluster_all(self, jobs, order, followers, cluster, tied, groups, names, done, ctx) -> None:
+        """Run the k-means of ``jobs[order]`` side by side; attach each result as it ends (and to
+        the jobs that reuse it), free dropped latents, fill ``done``."""
+        c = self.config
+        for i, shared in map_bounded([jobs[i] for i in order], cluster,
+                                     lambda j: parametrize.original(j[1], j[2]).numel(), ctx.n_workers):
+            lead_i = order[i]
+            for k in [lead_i, *followers.get(lead_i, [])]:
+                mname, mod, t, _ = jobs[k]
+                done[k] = attach_shared(mod, t, dict(shared))
+                if k != lead_i:   # the names of one Parameter read one codes tensor (never written)
+                    parametrize.find(mod, t, parametrize.Codebook).codes = \
+                        parametrize.find(jobs[lead_i][1], jobs[lead_i][2], parametrize.Codebook).codes
+            if c.drop_latent:
+                for k in [lead_i, *followers.get(lead_i, [])]:
+                    name = qualified(jobs[k][0], jobs[k][2])
+                    if name not in tied and name not in groups:
+                        parametrize.drop_latent(jobs[k][1], jobs[k][2])
+                self._drop_tied(jobs, names, groups, done)
+            del shared
+            release_free_memory()   # the k-means copies of this tensor, before a larger one's
 
     @staticmethod
     def _drop_tied(jobs, names: dict[str, int], groups: dict[str, set[str]], done: dict[int, Any]) -> None:
