@@ -10,6 +10,11 @@ average is recorded before and after each file.
 
     PYTHONPATH=src python benchmarks/runtime.py            # ~10-20 min on 2 cores
     PYTHONPATH=src python benchmarks/runtime.py --quick    # fewer repeats (smoke run)
+    PYTHONPATH=src python benchmarks/runtime.py --only lenet300_100-deep-compression lenet5-deep-compression
+
+``--only FILE...`` re-measures those files (1 thread, and their MNIST-digit rows) and keeps every
+other row of ``runtime.json`` as it was; each row records when it was measured (the page lists
+the rows re-measured after the rest).
 """
 from __future__ import annotations
 
@@ -313,6 +318,11 @@ def render(results: list[dict], cmd: str, profiles: list[dict] | None = None, wh
              "| file | threads | batch | load avg | torch eager | ort fp32 | ort int8 | torch.ao int8 | weightzip "
              "compiled | compiled vs ort fp32 | target | met | compiled / limit | resident vs dense |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    later = [f"{out['name']} ({out['threads']} thread{'s' if out['threads'] > 1 else ''}, {out['measured']})"
+             for out in results if out.get("measured")]
+    if later:
+        lines[2:2] = ["Rows re-measured after the rest (`--only`; the other rows are from the date above): "
+                      + "; ".join(later) + ".", ""]
     for out in results:
         name = out["name"]
         cs = out.get("compiled") or {}
@@ -350,6 +360,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(RES / "runtime"))
+    ap.add_argument("--only", nargs="+", default=None, metavar="FILE",
+                    help="re-measure only these committed files (names as in FILES); keep the other rows")
     ap.add_argument("--render-only", action="store_true",
                     help="re-render the page from the measurements already in <out>.json (no timing)")
     args = ap.parse_args(argv)
@@ -364,6 +376,8 @@ def main(argv=None) -> int:
     from weightzip.analysis.speed import compare, load_average
 
     repeat = 3 if args.quick else 5
+    if args.only:
+        return _only(args, repeat)
     results = []
     for f in FILES:
         path = RES / f"{f}.wz"
@@ -425,6 +439,54 @@ def main(argv=None) -> int:
     cmd = "PYTHONPATH=src python benchmarks/runtime.py" + (" --quick" if args.quick else "")
     text = render(results, cmd, profiles)
     _write(args.out, text, results, profiles, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    print(text)
+    return 0
+
+
+def _measure_file(f: str, repeat: int, threads: int, batches, examples=None, suffix: str = "") -> dict:
+    from weightzip.analysis.speed import compare, load_average
+
+    out = None
+    for b in batches:  # one compare per batch: the number of calls per repeat scales with 1/b
+        o = compare(RES / f"{f}.wz", batch_sizes=(b,), repeat=repeat, number=max(3, 200 // b), threads=threads,
+                    examples=examples, log=lambda s: print("  ", s, flush=True))
+        out = o if out is None else {**out, "rows": out["rows"] + o["rows"], "limits": {**out["limits"], **o["limits"]}}
+    out["load_average"] = list(load_average())
+    out["name"] = f.split("/")[-1] + suffix
+    out["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return out
+
+
+def _only(args, repeat: int) -> int:
+    """Re-measure ``args.only`` (1 thread; their MNIST-digit rows too) into the existing page."""
+    data = json.loads(Path(args.out + ".json").read_text())
+    unknown = [f for f in args.only if f not in FILES]
+    if unknown:
+        raise SystemExit(f"unknown file(s) {unknown}; choose from {FILES}")
+    try:
+        from weightzip.jobs.bench import test_examples
+
+        digits = test_examples("mnist", 256)
+    except Exception as e:  # no dataset on this machine
+        print("no MNIST test set:", e, file=sys.stderr)
+        digits = None
+    results = data["results"]
+    for f in args.only:
+        name = f.split("/")[-1]
+        fresh = [_measure_file(f, repeat, 1, (1, 16, 64, 256) if not f.startswith("cifar10") else (1,))]
+        if digits is not None and f in FILES[:4]:
+            fresh.append(_measure_file(f, repeat, 1, (1, 64), digits, " (MNIST digits)"))
+        for new in fresh:
+            new["path"] = relative_path(new["path"])
+            i = next((k for k, r in enumerate(results) if r["name"] == new["name"] and r.get("threads") == 1), None)
+            if i is None:
+                results.append(new)
+            else:
+                results[i] = new
+    when = data.get("written")
+    cmd = "PYTHONPATH=src python benchmarks/runtime.py" + (" --quick" if args.quick else "")
+    text = render(results, cmd, data["profiles"], when)
+    _write(args.out, text, results, data["profiles"], when)
     print(text)
     return 0
 

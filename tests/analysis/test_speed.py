@@ -114,3 +114,48 @@ def test_input_spec_examples():
     assert x.shape == (5, 4) and x.dtype == torch.int64 and 0 <= int(x.min()) and int(x.max()) < 7
     assert speed.InputSpec((3, 8, 8)).example(2).shape == (2, 3, 8, 8)
     assert "ids in [0, 7)" in spec.describe()
+
+
+def test_onnxruntime_export_falls_back_to_the_torch_export_exporter(tmp_path, capsys, monkeypatch):
+    """A model whose graph the TorchScript exporter refuses (HF MobileNetV2 rebuilt from its
+    file: ``_native_batch_norm_legit_no_training``; simulated here, with the whole graph the
+    exporter prints on failure) is exported by the torch.export based exporter instead, quietly,
+    and onnxruntime gives the same outputs."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import sys
+
+    real = torch.onnx.export
+
+    def torchscript_refuses(*a, dynamo=True, **k):
+        if not dynamo:
+            print("Torch IR graph at exception: graph(%x : Float(...)) ...", file=sys.stderr)
+            raise RuntimeError("Exporting the operator 'aten::_native_batch_norm_legit_no_training' "
+                               "to ONNX opset version 20 is not supported.\n(the whole graph)")
+        return real(*a, dynamo=dynamo, **k)
+
+    monkeypatch.setattr(torch.onnx, "export", torchscript_refuses)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 3)).eval()
+    path = tmp_path / "cbn.wz"
+    wz.save(model, path, example_inputs=(torch.randn(2, 3, 6, 6),))
+    dense = wz.load(path)
+    x = torch.randn(1, 3, 6, 6)
+    sess = speed._onnx_sessions(dense, x, 1)
+    assert not isinstance(sess["onnxruntime fp32"], str), sess["onnxruntime fp32"]
+    for xb in (x, torch.randn(3, 3, 6, 6)):   # the batch stays dynamic
+        got = sess["onnxruntime fp32"].run(None, {"input": xb.numpy()})[0]
+        torch.testing.assert_close(torch.from_numpy(got), dense(xb).detach(), rtol=1e-4, atol=1e-5)
+    err = capsys.readouterr()
+    assert "graph(" not in err.err and "graph(" not in err.out
+
+
+def test_an_export_failure_is_one_line(monkeypatch):
+    def refuses(*a, **k):
+        raise RuntimeError("no exporter for this\n" + "graph line\n" * 1000)
+
+    monkeypatch.setattr(torch.onnx, "export", refuses)
+    pytest.importorskip("onnxruntime")
+    sess = speed._onnx_sessions(nn.Linear(3, 2), torch.randn(1, 3), 1)
+    assert sess["onnxruntime fp32"] == "export failed (RuntimeError: no exporter for this)"

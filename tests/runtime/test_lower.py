@@ -175,17 +175,20 @@ def test_large_planes_gemm_convs_and_asymmetric_pads(c, h, n):
 
 
 class TFDepthwise(nn.Module):
-    """MobileNet-style TF "same" padding: an explicit (often asymmetric) zero pad before each conv."""
+    """MobileNet-style TF "same" padding: an explicit (often asymmetric) zero pad before each conv
+    (HF MobileNetV2 pads by zero amounts before its 1 x 1 convs too)."""
 
     def __init__(self, c, stride):
         super().__init__()
         self.dw = nn.Conv2d(c, c, 3, stride=stride, groups=c)
         self.pw = nn.Conv2d(c, c + 2, 1)
+        self.full = nn.Conv2d(c + 2, 3, 3, stride=stride)   # small plane: the weights-stationary kernel
         self.stride = stride
 
     def forward(self, x):
         p = (0, 1, 0, 1) if self.stride == 2 else (1, 1, 1, 1)
-        return self.pw(F.relu6(self.dw(F.pad(x, p))))
+        h = self.pw(F.pad(F.relu6(self.dw(F.pad(x, p))), (0, 0, 0, 0)))
+        return self.full(F.pad(h, (1, 0, 0, 2)))
 
 
 @pytest.mark.parametrize("stride, hw", [(1, (7, 9)), (2, (8, 8)), (2, (9, 6))])
@@ -193,8 +196,9 @@ def test_zero_pads_fold_into_depthwise_convs(stride, hw):
     torch.manual_seed(stride)
     prog = _run(TFDepthwise(5, stride), torch.randn(2, 5, *hw))
     assert K.K_PAD not in _kinds(prog)
-    dw = next(o for o in prog.ops if o[K.C_KIND] == K.K_CONV)
+    dw, pw, full = (o for o in prog.ops if o[K.C_KIND] == K.K_CONV)
     assert dw[K.C_SCR] == 2 and (dw[K.C_PH], dw[K.C_PW]) == ((1, 1) if stride == 1 else (0, 0))
+    assert full[K.C_SCR] == 0 and (full[K.C_PH], full[K.C_PW]) == (0, 1)
 
 
 @SETTINGS

@@ -181,14 +181,31 @@ def _onnx_sessions(dense: nn.Module, x: torch.Tensor, threads: int, batch_axis: 
         try:
             import warnings
 
-            with warnings.catch_warnings():
+            import contextlib
+            import io
+            import logging
+
+            axes = {"input": {batch_axis: "batch"}, "output": {batch_axis: "batch"}}
+            quiet = io.StringIO()   # the exporters print whole graphs on failure and progress on success
+            with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
                 warnings.simplefilter("ignore")
-                torch.onnx.export(dense, (x,), str(fp), dynamo=False, input_names=["input"],
-                                  output_names=["output"],
-                                  dynamic_axes={"input": {batch_axis: "batch"}, "output": {batch_axis: "batch"}})
+                level = logging.getLogger("torch").level
+                logging.getLogger("torch").setLevel(logging.ERROR)
+                try:
+                    torch.onnx.export(dense, (x,), str(fp), dynamo=False, input_names=["input"],
+                                      output_names=["output"], dynamic_axes=axes)
+                except Exception:
+                    # the TorchScript exporter lacks some aten ops of an exported graph (a model
+                    # rebuilt from a file's graph: _native_batch_norm_legit_no_training, ...);
+                    # the torch.export-based exporter (onnxscript) decomposes them
+                    torch.onnx.export(dense, (x,), str(fp), dynamo=True, input_names=["input"],
+                                      output_names=["output"], dynamic_axes=axes)
+                finally:
+                    logging.getLogger("torch").setLevel(level)
             out["onnxruntime fp32"] = ort.InferenceSession(str(fp), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # export can fail for exotic models
-            return {"onnxruntime fp32": f"export failed ({type(e).__name__}: {e})"}
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            return {"onnxruntime fp32": f"export failed ({type(e).__name__}: {first})"}
         try:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 

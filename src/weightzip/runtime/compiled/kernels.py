@@ -1441,9 +1441,16 @@ def _phase_fill(xs, xc, H, W, P, base, sh, sw, ph, pw, Wq, plane):  # pragma: no
                 P[o + w] = xs[xu + w]
         else:
             for b in range(sw):
-                ob = rowb + b * plane
-                for w in range((b - pw) % sw, W, sw):
-                    P[ob + (w + pw) // sw] = xs[xr + w]
+                # phase column q holds input column w = q sw + b - pw, for 0 <= w < W
+                q0 = max(0, -((b - pw) // sw))
+                q1 = (W - 1 - b + pw) // sw + 1
+                if q1 <= q0:
+                    continue
+                o = np.uint64(rowb + b * plane + q0)
+                xu = np.uint64(xr + q0 * sw + b - pw)
+                su = np.uint64(sw)
+                for q in range(np.uint64(q1 - q0)):   # unsigned: no floor-division / wraparound per element
+                    P[o + q] = xs[xu + q * su]
 
 
 @numba.njit(cache=True)

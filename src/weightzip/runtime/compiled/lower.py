@@ -599,20 +599,20 @@ class Lowering:
         depthwise = (int(groups) == C == w.shape[0] and rep.layout == K.L_DENSE and rep.vfmt != K.V_PQ)
         s_x = self.sid[x]
         folded = None
-        if (gemm or depthwise) and dh == dw == 1:
-            # a zero pad right before (TF-style "same" padding, often asymmetric) becomes the
-            # conv's own padding: these kernels read zeros outside the input (im2col bounds,
-            # phase planes), top / left from C_PH / C_PW, bottom / right up to what Ho, Wo need
-            pad = self._fusable(x, n)
-            if pad is not None and pad.kind == K.K_PAD and self.producer[s_x] == len(self.recs) - 1 \
-                    and pad.params.get("fill") == 0.0 and min(pad.params["pads"]) >= 0 \
-                    and pad.params["pads"][4:] == [0, 0]:
-                folded = pad
-                C, H, W = pad.params["in_shape"]
-                ph, pw = ph + pad.params["pads"][2], pw + pad.params["pads"][0]
-                s_x = pad.ins[0]
-                self.recs.pop()
-                del self.producer[self.sid[x]]
+        # a zero pad right before (TF-style "same" padding, often asymmetric) becomes the
+        # conv's own padding: every graph conv kernel reads zeros outside the input (im2col
+        # bounds, phase planes: kernels.phase_dims), top / left from C_PH / C_PW, bottom /
+        # right up to what Ho, Wo need
+        pad = self._fusable(x, n)
+        if pad is not None and pad.kind == K.K_PAD and self.producer[s_x] == len(self.recs) - 1 \
+                and pad.params.get("fill") == 0.0 and min(pad.params["pads"]) >= 0 \
+                and pad.params["pads"][4:] == [0, 0]:
+            folded = pad
+            C, H, W = pad.params["in_shape"]
+            ph, pw = ph + pad.params["pads"][2], pw + pad.params["pads"][0]
+            s_x = pad.ins[0]
+            self.recs.pop()
+            del self.producer[self.sid[x]]
         planes, rows_w = K.phase_floats(H, W, oshape[1], oshape[2], kh, kw, sh, sw, dh, dw, ph, pw)
         fixed = max(rep.cols * L + 16, cin_g * planes + 32)
         if gemm:
