@@ -10,6 +10,8 @@ whole forward of a small model).
 """
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
 import torch
@@ -18,6 +20,51 @@ from torch import nn
 from . import kernels as K
 from .lower import GraphProgram
 from .plan import CHUNK, Plan, Program, TorchSegment, build_plan
+
+_BLAS_LIBS: list | None = None
+
+
+def _blas_libs() -> list:
+    """threadpoolctl controllers of the BLAS libraries loaded (the OpenBLAS behind numba's
+    ``np.dot`` is scipy's, loaded here first), found once."""
+    global _BLAS_LIBS
+    if _BLAS_LIBS is None:
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot calls into it)
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS_LIBS = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+        except Exception:  # no threadpoolctl / scipy: BLAS keeps its own thread count
+            _BLAS_LIBS = []
+    return _BLAS_LIBS
+
+
+class _BlasThreads:
+    """``with _BlasThreads(n):`` the BLAS GEMMs of graph programs (decode + GEMM convs and FCs,
+    attention) use ``n`` threads, restored afterwards. OpenBLAS otherwise starts one thread
+    per core for every GEMM: on a loaded 2-core machine that made HF MobileNetV2 at batch 1
+    run 50-160 ms instead of 18 (the second thread waits for a busy core), and a
+    ``threads=1`` row would not be single-threaded."""
+
+    def __init__(self, n: int):
+        self.n = max(1, int(n))
+        self.old: list[tuple] = []
+
+    def __enter__(self):
+        for lib in _blas_libs():
+            old = lib.num_threads
+            if old != self.n:
+                lib.set_num_threads(self.n)
+                self.old.append((lib, old))
+        return self
+
+    def __exit__(self, *exc):
+        for lib, old in self.old:
+            lib.set_num_threads(old)
+        self.old = []
+
+
+_NO_LIMIT = contextlib.nullcontext()
 
 
 class _Native:
@@ -67,6 +114,9 @@ class _GraphNative:
         self.prog = prog
         self.ops, self.B, self.F, self.io = prog.ops, prog.B, prog.F, prog.io
         self._work: dict[tuple[int, int], tuple] = {}
+        kinds, scr = self.ops[:, K.C_KIND], self.ops[:, K.C_SCR]
+        # ops that call BLAS (np.dot): decode + GEMM convs / FCs, attention
+        self.uses_blas = bool(((np.isin(kinds, (K.K_CONV, K.K_FC)) & (scr == 1)) | (kinds == K.K_ATTN)).any())
 
     def work(self, n: int, threads: int):
         key = (n, threads)
@@ -113,17 +163,21 @@ class _GraphNative:
             xn = np.ascontiguousarray(xn)
         out = np.empty((n, prog.nout), np.float32)
         if prog.torch_steps:
-            self._run_with_torch(xn, out)
+            with _BlasThreads(threads) if self.uses_blas else _NO_LIMIT:
+                self._run_with_torch(xn, out)
         elif n == 1 or threads <= 1:
             work, chunk, scr = self.work(n, 1)
-            K.run_graph(self.ops, self.B, self.F, xn, out, work, chunk, self.io, scr)
+            with _BlasThreads(threads) if self.uses_blas else _NO_LIMIT:
+                K.run_graph(self.ops, self.B, self.F, xn, out, work, chunk, self.io, scr)
         else:
             threads = min(threads, numba.config.NUMBA_NUM_THREADS)
             work, chunk, scr = self.work(n, threads)
             if numba.get_num_threads() != threads:
                 numba.set_num_threads(threads)
             run = K.run_graph_parallel if work.shape[0] > 1 else K.run_graph
-            run(self.ops, self.B, self.F, xn, out, work, chunk, self.io, scr)
+            # chunks in parallel: each chunk's GEMMs on its own thread
+            with _BlasThreads(1 if work.shape[0] > 1 else threads) if self.uses_blas else _NO_LIMIT:
+                run(self.ops, self.B, self.F, xn, out, work, chunk, self.io, scr)
         o = torch.from_numpy(out)
         if len(prog.outputs) == 1:
             leaves = [o.view((n,) + tuple(prog.outputs[0][1]))]
@@ -145,12 +199,13 @@ def profile_graph(nat: "_GraphNative", x: torch.Tensor, repeat: int = 5) -> list
     times = [[] for _ in range(len(prog.ops))]
     quiet = nat.io.copy()
     quiet[1] = quiet[3] = 0      # no input / output copies: the op alone on the n samples in place
-    for _ in range(repeat):
-        K.run_graph_chunk(prog.ops[:0], nat.B, nat.F, xn, out, work[0], chunk, nat.io, scr)   # input in place
-        for k in range(len(prog.ops)):
-            t0 = time.perf_counter()
-            K.run_graph_chunk(prog.ops[k:k + 1], nat.B, nat.F, xn, out, work[0], chunk, quiet, scr)
-            times[k].append(time.perf_counter() - t0)
+    with _BlasThreads(1):
+        for _ in range(repeat):
+            K.run_graph_chunk(prog.ops[:0], nat.B, nat.F, xn, out, work[0], chunk, nat.io, scr)   # input in place
+            for k in range(len(prog.ops)):
+                t0 = time.perf_counter()
+                K.run_graph_chunk(prog.ops[k:k + 1], nat.B, nat.F, xn, out, work[0], chunk, quiet, scr)
+                times[k].append(time.perf_counter() - t0)
     return [(i.layer, i.op, float(np.median(t))) for i, t in zip(prog.info, times)]
 
 
