@@ -12,6 +12,8 @@ and the CPU's vector width are recorded):
 Weights are random-init (speed does not depend on their values; the pruning mask is by
 magnitude). Each model is compressed without data, saved, and loaded twice from the file:
 ``mode="dense"`` (decoded weights: torch eager and the ONNX export) and ``mode="compiled"``.
+The files under 2 MB are kept in ``benchmarks/results/graphs/`` (``weightzip bench FILE`` needs
+no Python model class: the graph is in the file).
 
     PYTHONPATH=src python benchmarks/runtime_graphs.py [--quick]
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -36,6 +39,10 @@ from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = ROOT / "benchmarks" / "results"
+# the benchmarked .wz files of at most this size are kept here (the graph is in the file:
+# `weightzip bench benchmarks/results/graphs/hf-mobilenet_v2-kmeans4.wz` runs it again)
+FILES = RES / "graphs"
+KEEP_MAX_BYTES = 2_000_000
 # issue 22 targets: (row, batch) -> (runtime compared, minimum speed-up of weightzip compiled)
 TARGETS = {("resnet20-prune80-kmeans4", 1): [("onnxruntime fp32", 1.5), ("onnxruntime int8", 1.0)],
            ("resnet20-prune80-kmeans4", 16): [("onnxruntime fp32", 1.2)],
@@ -116,6 +123,10 @@ def bench(name: str, repeat: int, number: int) -> dict:
         path = Path(d) / f"{name}.wz"
         wz.save(model, path, example_inputs=(x1.repeat(2, *([1] * (x1.dim() - 1))),))
         file_bytes = path.stat().st_size
+        if file_bytes <= KEEP_MAX_BYTES:   # kept for `weightzip bench` / `inspect` (the graph is in the file)
+            FILES.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, FILES / f"{name}.wz.tmp")
+            os.replace(FILES / f"{name}.wz.tmp", FILES / f"{name}.wz")
         dense = _First(wz.load(path)).eval()
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
