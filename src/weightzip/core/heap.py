@@ -42,8 +42,10 @@ def _mallopt():
     return fn
 
 
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-#: glibc's largest dynamic mmap threshold on 64-bit (what a process that freed large blocks runs with)
+#: glibc's largest dynamic mmap threshold on 64-bit (what a process that freed large blocks runs
+#: with) and the trim threshold its adjustment sets with it (twice that)
 _DYNAMIC_MAX = 32 << 20
 _depth = 0
 _lock = threading.Lock()
@@ -53,10 +55,13 @@ _lock = threading.Lock()
 def large_blocks_mapped(threshold: int = 1 << 20):
     """Within the block, every allocation of ``threshold`` bytes or more is its own mapping
     (glibc ``mallopt(M_MMAP_THRESHOLD)``), returned to the OS when freed. glibc otherwise raises
-    its threshold to the size of each large block freed (up to 32 MB), after which tensors of a
-    few MB come from the arenas and the pages of those freed in between stay resident: BERT-base
-    kept about 70 MB more after ``compress`` than it held. On leaving the (outermost) block the
-    threshold is 32 MB, the value glibc's own adjustment tends to. Elsewhere: does nothing."""
+    its threshold to the size of each large block freed (up to 32 MB), after which such blocks come
+    from the arenas and the pages of those freed in between stay resident: BERT-base kept about
+    70 MB more after ``compress`` than it held (16 MB here: about 25 MB more than 1 MB). The cost:
+    a fresh mapping faults its pages in, so the per-chunk temporaries of 1 MB and more (the
+    k-means assignment's 8 MB arrays) are slower to make. The heap's top is kept up to 8 MB
+    (``M_TRIM_THRESHOLD``). On leaving the (outermost) block the thresholds are 32 MB and 64 MB,
+    the values glibc's own adjustment tends to. Elsewhere: does nothing."""
     global _depth
     fn = _mallopt()
     if fn is None:
@@ -66,6 +71,7 @@ def large_blocks_mapped(threshold: int = 1 << 20):
         _depth += 1
         if _depth == 1:
             fn(_M_MMAP_THRESHOLD, int(threshold))
+            fn(_M_TRIM_THRESHOLD, max(8 << 20, 2 * int(threshold)))
     try:
         yield
     finally:
@@ -73,6 +79,7 @@ def large_blocks_mapped(threshold: int = 1 << 20):
             _depth -= 1
             if _depth == 0:
                 fn(_M_MMAP_THRESHOLD, _DYNAMIC_MAX)
+                fn(_M_TRIM_THRESHOLD, 2 * _DYNAMIC_MAX)
 
 
 def release_free_memory() -> None:

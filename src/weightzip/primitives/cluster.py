@@ -198,14 +198,14 @@ def _run_edges(xs: Tensor, gc: Tensor, reps: Tensor) -> Tensor:
 
 #: the prefix sums of the sorted values are kept every SUM_STRIDE values (a multiple of the
 #: chunk of their computation, :data:`ASSIGN_CHUNK`)
-SUM_STRIDE = 4096
+SUM_STRIDE = 256
 
 
 class _PrefixSums:
     """``S_i = sum_{l<i} xs_l`` (float64) of sorted values ``xs`` (n,), bit for bit those of
     ``torch.cumsum`` over the float64 values (a sequential sum: ``S_{i+1} = S_i + xs_i``), but
     held only at every :data:`SUM_STRIDE`-th index: ``S[i]`` continues the same sequential sum
-    from the checkpoint below ``i`` (at most SUM_STRIDE - 1 additions). Memory: n / 512 bytes
+    from the checkpoint below ``i`` (at most SUM_STRIDE - 1 additions). Memory: n / 32 bytes
     instead of 8 (n + 1)."""
 
     def __init__(self, xs: Tensor):
@@ -213,33 +213,39 @@ class _PrefixSums:
         n = self.n = xs.numel()
         self.ck = torch.zeros(n // SUM_STRIDE + 1, dtype=torch.float64)  # S at 0, STRIDE, 2 STRIDE, ...
         carry = torch.zeros((), dtype=torch.float64)
+        seg = torch.empty(min(n, ASSIGN_CHUNK), dtype=torch.float64)   # one chunk, reused
+        cs = torch.empty_like(seg)
         for a in range(0, n, ASSIGN_CHUNK):
-            cs = self._run(a, min(n, a + ASSIGN_CHUNK), carry)  # S[a+1 .. b]
-            j0, j1 = a // SUM_STRIDE + 1, (a + cs.numel()) // SUM_STRIDE
+            m = min(n, a + ASSIGN_CHUNK) - a
+            seg[:m].copy_(xs[a:a + m])
+            seg[0] += carry  # S[a+1] = S[a] + xs[a]; the cumsum goes on from it
+            torch.cumsum(seg[:m], 0, out=cs[:m])   # S[a+1 .. a+m]
+            j0, j1 = a // SUM_STRIDE + 1, (a + m) // SUM_STRIDE
             if j1 >= j0:
-                self.ck[j0:j1 + 1] = cs[j0 * SUM_STRIDE - a - 1::SUM_STRIDE][: j1 - j0 + 1]
-            carry = cs[-1].clone()
-            del cs
+                self.ck[j0:j1 + 1] = cs[j0 * SUM_STRIDE - a - 1:m:SUM_STRIDE][: j1 - j0 + 1]
+            carry = cs[m - 1].clone()
         self.total = float(carry)  # S[n]
-        self._memo: dict[int, Tensor] = {}
-
-    def _run(self, a: int, b: int, start: Tensor) -> Tensor:
-        """``S[a+1 .. b]`` from ``start = S[a]``, as the sequential cumsum computes them."""
-        seg = self.xs[a:b].to(torch.float64, copy=True)
-        seg[0] += start  # S[a+1] = S[a] + xs[a]; then the cumsum goes on from it
-        return torch.cumsum(seg, 0)
+        self._memo: dict[int, float] = {}
 
     def at(self, idx: Tensor) -> Tensor:
-        """``S`` at the indices ``idx`` (m,) in ``[0, n]`` -> (m,) float64."""
-        out = torch.empty(idx.numel(), dtype=torch.float64)
-        for t, i in enumerate(idx.tolist()):
-            v = self._memo.get(i)
-            if v is None:
-                j, r = divmod(i, SUM_STRIDE)
-                v = self.ck[j] if r == 0 else self._run(j * SUM_STRIDE, i, self.ck[j])[-1]
-                self._memo[i] = v
-            out[t] = v
-        return out
+        """``S`` at the indices ``idx`` (m,) in ``[0, n]`` -> (m,) float64. The indices not seen
+        before are computed together: each row of a (misses, longest run) array holds its
+        checkpoint plus the values after it, and a cumsum along the rows continues each sum."""
+        want = idx.tolist()
+        miss = sorted({i for i in want if i not in self._memo})
+        if miss:
+            j = torch.tensor([i // SUM_STRIDE for i in miss])
+            r = torch.tensor([i % SUM_STRIDE for i in miss])
+            base = self.ck[j]
+            longest = int(r.max())
+            if longest:
+                gidx = (j * SUM_STRIDE)[:, None] + torch.arange(longest)[None, :]   # (m, L)
+                seg = self.xs[gidx.clamp_(max=self.n - 1)].to(torch.float64)   # past a run's end: unused
+                seg[:, 0] += base
+                cs = torch.cumsum(seg, 1)
+                base = torch.where(r > 0, cs[torch.arange(len(miss)), (r - 1).clamp(min=0)], base)
+            self._memo.update(zip(miss, base.tolist()))
+        return torch.tensor([self._memo[i] for i in want], dtype=torch.float64)
 
 
 def _lloyd_torch(x: Tensor, c0: Tensor, max_iter: int, tol: float, *,
@@ -247,7 +253,7 @@ def _lloyd_torch(x: Tensor, c0: Tensor, max_iter: int, tol: float, *,
     """Exact 1-D Lloyd from ``c0`` on sorted values; returns (centroids (k,), iterations).
 
     The values are sorted once (``xs`` (n,): float32, or float64 for float64 input) with
-    float64 prefix sums ``S_i = sum_{l<i} xs_l`` (:class:`_PrefixSums`: kept every 4096 values,
+    float64 prefix sums ``S_i = sum_{l<i} xs_l`` (:class:`_PrefixSums`: kept every 256 values,
     exact anywhere). With the distinct centroids sorted, cluster ``j`` holds the contiguous run
     of ``xs`` between the midpoints ``m_{j-1}`` and ``m_j`` (``m_j = (c_(j) + c_(j+1)) / 2``), so
     its edges come from a binary search (:func:`_run_edges`, exact as :func:`assign_1d`: ties to
@@ -299,8 +305,11 @@ def _lloyd_torch(x: Tensor, c0: Tensor, max_iter: int, tol: float, *,
 def _var_chunked(x: Tensor, mean: float) -> float:
     """``mean((x - mean)^2)`` in float64 (the population variance) without an n-sized temporary."""
     acc = 0.0
+    buf = torch.empty(min(x.numel(), ASSIGN_CHUNK), dtype=torch.float64)   # one chunk, reused
     for s in range(0, x.numel(), ASSIGN_CHUNK):
-        acc += float(((x[s:s + ASSIGN_CHUNK].to(torch.float64) - mean) ** 2).sum())
+        b = buf[:min(x.numel(), s + ASSIGN_CHUNK) - s]
+        b.copy_(x[s:s + b.numel()]).sub_(mean).pow_(2)   # (x - mean)^2, summed per chunk
+        acc += float(b.sum())
     return acc / x.numel()
 
 
@@ -419,14 +428,14 @@ def kmeans_1d(x: Tensor, k: int | None = None, *, init: Init | Tensor = "linear"
 def _all_finite(x: Tensor) -> bool:
     """``torch.isfinite(x).all()`` chunk by chunk (isfinite makes an |x| copy and masks)."""
     x = x.reshape(-1)
-    return all(bool(torch.isfinite(x[s:s + ASSIGN_CHUNK]).all()) for s in range(0, x.numel(), ASSIGN_CHUNK))
+    return all(bool(torch.isfinite(x[s:s + SMALL_CHUNK]).all()) for s in range(0, x.numel(), SMALL_CHUNK))
 
 
 def _count_distinct_sorted(xs: Tensor) -> int:
     """Number of distinct values of the sorted ``xs`` (n >= 1), chunk by chunk."""
     n, count = xs.numel(), 1
-    for s in range(0, n - 1, ASSIGN_CHUNK):
-        e = min(n - 1, s + ASSIGN_CHUNK)
+    for s in range(0, n - 1, SMALL_CHUNK):
+        e = min(n - 1, s + SMALL_CHUNK)
         count += int(torch.count_nonzero(xs[s + 1:e + 1] != xs[s:e]))
     return count
 
@@ -441,7 +450,10 @@ def _check_codes_dtype(dtype: torch.dtype, k: int) -> None:
 #: values per chunk of the final assignment: its temporaries (about 15 values' worth of bytes
 #: per value) stay a few tens of MB however large the tensor
 ASSIGN_CHUNK = 1 << 20
-ASSIGN_SUBCHUNK = 1 << 18
+#: values per piece of the assignment and the whole-tensor checks: smaller pieces cost more in
+#: per-call overhead (on a loaded 2-core machine each parallel op waits for both threads) than
+#: they save in memory
+ASSIGN_SUBCHUNK = SMALL_CHUNK = 1 << 20
 
 
 def _sorted(x: Tensor) -> Tensor:
@@ -466,7 +478,7 @@ def _assign_chunked(x: Tensor, c: Tensor, codes_dtype: torch.dtype = torch.int64
     inertia = 0.0
     for s in range(0, n, ASSIGN_CHUNK):
         m = min(n, s + ASSIGN_CHUNK) - s
-        for t in range(0, m, ASSIGN_SUBCHUNK):  # the assignment's temporaries: a quarter chunk
+        for t in range(0, m, ASSIGN_SUBCHUNK):
             xc = x32[s + t:s + min(m, t + ASSIGN_SUBCHUNK)]
             cc = assign_1d(xc, c)
             codes[s + t:s + t + xc.numel()] = cc
