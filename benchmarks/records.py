@@ -494,7 +494,7 @@ def requantize(name: str, loaders, budget_pt: float = 0.0) -> dict:
     man = _tidy(dict(manifest))          # the choices' figures are in records.json (``__requant__``)
     man["extra"] = {**(man.get("extra") or {}), "requant": {"from": name, "chosen_on": "validation"}}
     container.write(out, man, new)
-    test_acc = _eval_file(out, loaders)
+    test_acc = record_test_metrics(out, loaders)
     orig_test = _eval_file(path, loaders)
     size = size_report(out)
     row = {"file": out.name, "from": name, "bytes": size.file_bytes, "from_bytes": path.stat().st_size,
@@ -505,6 +505,28 @@ def requantize(name: str, loaders, budget_pt: float = 0.0) -> dict:
     log.info("%s: %d -> %d bytes, val %.4f -> %.4f, test error %.2f -> %.2f", name, row["from_bytes"], row["bytes"],
              base_val, final_val, row["from_test_error"], row["test_error_from_file"])
     return row
+
+
+def record_test_metrics(path: Path, loaders) -> float:
+    """Measure the test accuracy of the written file and record it in the file's own metrics (a
+    re-quantized file is not the model its copied metrics describe): ``compressed_test`` (what
+    ``tests/test_committed_files.py`` re-checks) where the metrics have one, else
+    ``test_error_from_file``; the file is rewritten with the same tensor formats (asserted) and
+    measured again from disk. Returns that accuracy."""
+    from weightzip.codec import container
+
+    r = evaluate(wz.load(path).eval(), loaders.test, device="cpu")
+    man, formats = container.read(path)
+    m = dict(man.get("metrics") or {})
+    if isinstance(m.get("compressed_test"), dict):
+        m["compressed_test"] = {"loss": float(f"{r['loss']:.10g}"), "accuracy": r["accuracy"]}
+    else:
+        m["test_error_from_file"] = float(f"{100 * (1 - r['accuracy']):.10g}")
+    container.write(path, {**man, "metrics": m}, formats)
+    acc = _eval_file(path, loaders)
+    if acc != r["accuracy"]:
+        raise AssertionError(f"{path.name}: test accuracy {acc} after recording the metrics, {r['accuracy']} before")
+    return acc
 
 
 def _stage_overrides(o: dict | None) -> dict[int, dict]:
@@ -654,12 +676,28 @@ def main(argv=None) -> int:
     p.add_argument("--requant", nargs="*", metavar="FILE",
                    help="the optional lossy re-quantization chosen on the validation split (default: REQUANT); "
                         "writes <file>-requant.wz")
+    p.add_argument("--requant-metrics", action="store_true",
+                   help="only record each existing -requant file's test accuracy, measured from it, in its own metrics "
+                        "(and records.json's row)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default=None, help="baseline cache root (default runs/baselines)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     entries = json.loads(JSON.read_text()) if JSON.is_file() else {}
+    if args.requant_metrics:
+        rec = runs.recipe_for("lenet5", "mnist")
+        loaders = runs.make_loaders("mnist", 1000, eval_batch_size=rec["data"].get("eval_batch_size", 1000))
+        for r in entries.get("__requant__") or []:
+            acc = record_test_metrics(RESULTS / r["file"], loaders)
+            if abs(100 * (1 - acc) - r["test_error_from_file"]) > 1e-9:
+                raise AssertionError(f"{r['file']}: test error {100 * (1 - acc):.2f} now, {r['test_error_from_file']:.2f} recorded")
+            size = size_report(RESULTS / r["file"])
+            r.update(bytes=size.file_bytes, file_ratio=size.file_ratio)
+            log.info("%s: test error %.2f%% recorded in the file, %d bytes", r["file"], 100 * (1 - acc), size.file_bytes)
+        atomic_write_json(JSON, entries)
+        write_table(entries)
+        return 0
     if args.rewrite or args.requant is not None:
         rec = runs.recipe_for("lenet5", "mnist")
         loaders = runs.make_loaders("mnist", 1000, eval_batch_size=rec["data"].get("eval_batch_size", 1000))
