@@ -373,6 +373,22 @@ def render(res: dict) -> str:
                                        mb(r.get("compressed_model_held_bytes")), (r.get("file_sha256") or "-")[:16],
                                        r.get("weightzip_commit") or "-"]))
             lines.append("")
+            for n, r in ph.items():
+                p = r["phase_peak_rss_bytes"]
+                top = max(p, key=p.get)
+                over = r["peak_rss_bytes"] - r["rss_interpreter_bytes"]
+                held = r.get("compressed_model_held_bytes") or 0
+                line = (f"- {n}: the peak ({mb(over)} MB over the interpreter, {over / r['fp32_bytes']:.2f}x fp32, "
+                        f"target {1.5 * r['fp32_bytes'] / 1e6:.0f} MB = 1.5x) is in `{top}`")
+                if top == "save: graph capture":
+                    rest = p[top] - r["rss_interpreter_bytes"] - held - r["fp32_bytes"]
+                    line += (f": the compressed model ({mb(held)} MB) plus the clean copy with every weight baked to "
+                             f"fp32 ({mb(r['fp32_bytes'])} MB) leave {mb(rest)} MB for torch.export, the check run "
+                             "and the process's other memory")
+                lines.append(line + ".")
+            lines += ["", "GPT-2's LM head is tied to its token embedding: `graph.capture.clean_copy` bakes the head's",
+                      "weight too before finding it equal to the embedding's and keeping one Parameter, so one more",
+                      "fp32 copy of the largest tensor is alive for a moment inside the graph capture.", ""]
     reads = {k.split(":")[1]: r for k, r in rows.items() if k.startswith("read:")}
     if reads:
         lines += ["## Reading the BERT-base file: eager against lazy (mmap, one tensor at a time)", "",
