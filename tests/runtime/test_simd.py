@@ -54,11 +54,13 @@ def test_rejects_non_float32_arrays():
 def test_tiles_equal_reference(n, cnt, seed):
     rng = np.random.default_rng(seed)
     span = 3 * n + 5
-    xT = rng.standard_normal(span + n).astype(np.float32)
+    xT = rng.standard_normal(span + n + 15).astype(np.float32)   # _tiles reads up to 15 past bb[j] + n
     wb = rng.standard_normal(max(cnt, 1)).astype(np.float32)
     bb = rng.integers(0, span, max(cnt, 1)).astype(np.int64)
-    acc = np.full(n, np.nan, np.float32)
-    _tiles(wb, bb, cnt, xT, n, acc)
+    full = np.full(n + 32, np.nan, np.float32)
+    _tiles(wb, bb, cnt, xT, n, full)
+    assert np.isnan(full[n + 15:]).all()   # writes stay within acc[: n + 15] (the callers' slack)
+    acc = full[:n]
     want = np.zeros(n)
     for j in range(cnt):
         want += np.float64(wb[j]) * xT[bb[j]:bb[j] + n].astype(np.float64)
