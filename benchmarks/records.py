@@ -268,7 +268,11 @@ def reencode_committed() -> list[dict]:
 # rewriting the committed files with the current codec, and the optional lossy re-quantization
 
 REWRITE_EXTRA = ["lenet300_100-deep-compression.wz", "lenet300_100-deep-compression-aggressive.wz",
-                 "lenet5-deep-compression.wz"]
+                 "lenet5-deep-compression.wz",
+                 # the accumulated-gradient-importance files (issue 23 item 2: the combined recipes
+                 # with the current codec; re-encoded from their tensors, not retrained)
+                 "lenet300_100-gi-ptq.wz", "lenet300_100-gi-itq.wz", "lenet300_100-gi-combined.wz",
+                 "lenet5-gi-ptq.wz", "lenet5-gi-itq.wz", "lenet5-gi-combined.wz"]
 REQUANT = ["lenet300_100-records-80ep-3bits.wz", "lenet5-records-99-20ep.wz", "lenet5-deep-compression.wz",
            "lenet300_100-deep-compression.wz", "lenet300_100-deep-compression-aggressive.wz",
            "lenet5-records-993-20ep.wz", "lenet300_100-records-80ep.wz", "lenet5-records-99.wz",
