@@ -44,6 +44,30 @@ def test_magnitude_mask_prunes_the_smallest(n, p):
         assert w[mask == 0].abs().max() <= w[mask == 1].abs().min()
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 300), st.floats(0.0, 1.0), st.integers(0, 10_000), st.integers(1, 6))
+def test_magnitude_mask_equals_a_stable_argsort(n, p, seed, levels):
+    """The O(n) selection (k-th value, then the lowest indices among its ties) prunes exactly the
+    entries a stable ascending argsort of |w| puts first, with many ties (few distinct levels,
+    both signs) and without."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randint(-levels, levels + 1, (n,), generator=g).float() if levels < 6 else torch.randn(n, generator=g)
+    k = int(round(p * n))
+    want = torch.ones(n)
+    want[torch.argsort(w.abs(), stable=True)[:k]] = 0.0
+    assert torch.equal(magnitude_mask(w, p), want)
+    w2 = w.reshape(-1, 1).repeat(1, 2).reshape(2, n)   # any shape: the flat order decides ties
+    want2 = torch.ones(2 * n)
+    want2[torch.argsort(w2.reshape(-1).abs(), stable=True)[:int(round(p * 2 * n))]] = 0.0
+    assert torch.equal(magnitude_mask(w2, p).reshape(-1), want2)
+
+
+def test_magnitude_mask_with_nan_keeps_the_sort_order():
+    w = torch.tensor([0.5, float("nan"), -0.1, 0.3])
+    assert magnitude_mask(w, 0.5).tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert magnitude_mask(w, 0.75).tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
 def test_agp_schedule_values():
     # s_t = s_f + (s_i - s_f)(1 - (t - t0)/(n dt))^3 on the update grid, held in between
     s_i, s_f, t0, n, dt = 0.1, 0.9, 50, 4, 25

@@ -58,12 +58,24 @@ def magnitude_mask(w: Tensor, sparsity: float) -> Tensor:
     """
     if not 0.0 <= float(sparsity) <= 1.0:
         raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
-    flat = w.detach().reshape(-1).abs()  # (n)
+    flat = w.detach().reshape(-1).abs().cpu()  # (n)
     n_prune = int(round(float(sparsity) * flat.numel()))
     mask = torch.ones(flat.numel(), dtype=torch.float32)
-    if n_prune > 0:
-        order = torch.argsort(flat.cpu(), stable=True)  # (n): ascending magnitude
+    if n_prune <= 0:
+        return mask.reshape(w.shape).to(w.device)
+    if bool(torch.isnan(flat).any()):   # NaN sorts last: the slow exact order
+        order = torch.argsort(flat, stable=True)  # (n): ascending magnitude
         mask[order[:n_prune]] = 0.0
+        return mask.reshape(w.shape).to(w.device)
+    # the same entries as a stable ascending argsort, in O(n) instead of a full sort (BERT-base,
+    # 50%: 16 s -> a few s): everything below the n_prune-th smallest magnitude, then the
+    # lowest flat indices among the entries equal to it
+    thr = flat.kthvalue(n_prune).values
+    below = flat < thr
+    mask[below] = 0.0
+    need = n_prune - int(below.sum())
+    if need > 0:
+        mask[torch.nonzero(flat == thr).reshape(-1)[:need]] = 0.0
     return mask.reshape(w.shape).to(w.device)
 
 
