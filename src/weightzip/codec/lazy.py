@@ -2,9 +2,13 @@
 tensor's streams are read (checksummed, validated) and decoded only when that tensor is used.
 
     with LazyFile("bert.wz") as f:            # header + manifest + tensor table checked
-        f.manifest["model"]                   # no stream byte read yet
+        f.manifest["model"]                   # no stream decoded yet (format 3: the stream
+                                              # area's one CRC was checked at open)
         f.shape("encoder.layer.0.output.dense.weight")
         w = f["embeddings.word_embeddings.weight"]   # this tensor's streams: CRC, validate, decode
+
+(A format-3 file whose stream area is at most ``container.AREA_CRC_MAX`` carries one CRC for the
+whole area instead of one per stream: that area is read once, in 1 MiB chunks, at open.)
 
 Memory: the stream area is mapped, not read, so the process holds the pages of the tensors it
 touches (the kernel drops clean mapped pages under pressure) plus one decoded tensor at a time;
