@@ -216,16 +216,15 @@ def render(results: list[dict], when: str, vw: str) -> str:
                        f"{r['resident_bytes']['total'] / 1024:.0f} KiB / {r['dense_param_bytes'] / 1024:.0f} KiB | "
                        f"{row['max_abs_diff']:.1e} |")
     out += ["", "## Where the time goes (batch 1, one native call per op, median of 5)", "",
-            "Why targets are missed, from these profiles: the dense 4-bit models (MobileNetV2, BERT) run "
-            "from their codes, so every call decodes each weight (a vector gather per weight, ~0.3 ns) "
-            "before the BLAS GEMM (OpenBLAS through numba's np.dot: ~46 GMAC/s for BERT's 128 x 256 x 1024 "
-            "alone, 0.73 ms of the FC op's 0.96) or inside the register tiles, while onnxruntime runs "
-            "pre-packed fp32 GEMMs (MLAS) with no decode. BERT's FCs are ~85% of its time. MobileNetV2's "
-            "1 x 1 convs on 7 x 7 / 14 x 14 planes stream each decoded weight over only 49-196 "
-            "positions (15-17 GMAC/s, GEMM or tiles alike) and its depthwise convs reach 4-8 GMAC/s "
-            "(one vector loop per tap over the phase planes). The pruned ResNet-20 runs sparse (CSR "
-            "codes) with 5x fewer MACs than dense; its stride-2 convs (phase planes) run at ~5 GMAC/s "
-            "against ~13 at stride 1.", ""]
+            "Why targets are missed, from these profiles (the rates are in the per-op lines below): "
+            "the dense 4-bit models (MobileNetV2, BERT) run from their codes, so every call decodes "
+            "each weight (a vector gather per weight) before the BLAS GEMM (OpenBLAS through numba's "
+            "np.dot) or inside the register tiles, while onnxruntime runs pre-packed fp32 GEMMs "
+            "(MLAS) with no decode; BERT's time is mostly its FC ops. MobileNetV2's 1 x 1 convs on 7 "
+            "x 7 / 14 x 14 planes stream each decoded weight over only 49-196 positions, and its "
+            "depthwise convs run one vector loop per tap over the phase planes. The pruned ResNet-20 "
+            "runs sparse (CSR codes) with 5x fewer MACs than dense; its stride-2 convs (phase planes) "
+            "run at a lower MAC rate than the stride-1 ones.", ""]
     for r in results:
         p = r.get("profile") or {}
         if not p:
