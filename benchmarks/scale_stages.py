@@ -6,7 +6,7 @@ seeded), one stage over every Linear and Embedding weight through ``wz.compress`
 (the model build is not timed). ``threads`` is torch's intra-op thread count and the
 stages' tensor pool (``wz.compress(..., workers=threads)``; kmeans_share uses it).
 
-    python benchmarks/scale_stages.py                 # quantize_uniform, prune_magnitude, kmeans_share
+    python benchmarks/scale_stages.py                 # quantize_uniform, prune_magnitude, kmeans_share, pq_share
     python benchmarks/scale_stages.py --stages prune_magnitude
 
 Run it with nothing else timing on the machine (the CIFAR job paused); the page records the load.
@@ -23,7 +23,9 @@ import _common as C
 
 STAGES = {"quantize_uniform": {"method": "quantize_uniform", "bits": 8, "scale": "maxabs"},
           "prune_magnitude": {"method": "prune_magnitude", "sparsity": 0.5},
-          "kmeans_share": {"method": "kmeans_share", "bits": 4}}
+          "kmeans_share": {"method": "kmeans_share", "bits": 4},
+          # default PQ: d = 4, k = 256, one codebook per sub-space (the batched Lloyd engine)
+          "pq_share": {"method": "pq_share"}}
 
 
 def worker(stage: str, threads: int) -> None:

@@ -43,11 +43,11 @@ from torch import Tensor, nn
 from ..core import parametrize
 from ..errors import RecipeError
 from ..core.parametrize import WzParametrization, register_parametrization
-from ..primitives.pq import (centroid_counts, num_subspaces, pq_quantize, pq_reconstruct,
+from ..primitives.pq import (PQResult, centroid_counts, num_subspaces, pq_quantize, pq_reconstruct,
                              pq_storage_bits, to_subvectors)
 from ..core.registry import register_method
 from ..core.select import layer_matches, per_layer_value, qualified, select, type_name
-from .base import Method, MethodConfig, StageContext
+from .base import Method, MethodConfig, StageContext, map_bounded
 from .prune import current_mask
 
 __all__ = ["PQCodebook", "PQShare", "attach_pq", "DEFAULT_D", "layer_value"]
@@ -177,21 +177,30 @@ def attach_pq(module: nn.Module, tname: str, d: int, k: int, *, shared: bool = F
     (clustering wall time), ``kept`` (entries of the effective mask) and the raw storage bits.
     Raises ``ValueError`` for a ``d`` that does not divide ``C_in'`` (without ``pad``) or ``k < 2``.
     """
+    _check_unshared(module, tname)
+    res = pq_quantize(getattr(module, tname).detach(), d, k, mask=current_mask(module, tname), shared=shared,
+                      mask_mode=mask_mode, niter=niter, refine_iters=refine_iters, seed=seed, pad=pad)
+    return attach_pq_result(module, tname, res, centroid_grad=centroid_grad)
+
+
+def _check_unshared(module: nn.Module, tname: str) -> None:
     for cls in (PQCodebook, parametrize.Codebook):
         if parametrize.find(module, tname, cls) is not None:
             raise RecipeError(f"{type_name(module)}.{tname} is already shared ({cls.__name__}); "
                               "run one weight-sharing stage per tensor")
+
+
+def attach_pq_result(module: nn.Module, tname: str, res: PQResult, centroid_grad: str = "sum") -> dict[str, Any]:
+    """Attach the :class:`PQCodebook` of ``res`` (from :func:`pq_quantize` on ``module.<tname>``
+    and its current mask) and return the per-layer stats of :func:`attach_pq`."""
     w = getattr(module, tname).detach()
-    mask = current_mask(module, tname)
-    res = pq_quantize(w, d, k, mask=mask, shared=shared, mask_mode=mask_mode, niter=niter,
-                      refine_iters=refine_iters, seed=seed, pad=pad)
     eff_mask = res.mask if res.mask is not None else torch.ones_like(w, device="cpu")
     p = PQCodebook(res.codebooks.to(w.device), res.codes.to(w.device), eff_mask.to(w.device),
                    centroid_grad=centroid_grad)
     parametrize.attach(module, tname, p)
     kept = int((eff_mask != 0).sum())
     rows, cols = res.matrix_shape
-    bits = pq_storage_bits(rows, cols, res.d, res.k_eff, shared)
+    bits = pq_storage_bits(rows, cols, res.d, res.k_eff, res.shared)
     return {"d": res.d, "M": res.M, "k": res.k, "k_eff": res.k_eff, "codebooks": int(res.codebooks.shape[0]),
             "mse": res.inertia / max(1, kept), "kept": kept, "numel": int(w.numel()),
             "seconds": res.seconds, "code_bits": bits["codes"], "codebook_bits": bits["codebooks"],
@@ -206,7 +215,8 @@ class PQShare(Method):
     ``k`` (centroids per codebook, default 256 = 8-bit codes, capped for tiny layers, >= 2),
     ``shared_codebook`` (one codebook per layer instead of one per sub-space), ``mask_mode``
     (``element``: exact pruning mask; ``subvector``: whole sub-vectors kept/dropped, no mask
-    stream, lookup-table friendly), ``niter`` (faiss Lloyd iterations), ``refine_iters``
+    stream, lookup-table friendly), ``niter`` (Lloyd iterations), ``engine`` (``faiss``,
+    ``lloyd`` or ``auto``: see :func:`weightzip.primitives.pq.pq_quantize`), ``refine_iters``
     (masked Lloyd steps on kept entries only), ``pad`` (allow ``d`` not dividing ``C_in'``),
     ``centroid_grad`` (``sum`` | ``mean``), ``finetune`` (a TrainConfig dict to train the
     codebooks right away, e.g. ``{epochs: 2, lr: 1e-4, optimizer: adam}``).
@@ -218,7 +228,10 @@ class PQShare(Method):
         k: int | dict[str, int] = Field(256, description="centroids per codebook (256 = 8-bit codes)")
         shared_codebook: bool = Field(False, description="one codebook for all sub-spaces of a layer")
         mask_mode: Literal["element", "subvector"] = "element"
-        niter: int = Field(25, ge=1, description="faiss k-means iterations")
+        niter: int = Field(25, ge=1, description="k-means (Lloyd) iterations")
+        engine: Literal["auto", "faiss", "lloyd"] = Field(
+            "auto", description="k-means engine: faiss, lloyd (batched exact Lloyd, weightzip.primitives.lloyd) "
+                                "or auto (lloyd for one codebook per sub-space, faiss for a shared one)")
         refine_iters: int = Field(0, ge=0, description="masked Lloyd steps after faiss (pruned layers)")
         pad: bool = Field(False, description="zero-pad C_in' up to a multiple of d")
         centroid_grad: Literal["sum", "mean"] = "sum"
@@ -249,7 +262,7 @@ class PQShare(Method):
         _check_patterns(c.d, sel, "d", where)
         _check_patterns(c.k, sel, "k", where)
         seed = ctx.seed if c.seed is None else c.seed
-        layers: dict[str, Any] = {}
+        jobs = []
         for mname, mod, t in sel:
             name = qualified(mname, t)
             shape = tuple(getattr(mod, t).shape)
@@ -260,14 +273,26 @@ class PQShare(Method):
                 num_subspaces(cols, d, c.pad)
             except ValueError as e:
                 raise RecipeError(f"{where}: layer {name!r} (shape {list(shape)}): field 'd': {e}") from None
+            _check_unshared(mod, t)
+            jobs.append((name, mod, t, d, k))
+
+        def cluster(job):  # in a worker thread: reads the weight and its mask, changes nothing
+            name, mod, t, d, k = job
             try:
-                layers[name] = attach_pq(mod, t, d, k, shared=c.shared_codebook, mask_mode=c.mask_mode,
-                                         niter=c.niter, refine_iters=c.refine_iters, pad=c.pad,
-                                         centroid_grad=c.centroid_grad, seed=seed)
+                return pq_quantize(getattr(mod, t).detach(), d, k, mask=current_mask(mod, t),
+                                   shared=c.shared_codebook, mask_mode=c.mask_mode, niter=c.niter,
+                                   refine_iters=c.refine_iters, seed=seed, pad=c.pad, engine=c.engine)
             except ValueError as e:
-                if isinstance(e, RecipeError):
-                    raise
                 raise RecipeError(f"{where}: layer {name!r}: {e}") from None
+
+        # tensors side by side on every core (faiss and torch release the GIL), the largest alone
+        # (map_bounded); each result is attached here, in this thread, as it arrives
+        done: dict[int, dict[str, Any]] = {}
+        for i, res in map_bounded(jobs, cluster, lambda j: getattr(j[1], j[2]).numel(), ctx.n_workers):
+            name, mod, t, _, _ = jobs[i]
+            done[i] = attach_pq_result(mod, t, res, centroid_grad=c.centroid_grad)
+            del res
+        layers: dict[str, Any] = {jobs[i][0]: done[i] for i in range(len(jobs))}
         ctx.log("  PQ: " + ", ".join(f"{n} d={v['d']} M={v['M']} k={v['k_eff']}" for n, v in layers.items()))
         metrics: dict[str, Any] = {"layers": layers,
                                    "cluster_seconds": sum(v["seconds"] for v in layers.values())}

@@ -41,7 +41,10 @@ Details (all configurable):
   dropped sub-vector. The reconstruction is then exactly zero wherever the weight is pruned
   without storing a mask, and the lookup-table runtime can skip code 0.
 * Engine: faiss (``faiss.Kmeans(d, k, niter=..., seed=...)``, random initialization from the
-  data, no sub-sampling, exactly ``niter`` Lloyd iterations). :func:`cluster_time` times PQ
+  data, no sub-sampling, exactly ``niter`` Lloyd iterations) for a shared codebook; for one
+  codebook per sub-space (thousands of small problems per model) the batched exact Lloyd of
+  :mod:`weightzip.primitives.lloyd` (``engine="lloyd"``, the ``auto`` default there: it stops
+  at a fixed point, and its inertia is checked against faiss's in the tests). :func:`cluster_time` times PQ
   against scalar k-means with the SAME engine and the SAME iteration count.
 """
 from __future__ import annotations
@@ -74,6 +77,8 @@ __all__ = [
 
 MASK_MODES = ("element", "subvector")
 MaskMode = Literal["element", "subvector"]
+ENGINES = ("auto", "faiss", "lloyd")
+Engine = Literal["auto", "faiss", "lloyd"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,7 +288,8 @@ class PQResult:
 
 def pq_quantize(w: Tensor, d: int, k: int = 256, *, mask: Tensor | None = None,
                 shared: bool = False, mask_mode: MaskMode = "element", niter: int = 25,
-                refine_iters: int = 0, seed: int = 0, pad: bool = False) -> PQResult:
+                refine_iters: int = 0, seed: int = 0, pad: bool = False,
+                engine: Engine = "auto") -> PQResult:
     """Product-quantize the weight ``w`` (Linear (out, in) or Conv (out, in, kh, kw)).
 
     ``d``: sub-vector dimension (must divide ``C_in'`` unless ``pad``); ``k``: centroids per
@@ -291,7 +297,10 @@ def pq_quantize(w: Tensor, d: int, k: int = 256, *, mask: Tensor | None = None,
     ``w``'s shape or None; ``shared``: one codebook for all sub-spaces of the layer (else one
     per sub-space); ``mask_mode``: ``element`` (exact per-weight mask) or ``subvector`` (see the
     module docstring); ``niter``: faiss Lloyd iterations; ``refine_iters``: masked Lloyd steps
-    after faiss (masked mode only); ``seed``: faiss seed.
+    after faiss (masked mode only); ``seed``: faiss seed; ``engine``: ``faiss`` (one
+    ``faiss.Kmeans`` per codebook), ``lloyd`` (every codebook of the layer in one compiled pass
+    per iteration, :mod:`weightzip.primitives.lloyd`: exact Lloyd, stopped early at a fixed
+    point) or ``auto`` (``lloyd`` for one codebook per sub-space, ``faiss`` for a shared one).
 
     Returns a :class:`PQResult`; ``result.reconstruct(w.shape)`` is the quantized weight.
     """
@@ -328,21 +337,32 @@ def pq_quantize(w: Tensor, d: int, k: int = 256, *, mask: Tensor | None = None,
     off = 1 if reserve else 0                                             # reserved zero code
     k_eff = off + max(1, min(int(k) - off, max(n_train)))                 # k capped at the points
     cbs = torch.zeros(len(groups), k_eff, d)
-    for gi, g in enumerate(groups):
-        pts = sub[:, g][used[:, g]]                                       # (n, d) kept sub-vectors
-        n = pts.shape[0]
-        if n == 0:
-            continue
-        kk = min(k_eff - off, n)
-        cb = faiss_kmeans(pts.numpy(), kk, niter, seed + gi)
-        cbs[gi, off:off + kk] = torch.from_numpy(cb)
-        if kk < k_eff - off:  # fewer points than centroids: repeat the last one (unused)
-            cbs[gi, off + kk:] = cbs[gi, off + kk - 1]
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if engine == "auto":
+        engine = "faiss" if shared else "lloyd"
+    lloyd_codes = None
+    if engine == "lloyd":
+        lloyd_codes = _lloyd_codebooks(sub, used, shared, cbs, off, niter, seed)
+    else:
+        for gi, g in enumerate(groups):
+            pts = sub[:, g][used[:, g]]                                   # (n, d) kept sub-vectors
+            n = pts.shape[0]
+            if n == 0:
+                continue
+            kk = min(k_eff - off, n)
+            cb = faiss_kmeans(pts.numpy(), kk, niter, seed + gi)
+            cbs[gi, off:off + kk] = torch.from_numpy(cb)
+            if kk < k_eff - off:  # fewer points than centroids: repeat the last one (unused)
+                cbs[gi, off + kk:] = cbs[gi, off + kk - 1]
     if msub is not None and mask_mode == "element":
         for _ in range(int(refine_iters)):
             codes = pq_assign(sub, cbs, msub)
             cbs = _masked_update(sub, msub, codes, cbs, used)
-    codes = pq_assign(sub, cbs[:, off:], msub) + off                      # (rows, M); kept never 0 if reserved
+    if lloyd_codes is not None and msub is None:   # Lloyd's last assignment is the nearest one
+        codes = lloyd_codes
+    else:
+        codes = pq_assign(sub, cbs[:, off:], msub) + off                  # (rows, M); kept never 0 if reserved
     if msub is not None:
         # dropped sub-vectors: the reserved zero code, else the smallest-norm centroid
         fill = torch.zeros(len(groups), dtype=torch.int64) if reserve else (cbs ** 2).sum(-1).argmin(-1)
@@ -361,6 +381,42 @@ def pq_quantize(w: Tensor, d: int, k: int = 256, *, mask: Tensor | None = None,
     return PQResult(codes=codes, codebooks=cbs, mask=eff_mask, matrix_shape=(rows, cols), d=d, k=int(k),
                     k_eff=k_eff, shared=bool(shared), mask_mode=mask_mode, zero_code=0 if reserve else None,
                     inertia=inertia, seconds=seconds, n_train=n_train)
+
+
+def _lloyd_codebooks(sub: Tensor, used: Tensor, shared: bool, cbs: Tensor, off: int, niter: int,
+                     seed: int) -> Tensor:
+    """Fill ``cbs[:, off:]`` by :func:`weightzip.primitives.lloyd.lloyd_groups` on the kept
+    sub-vectors of every codebook's group; returns the codes (rows, M) (+ ``off``) of Lloyd's
+    last assignment (unused sub-vectors: ``off``). Same capping of k as the faiss path."""
+    from .lloyd import lloyd_groups
+
+    rows, M, d = sub.shape
+    k_max = cbs.shape[1] - off
+    if shared:
+        pts = sub[used]                                                   # (n, d), row-major order
+        counts = torch.tensor([pts.shape[0]])
+    else:
+        pts = sub.transpose(0, 1)[used.t()]                               # (n, d), sub-space major
+        counts = used.sum(0)
+    offs = np.zeros(len(counts) + 1, dtype=np.int64)
+    offs[1:] = np.cumsum(counts.numpy())
+    ks = np.minimum(k_max, counts.numpy()).astype(np.int64)
+    cents, codes, _ = lloyd_groups(pts.numpy(), offs, ks, niter, seed)
+    for gi, kk in enumerate(ks):
+        if kk == 0:
+            continue
+        cbs[gi, off:off + kk] = torch.from_numpy(cents[gi, :kk])
+        if kk < k_max:  # fewer points than centroids: repeat the last one (unused)
+            cbs[gi, off + kk:] = cbs[gi, off + kk - 1]
+    out = torch.full((rows, M), off, dtype=torch.int64)
+    c = torch.from_numpy(codes) + off
+    if shared:
+        out[used] = c
+    else:
+        tmp = torch.full((M, rows), off, dtype=torch.int64)
+        tmp[used.t()] = c
+        out = tmp.t().contiguous()
+    return out
 
 
 def _masked_update(sub: Tensor, msub: Tensor, codes: Tensor, cbs: Tensor, used: Tensor) -> Tensor:
