@@ -115,3 +115,13 @@ def test_pq_auto_engine_uses_faiss_for_a_shared_codebook():
     assert torch.equal(auto.codes, fa.codes)
     with pytest.raises(ValueError, match="engine"):
         pq.pq_quantize(w, 8, 16, engine="kmeans++")
+
+
+def test_split_across_threads_gives_the_same_result():
+    pts, offs = ragged([120, 7, 300, 0, 64, 90], 3, seed=5)
+    ks = np.array([20, 7, 30, 0, 8, 12])
+    one = lloyd_groups(pts, offs, ks, niter=15, seed=4)
+    for threads in (2, 3, 8):
+        many = lloyd_groups(pts, offs, ks, niter=15, seed=4, threads=threads)
+        for a, b in zip(one, many):
+            np.testing.assert_array_equal(a, b)

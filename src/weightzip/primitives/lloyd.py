@@ -112,13 +112,15 @@ def _lloyd(pts, offs, ks, cents, niter, codes, iters):  # pragma: no cover - com
 
 
 def lloyd_groups(pts: np.ndarray, offs: np.ndarray, ks: np.ndarray, niter: int, seed: int = 0,
-                 init: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 init: np.ndarray | None = None, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """k-means of every group of the ragged ``pts`` (N, d); group ``g`` is ``pts[offs[g]:offs[g+1]]``
     with ``ks[g]`` centroids (``1 <= ks[g] <= n_g``, or 0 for an empty group).
 
     Returns ``(centroids (G, max k, d) float32, codes (N,) int64 into each group's centroids,
     iterations (G,) int64 = centroid updates done, <= niter)``; see the module docstring.
-    ``init`` (G, max k, d): initial centroids instead of :func:`init_centroids`.
+    ``init`` (G, max k, d): initial centroids instead of :func:`init_centroids`. ``threads > 1``
+    splits the groups into that many runs of about equal work, side by side (the result does not
+    depend on the split).
     """
     pts = np.ascontiguousarray(pts, dtype=np.float32)
     offs = np.ascontiguousarray(offs, dtype=np.int64)
@@ -132,6 +134,23 @@ def lloyd_groups(pts: np.ndarray, offs: np.ndarray, ks: np.ndarray, niter: int, 
     cents = init_centroids(pts, offs, ks, seed) if init is None else np.array(init, dtype=np.float32, order="C")
     codes = np.empty(len(pts), dtype=np.int64)
     iters = np.zeros(len(ks), dtype=np.int64)
-    if len(pts):
+    if not len(pts):
+        return cents, codes, iters
+    G = len(ks)
+    work = np.cumsum(np.diff(offs) * ks)                      # assignment cost up to each group
+    cuts = [0] + [int(np.searchsorted(work, work[-1] * i / threads)) + 1 for i in range(1, max(1, int(threads)))] + [G]
+    cuts = sorted(set(min(G, c) for c in cuts))
+    if len(cuts) <= 2:
         _lloyd(pts, offs, ks, cents, int(niter), codes, iters)
+        return cents, codes, iters
+
+    def run(a: int, b: int) -> None:                          # groups a..b-1, views into the outputs
+        o, e = offs[a], offs[b]
+        _lloyd(pts[o:e], offs[a:b + 1] - o, ks[a:b], cents[a:b], int(niter), codes[o:e], iters[a:b])
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(cuts) - 1, thread_name_prefix="wz-lloyd") as pool:
+        for f in [pool.submit(run, a, b) for a, b in zip(cuts[:-1], cuts[1:])]:
+            f.result()
     return cents, codes, iters

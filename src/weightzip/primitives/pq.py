@@ -401,7 +401,9 @@ def _lloyd_codebooks(sub: Tensor, used: Tensor, shared: bool, cbs: Tensor, off: 
     offs = np.zeros(len(counts) + 1, dtype=np.int64)
     offs[1:] = np.cumsum(counts.numpy())
     ks = np.minimum(k_max, counts.numpy()).astype(np.int64)
-    cents, codes, _ = lloyd_groups(pts.numpy(), offs, ks, niter, seed)
+    # a large tensor runs alone in the stage's pool (map_bounded): its groups use every thread
+    threads = torch.get_num_threads() if int((counts * ks.max(initial=0)).sum()) * d >= (1 << 26) else 1
+    cents, codes, _ = lloyd_groups(pts.numpy(), offs, ks, niter, seed, threads=threads)
     for gi, kk in enumerate(ks):
         if kk == 0:
             continue
