@@ -335,6 +335,45 @@ def test_zoo_resnet20_pruned_codebook_from_file(tmp_path):
         torch.testing.assert_close(cm(x[:1]), dense(x[:1]), rtol=1e-5, atol=1e-4)
 
 
+def test_activation_quantizers_of_a_residual_net_lower_to_actq(tmp_path):
+    """structured_qat's k-bit layer inputs (forward pre-hooks) on a residual net: one ACTQ op per
+    quantized layer input, no hook arithmetic in the program, equal to the hooked dense model."""
+    import weightzip as wz
+    from weightzip.core.parametrize import install_activation_quant
+    from weightzip.core.registry import create_model
+
+    torch.manual_seed(1)
+    model = create_model("resnet20").eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    _formats_of(model, 2, 0.5)
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))][1:]
+    install_activation_quant(model, [{"module": n, "bits": 2, "clip": 1.5} for n in names])
+    path = tmp_path / "r20aq.wz"
+    wz.save(model, path)
+    dense = wz.load(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)   # no fallback warning: all native
+        cm = wz.load(path, mode="compiled")
+    plan = cm.plans[(3, 32, 32)]
+    assert plan.native_only
+    prog = plan.segments[0]
+    assert _kinds(prog).count(K.K_ACTQ) == len(names)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(cm(x), dense(x), rtol=1e-5, atol=1e-4)
+    # lowering leaves the model's own hooks in place: its torch forward still quantizes
+    with torch.no_grad():
+        before = dense(x)
+    lower_graph(dense, None, (3, 32, 32), torch.float32, dense.wz_runtime["activation_quant"])
+    assert len(dense._wz_act_handles) == len(names)
+    with torch.no_grad():
+        torch.testing.assert_close(dense(x), before, rtol=0, atol=0)
+
+
 transformers = pytest.importorskip("transformers")
 
 

@@ -490,6 +490,8 @@ class Lowering:
         if name in ("aten.expand.default", "aten.slice.Tensor") and self._same_shape(n, args[0]):
             self._alias(n, args[0])
             return
+        if n.target is act_quant_value:
+            return self._act_quant(n)
         if name in ("aten.conv2d.default", "aten.convolution.default"):
             return self._conv(n, name, arg)
         if name in ("aten.linear.default", "aten.addmm.default", "aten.mm.default", "aten.matmul.default"):
@@ -751,6 +753,22 @@ class Lowering:
         rec = _Rec(K.K_EW, out, [s_in], self.size[s_in], self.size[out], build, n.name, "activation")
         rec.act = act
         self._add(rec, n)
+
+    def _act_quant(self, n):
+        """A layer input's k-bit quantizer (:func:`act_quant_value`) -> ``ACTQ``."""
+        x, bits, clip = n.args
+        if x not in self.sid:
+            raise Unsupported("the input is not an activation")
+        s_in = self.sid[x]
+        out = self._new(n)
+
+        def build(r: _Rec, op, pk):
+            op[K.C_K] = 2 ** int(bits) - 1
+            op[K.C_TAB] = pk.f(np.asarray([float(clip)], np.float32))
+            return 0
+
+        self._add(_Rec(K.K_ACTQ, out, [s_in], self.size[s_in], self.size[out], build, n.name,
+                       f"act-quant {int(bits)} bit", params={"bits": int(bits), "clip": float(clip)}), n)
 
     # broadcasting ---------------------------------------------------------------------------
     def _full2(self, v) -> tuple[tuple[int, ...], bool]:
@@ -1349,10 +1367,60 @@ def _transpose_parts(parts):
     return {**parts, "codes": codes.reshape(-1), "shape": [cols, rows], "matrix_shape": (cols, rows)}
 
 
+def act_quant_value(x: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
+    """A layer input's activation quantizer as one graph node (``kernels._actq``, the arithmetic of
+    ``weightzip.core.parametrize.install_activation_quant``'s hook at inference):
+    ``round(clip(x, 0, c) / c * L) / L * c`` with ``L = 2^bits - 1``."""
+    levels = 2 ** int(bits) - 1
+    return torch.round(torch.clamp(x, 0.0, clip) / clip * levels) / levels * clip
+
+
+_QUANTIZED_INPUT = ("aten.conv2d.default", "aten.convolution.default", "aten.linear.default")
+
+
+def _with_act_quant(gm: fx.GraphModule, act_quant: list[dict]) -> fx.GraphModule:
+    """Insert an :func:`act_quant_value` node before the first argument of every conv / linear
+    node recorded inside a module of ``act_quant`` (``{"module", "bits", "clip"}`` items; the
+    module path from torch.export's ``nn_module_stack``)."""
+    want = {str(i["module"]): i for i in act_quant}
+    seen = set()
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or str(n.target) not in _QUANTIZED_INPUT:
+            continue
+        stack = list((n.meta.get("nn_module_stack") or {}).values())
+        path = str(stack[-1][0]) if stack else ""
+        item = want.get(path)
+        if item is None:
+            continue
+        x = n.args[0]
+        with gm.graph.inserting_before(n):
+            q = gm.graph.call_function(act_quant_value, (x, int(item["bits"]), float(item.get("clip", 1.0))))
+        n.replace_input_with(x, q)
+        seen.add(path)
+    missing = sorted(set(want) - seen)
+    if missing:
+        raise Unsupported(f"activation quantizer on {missing[0]!r}: not a conv / linear layer of the recorded graph")
+    gm.recompile()
+    return gm
+
+
 def lower_graph(model: nn.Module, formats: dict | None, sample_shape: tuple[int, ...],
-                dtype: torch.dtype = torch.float32) -> GraphProgram:
-    """Lower ``model`` for inputs of one-sample shape ``sample_shape`` (raises :class:`Unsupported`)."""
-    gm, spec = aten_graph(model, sample_shape, dtype)
+                dtype: torch.dtype = torch.float32, act_quant: list[dict] | None = None) -> GraphProgram:
+    """Lower ``model`` for inputs of one-sample shape ``sample_shape`` (raises :class:`Unsupported`).
+    ``act_quant``: the file's activation quantizers (layer inputs); the model's own hooks for them
+    are left out of the recording and each becomes one ``ACTQ`` op."""
+    if act_quant:
+        from ...core.parametrize import install_activation_quant
+
+        for h in getattr(model, "_wz_act_handles", []):
+            h.remove()
+        try:
+            gm, spec = aten_graph(model, sample_shape, dtype)
+        finally:
+            install_activation_quant(model, act_quant)
+        gm = _with_act_quant(gm, act_quant)
+    else:
+        gm, spec = aten_graph(model, sample_shape, dtype)
     tied = (getattr(model, "wz_manifest", None) or {}).get("tied") or {}
     if formats and isinstance(tied, dict):   # a tied weight's format is stored under one name
         formats = {**formats, **{a: formats[c] for a, c in tied.items() if c in formats and a not in formats}}

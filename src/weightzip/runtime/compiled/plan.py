@@ -225,12 +225,12 @@ def build_plan(model: nn.Module, formats: dict[str, Any] | None, sample_shape: t
     chain = None
     if dtype == torch.float32:
         chain = _chain_plan(model, formats, sample_shape, act_quant)
-        if chain.native_only or act_quant:
+        if chain.native_only:
             return chain
     from .lower import Unsupported, lower_graph
 
     try:
-        prog = lower_graph(model, formats, tuple(int(s) for s in sample_shape), dtype)
+        prog = lower_graph(model, formats, tuple(int(s) for s in sample_shape), dtype, act_quant)
     except Unsupported as e:
         if chain is not None and chain.whole_model_reason is None:
             return chain   # some layers in torch between native segments
