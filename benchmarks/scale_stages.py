@@ -25,7 +25,9 @@ STAGES = {"quantize_uniform": {"method": "quantize_uniform", "bits": 8, "scale":
           "prune_magnitude": {"method": "prune_magnitude", "sparsity": 0.5},
           "kmeans_share": {"method": "kmeans_share", "bits": 4},
           # default PQ: d = 4, k = 256, one codebook per sub-space (the batched Lloyd engine)
-          "pq_share": {"method": "pq_share"}}
+          "pq_share": {"method": "pq_share"},
+          # the same with one faiss call per codebook (the engine before the batched Lloyd)
+          "pq_share_faiss": {"method": "pq_share", "engine": "faiss"}}
 
 
 def worker(stage: str, threads: int) -> None:
@@ -46,29 +48,40 @@ def worker(stage: str, threads: int) -> None:
 def main(argv=None) -> int:
     ap = C.parser(__doc__)
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to run each stage at")
     ap.add_argument("--worker", nargs=2, metavar=("STAGE", "THREADS"), help=argparse_hidden())
     args = ap.parse_args(argv)
     if args.worker:
         worker(args.worker[0], int(args.worker[1]))
         return 0
-    rows = []
+    # rows of stages not run this time are kept from the last page (each row says its load)
+    old = (C.read_json(C.RESULTS / "scale_stages.json", {}) or {}).get("rows", [])
+    rows = [r for r in old if r["stage"] not in args.stages]
     for stage in args.stages:
-        for threads in (1, 2):
+        for threads in args.threads:
             load = os.getloadavg()[0]
             out = subprocess.run([sys.executable, __file__, "--worker", stage, str(threads)], capture_output=True,
                                  text=True, check=True)
             sec = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
-            rows.append({"stage": stage, "threads": threads, "seconds": sec, "load": load})
+            rows.append({"stage": stage, "threads": threads, "seconds": sec, "load": load, "date": C.now()})
             print(rows[-1], flush=True)
     lines = ["# Post-training stages on HF BERT-base (109.5M parameters) at 1 and 2 threads (issue 21)", "",
              "Produced by `python benchmarks/scale_stages.py`; each row in its own process, the stage alone timed "
              "(`wz.compress` with one stage over every Linear and Embedding weight; random seeded weights). "
              f"Machine: {os.cpu_count()} cores. Written {C.now()}.", "",
-             "| stage | threads | seconds | speed-up over 1 thread | load |", "|---|---|---|---|---|"]
+             "| stage | threads | seconds | speed-up over 1 thread | load | measured |", "|---|---|---|---|---|---|"]
+    rows.sort(key=lambda r: (list(STAGES).index(r["stage"]) if r["stage"] in STAGES else 99, r["threads"]))
     one = {r["stage"]: r["seconds"] for r in rows if r["threads"] == 1}
+    lloyd2 = next((r["seconds"] for r in rows if r["stage"] == "pq_share" and r["threads"] == 2), None)
     for r in rows:
-        lines.append(f"| {r['stage']} | {r['threads']} | {r['seconds']:.2f} | {one[r['stage']] / r['seconds']:.2f}x | "
-                     f"{r['load']:.1f} |")
+        up = f"{one[r['stage']] / r['seconds']:.2f}x" if r["stage"] in one else "-"
+        lines.append(f"| {r['stage']} | {r['threads']} | {r['seconds']:.2f} | {up} | {r['load']:.1f} | "
+                     f"{r.get('date', 'earlier')} |")
+    faiss2 = next((r["seconds"] for r in rows if r["stage"] == "pq_share_faiss" and r["threads"] == 2), None)
+    if lloyd2 and faiss2:
+        lines += ["", f"`pq_share` (d = 4, k = 256, one codebook per sub-space, 25 iterations): the batched Lloyd "
+                      f"engine takes {lloyd2:.1f} s at 2 threads, one faiss call per codebook {faiss2:.1f} s "
+                      f"({faiss2 / lloyd2:.1f}x)."]
     C.write_results(C.RESULTS / "scale_stages.json", {"rows": rows}, C.RESULTS / "scale_stages.md",
                     "\n".join(lines) + "\n")
     print("\n".join(lines))
