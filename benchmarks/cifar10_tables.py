@@ -14,7 +14,9 @@ budget (epochs, wall seconds, the load average before and after), the file bytes
 (``weightzip.analysis.size``) and the published row it stands beside.
 
 Rows (one training job at a time; each is cached in ``benchmarks/results/cifar10/rows/<row>.json``
-and skipped when present, so an interrupted run resumes at the next row):
+and skipped when present; inside a row, finished designs / methods are kept in
+``rows/<row>.partial.json`` and the pruning prefix checkpoints its stages, so an interrupted run
+resumes where it stopped):
 
 * ``baseline`` - the checkpoint's test accuracy (item 1).
 * ``pq_kmeans`` (item 3, seed 002) - the shared prefix of ``recipes/prune-pq.yaml`` /
@@ -204,12 +206,17 @@ def row_structured(args) -> dict:
     _, _, loaders = source(args)
     designs = []
     base = None
+    part = out_path(args, "rows") / "structured.partial.json"     # designs done (an interrupted row resumes)
+    done = {d["design"]: d for d in (C.read_json(part, {}) or {}).get("designs", [])}
     for w_bits, a_bits, c in STRUCTURED_DESIGNS[: args.designs]:
         t1 = time.perf_counter()
         model, _, _ = source(args)
         if base is None:
             base = acc(evaluate(model, loaders.test, device="cpu"))
         label = f"w{w_bits}a{a_bits}c{c}"
+        if label in done:
+            designs.append(done[label])
+            continue
         stage = {"method": "structured_qat", "block": 4, "compression": c, "selection": "norm", "w_bits": w_bits,
                  "a_bits": a_bits, "weight_quantizer": "dorefa", "first_last_bits": [8, 8],
                  "activation": "pact", "a_clip": 3.0,
@@ -231,6 +238,7 @@ def row_structured(args) -> dict:
                         "seconds": time.perf_counter() - t1})
         log.info("structured %s: %.2f%% from the file, W %.1fx", label, row["test_acc_from_file"],
                  memory.get("weight_memory_reduction") or float("nan"))
+        C.write_json(part, {"designs": designs})
     front = non_dominated(designs, ["total_memory_bits", "test_error"])
     png = out_path(args, "cifar10-structured-front.png")
     try:
@@ -253,11 +261,16 @@ def row_loss_aware(args) -> dict:
     b = settings(args)
     _, _, loaders = source(args)
     out, base = {}, None
+    part = out_path(args, "rows") / "loss_aware.partial.json"     # methods done (an interrupted row resumes)
+    done = C.read_json(part, {}) or {}
     for key, cfg in LOSS_AWARE.items():
         t1 = time.perf_counter()
         model, _, _ = source(args)
         if base is None:
             base = acc(evaluate(model, loaders.test, device="cpu"))
+        if key in done:
+            out[key] = done[key]
+            continue
         stage = {"method": "loss_aware", **cfg,
                  "train": train_block(b["retrain_epochs"], b, lr=0.0005, optimizer="adam", schedule="cosine")}
         recipe = Recipe.from_dict({"name": f"loss-aware-{key}-resnet20", "model": MODEL, "data": DATA,
@@ -268,6 +281,7 @@ def row_loss_aware(args) -> dict:
         out[key] = {**row, "label": LABELS[key], "test_error": 100 - row["test_acc_from_file"],
                     "seconds": time.perf_counter() - t1}
         log.info("loss_aware %s: %.2f%% from the file, %.1fx", key, row["test_acc_from_file"], row["file_ratio"])
+        C.write_json(part, out)
     return {"row": "loss_aware", "baseline_test_acc": base, "methods": out,
             "budget": {"epochs": b["retrain_epochs"], "optimizer": "adam", "lr": 0.0005},
             "published": {"lab_paper_vgg_cifar_err": PUBLISHED["lab_cifar_err"]}, **budget_note(t0, l0)}
@@ -434,6 +448,7 @@ def main(argv=None) -> int:
                 continue
             log.info("row %s ...", name)
             C.write_json(path, RUNNERS[name](args))
+            (folder / f"{name}.partial.json").unlink(missing_ok=True)
     rows = {n: C.read_json(folder / f"{n}.json") for n in ROWS if (folder / f"{n}.json").is_file()}
     timings = C.read_json(tpath, {}) or {}
     if args.timing:
