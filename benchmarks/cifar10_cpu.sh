@@ -3,8 +3,11 @@
 #   bash benchmarks/cifar10_cpu.sh [resnet20|alexnet_cifar|vgg16_cifar]
 # Every epoch is checkpointed atomically to runs/cifar10/<model>/base.pt (outside git); running
 # the same command again continues bit-for-bit from the last epoch. On a new machine the run
-# continues from the committed small checkpoint benchmarks/results/cifar10/<model>-base.partial.pt.xz
-# when there is one (unpacked before the first epoch; xz keeps it under 2 MB).
+# continues from the committed small checkpoint benchmarks/results/cifar10/<model>-base.pt.xz
+# (finished) or <model>-base.partial.pt.xz when there is one (unpacked before the first epoch; xz
+# keeps ResNet-20's under 2 MB). AlexNet / VGG-16 checkpoints (31 / 59 MB of weights, twice that
+# with SGD momentum) are too large for the repository: on a new machine those runs start over
+# unless runs/cifar10/<model>/ is carried along (or run them on a GPU: cifar10_gpu.sh).
 # To commit the current state: xz -9 -c runs/cifar10/<model>/base.pt > benchmarks/results/cifar10/<model>-base.partial.pt.xz
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +19,8 @@ case "$model" in
 esac
 run=runs/cifar10/$model
 mkdir -p "$run"
-committed=benchmarks/results/cifar10/$model-base.partial.pt.xz
+committed=benchmarks/results/cifar10/$model-base.pt.xz          # a finished run
+[ -f "$committed" ] || committed=benchmarks/results/cifar10/$model-base.partial.pt.xz
 if [ ! -f "$run/base.pt" ] && [ -f "$committed" ]; then
   .venv/bin/python -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
       "$committed" "$run/base.pt"
