@@ -306,17 +306,24 @@ def _formats_of(model, bits=4, prune=0.0):
     return model
 
 
-def test_zoo_resnet20_pruned_codebook_from_file(tmp_path):
-    import weightzip as wz
+def _zoo_resnet20(seed: int) -> nn.Module:
+    """The zoo ResNet-20 (random weights) with non-trivial BatchNorm statistics."""
     from weightzip.core.registry import create_model
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = create_model("resnet20").eval()
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             with torch.no_grad():
                 m.running_mean.uniform_(-0.3, 0.3)
                 m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_zoo_resnet20_pruned_codebook_from_file(tmp_path):
+    import weightzip as wz
+
+    model = _zoo_resnet20(seed=0)
     _formats_of(model, 4, 0.8)
     path = tmp_path / "r20.wz"
     wz.save(model, path)
@@ -340,15 +347,8 @@ def test_activation_quantizers_of_a_residual_net_lower_to_actq(tmp_path):
     quantized layer input, no hook arithmetic in the program, equal to the hooked dense model."""
     import weightzip as wz
     from weightzip.core.parametrize import install_activation_quant
-    from weightzip.core.registry import create_model
 
-    torch.manual_seed(1)
-    model = create_model("resnet20").eval()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
+    model = _zoo_resnet20(seed=1)
     _formats_of(model, 2, 0.5)
     names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))][1:]
     install_activation_quant(model, [{"module": n, "bits": 2, "clip": 1.5} for n in names])
