@@ -75,8 +75,9 @@ PUBLISHED = {
     "structured_weight_reduction": 50.0, "structured_alone": 2.0, "quant_alone": 16.0,
     "lab_cifar_err": {"full precision": 11.90, "BinaryConnect": 9.86, "BWN": 10.51, "LAB": 10.50},
 }
-# (w_bits, a_bits, compression): the thesis's point (2 / 2 / 4x) first, then what separates it
-STRUCTURED_DESIGNS = [(2, 2, 4), (2, 2, 1), (4, 4, 4), (32, 32, 4)]
+# (w_bits, a_bits, compression, epochs or None = --epochs): the thesis's point (2 / 2 / 4x) first,
+# then what separates it, then the thesis's point again at a longer budget
+STRUCTURED_DESIGNS = [(2, 2, 4, None), (2, 2, 1, None), (4, 4, 4, None), (32, 32, 4, None), (2, 2, 4, 6)]
 LOSS_AWARE = {"lab": {"mode": "lab"}, "lat_e": {"mode": "lat", "exact": True},
               "laq3": {"mode": "laq", "bits": 3, "levels": "linear"}}
 LABELS = {"lab": "LAB (binary)", "lat_e": "LAT exact (ternary)", "laq3": "LAQ 3-bit linear"}
@@ -208,12 +209,15 @@ def row_structured(args) -> dict:
     base = None
     part = out_path(args, "rows") / "structured.partial.json"     # designs done (an interrupted row resumes)
     done = {d["design"]: d for d in (C.read_json(part, {}) or {}).get("designs", [])}
-    for w_bits, a_bits, c in STRUCTURED_DESIGNS[: args.designs]:
+    if args.extend:   # the finished row's designs are kept
+        done.update({d["design"]: d for d in (C.read_json(part.with_name("structured.json"), {}) or {}).get("designs", [])})
+    for w_bits, a_bits, c, epochs in STRUCTURED_DESIGNS[: args.designs]:
+        epochs = epochs or b["retrain_epochs"]
         t1 = time.perf_counter()
         model, _, _ = source(args)
         if base is None:
             base = acc(evaluate(model, loaders.test, device="cpu"))
-        label = f"w{w_bits}a{a_bits}c{c}"
+        label = f"w{w_bits}a{a_bits}c{c}" + (f"-{epochs}ep" if epochs != b["retrain_epochs"] else "")
         if label in done:
             designs.append(done[label])
             continue
@@ -221,7 +225,7 @@ def row_structured(args) -> dict:
                  "a_bits": a_bits, "weight_quantizer": "dorefa", "first_last_bits": [8, 8],
                  "activation": "pact", "a_clip": 3.0,
                  "sparsify_first": False, "sparsify_last": False,
-                 "train": train_block(b["retrain_epochs"], b, lr=0.001, optimizer="adam", schedule="cosine")}
+                 "train": train_block(epochs, b, lr=0.001, optimizer="adam", schedule="cosine")}
         recipe = Recipe.from_dict({"name": f"structured-qat-resnet20-{label}", "model": MODEL, "data": DATA,
                                    "description": f"ResNet-20 W{w_bits}/A{a_bits}, {c}x block (4x4) sparsity, "
                                                   "first/last 8-bit, fine-tuned from the baseline",
@@ -230,7 +234,7 @@ def row_structured(args) -> dict:
         met = res.stages[-1].metrics
         memory = met.get("memory") or {}
         row = file_row(model, out_path(args, f"resnet20-structured-{label}.wz"), recipe, loaders, base)
-        designs.append({"design": label, "w_bits": w_bits, "a_bits": a_bits, "compression": c, **row,
+        designs.append({"design": label, "w_bits": w_bits, "a_bits": a_bits, "compression": c, "epochs": epochs, **row,
                         "test_error": 100 - row["test_acc_from_file"],
                         **{k: memory.get(k) for k in ("weight_memory_bits", "fp32_weight_memory_bits",
                                                       "weight_memory_reduction", "activation_memory_bits",
@@ -381,15 +385,16 @@ def markdown(rows: dict, timings: dict) -> str:
     st = rows.get("structured")
     if st:
         L += ["## 4. Structured sparsity + low-bit weights and activations (seed 001)", "",
-              f"Budget: {st['budget']['epochs']} epoch(s) of `structured_qat` per design from the baseline "
+              f"Budget: the epochs of `structured_qat` given per design, from the baseline "
               f"(Adam 1e-3, cosine; 4x4 blocks over (C_out, C_in), whole 3x3 kernels, chosen by norm; first conv "
-              f"and classifier 8-bit and dense; activation clips learned by PACT from 3.0); {st['wall_s']:.0f} s for {len(st['designs'])} designs. Memory model: "
+              f"and classifier 8-bit and dense; activation clips learned by PACT from 3.0); {sum(d.get('seconds', 0) for d in st['designs']):.0f} s of training + evaluation for {len(st['designs'])} designs. Memory model: "
               "`weightzip.analysis.memory` (kept weights x bits + block mask + fp32 bias/BN; activations x bits).", "",
-              *C.md_header(["design", "test acc % (file)", "drop (pt)", "weight memory KiB", "weight reduction",
+              *C.md_header(["design", "epochs", "test acc % (file)", "drop (pt)", "weight memory KiB", "weight reduction",
                             "activation memory KiB", "total KiB", "file bytes", "on the front"])]
         for d in st["designs"]:
             kib = lambda v: f"{v / 8192:.1f}" if v else "-"  # noqa: E731
-            L.append(C.md_row([d["design"], f"{d['test_acc_from_file']:.2f}", f"{d['acc_drop_pt']:+.2f}",
+            L.append(C.md_row([d["design"], d.get("epochs", st["budget"]["epochs"]), f"{d['test_acc_from_file']:.2f}",
+                               f"{d['acc_drop_pt']:+.2f}",
                                kib(d.get("weight_memory_bits")), C.fmt(d.get("weight_memory_reduction"), ".1f") + "x",
                                kib(d.get("activation_memory_bits")), kib(d.get("total_memory_bits")),
                                f"{d['file_bytes']:,}", "yes" if d["design"] in st["front"] else ""]))
@@ -429,6 +434,8 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune-epochs", type=int, default=1, help="codebook fine-tuning epochs (item 3)")
     ap.add_argument("--designs", type=int, default=len(STRUCTURED_DESIGNS), help="structured designs to train")
     ap.add_argument("--force", action="store_true", help="redo the rows given even when cached")
+    ap.add_argument("--extend", action="store_true",
+                    help="re-run the rows given, keeping their finished designs / methods (adds new ones)")
     ap.add_argument("--timing", action="store_true", help="time the rows' files (batch 1) and re-render")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--number", type=int, default=100)
@@ -443,7 +450,7 @@ def main(argv=None) -> int:
     if not args.render_only and not args.timing:
         for name in args.rows:
             path = folder / f"{name}.json"
-            if path.is_file() and not args.force:
+            if path.is_file() and not (args.force or args.extend):
                 log.info("row %s: cached (%s)", name, path.relative_to(ROOT))
                 continue
             log.info("row %s ...", name)
