@@ -326,6 +326,9 @@ def timing(args, rows: dict) -> dict:
 # The page
 
 
+TORCH = "torch eager dense"   # the mode names of weightzip.analysis.speed.compare
+
+
 def _mode_us(t: dict, want: str) -> float | None:
     for k, v in (t.get("us") or {}).items():
         if k == want:
@@ -363,7 +366,7 @@ def markdown(rows: dict, timings: dict) -> str:
                             "published ratio", "batch 1: torch / ort fp32 / ort int8 / compiled (us)", "native MACs"])]
         for tag, br in pq["branches"].items():
             t = timings.get(br["file"]) or {}
-            us = [_mode_us(t, m) for m in ("torch dense", "onnxruntime fp32", "onnxruntime int8", "weightzip compiled")]
+            us = [_mode_us(t, m) for m in (TORCH, "onnxruntime fp32", "onnxruntime int8", "weightzip compiled")]
             share = t.get("native_mac_share")
             L.append(C.md_row([tag, f"`{br['file']}`", f"{br['file_bytes']:,}", f"{br['file_ratio']:.1f}x",
                                f"{br['test_acc_from_file']:.2f}", f"{br['acc_drop_pt']:+.2f}",
@@ -376,9 +379,9 @@ def markdown(rows: dict, timings: dict) -> str:
                   f"{cl['speedup']:.2f}x (thesis: >= {PUBLISHED['pq_cluster_speedup']:.0f}x).", ""]
         for tag, br in pq["branches"].items():
             t = timings.get(br["file"]) or {}
-            us = {m: _mode_us(t, m) for m in ("torch dense", "onnxruntime fp32", "weightzip compiled")}
+            us = {m: _mode_us(t, m) for m in (TORCH, "onnxruntime fp32", "weightzip compiled")}
             if all(us.values()):
-                L.append(f"- {tag}: compiled runtime {us['torch dense'] / us['weightzip compiled']:.2f}x dense torch, "
+                L.append(f"- {tag}: compiled runtime {us[TORCH] / us['weightzip compiled']:.2f}x dense torch, "
                          f"{us['onnxruntime fp32'] / us['weightzip compiled']:.2f}x onnxruntime fp32 at batch 1 "
                          f"(thesis: 1.52-3.3x; load {C.fmt((t.get('load_average') or [None])[0], '.1f')}).")
         L.append("")
@@ -420,6 +423,21 @@ def markdown(rows: dict, timings: dict) -> str:
             ref = f"{pub['LAB']:.2f} (fp {pub['full precision']:.2f})" if key == "lab" else "-"
             L.append(C.md_row([r["label"], f"{r['test_error']:.2f}", f"{r['acc_drop_pt']:+.2f}", f"{r['file_bytes']:,}",
                                f"{r['file_ratio']:.1f}x", ref]))
+        L.append("")
+    if timings:
+        L += ["## Batch-1 latency of every file", "",
+              "`python benchmarks/cifar10_tables.py --timing` (`weightzip.jobs.bench.bench`: 1 thread, interleaved in "
+              "one process, median of repeats, CIFAR-10 test images; no training job running). Dense torch and "
+              "onnxruntime run the decoded dense model; the compiled runtime runs from the file's codes.", "",
+              *C.md_header(["file", "torch dense us", "ort fp32 us", "ort int8 us", "compiled us", "vs torch",
+                            "vs ort fp32", "native MACs", "load"])]
+        for f, t in timings.items():
+            us = [_mode_us(t, m) for m in (TORCH, "onnxruntime fp32", "onnxruntime int8", "weightzip compiled")]
+            ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"  # noqa: E731
+            share = t.get("native_mac_share")
+            L.append(C.md_row([f"`{Path(f).name}`", *[C.fmt(u, ".0f") for u in us], ratio(us[0], us[3]),
+                               ratio(us[1], us[3]), f"{100 * share:.0f}%" if share is not None else "-",
+                               C.fmt((t.get("load_average") or [None])[0], ".1f")]))
         L.append("")
     return "\n".join(L) + "\n"
 
