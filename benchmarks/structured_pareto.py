@@ -240,9 +240,11 @@ def main(argv=None) -> dict:
     dense = [t for t, v in space.topologies.items() if v.compression == [1]]
     notes = []
     # copy the report files and the .wz of the Pareto designs
-    for name in ("front.png", "front_weight.png", "memory_breakdown.png", "pareto.md", "explore.json"):
+    for name in ("front.png", "front_weight.png", "memory_breakdown.png", "pareto.md"):
         if (work / name).exists():
             shutil.copy2(work / name, out / name)
+    if (work / "explore.json").exists():   # paths inside the repository made relative to it
+        C.write_json(out / "explore.json", C.repo_relative(C.read_json(work / "explore.json")))
     designs = out / "designs"
     if designs.exists():
         shutil.rmtree(designs)
