@@ -330,10 +330,7 @@ TORCH = "torch eager dense"   # the mode names of weightzip.analysis.speed.compa
 
 
 def _mode_us(t: dict, want: str) -> float | None:
-    for k, v in (t.get("us") or {}).items():
-        if k == want:
-            return v
-    return None
+    return (t.get("us") or {}).get(want)
 
 
 def markdown(rows: dict, timings: dict) -> str:
@@ -363,16 +360,11 @@ def markdown(rows: dict, timings: dict) -> str:
               f"(load {C.fmt(pq['load_before'], '.1f')} -> {C.fmt(pq['load_after'], '.1f')}). Baseline "
               f"{pq['baseline_test_acc']:.2f}%, after pruning + retraining {pq['pruned_test_acc']:.2f}%.", "",
               *C.md_header(["branch", "file", "bytes", "file ratio", "test acc % (file)", "drop (pt)",
-                            "published ratio", "batch 1: torch / ort fp32 / ort int8 / compiled (us)", "native MACs"])]
+                            "published ratio"])]
         for tag, br in pq["branches"].items():
-            t = timings.get(br["file"]) or {}
-            us = [_mode_us(t, m) for m in (TORCH, "onnxruntime fp32", "onnxruntime int8", "weightzip compiled")]
-            share = t.get("native_mac_share")
             L.append(C.md_row([tag, f"`{br['file']}`", f"{br['file_bytes']:,}", f"{br['file_ratio']:.1f}x",
                                f"{br['test_acc_from_file']:.2f}", f"{br['acc_drop_pt']:+.2f}",
-                               "23-59x (no loss)" if tag == "pq" else "-",
-                               " / ".join(C.fmt(u, ".0f") for u in us) if t else "not timed yet",
-                               f"{100 * share:.0f}%" if share is not None else "-"]))
+                               "23-59x (no loss)" if tag == "pq" else "-"]))
         cl = pq["clustering"]
         L += ["", f"Clustering time, same faiss engine and {cl['niter']} iterations on the same pruned weights: "
                   f"PQ {cl['pq_seconds']:.2f} s vs scalar k-means {cl['scalar_seconds']:.2f} s = "
@@ -383,7 +375,8 @@ def markdown(rows: dict, timings: dict) -> str:
             if all(us.values()):
                 L.append(f"- {tag}: compiled runtime {us[TORCH] / us['weightzip compiled']:.2f}x dense torch, "
                          f"{us['onnxruntime fp32'] / us['weightzip compiled']:.2f}x onnxruntime fp32 at batch 1 "
-                         f"(thesis: 1.52-3.3x; load {C.fmt((t.get('load_average') or [None])[0], '.1f')}).")
+                         f"(thesis: 1.52-3.3x; load {C.fmt((t.get('load_average') or [None])[0], '.1f')}; every "
+                         "file's latency: the last section).")
         L.append("")
     st = rows.get("structured")
     if st:

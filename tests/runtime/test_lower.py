@@ -320,18 +320,23 @@ def _zoo_resnet20(seed: int) -> nn.Module:
     return model
 
 
-def test_zoo_resnet20_pruned_codebook_from_file(tmp_path):
+def _dense_and_compiled(model: nn.Module, path):
+    """``model`` saved to ``path``, loaded back dense and compiled (a fallback warning fails)."""
     import weightzip as wz
 
-    model = _zoo_resnet20(seed=0)
-    _formats_of(model, 4, 0.8)
-    path = tmp_path / "r20.wz"
     wz.save(model, path)
-    x = torch.randn(3, 3, 32, 32)
     dense = wz.load(path)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)   # no fallback warning: all native
         cm = wz.load(path, mode="compiled")
+    return dense, cm
+
+
+def test_zoo_resnet20_pruned_codebook_from_file(tmp_path):
+    model = _zoo_resnet20(seed=0)
+    _formats_of(model, 4, 0.8)
+    x = torch.randn(3, 3, 32, 32)
+    dense, cm = _dense_and_compiled(model, tmp_path / "r20.wz")
     plan = cm.plans[(3, 32, 32)]
     assert plan.native_only
     info = plan.info()
@@ -345,19 +350,13 @@ def test_zoo_resnet20_pruned_codebook_from_file(tmp_path):
 def test_activation_quantizers_of_a_residual_net_lower_to_actq(tmp_path):
     """structured_qat's k-bit layer inputs (forward pre-hooks) on a residual net: one ACTQ op per
     quantized layer input, no hook arithmetic in the program, equal to the hooked dense model."""
-    import weightzip as wz
     from weightzip.core.parametrize import install_activation_quant
 
     model = _zoo_resnet20(seed=1)
     _formats_of(model, 2, 0.5)
     names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))][1:]
     install_activation_quant(model, [{"module": n, "bits": 2, "clip": 1.5} for n in names])
-    path = tmp_path / "r20aq.wz"
-    wz.save(model, path)
-    dense = wz.load(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)   # no fallback warning: all native
-        cm = wz.load(path, mode="compiled")
+    dense, cm = _dense_and_compiled(model, tmp_path / "r20aq.wz")
     plan = cm.plans[(3, 32, 32)]
     assert plan.native_only
     prog = plan.segments[0]

@@ -410,15 +410,14 @@ def _lloyd_codebooks(sub: Tensor, used: Tensor, shared: bool, cbs: Tensor, off: 
         cbs[gi, off:off + kk] = torch.from_numpy(cents[gi, :kk])
         if kk < k_max:  # fewer points than centroids: repeat the last one (unused)
             cbs[gi, off + kk:] = cbs[gi, off + kk - 1]
-    out = torch.full((rows, M), off, dtype=torch.int64)
     c = torch.from_numpy(codes) + off
     if shared:
+        out = torch.full((rows, M), off, dtype=torch.int64)
         out[used] = c
-    else:
-        tmp = torch.full((M, rows), off, dtype=torch.int64)
-        tmp[used.t()] = c
-        out = tmp.t().contiguous()
-    return out
+        return out
+    out = torch.full((M, rows), off, dtype=torch.int64)                  # sub-space major, as pts
+    out[used.t()] = c
+    return out.t().contiguous()
 
 
 def _masked_update(sub: Tensor, msub: Tensor, codes: Tensor, cbs: Tensor, used: Tensor) -> Tensor:
