@@ -136,7 +136,7 @@ def test_slice_pad_concat_as_index_maps(c, h, n):
 
 
 class BigPlane(nn.Module):
-    """Planes of >= GEMM_MIN_PLANE positions (decode + BLAS convs) and TF-style asymmetric pads."""
+    """Large planes (64 x 67 and up) and TF-style asymmetric pads."""
 
     def __init__(self, c):
         super().__init__()
@@ -160,7 +160,7 @@ def test_depthwise_convs_any_stride_and_dilation():
 
 @SETTINGS
 @given(c=st.integers(1, 4), h=st.integers(64, 70), n=st.sampled_from([1, 2]))
-def test_large_planes_gemm_convs_and_asymmetric_pads(c, h, n):
+def test_large_planes_and_asymmetric_pads(c, h, n):
     torch.manual_seed(c + h)
     m = BigPlane(c)
     with torch.no_grad():
@@ -168,7 +168,7 @@ def test_large_planes_gemm_convs_and_asymmetric_pads(c, h, n):
         m.bn.running_var.uniform_(0.5, 2.0)
     prog = _run(m, torch.randn(n, 3, h, h + 3))
     convs = [o for o in prog.ops if o[K.C_KIND] == K.K_CONV]
-    assert all(o[K.C_SCR] == 1 for o in convs)
+    assert all(o[K.C_SCR] == 0 for o in convs)   # weights-stationary at every plane size
     # the zero pad is the first conv's own (asymmetric) padding; the 0.5 pad stays an op
     assert _kinds(prog).count(K.K_PAD) == 1 and (convs[0][K.C_PH], convs[0][K.C_PW]) == (0, 0)
     assert any("pad" in name for name in prog.info[0].fused)

@@ -1468,52 +1468,6 @@ def _tap_offset(i, j, sh, sw, dh, dw, Wq, plane):  # pragma: no cover - compiled
     return ((i * dh) % sh * sw + (j * dw) % sw) * plane + ((i * dh) // sh) * Wq + (j * dw) // sw
 
 
-@numba.njit(cache=True, fastmath=FM)
-def _im2col(op, xs, g, X2):  # pragma: no cover - compiled
-    """``X2[col, p] = x[g*cin_g + c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` (0 outside) for
-    ``col = (c*kh + i)*kw + j`` of group ``g`` and output position ``p = oh*Wo + ow``."""
-    H = op[C_H]
-    W = op[C_W]
-    Ho = op[C_HO]
-    Wo = op[C_WO]
-    sh = op[C_SH]
-    sw = op[C_SW]
-    kh = op[C_KH]
-    kw = op[C_KW]
-    cin_g = op[C_CIN] // op[C_GROUPS]
-    L = Ho * Wo
-    for c in range(cin_g):
-        xc = (g * cin_g + c) * H * W
-        for i in range(kh):
-            offh = i * op[C_DH] - op[C_PH]
-            for j in range(kw):
-                offw = j * op[C_DW] - op[C_PW]
-                rb = ((c * kh + i) * kw + j) * L
-                ow0 = 0 if offw >= 0 else (-offw + sw - 1) // sw
-                ow1 = (W - 1 - offw) // sw + 1 if W - 1 - offw >= 0 else 0
-                if ow1 > Wo:
-                    ow1 = Wo
-                if ow0 > ow1:
-                    ow0 = ow1
-                for oh in range(Ho):
-                    ih = oh * sh + offh
-                    ob = rb + oh * Wo
-                    if ih < 0 or ih >= H:
-                        for ow in range(Wo):
-                            X2[ob + ow] = 0.0
-                        continue
-                    for ow in range(ow0):
-                        X2[ob + ow] = 0.0
-                    xr = xc + ih * W + offw
-                    if sw == 1:
-                        X2[ob + ow0:ob + ow1] = xs[xr + ow0:xr + ow1]
-                    else:
-                        for ow in range(ow0, ow1):
-                            X2[ob + ow] = xs[xr + ow * sw]
-                    for ow in range(ow1, Wo):
-                        X2[ob + ow] = 0.0
-
-
 @numba.njit(cache=True, fastmath=FM, error_model="numpy")
 def _conv_dw(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     """Depthwise convolution (groups == C_in == C_out, dense weight decoded per call: C * kh * kw
@@ -1570,36 +1524,6 @@ def _conv_dw(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=FM)
-def _conv_gemm(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
-    """A dense-weight convolution (groups 1) as one GEMM per sample: the weight is decoded from
-    its codes into ``Wd (C_out, cols)`` (C_out * cols look-ups per call, the codes stay the
-    resident form), the input unrolled into ``X2 (cols, Ho*Wo)`` (a 1x1 / stride 1 / no padding
-    conv reads the sample itself), ``Y = Wd X2`` by BLAS (``np.dot``), then the epilogue.
-    Used by graph programs (``C_SCR == 1``, scratch ``cols * (Ho*Wo + C_out)``) where the output
-    plane is large: the weights-stationary tiles stream the whole plane once per tap."""
-    nin = op[C_NIN]
-    nout = op[C_NOUT]
-    cout = op[C_COUT]
-    cols = op[C_COLS]
-    L = op[C_HO] * op[C_WO]
-    direct = op[C_KH] == 1 and op[C_KW] == 1 and op[C_SH] == 1 and op[C_SW] == 1 and op[C_PH] == 0 \
-        and op[C_PW] == 0 and cols == op[C_CIN]
-    X2 = scr[:cols * L]
-    Wd = scr[cols * L:cols * L + cout * cols]
-    _decode_dense(op, B, F, Wd, cout * cols)
-    W2 = Wd.reshape(cout, cols)
-    for s in range(n):
-        xs = x[s * nin:(s + 1) * nin]
-        ys = y[s * nout:(s + 1) * nout]
-        if direct:
-            np.dot(W2, xs.reshape(cols, L), ys.reshape(cout, L))
-        else:
-            _im2col(op, xs, 0, X2)
-            np.dot(W2, X2.reshape(cols, L), ys.reshape(cout, L))
-        _epi(op, F, ys, L, 0, cout, 1, L)
-
-
-@numba.njit(cache=True, fastmath=FM)
 def _conv(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     """Per sample and group, weights stationary over the output plane.
 
@@ -1610,9 +1534,6 @@ def _conv(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     (stride 2 used to unroll the input: 2.9-3.4 GMAC/s against ~11 at stride 1, ResNet-20).
     Scratch: ``cin_g`` channels of phase planes.
     """
-    if op[C_SCR] == 1:
-        _conv_gemm(op, B, F, x, y, n, scr)
-        return
     if op[C_SCR] == 2:
         _conv_dw(op, B, F, x, y, n, scr)
         return

@@ -59,10 +59,6 @@ from .pack import OpInfo, Packer, epilogue_cols, new_op, pack_weight, pq_lut
 from .weights import rep_from_dense, weight_rep
 
 MAX_WORK_FLOATS = 1 << 23
-# a dense-weight conv (groups 1) whose output plane has at least this many positions runs as
-# decode + one BLAS GEMM per sample (kernels._conv_gemm); measured on HF MobileNetV2's 112 x 112
-# expand convs: the weights-stationary tiles reached ~2 GMAC/s there, ~14 on 14 x 14 planes
-GEMM_MIN_PLANE = 1024    # work buffer per chunk (32 MB): the chunk shrinks for large samples
 
 
 class Unsupported(Exception):
@@ -596,14 +592,17 @@ class Lowering:
         ph, pw = _pair(pad)
         dh, dw = _pair(dil)
         cin_g = C // int(groups)
-        L = oshape[1] * oshape[2]
-        gemm = (int(groups) == 1 and rep.layout == K.L_DENSE and rep.vfmt != K.V_PQ and L >= GEMM_MIN_PLANE)
+        # a dense-weight conv of any plane size runs weights-stationary (kernels._conv); decode +
+        # one BLAS GEMM per sample (the former path from 1024 positions) was slower at every size
+        # measured, 1 thread, AVX-512 and AVX2 alike: 16->16 3x3 on 32x32 12 vs 45 GMAC/s,
+        # 64->64 3x3 on 112x112 24 vs 53, 256->256 3x3 on 28x28 41 vs 40, 1x1 32->192 on
+        # 112x112 37 vs 35
         depthwise = (int(groups) == C == w.shape[0] and rep.layout == K.L_DENSE and rep.vfmt != K.V_PQ)
         s_x = self.sid[x]
         folded = None
         # a zero pad right before (TF-style "same" padding, often asymmetric) becomes the
-        # conv's own padding: every graph conv kernel reads zeros outside the input (im2col
-        # bounds, phase planes: kernels.phase_dims), top / left from C_PH / C_PW, bottom /
+        # conv's own padding: every graph conv kernel reads zeros outside the input (phase
+        # planes: kernels.phase_dims), top / left from C_PH / C_PW, bottom /
         # right up to what Ho, Wo need
         pad = self._fusable(x, n)
         if pad is not None and pad.kind == K.K_PAD and self.producer[s_x] == len(self.recs) - 1 \
@@ -616,9 +615,7 @@ class Lowering:
             self.recs.pop()
             del self.producer[self.sid[x]]
         planes, rows_w = K.phase_floats(H, W, oshape[1], oshape[2], kh, kw, sh, sw, dh, dw, ph, pw)
-        fixed = max(rep.cols * L + 16, cin_g * planes + 32)
-        if gemm:
-            fixed = max(fixed, rep.cols * (L + w.shape[0]) + 16)
+        fixed = cin_g * planes + 32   # the group's phase planes (kernels._conv)
         if depthwise:
             fixed = max(fixed, planes + rows_w + C * kh * kw + 16)
 
@@ -629,7 +626,7 @@ class Lowering:
             op[K.C_PH], op[K.C_PW], op[K.C_DH], op[K.C_DW] = ph, pw, dh, dw
             op[K.C_GROUPS] = int(groups)
             op[K.C_HO], op[K.C_WO] = oshape[1], oshape[2]
-            op[K.C_SCR] = 1 if gemm else 2 if depthwise else 0   # K._conv_gemm (decode + BLAS) / K._conv_dw
+            op[K.C_SCR] = 2 if depthwise else 0   # K._conv_dw / the weights-stationary K._conv
             b = pack_weight(op, rep, pk, True)
             return b + epilogue_cols(op, pk, rep.rows, rep.rowscale, bias, r.bn, r.act)
 
