@@ -761,13 +761,17 @@ def _tiles(wb, bb, cnt, xT, n, acc):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=FM)
-def _tiles4(w4, bb, cnt, xT, n, acc4):  # pragma: no cover - compiled
-    """Four rows sharing their columns (dense layouts): ``acc4[q*n + s] = sum_j w4[q*cnt + j] *
-    xT[bb[j] + s]`` for q < 4. Each loaded input vector feeds four FMAs (one per row), so a
+def _tiles4(w4, bb, cnt, xT, n, acc4, ld):  # pragma: no cover - compiled
+    """Four rows sharing their columns (dense layouts): ``acc4[q*ld + s] = sum_j w4[q*cnt + j] *
+    xT[bb[j] + s]`` for q < 4, s < n. Each loaded input vector feeds four FMAs (one per row), so a
     64-wide tile keeps 16 accumulators in registers and loads 4 vectors + 4 scalars per 16 FMAs
-    (:func:`_tiles` loads one vector per FMA; measured ~20 GMAC/s, bound by the loads)."""
+    (:func:`_tiles` loads one vector per FMA; measured ~20 GMAC/s, bound by the loads).
+
+    The last ``n % 16`` outputs are one more 16-lane tile, as in :func:`_tiles`: it reads up to
+    15 floats past ``xT[bb[j] + n]`` and writes up to 15 past ``acc4[q*ld + n]``, so the row
+    stride ``ld`` is at least ``n`` rounded up to 16. (It was a scalar loop: ResNet-20's stride-2
+    ``32 -> 64`` conv, 72 outputs = 64 + 8, took 139 us, 8.5 GMAC/s.)"""
     n64 = n - n % 64
-    n16 = n - n % 16
     for s0 in range(0, n64, 64):
         a00 = vzero()
         a01 = vzero()
@@ -815,19 +819,19 @@ def _tiles4(w4, bb, cnt, xT, n, acc4):  # pragma: no cover - compiled
         vstore(acc4, s0 + 16, a01)
         vstore(acc4, s0 + 32, a02)
         vstore(acc4, s0 + 48, a03)
-        vstore(acc4, 1 * n + s0 + 0, a10)
-        vstore(acc4, 1 * n + s0 + 16, a11)
-        vstore(acc4, 1 * n + s0 + 32, a12)
-        vstore(acc4, 1 * n + s0 + 48, a13)
-        vstore(acc4, 2 * n + s0 + 0, a20)
-        vstore(acc4, 2 * n + s0 + 16, a21)
-        vstore(acc4, 2 * n + s0 + 32, a22)
-        vstore(acc4, 2 * n + s0 + 48, a23)
-        vstore(acc4, 3 * n + s0 + 0, a30)
-        vstore(acc4, 3 * n + s0 + 16, a31)
-        vstore(acc4, 3 * n + s0 + 32, a32)
-        vstore(acc4, 3 * n + s0 + 48, a33)
-    for s0 in range(n64, n16, 16):
+        vstore(acc4, 1 * ld + s0 + 0, a10)
+        vstore(acc4, 1 * ld + s0 + 16, a11)
+        vstore(acc4, 1 * ld + s0 + 32, a12)
+        vstore(acc4, 1 * ld + s0 + 48, a13)
+        vstore(acc4, 2 * ld + s0 + 0, a20)
+        vstore(acc4, 2 * ld + s0 + 16, a21)
+        vstore(acc4, 2 * ld + s0 + 32, a22)
+        vstore(acc4, 2 * ld + s0 + 48, a23)
+        vstore(acc4, 3 * ld + s0 + 0, a30)
+        vstore(acc4, 3 * ld + s0 + 16, a31)
+        vstore(acc4, 3 * ld + s0 + 32, a32)
+        vstore(acc4, 3 * ld + s0 + 48, a33)
+    for s0 in range(n64, n, 16):
         a00 = vzero()
         a10 = vzero()
         a20 = vzero()
@@ -838,20 +842,10 @@ def _tiles4(w4, bb, cnt, xT, n, acc4):  # pragma: no cover - compiled
             a10 = vfma(a10, w4[1 * cnt + j], v0)
             a20 = vfma(a20, w4[2 * cnt + j], v0)
             a30 = vfma(a30, w4[3 * cnt + j], v0)
-        vstore(acc4, 0 * n + s0, a00)
-        vstore(acc4, 1 * n + s0, a10)
-        vstore(acc4, 2 * n + s0, a20)
-        vstore(acc4, 3 * n + s0, a30)
-    if n16 < n:
-        for q in range(4):
-            for s in range(n16, n):
-                acc4[q * n + s] = 0.0
-        for j in range(cnt):
-            b = bb[j]
-            for q in range(4):
-                w = w4[q * cnt + j]
-                for s in range(n16, n):
-                    acc4[q * n + s] += w * xT[b + s]
+        vstore(acc4, 0 * ld + s0, a00)
+        vstore(acc4, 1 * ld + s0, a10)
+        vstore(acc4, 2 * ld + s0, a20)
+        vstore(acc4, 3 * ld + s0, a30)
 
 
 def _dec(vals, tab, j):  # pragma: no cover - replaced by the overload below in compiled code
@@ -968,7 +962,8 @@ def _ws_dense(cols, vals, tab, nt, xT, offs, y, n, r0, r1, ys, yr, wrow, wval): 
     for j in range(cols):
         bb[j] = offs[j]
     w4 = np.empty(4 * cols, np.float32)
-    acc4 = np.empty(4 * n, np.float32)
+    ld = (n + 15) // 16 * 16   # _tiles4's row stride: its last 16-lane tile
+    acc4 = np.empty(4 * ld, np.float32)
     r = r0
     while r + 4 <= r1:   # blocks of four rows: every input vector loaded once per four rows
         for q in range(4):
@@ -977,9 +972,9 @@ def _ws_dense(cols, vals, tab, nt, xT, offs, y, n, r0, r1, ys, yr, wrow, wval): 
             else:        # int8 levels / float32: the inlined convert loop (vectorized by LLVM)
                 for j in range(cols):
                     w4[q * cols + j] = _dec(vals, tab, (r + q) * cols + j)
-        _tiles4(w4, bb, cols, xT, n, acc4)
+        _tiles4(w4, bb, cols, xT, n, acc4, ld)
         for q in range(4):
-            _store(acc4[q * n:(q + 1) * n], y, r + q, n, ys, yr, wrow, wval)
+            _store(acc4[q * ld:q * ld + n], y, r + q, n, ys, yr, wrow, wval)
         r += 4
     for r in range(r, r1):
         if nt > 0:
@@ -1003,7 +998,8 @@ def _ws_pq(op, codes, cb, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma
     shared = op[C_NCB] == 1
     acc = np.empty(n + 16, np.float32)   # + 16: _tiles' last tile
     wb = np.empty(4 * cols, np.float32)
-    acc4 = np.empty(4 * n, np.float32)
+    ld = (n + 15) // 16 * 16   # _tiles4's row stride: its last 16-lane tile
+    acc4 = np.empty(4 * ld, np.float32)
     bb = np.empty(cols, np.int64)
     for j in range(cols):
         bb[j] = offs[j]
@@ -1017,9 +1013,9 @@ def _ws_pq(op, codes, cb, xT, offs, y, n, r0, r1, ys, yr, wrow, wval):  # pragma
                 for t in range(min(d, cols - m * d)):
                     wb[w0 + t] = cb[c0 + t]
         if q4 == 4:
-            _tiles4(wb, bb, cols, xT, n, acc4)
+            _tiles4(wb, bb, cols, xT, n, acc4, ld)
             for q in range(4):
-                _store(acc4[q * n:(q + 1) * n], y, r + q, n, ys, yr, wrow, wval)
+                _store(acc4[q * ld:q * ld + n], y, r + q, n, ys, yr, wrow, wval)
         else:
             _tiles(wb, bb, cols, xT, n, acc)
             _store(acc, y, r, n, ys, yr, wrow, wval)
