@@ -122,6 +122,24 @@ def test_stage_defaults_per_layer_type_and_metrics():
     assert "accuracy" in out["val"] and out["cluster_seconds"] > 0
 
 
+def test_stage_passes_sample_per_centroid_to_the_lloyd_engine():
+    """1024 rows, k = 4: 8 points per centroid trains on a sample (1024 > 32), 0 on all points."""
+    torch.manual_seed(5)
+    lin = nn.Linear(8, 1024, bias=False)
+    got = {}
+    for s in (8, 0):
+        model = nn.Sequential(nn.Linear(8, 1024, bias=False))
+        model[0].weight.data.copy_(lin.weight.data)
+        cfg = {"method": "pq_share", "k": 4, "seed": 1, "sample_per_centroid": s}
+        out = run_stage(model, cfg)
+        got[s] = (out["layers"]["0.weight"]["mse"], pq_of(model[0]).codebooks.detach().clone())
+    assert Recipe.from_dict({"stages": [{"method": "pq_share"}]}).stages[0].sample_per_centroid == 64
+    assert not torch.equal(got[8][1], got[0][1])                    # sampled training: other centroids
+    assert got[8][0] <= 1.2 * got[0][0]                             # 8 per centroid, 2 sub-spaces: loose
+    assert Recipe.from_dict({"stages": [{"method": "pq_share", "sample_per_centroid": None}]}).stages[0] \
+        .sample_per_centroid is None
+
+
 def test_per_layer_mapping_sees_through_parametrized_types():
     model = toy_model(dim=16, hidden=32)
     set_mask(model[0], "weight", (torch.rand(32, 16) > 0.5).float())   # model[0] becomes ParametrizedLinear
@@ -139,6 +157,9 @@ def test_per_layer_mapping_sees_through_parametrized_types():
     ({"method": "pq_share", "d": "kern"}, r"field 'd'"),
     ({"method": "pq_share", "centroid_grad": "max"}, r"field 'centroid_grad'"),
     ({"method": "pq_share", "nope": 1}, r"field 'nope'"),
+    ({"method": "pq_share", "sample_per_centroid": -1}, r"field 'sample_per_centroid'.*integer >= 1.*got -1"),
+    ({"method": "pq_share", "sample_per_centroid": 2.5}, r"field 'sample_per_centroid'.*got 2.5"),
+    ({"method": "pq_share", "sample_per_centroid": True}, r"field 'sample_per_centroid'.*got True"),
 ])
 def test_bad_configs_are_recipe_errors(stage, match):
     with pytest.raises(RecipeError, match=match):

@@ -216,7 +216,9 @@ class PQShare(Method):
     ``shared_codebook`` (one codebook per layer instead of one per sub-space), ``mask_mode``
     (``element``: exact pruning mask; ``subvector``: whole sub-vectors kept/dropped, no mask
     stream, lookup-table friendly), ``niter`` (Lloyd iterations), ``engine`` (``faiss``,
-    ``lloyd`` or ``auto``: see :func:`weightzip.primitives.pq.pq_quantize`), ``refine_iters``
+    ``lloyd`` or ``auto``: see :func:`weightzip.primitives.pq.pq_quantize`), ``sample_per_centroid``
+    (lloyd engine: Lloyd iterations on at most that many sub-vectors per centroid, then one
+    update on all; 0 or null: all), ``refine_iters``
     (masked Lloyd steps on kept entries only), ``pad`` (allow ``d`` not dividing ``C_in'``),
     ``centroid_grad`` (``sum`` | ``mean``), ``finetune`` (a TrainConfig dict to train the
     codebooks right away, e.g. ``{epochs: 2, lr: 1e-4, optimizer: adam}``).
@@ -232,6 +234,10 @@ class PQShare(Method):
         engine: Literal["auto", "faiss", "lloyd"] = Field(
             "auto", description="k-means engine: faiss, lloyd (batched exact Lloyd, weightzip.primitives.lloyd) "
                                 "or auto (lloyd for one codebook per sub-space, faiss for a shared one)")
+        sample_per_centroid: int | None = Field(
+            64, description="lloyd engine: a codebook of more than this many sub-vectors per centroid runs its "
+                            "Lloyd iterations on a seeded sample of that many, then one update on all of them "
+                            "(0 or null: every iteration on all points)")
         refine_iters: int = Field(0, ge=0, description="masked Lloyd steps after faiss (pruned layers)")
         pad: bool = Field(False, description="zero-pad C_in' up to a multiple of d")
         centroid_grad: Literal["sum", "mean"] = "sum"
@@ -246,6 +252,13 @@ class PQShare(Method):
                     raise ValueError(f"k must be an integer >= 2 centroids per codebook (k = 256 gives 8-bit "
                                      f"codes), got {x!r}")
             return v
+
+        @field_validator("sample_per_centroid", mode="before")
+        @classmethod
+        def _sample(cls, v):
+            from weightzip.primitives.lloyd import check_sample_per_centroid
+
+            return check_sample_per_centroid(v) if v is not None else None
 
         @field_validator("d")
         @classmethod
@@ -281,7 +294,8 @@ class PQShare(Method):
             try:
                 return pq_quantize(getattr(mod, t).detach(), d, k, mask=current_mask(mod, t),
                                    shared=c.shared_codebook, mask_mode=c.mask_mode, niter=c.niter,
-                                   refine_iters=c.refine_iters, seed=seed, pad=c.pad, engine=c.engine)
+                                   refine_iters=c.refine_iters, seed=seed, pad=c.pad, engine=c.engine,
+                                   sample_per_centroid=c.sample_per_centroid)
             except ValueError as e:
                 raise RecipeError(f"{where}: layer {name!r}: {e}") from None
 

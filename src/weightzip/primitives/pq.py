@@ -44,7 +44,12 @@ Details (all configurable):
   data, no sub-sampling, exactly ``niter`` Lloyd iterations) for a shared codebook; for one
   codebook per sub-space (thousands of small problems per model) the batched exact Lloyd of
   :mod:`weightzip.primitives.lloyd` (``engine="lloyd"``, the ``auto`` default there: it stops
-  at a fixed point, and its inertia is checked against faiss's in the tests). :func:`cluster_time` times PQ
+  at a fixed point, and its inertia is checked against faiss's in the tests). The lloyd engine
+  trains a codebook of more than ``sample_per_centroid * k`` points (default 64 per centroid)
+  on a seeded sample of that many, then runs one update and the final assignment on all of
+  them: two passes over the tensor plus a constant per codebook; ``sample_per_centroid=None``
+  (or 0) is exact Lloyd on all points. Its inertia is bounded against the exact engine's in
+  ``tests/primitives/test_lloyd.py``. faiss (``engine="faiss"``) always trains on all points. :func:`cluster_time` times PQ
   against scalar k-means with the SAME engine and the SAME iteration count.
 """
 from __future__ import annotations
@@ -289,7 +294,7 @@ class PQResult:
 def pq_quantize(w: Tensor, d: int, k: int = 256, *, mask: Tensor | None = None,
                 shared: bool = False, mask_mode: MaskMode = "element", niter: int = 25,
                 refine_iters: int = 0, seed: int = 0, pad: bool = False,
-                engine: Engine = "auto") -> PQResult:
+                engine: Engine = "auto", sample_per_centroid: int | None = 64) -> PQResult:
     """Product-quantize the weight ``w`` (Linear (out, in) or Conv (out, in, kh, kw)).
 
     ``d``: sub-vector dimension (must divide ``C_in'`` unless ``pad``); ``k``: centroids per
@@ -300,7 +305,10 @@ def pq_quantize(w: Tensor, d: int, k: int = 256, *, mask: Tensor | None = None,
     after faiss (masked mode only); ``seed``: faiss seed; ``engine``: ``faiss`` (one
     ``faiss.Kmeans`` per codebook), ``lloyd`` (every codebook of the layer in one compiled pass
     per iteration, :mod:`weightzip.primitives.lloyd`: exact Lloyd, stopped early at a fixed
-    point) or ``auto`` (``lloyd`` for one codebook per sub-space, ``faiss`` for a shared one).
+    point) or ``auto`` (``lloyd`` for one codebook per sub-space, ``faiss`` for a shared one);
+    ``sample_per_centroid`` (lloyd engine): a codebook trained on ``n > s * k`` sub-vectors runs
+    its Lloyd iterations on ``s * k`` of them (seeded), then one update on all ``n`` (None or 0:
+    all points every iteration; see :mod:`weightzip.primitives.lloyd`).
 
     Returns a :class:`PQResult`; ``result.reconstruct(w.shape)`` is the quantized weight.
     """
@@ -341,9 +349,12 @@ def pq_quantize(w: Tensor, d: int, k: int = 256, *, mask: Tensor | None = None,
         raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     if engine == "auto":
         engine = "faiss" if shared else "lloyd"
+    from .lloyd import check_sample_per_centroid
+
+    sample_per_centroid = check_sample_per_centroid(sample_per_centroid)
     lloyd_codes = None
     if engine == "lloyd":
-        lloyd_codes = _lloyd_codebooks(sub, used, shared, cbs, off, niter, seed)
+        lloyd_codes = _lloyd_codebooks(sub, used, shared, cbs, off, niter, seed, sample_per_centroid)
     else:
         for gi, g in enumerate(groups):
             pts = sub[:, g][used[:, g]]                                   # (n, d) kept sub-vectors
@@ -384,10 +395,11 @@ def pq_quantize(w: Tensor, d: int, k: int = 256, *, mask: Tensor | None = None,
 
 
 def _lloyd_codebooks(sub: Tensor, used: Tensor, shared: bool, cbs: Tensor, off: int, niter: int,
-                     seed: int) -> Tensor:
+                     seed: int, sample_per_centroid: int | None = None) -> Tensor:
     """Fill ``cbs[:, off:]`` by :func:`weightzip.primitives.lloyd.lloyd_groups` on the kept
     sub-vectors of every codebook's group; returns the codes (rows, M) (+ ``off``) of Lloyd's
-    last assignment (unused sub-vectors: ``off``). Same capping of k as the faiss path."""
+    last assignment (unused sub-vectors: ``off``). Same capping of k as the faiss path;
+    ``sample_per_centroid`` as in :func:`lloyd_groups`."""
     from .lloyd import lloyd_groups
 
     rows, M, d = sub.shape
@@ -403,7 +415,8 @@ def _lloyd_codebooks(sub: Tensor, used: Tensor, shared: bool, cbs: Tensor, off: 
     ks = np.minimum(k_max, counts.numpy()).astype(np.int64)
     # a large tensor runs alone in the stage's pool (map_bounded): its groups use every thread
     threads = torch.get_num_threads() if int((counts * ks.max(initial=0)).sum()) * d >= (1 << 26) else 1
-    cents, codes, _ = lloyd_groups(pts.numpy(), offs, ks, niter, seed, threads=threads)
+    cents, codes, _ = lloyd_groups(pts.numpy(), offs, ks, niter, seed, threads=threads,
+                                   sample_per_centroid=sample_per_centroid)
     for gi, kk in enumerate(ks):
         if kk == 0:
             continue
