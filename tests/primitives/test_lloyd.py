@@ -130,7 +130,10 @@ def test_split_across_threads_gives_the_same_result():
 # ---------------------------------------------------------------------------------------------
 # Sampled training (sample_per_centroid): Lloyd on a seeded sample, then one update on all points
 
-SAMPLED_INERTIA_TOL = 1.035   # measured 1.012-1.028 on these tensors, 1.017-1.032 on 30k-100k points
+# inertia(sampled, 64 per centroid) / inertia(exact Lloyd), measured: 1.004-1.018 on the six
+# tensors below, 1.012-1.028 on 24 such tensors (Gaussian / Laplace, 6 seeds, 16 centroids,
+# 4-8x more points than the sample), 1.017-1.032 on codebooks of 30,522-100,000 points with k = 256
+SAMPLED_INERTIA_TOL = 1.035
 
 
 def test_sampled_equals_lloyd_on_the_sample_then_one_full_update():
@@ -209,8 +212,8 @@ def test_sampled_pq_inertia_within_tolerance_of_exact(dist, mask_mode):
     rec = samp.reconstruct(w.shape)
     keep = torch.ones_like(w) if samp.mask is None else samp.mask
     assert float((((w - rec) * keep).double() ** 2).sum()) == pytest.approx(samp.inertia, rel=1e-6)
-    sub = pq.to_subvectors(w * keep, 4)
-    msub = pq.to_subvectors(keep, 4)
+    sub = pq.to_subvectors(w if mask is None else w * mask, 4)     # the points clustered
+    msub = pq.to_subvectors(keep, 4)                                 # the entries measured
     used = msub.amax(-1) > 0
     off = 0 if samp.zero_code is None else 1
     near = pq.pq_assign(sub, samp.codebooks[:, off:], None if mask is None else msub) + off
