@@ -158,6 +158,19 @@ def test_depthwise_convs_any_stride_and_dilation():
         assert [o[K.C_SCR] for o in prog.ops if o[K.C_KIND] == K.K_CONV][0] == 2
 
 
+@pytest.mark.parametrize("h", [3, 4, 6, 7, 8, 9, 12])
+def test_dense_and_depthwise_convs_at_every_tile_remainder(h):
+    """Dense 1x1 convs over h x h planes run ``n = h^2`` outputs per row (9 ... 144: every mix of
+    the 64-, 32- and 16-lane tiles of ``kernels._tiles4`` and a partial last tile); 9 output
+    channels = two 4-row blocks + one single row; the depthwise 3x3 runs ``kernels._tiles`` over
+    ``h (h + 2)`` outputs per channel."""
+    torch.manual_seed(h)
+    m = nn.Sequential(nn.Conv2d(5, 9, 1), nn.ReLU(), nn.Conv2d(9, 9, 3, padding=1, groups=9),
+                      nn.Conv2d(9, 3, 1))
+    prog = _run(m, torch.randn(2, 5, h, h))
+    assert [o[K.C_SCR] for o in prog.ops if o[K.C_KIND] == K.K_CONV] == [0, 2, 0]
+
+
 @SETTINGS
 @given(c=st.integers(1, 4), h=st.integers(64, 70), n=st.sampled_from([1, 2]))
 def test_large_planes_and_asymmetric_pads(c, h, n):

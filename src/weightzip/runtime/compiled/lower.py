@@ -617,7 +617,7 @@ class Lowering:
         planes, rows_w = K.phase_floats(H, W, oshape[1], oshape[2], kh, kw, sh, sw, dh, dw, ph, pw)
         fixed = cin_g * planes + 32   # the group's phase planes (kernels._conv)
         if depthwise:
-            fixed = max(fixed, planes + rows_w + C * kh * kw + 16)
+            fixed = max(fixed, planes + rows_w + C * kh * kw + 48)   # Yw + 16: K._tiles' last tile
 
         def build(r: _Rec, op, pk):
             op[K.C_CIN], op[K.C_H], op[K.C_W] = C, H, W
