@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from weightzip.runtime.compiled import kernels as K
 from weightzip.runtime.compiled import module as M
 from weightzip.runtime.compiled.lower import lower_graph
 
@@ -21,11 +22,12 @@ def test_blas_threads_set_inside_and_restored_after():
 
 
 def test_a_program_with_gemms_runs_them_single_threaded(monkeypatch):
-    """A transformer-like block (FC over 40 rows: decode + BLAS) records ``uses_blas`` and each
-    call enters the limit with the runtime's thread count."""
+    """A transformer-like block (FC over GEMM_MIN_ROWS rows: decode + BLAS) records ``uses_blas``
+    and each call enters the limit with the runtime's thread count."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval()
-    prog = lower_graph(model, None, (40, 16), torch.float32)
+    T = K.GEMM_MIN_ROWS
+    prog = lower_graph(model, None, (T, 16), torch.float32)
     nat = M._GraphNative(prog)
     assert nat.uses_blas
     seen = []
@@ -36,7 +38,7 @@ def test_a_program_with_gemms_runs_them_single_threaded(monkeypatch):
             return super().__enter__()
 
     monkeypatch.setattr(M, "_BlasThreads", Spy)
-    x = torch.randn(1, 40, 16)
+    x = torch.randn(1, T, 16)
     got = nat.run(x, 1)
     torch.testing.assert_close(got, model(x).detach(), rtol=1e-5, atol=1e-5)
     assert seen == [1]

@@ -171,6 +171,18 @@ def test_dense_and_depthwise_convs_at_every_tile_remainder(h):
     assert [o[K.C_SCR] for o in prog.ops if o[K.C_KIND] == K.K_CONV] == [0, 2, 0]
 
 
+@pytest.mark.parametrize("t", [K.GEMM_MIN_ROWS - 1, K.GEMM_MIN_ROWS + 5])
+def test_fc_over_a_sequence_tiles_or_decode_and_blas(t):
+    """An FC over a (T, D) sequence runs the register tiles below ``GEMM_MIN_ROWS`` rows and
+    decode + BLAS from there (``C_SCR == 1``); both equal torch."""
+    torch.manual_seed(t)
+    m = nn.Sequential(nn.Linear(24, 40), nn.GELU(), nn.Linear(40, 7))
+    prog = _run(m, torch.randn(1, t, 24))
+    fcs = [o for o in prog.ops if o[K.C_KIND] == K.K_FC]
+    assert len(fcs) == 2 and all(o[K.C_SCR] == int(t >= K.GEMM_MIN_ROWS) for o in fcs)
+    assert all(o[K.C_REP] == t for o in fcs)
+
+
 @SETTINGS
 @given(c=st.integers(1, 4), h=st.integers(64, 70), n=st.sampled_from([1, 2]))
 def test_large_planes_and_asymmetric_pads(c, h, n):
