@@ -216,15 +216,20 @@ def render(results: list[dict], when: str, vw: str) -> str:
                        f"{r['resident_bytes']['total'] / 1024:.0f} KiB / {r['dense_param_bytes'] / 1024:.0f} KiB | "
                        f"{row['max_abs_diff']:.1e} |")
     out += ["", "## Where the time goes (batch 1, one native call per op, median of 5)", "",
-            "Why targets are missed, from these profiles (the rates are in the per-op lines below): "
-            "the dense 4-bit models (MobileNetV2, BERT) run from their codes, so every call decodes "
-            "each weight (a vector gather per weight) before the BLAS GEMM (OpenBLAS through numba's "
-            "np.dot) or inside the register tiles, while onnxruntime runs pre-packed fp32 GEMMs "
-            "(MLAS) with no decode; BERT's time is mostly its FC ops. MobileNetV2's 1 x 1 convs on 7 "
-            "x 7 / 14 x 14 planes stream each decoded weight over only 49-196 positions, and its "
-            "depthwise convs run one vector loop per tap over the phase planes. The pruned ResNet-20 "
-            "runs sparse (CSR codes) with 5x fewer MACs than dense; its stride-2 convs (phase planes) "
-            "run at a lower MAC rate than the stride-1 ones.", ""]
+            "Why targets are missed, from these profiles (the rates are in the per-op lines below; "
+            "the CPU is an AMD EPYC, family 25 model 17, whose AVX-512 runs on 256-bit FMA units: the "
+            "register tiles reach 54-57 GMAC/s on a dense four-row block in isolation). The dense 4-bit "
+            "models run from their codes: every call decodes each weight (four rows at a time, in "
+            "registers) into the weights-stationary tiles, while onnxruntime runs pre-packed fp32 "
+            "GEMMs (MLAS) with no decode. BERT: the FC ops are most of the time, at 38-47 GMAC/s (the "
+            "inputs transposed in and the outputs out of the tiles' layout, the GELU epilogue); the "
+            "attention and the head permutes (index maps: one scalar gather per value) most of the "
+            "rest. MobileNetV2: the 1 x 1 convs on 7 x 7 / 14 x 14 planes stream each decoded weight "
+            "over only 49-196 positions, and on small planes its depthwise convs pay more for the "
+            "per-channel phase-plane fill and epilogue than for the nine taps. The pruned ResNet-20 "
+            "runs sparse (CSR codes) with 5x fewer MACs than dense, but each non-zero needs its own "
+            "(unaligned) vector load: ~13-18 GMAC/s of non-zero MACs, where dense four-row blocks do "
+            "four MACs per load.", ""]
     for r in results:
         p = r.get("profile") or {}
         if not p:
