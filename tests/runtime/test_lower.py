@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from weightzip.runtime.compiled import kernels as K
-from weightzip.runtime.compiled.lower import Unsupported, _block, lower_graph
+from weightzip.runtime.compiled.lower import Unsupported, _block, gather_runs, lower_graph
 from weightzip.runtime.compiled.module import _GraphNative, compile_model
 
 SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
@@ -181,6 +181,42 @@ def test_fc_over_a_sequence_tiles_or_decode_and_blas(t):
     fcs = [o for o in prog.ops if o[K.C_KIND] == K.K_FC]
     assert len(fcs) == 2 and all(o[K.C_SCR] == int(t >= K.GEMM_MIN_ROWS) for o in fcs)
     assert all(o[K.C_REP] == t for o in fcs)
+
+
+class HeadPermute(nn.Module):
+    """(T, H*d) -> (H, T, d) -> back, as attention's head split and merge; plus a cat with a pad."""
+
+    def __init__(self, heads):
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, x):
+        n, t, D = x.shape
+        h = x.view(n, t, self.heads, D // self.heads).permute(0, 2, 1, 3).contiguous() * 2.0
+        y = h.permute(0, 2, 1, 3).reshape(n, t, D)
+        return torch.cat([y, F.pad(y[:, :, :3], (0, 1), value=0.5)], dim=2)
+
+
+@pytest.mark.parametrize("d", [1, 3, 16])
+def test_index_maps_as_runs_or_per_value(d):
+    """Long runs (head width 16) are stored and copied as runs, short ones (1, 3) as the per-value
+    map; both equal torch, fill values and concatenation pieces included."""
+    torch.manual_seed(d)
+    prog = _run(HeadPermute(4), torch.randn(2, 5, 4 * d))
+    gathers = [o for o in prog.ops if o[K.C_KIND] == K.K_GATHER]
+    assert gathers
+    if d == 16:
+        assert any(o[K.C_NNZ] > 0 for o in gathers)
+    if d == 1:
+        assert all(o[K.C_NNZ] == 0 for o in gathers)
+
+
+def test_gather_runs_split_at_every_break():
+    idx = np.array([4, 5, 6, -1, -1, 0, 1, 3, -1, 9])
+    runs = gather_runs(idx)
+    assert runs.tolist() == [[0, 4, 3], [3, -1, 2], [5, 0, 2], [7, 3, 1], [8, -1, 1], [9, 9, 1]]
+    back = np.concatenate([np.arange(i0, i0 + ln) if i0 >= 0 else np.full(ln, -1) for _, i0, ln in runs])
+    assert (back == idx).all() and gather_runs(np.zeros(0, np.int32)).shape == (0, 3)
 
 
 @SETTINGS

@@ -67,7 +67,7 @@ import numpy as np
 from numba import prange
 from numba.extending import overload
 
-from .simd import (vadd, vcodes, vfma, vfmav, vload, vlut32, vlut64, vlut128, vlut256, vmul, vsigmoid,
+from .simd import (f32_bits, vadd, vcodes, vfma, vfmav, vload, vlut32, vlut64, vlut128, vlut256, vmul, vsigmoid,
                    vstore, vsum, vtanh, vzero)
 
 FM = {"reassoc", "contract", "nsz"}  # reassociation lets LLVM vectorize the reductions
@@ -173,7 +173,6 @@ def _act(v, act, F, p):  # pragma: no cover - compiled
 # vectorizes the loops that call them (AVX2 and AVX-512 alike). ``error_model="numpy"``: no
 # zero-division check (a branch that keeps any loop with a division scalar: 3 ns vs 0.5 ns an
 # element measured for SiLU).
-_P2 = np.array([2.0 ** (i - 127) for i in range(255)] + [0.0], np.float32)  # 2^n at n + 127
 _EXP_LO = np.float32(-87.3)    # below: 0 (e^-87.3 ~ 1.2e-38, the smallest normal float)
 _EXP_HI = np.float32(88.0)     # above: clamped (e^88 ~ 1.65e38)
 
@@ -182,7 +181,8 @@ _EXP_HI = np.float32(88.0)     # above: clamped (e^88 ~ 1.65e38)
 def _fexp(x):  # pragma: no cover - compiled
     """``e^x`` in float32, relative error ~1e-7: ``x = n ln2 + r`` (|r| <= ln2 / 2, ln2 split in
     two parts so ``r`` is exact to float32), ``e^r`` by its degree-7 Taylor polynomial (remainder
-    ``|r|^8 / 8! < 3e-9``), ``2^n`` from the table :data:`_P2`; 0 below -87.3 (and for -inf)."""
+    ``|r|^8 / 8! < 3e-9``), ``2^n`` from its bits (:func:`.simd.f32_bits`, ``n`` in -126 .. 127
+    after the clamp); 0 below -87.3 (and for -inf)."""
     xc = min(max(x, _EXP_LO), _EXP_HI)
     nf = np.floor(xc * np.float32(1.4426950408889634) + np.float32(0.5))
     r = xc - nf * np.float32(0.693145751953125)
@@ -195,8 +195,7 @@ def _fexp(x):  # pragma: no cover - compiled
     p = p * r + np.float32(0.5)
     p = p * r + np.float32(1.0)
     p = p * r + np.float32(1.0)
-    k = np.uint32(np.int32(nf) + 127)
-    v = p * _P2[k & np.uint32(255)]
+    v = p * f32_bits((np.int32(nf) + np.int32(127)) << np.int32(23))
     return v if x >= _EXP_LO else np.float32(0.0)
 
 
@@ -1551,8 +1550,9 @@ def _conv_dw(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     look-ups). Per channel the plane goes into its phase planes (:func:`phase_dims`), then
     ``Yw[k] = sum_t w[c, t] Q[offset_t + k]`` over the ``Ho x Wq`` outputs by :func:`_tiles`
     (the taps as one row of weights; any stride, padding possibly asymmetric), and the ``Wo``
-    valid columns of each row go to ``y`` through the epilogue. Graph programs only (``C_SCR == 2``; scratch: the phase planes, ``Yw``
-    (``Ho Wq + 16``) and ``C kh kw`` decoded weights)."""
+    valid columns of each row go to ``y`` through the epilogue. Graph programs only
+    (``C_SCR == 2``; scratch: the phase planes, ``Yw`` (``Ho Wq + 16``) and ``C kh kw`` decoded
+    weights)."""
     nin = op[C_NIN]
     nout = op[C_NOUT]
     C = op[C_CIN]
@@ -1978,12 +1978,29 @@ def _bin(op, F, x, x2, s2, y, n):  # pragma: no cover - compiled
 def _gather(op, B, F, x, y, n):  # pragma: no cover - compiled
     """Index map ``y[s, p] = x[s, idx[p]]`` (int32 ``idx`` (nout,) at ``C_PTR``); ``idx < 0``:
     the fill value ``F[C_TAB]`` (pads), or left as is when ``C_LAYOUT == 1`` (one input of a
-    concatenation)."""
+    concatenation). With ``C_NNZ = R > 0`` the map is ``R`` runs ``(q0, i0, length)`` at
+    ``C_COL`` instead (``lower.gather_runs``): one copy / fill loop per run."""
     nin = op[C_NIN]
     nout = op[C_NOUT]
-    idx = B[op[C_PTR]:op[C_PTR] + 4 * nout].view(np.int32)
     skip = op[C_LAYOUT] == 1
     fill = F[op[C_TAB]]
+    R = op[C_NNZ]
+    if R > 0:
+        runs = B[op[C_COL]:op[C_COL] + 12 * R].view(np.int32)
+        for s in range(n):
+            for k in range(R):
+                yo = np.uint64(s * nout + runs[3 * k])
+                ln = np.uint64(runs[3 * k + 2])
+                i0 = runs[3 * k + 1]
+                if i0 >= 0:
+                    xo = np.uint64(s * nin + i0)
+                    for t in range(ln):
+                        y[yo + t] = x[xo + t]
+                elif not skip:
+                    for t in range(ln):
+                        y[yo + t] = fill
+        return
+    idx = B[op[C_PTR]:op[C_PTR] + 4 * nout].view(np.int32)
     for s in range(n):
         xo = s * nin
         yo = s * nout

@@ -97,6 +97,20 @@ def _check_array(arr):
 
 
 @intrinsic
+def f32_bits(typingctx, i):
+    """The float32 whose bit pattern is the int32 ``i`` (an LLVM bitcast: ``2^n`` is
+    ``f32_bits((n + 127) << 23)`` for a normal ``n``), so loops that build powers of two stay
+    vectorizable (a table look-up there became a gather: ~1.25 ns per GELU value)."""
+    if not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.int32)
+        return builder.bitcast(v, ir.FloatType())
+    return types.float32(i), codegen
+
+
+@intrinsic
 def vzero(typingctx):
     """All lanes 0."""
     def codegen(context, builder, sig, args):
