@@ -1132,7 +1132,7 @@ class Lowering:
             return 0 if madd is None else 4 * madd.numel()
 
         self._add(_Rec(K.K_ATTN, out, [s_q, s_k, s_v], self.size[s_q], self.size[out], build, n.name, "attention",
-                       scr_fixed=Tq * Tk + 16, macs=Hq * Tq * Tk * (dh + dv)), n)
+                       scr_fixed=16, macs=Hq * Tq * Tk * (dh + dv)), n)   # K._attn allocates its own
 
     def _embedding(self, n, arg):
         wnode, ids = n.args[0], n.args[1]

@@ -40,8 +40,8 @@ def _blas_libs() -> list:
 
 
 class _BlasThreads:
-    """``with _BlasThreads(n):`` the BLAS GEMMs of graph programs (decode + GEMM convs and FCs,
-    attention) use ``n`` threads, restored afterwards. OpenBLAS otherwise starts one thread
+    """``with _BlasThreads(n):`` the BLAS GEMMs of graph programs (decode + GEMM FCs over many
+    rows) use ``n`` threads, restored afterwards. OpenBLAS otherwise starts one thread
     per core for every GEMM: on a loaded 2-core machine that made HF MobileNetV2 at batch 1
     run 50-160 ms instead of 18 (the second thread waits for a busy core), and a
     ``threads=1`` row would not be single-threaded."""
@@ -115,8 +115,8 @@ class _GraphNative:
         self.ops, self.B, self.F, self.io = prog.ops, prog.B, prog.F, prog.io
         self._work: dict[tuple[int, int], tuple] = {}
         kinds, scr = self.ops[:, K.C_KIND], self.ops[:, K.C_SCR]
-        # ops that call BLAS (np.dot): decode + GEMM convs / FCs, attention
-        self.uses_blas = bool(((np.isin(kinds, (K.K_CONV, K.K_FC)) & (scr == 1)) | (kinds == K.K_ATTN)).any())
+        # ops that call BLAS (np.dot): decode + GEMM FCs over GEMM_MIN_ROWS rows or more
+        self.uses_blas = bool(((kinds == K.K_FC) & (scr == 1)).any())
 
     def work(self, n: int, threads: int):
         key = (n, threads)
