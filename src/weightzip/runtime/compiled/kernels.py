@@ -939,8 +939,13 @@ def _dec_row_impl(vals, tab, nt, o, cols, wb, w0):
         return impl
 
     def impl_scalar(vals, tab, nt, o, cols, wb, w0):
+        # int8 levels / float32: a convert loop over slices indexed from 0, which LLVM
+        # vectorizes (indexed as vals[o + j] it ran scalar: ~1 ns per weight, 30 of the 89 us
+        # of a 64 -> 64 3x3 int8-level conv on 8 x 8)
+        src = vals[o:o + cols]
+        dst = wb[w0:w0 + cols]
         for j in range(cols):
-            wb[w0 + j] = np.float32(vals[o + j])
+            dst[j] = np.float32(src[j])
     return impl_scalar
 
 
@@ -1025,27 +1030,14 @@ def _ws_dense(cols, vals, tab, nt, xT, offs, y, n, r0, r1, ys, yr, wrow, wval): 
     acc4 = np.empty(4 * ld, np.float32)
     r = r0
     while r + 4 <= r1:   # blocks of four rows: every input vector loaded once per four rows
-        for q in range(4):
-            if nt > 0:   # codebook codes: register look-ups
-                _dec_row(vals, tab, nt, (r + q) * cols, cols, w4, q * cols)
-            else:        # int8 levels / float32: a convert loop over slices indexed from 0,
-                # which LLVM vectorizes (indexed as vals[(r + q) * cols + j] it ran scalar: ~1 ns
-                # per weight, 30 of the 89 us of a 64 -> 64 3x3 int8-level conv on 8 x 8)
-                src = vals[(r + q) * cols:(r + q + 1) * cols]
-                dst = w4[q * cols:(q + 1) * cols]
-                for j in range(cols):
-                    dst[j] = np.float32(src[j])
+        for q in range(4):   # codebook codes: register look-ups; int8 / float32: a convert loop
+            _dec_row(vals, tab, nt, (r + q) * cols, cols, w4, q * cols)
         _tiles4(w4, bb, cols, xT, n, acc4, ld)
         for q in range(4):
             _store(acc4[q * ld:q * ld + n], y, r + q, n, ys, yr, wrow, wval)
         r += 4
     for r in range(r, r1):
-        if nt > 0:
-            _dec_row(vals, tab, nt, r * cols, cols, wb, 0)
-        else:
-            src = vals[r * cols:(r + 1) * cols]
-            for j in range(cols):
-                wb[j] = np.float32(src[j])
+        _dec_row(vals, tab, nt, r * cols, cols, wb, 0)
         _tiles(wb, bb, cols, xT, n, acc)
         _store(acc, y, r, n, ys, yr, wrow, wval)
 
