@@ -62,3 +62,21 @@ def test_softmax_row_sums_to_one_and_masks():
     ref = torch.softmax(torch.from_numpy(a).double(), 0).numpy()
     np.testing.assert_allclose(r, ref, rtol=1e-6, atol=1e-9)
     assert r[5] == 0.0
+
+
+@pytest.mark.parametrize("rows, cols, lda, ldb", [
+    (128, 1024, 1024, 128),   # 4 KiB row stride: the 8-row blocks
+    (37, 2048, 2048, 40),     # 8 KiB stride, odd rows, padded destination
+    (1024, 128, 128, 1024),
+    (19, 33, 35, 21),         # odd shapes, padded leading dimensions
+    (1, 1, 1, 1),
+])
+def test_transpose_equals_numpy(rows, cols, lda, ldb):
+    """``K._transpose``: ``b[j * ldb + i] = a[i * lda + j]``; padding outside the block untouched."""
+    rng = np.random.default_rng(rows * cols)
+    a = rng.standard_normal(rows * lda).astype(np.float32)
+    b = np.full(cols * ldb, 7.0, np.float32)
+    K._transpose(a, rows, cols, lda, b, ldb)
+    ref = np.full((cols, ldb), 7.0, np.float32)
+    ref[:, :rows] = a.reshape(rows, lda)[:, :cols].T
+    np.testing.assert_array_equal(b.reshape(cols, ldb), ref)
