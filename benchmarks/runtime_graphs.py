@@ -229,7 +229,18 @@ def render(results: list[dict], when: str, vw: str) -> str:
             "per-channel phase-plane fill and epilogue than for the nine taps. The pruned ResNet-20 "
             "runs sparse (CSR codes) with 5x fewer MACs than dense, but each non-zero needs its own "
             "(unaligned) vector load: ~13-18 GMAC/s of non-zero MACs, where dense four-row blocks do "
-            "four MACs per load.", ""]
+            "four MACs per load.", "",
+            "Tried for BERT and not kept (2026-12-07, measured op by op in isolation and in the whole "
+            "model): (1) the epilogue fused into the tiles' store (alpha, beta, act applied to each "
+            "row's accumulators in L1 instead of a pass over the output): no measurable change in "
+            "any of the three models (interleaved A/B within +-3%); (2) an FC over a column-major "
+            "copy of the codes (a decoded 64-output x 256-column panel, 4 x 64 register tiles over "
+            "row-major x and y, no transposes): 49 GMAC/s per op in isolation against 44 for the "
+            "transposing path, but 0.85x onnxruntime in the whole model against 0.90x (the panel "
+            "decode costs 46 us per 1024 x 256 op, and in sequence the op's y columns, 4 KiB "
+            "apart, miss L1). Kept: transposes whose rows are a multiple of 4 KiB apart take 8-row "
+            "blocks (16 such rows evict each other from one L1 set): the 1024-wide FC inputs "
+            "went from 149 to ~50 us, BERT 0.86x -> 0.90x.", ""]
     for r in results:
         p = r.get("profile") or {}
         if not p:
@@ -260,7 +271,16 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help="row names to run")
     ap.add_argument("--out", default=None, help="default: results/runtime_graphs.md, or runtime_graphs-<cpu>.md "
                     "under NUMBA_CPU_NAME")
+    ap.add_argument("--render-only", action="store_true", help="re-render the page from its JSON (no timing)")
     args = ap.parse_args(argv)
+    cpu = os.environ.get("NUMBA_CPU_NAME")
+    out = Path(args.out or RES / (f"runtime_graphs-{cpu}.md" if cpu else "runtime_graphs.md"))
+    if args.render_only:
+        saved = json.loads(out.with_suffix(".json").read_text())
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(render(saved["results"], saved["when"], saved["vector_width"]))
+        os.replace(tmp, out)
+        return 0
     names = args.only or list(dict.fromkeys(k for k, _ in TARGETS))
     repeat, number = (3, 3) if args.quick else (7, 10)
     results = []
@@ -270,8 +290,6 @@ def main(argv=None) -> int:
         print(json.dumps(results[-1]["rows"]), flush=True)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = render(results, when, vector_width())
-    cpu = os.environ.get("NUMBA_CPU_NAME")
-    out = Path(args.out or RES / (f"runtime_graphs-{cpu}.md" if cpu else "runtime_graphs.md"))
     tmp = out.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, out)
