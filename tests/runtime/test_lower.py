@@ -490,27 +490,31 @@ def test_hugging_face_models_run_natively_from_their_file(name, tmp_path):
 
 def test_shift_dims_rows_of_16_then_8_never_more_outputs_than_the_phase_planes():
     """``K.shift_dims``: rows of Wo rounded up to 16 where that computes no more outputs per row
-    than the phase planes' ``Wo + kw - 1``, else rows of 8, else not at all; stride 1 only."""
-    assert K.shift_dims(32, 32, 3, 3, 1, 1, 1, 1) == (32, 34 * 32)
-    assert K.shift_dims(16, 14, 3, 3, 1, 1, 1, 1) == (16, 18 * 16)        # 16 <= 14 + 2
-    assert K.shift_dims(8, 8, 3, 3, 1, 1, 1, 1) == (8, 80)                 # 16 > 10: rows of 8
-    assert K.shift_dims(8, 7, 3, 3, 1, 1, 1, 1) == (8, 80)
-    assert K.shift_dims(5, 5, 3, 3, 1, 1, 1, 1) == (0, 0)                  # 8 > 7
-    assert K.shift_dims(12, 12, 5, 5, 1, 1, 1, 1) == (16, 16 * 16)          # 16 <= 12 + 4
-    assert K.shift_dims(9, 9, 5, 5, 1, 1, 1, 1) == (0, 0)                  # 16 > 13 and 16 > 13
-    assert K.shift_dims(3, 7, 2, 2, 1, 1, 1, 1) == (8, 32)                 # (3 + 1) 8 = 32
-    for args in ((32, 32, 3, 3, 2, 2, 1, 1), (32, 32, 3, 3, 1, 1, 2, 2), (32, 32, 1, 1, 1, 1, 1, 1)):
-        assert K.shift_dims(*args) == (0, 0)                               # stride, dilation, 1 x 1
+    than the phase planes' ``Wq``, else rows of 8, else not at all; any stride, no dilation."""
+    def sd(H, Wo, k, s, p):
+        Ho = (H + 2 * p - k) // s + 1
+        return K.shift_dims(H, H, Ho, Wo, k, k, s, s, 1, 1, p, p)
+    assert sd(32, 32, 3, 1, 1) == (32, 34, 34 * 32)
+    assert sd(8, 8, 3, 1, 1) == (8, 10, 80)                 # 16 > Wq = 10: rows of 8
+    assert sd(5, 5, 3, 1, 1) == (0, 0, 0)                   # 8 > 7
+    assert sd(12, 12, 5, 1, 2) == (16, 16, 16 * 16)         # 16 <= 12 + 4
+    assert sd(9, 9, 5, 1, 2) == (0, 0, 0)                   # 16 > 13 and 16 > 13
+    assert sd(16, 8, 3, 2, 1) == (8, 9, 80)                 # stride 2: Wq = 9, rows r < 8 + 1
+    assert sd(32, 16, 3, 2, 1) == (16, 17, 17 * 16)
+    assert K.shift_dims(32, 32, 32, 32, 3, 3, 1, 1, 2, 2, 2, 2) == (0, 0, 0)   # dilation
+    assert K.shift_dims(32, 32, 32, 32, 1, 1, 1, 1, 1, 1, 0, 0) == (0, 0, 0)   # 1 x 1
 
 
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("hw, k, pad", [((8, 8), 3, 1), ((16, 13), 3, 1), ((7, 21), 3, (1, 2)), ((9, 9), 5, 2),
                                         ((12, 32), (3, 2), (1, 0)), ((6, 17), 2, 0), ((5, 5), 3, 1)])
-def test_stride1_convs_in_the_aligned_shifted_layout_equal_torch(tmp_path, hw, k, pad):
-    """Stride-1 convs of every row width (rows of 16, of 8, none), padding and kernel shape, with
-    dense weights (lowered directly) and pruned codebook weights (CSR, from the file), batch 1
-    and 3; a 2-group conv runs its groups over the same copies."""
-    torch.manual_seed(hw[0] * 100 + hw[1])
-    m = nn.Sequential(nn.Conv2d(6, 8, k, padding=pad), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1, groups=2))
+def test_convs_in_the_aligned_shifted_layout_equal_torch(tmp_path, hw, k, pad, stride):
+    """Convs of every row width (rows of 16, of 8, none), padding, kernel shape and stride 1 / 2,
+    with dense weights (lowered directly) and pruned codebook weights (CSR, from the file), batch
+    1 and 3; a 2-group conv runs its groups over the same copies."""
+    torch.manual_seed(hw[0] * 100 + hw[1] + stride)
+    m = nn.Sequential(nn.Conv2d(6, 8, k, stride=stride, padding=pad), nn.ReLU(),
+                      nn.Conv2d(8, 4, 3, padding=1, groups=2))
     x = torch.randn(3, 6, *hw)
     _run(m, x)
     _run(m, x[:1])

@@ -1505,51 +1505,64 @@ def phase_floats(H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, ph, pw) -> tuple[int, int
     those of the aligned layout of :func:`shift_dims` where it applies (the scratch size of
     every caller: :func:`_conv` takes that layout, :func:`_conv_dw` the phase planes)."""
     Hq, Wq, plane = phase_dims(H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, ph, pw)
-    Wa, aplane = shift_dims(Ho, Wo, kh, kw, sh, sw, dh, dw)
-    return int(max(sh * sw * plane, kw * aplane)), int(max(Ho * Wq, Ho * Wa))
+    Wa, Hs, aplane = shift_dims(H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, ph, pw)
+    return int(max(sh * sw * plane, sh * kw * aplane)), int(max(Ho * Wq, Ho * Wa))
 
 
 @numba.njit(cache=True)
-def shift_dims(Ho, Wo, kh, kw, sh, sw, dh, dw):  # pragma: no cover - compiled
-    """``(Wa, plane)`` of the ALIGNED layout of a stride-1, undilated ``kh x kw`` convolution
-    (``kw > 1``), or ``(0, 0)`` where it does not apply: per input channel, ``kw`` copies of the
-    zero-padded plane, copy ``j`` shifted left by ``j`` columns, in rows of ``Wa = Wo`` rounded
-    up to 16 (``plane >= (Ho + kh - 1) Wa`` floats each). Tap ``(i, j)`` then reads copy ``j``
-    from row ``i``: a run that starts on a 16-float boundary, so every vector load of the
-    weights-stationary tiles is aligned (in the phase planes the tap's column shift makes
-    most 64-byte loads split two cache lines: measured 17.7 vs 26.0 GMAC/s for one sparse row
-    over 80 outputs, unaligned vs aligned). Used where it computes no more outputs per row
-    than the phase planes (``Wa <= Wo + kw - 1``); where rows of 16 would, rows of 8 (ResNet-20's
-    8 x 8 planes: 64 outputs per channel instead of the phase planes' 80, and the taps of rows
-    0 and 2 aligned). ``plane`` is rounded up to 16 floats so every copy starts aligned."""
-    if sh != 1 or sw != 1 or dh != 1 or dw != 1 or kw < 2:
-        return 0, 0
+def shift_dims(H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, ph, pw):  # pragma: no cover - compiled
+    """``(Wa, Hs, plane)`` of the ALIGNED layout of an undilated ``kh x kw`` convolution
+    (``kw > 1``, any stride), or ``(0, 0, 0)`` where it does not apply: per input channel,
+    ``sh * kw`` copies of the zero-padded input ``Pp``, copy ``(a, j)`` holding ``C[r, q] =
+    Pp[r sh + a, q sw + j]`` for ``r < Hs = Ho + (kh - 1) // sh``, ``q < Wo``, in rows of ``Wa``
+    floats (``Wo`` rounded up to 16; ``plane >= Hs Wa`` floats, a multiple of 16). Tap ``(i, j)``
+    then reads copy ``(i % sh, j)`` from row ``i // sh``: a run that starts on a 16-float
+    boundary, so the vector loads of the weights-stationary tiles are aligned (in the phase
+    planes of :func:`phase_dims` the tap's column shift makes most 64-byte loads split two
+    cache lines: measured 17.7 vs 26.0 GMAC/s for one sparse row over 80 outputs, unaligned
+    vs aligned). Used where it computes no more outputs per row than the phase planes
+    (``Wa <= Wq``); where rows of 16 would, rows of 8 (ResNet-20's 8 x 8 planes: 64 outputs per
+    channel instead of 80 (stride 1) or 72 (stride 2), the taps of even rows aligned)."""
+    if dh != 1 or dw != 1 or kw < 2:
+        return 0, 0, 0
+    Hq, Wq, plane = phase_dims(H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, ph, pw)
     Wa = (Wo + 15) // 16 * 16
-    if Wa > Wo + kw - 1:
-        Wa = (Wo + 7) // 8 * 8     # half-register rows: rows i = 0, 2 aligned, odd rows 32 bytes off
-        if Wa > Wo + kw - 1:
-            return 0, 0
-    return Wa, ((Ho + kh - 1) * Wa + 15) // 16 * 16
+    if Wa > Wq:
+        Wa = (Wo + 7) // 8 * 8     # half-register rows
+        if Wa > Wq:
+            return 0, 0, 0
+    Hs = Ho + (kh - 1) // sh
+    return Wa, Hs, (Hs * Wa + 15) // 16 * 16
 
 
 @numba.njit(cache=True)
-def _shift_fill(xs, xc, H, W, P, base, Hs, Wa, plane, kw, ph, pw, Wo):  # pragma: no cover - compiled
-    """One channel into its ``kw`` shifted copies (:func:`shift_dims`): ``P[base + j plane + r Wa
-    + q] = x[r - ph, q + j - pw]`` where that is inside the input; everything else stays the
-    zero the caller wrote once."""
-    for j in range(kw):
-        q0 = max(0, pw - j)               # first output column whose input column is >= 0
-        q1 = min(Wo, W + pw - j)          # past the last one whose input column is < W
-        if q1 <= q0:
-            continue
-        for h in range(H):
-            r = h + ph
-            if r >= Hs:
-                break
-            o = np.uint64(base + j * plane + r * Wa + q0)
-            xu = np.uint64(xc + h * W + q0 + j - pw)
-            for q in range(np.uint64(q1 - q0)):
-                P[o + q] = xs[xu + q]
+def _shift_fill(xs, xc, H, W, P, base, Hs, Wa, plane, kw, sh, sw, ph, pw, Wo):  # pragma: no cover - compiled
+    """One channel into its ``sh * kw`` copies (:func:`shift_dims`): ``P[base + (a kw + j) plane +
+    r Wa + q] = x[r sh + a - ph, q sw + j - pw]`` where that is inside the input; everything else
+    stays the zero the caller wrote once."""
+    for a in range(sh):
+        for j in range(kw):
+            # output columns whose input column q sw + j - pw is in [0, W)
+            q0 = max(0, -((j - pw) // sw))
+            q1 = min(Wo, (W - 1 - j + pw) // sw + 1)
+            if q1 <= q0:
+                continue
+            cb = base + (a * kw + j) * plane
+            for r in range(Hs):
+                h = r * sh + a - ph
+                if h < 0:
+                    continue
+                if h >= H:
+                    break
+                o = np.uint64(cb + r * Wa + q0)
+                xu = np.uint64(xc + h * W + q0 * sw + j - pw)
+                if sw == 1:
+                    for q in range(np.uint64(q1 - q0)):
+                        P[o + q] = xs[xu + q]
+                else:
+                    su = np.uint64(sw)
+                    for q in range(np.uint64(q1 - q0)):
+                        P[o + q] = xs[xu + q * su]
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -1671,15 +1684,15 @@ def _conv(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     cols = op[C_COLS]
     sh = op[C_SH]
     sw = op[C_SW]
-    Wa, aplane = shift_dims(Ho, Wo, kh, kw, sh, sw, op[C_DH], op[C_DW])
+    Wa, Hs, aplane = shift_dims(H, W, Ho, Wo, kh, kw, sh, sw, op[C_DH], op[C_DW], op[C_PH], op[C_PW])
     offs = np.empty(cols, np.uint32)  # unsigned: lets LLVM vectorize xT[offs[c] + s]
     if Wa > 0:
         # the aligned shifted copies (shift_dims), from a 64-byte boundary of the scratch
-        Wq, plane, cplane = Wa, aplane, kw * aplane
+        Wq, plane, cplane = Wa, aplane, sh * kw * aplane
         for c in range(cin_g):
             for i in range(kh):
                 for j in range(kw):
-                    offs[(c * kh + i) * kw + j] = c * cplane + j * plane + i * Wq
+                    offs[(c * kh + i) * kw + j] = c * cplane + ((i % sh) * kw + j) * plane + (i // sh) * Wq
         a0 = (16 - (scr.ctypes.data // 4) % 16) % 16
     else:
         Hq, Wq, plane = phase_dims(H, W, Ho, Wo, kh, kw, sh, sw, op[C_DH], op[C_DW], op[C_PH], op[C_PW])
@@ -1698,7 +1711,7 @@ def _conv(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
         for g in range(op[C_GROUPS]):
             for c in range(cin_g):
                 if Wa > 0:
-                    _shift_fill(xs, (g * cin_g + c) * H * W, H, W, P, c * cplane, Ho + kh - 1, Wa, plane, kw,
+                    _shift_fill(xs, (g * cin_g + c) * H * W, H, W, P, c * cplane, Hs, Wa, plane, kw, sh, sw,
                                 op[C_PH], op[C_PW], Wo)
                 else:
                     _phase_fill(xs, (g * cin_g + c) * H * W, H, W, P, c * cplane, sh, sw, op[C_PH], op[C_PW],
