@@ -228,8 +228,15 @@ def render(results: list[dict], when: str, vw: str) -> str:
             "over only 49-196 positions, and on small planes its depthwise convs pay more for the "
             "per-channel phase-plane fill and epilogue than for the nine taps. The pruned ResNet-20 "
             "runs sparse (CSR codes) with 5x fewer MACs than dense, but each non-zero needs its own "
-            "(unaligned) vector load: ~13-18 GMAC/s of non-zero MACs, where dense four-row blocks do "
-            "four MACs per load.", "",
+            "vector load: ~15-19 GMAC/s of non-zero MACs, where dense four-row blocks do four MACs "
+            "per load. Its convs now read kw shifted copies of each padded plane in rows of 16 (or "
+            "8) floats (`kernels.shift_dims`), so those loads are aligned (in the phase planes a "
+            "tap's column shift split most 64-byte loads over two cache lines) and the 8 x 8 planes "
+            "compute 64 outputs per channel instead of 80 / 72: convs 577 -> 515 us op by op. "
+            "Still short of 1.5x by ~3-5% (run to run: 1.43-1.46x): the 8 x 8 convs of layer3 take "
+            "~30 us each, their odd kernel rows still 32 bytes off (a second row copy to align them "
+            "doubled the fill and the copies' footprint: 30 -> 39 us, not kept), and the residual "
+            "adds + ReLU are separate passes (~2 us each).", "",
             "Tried for BERT and not kept (2026-12-07, measured op by op in isolation and in the whole "
             "model): (1) the epilogue fused into the tiles' store (alpha, beta, act applied to each "
             "row's accumulators in L1 instead of a pass over the output): no measurable change in "
