@@ -507,11 +507,14 @@ def test_shift_dims_rows_of_16_then_8_never_more_outputs_than_the_phase_planes()
 
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("hw, k, pad", [((8, 8), 3, 1), ((16, 13), 3, 1), ((7, 21), 3, (1, 2)), ((9, 9), 5, 2),
-                                        ((12, 32), (3, 2), (1, 0)), ((6, 17), 2, 0), ((5, 5), 3, 1)])
+                                        ((12, 32), (3, 2), (1, 0)), ((6, 17), 2, 0), ((5, 5), 3, 1),
+                                        # rows as wide as the input (one contiguous copy per shift):
+                                        ((6, 32), 3, 0), ((16, 16), 5, 2), ((10, 16), 3, (0, 1))])
 def test_convs_in_the_aligned_shifted_layout_equal_torch(tmp_path, hw, k, pad, stride):
-    """Convs of every row width (rows of 16, of 8, none), padding, kernel shape and stride 1 / 2,
-    with dense weights (lowered directly) and pruned codebook weights (CSR, from the file), batch
-    1 and 3; a 2-group conv runs its groups over the same copies."""
+    """Convs of every row width (rows of 16, of 8, none; as wide as the input or not), padding,
+    kernel shape and stride 1 / 2, with dense weights (lowered directly) and pruned codebook
+    weights (CSR, from the file), batch 1 and 3; a 2-group conv runs its groups over the same
+    copies."""
     torch.manual_seed(hw[0] * 100 + hw[1] + stride)
     m = nn.Sequential(nn.Conv2d(6, 8, k, stride=stride, padding=pad), nn.ReLU(),
                       nn.Conv2d(8, 4, 3, padding=1, groups=2))

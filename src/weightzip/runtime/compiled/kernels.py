@@ -1539,7 +1539,35 @@ def shift_dims(H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, ph, pw):  # pragma: no cove
 def _shift_fill(xs, xc, H, W, P, base, Hs, Wa, plane, kw, sh, sw, ph, pw, Wo):  # pragma: no cover - compiled
     """One channel into its ``sh * kw`` copies (:func:`shift_dims`): ``P[base + (a kw + j) plane +
     r Wa + q] = x[r sh + a - ph, q sw + j - pw]`` where that is inside the input; everything else
-    stays the zero the caller wrote once."""
+    stays the zero the caller wrote once.
+
+    Stride 1 with rows as wide as the input (``Wa == W``: every "same" conv of ResNet-20): copy
+    ``j`` is the channel plane moved by ``ph W - (j - pw)`` floats, so it is ONE contiguous copy
+    (vectorized), after which the ``|j - pw|`` columns that wrapped into the neighbouring row are
+    zeroed again (row by row, the copies of 8-32 floats ran scalar: ~5 us of a 64-channel
+    8 x 8 conv's 30 us)."""
+    if sh == 1 and sw == 1 and Wa == W:
+        Hw = min(H, Hs - ph)
+        for j in range(kw):
+            t = j - pw                               # copy j's column q reads input column q + t
+            cb = base + j * plane
+            d0 = cb + ph * W - t                     # P[d0 + k] = x[xc + k]
+            k0 = max(0, t - ph * W)                  # nothing before the copy
+            k1 = min(Hw * W, Hs * Wa - ph * W + t)   # nor past it
+            if k1 > k0:
+                du = np.uint64(d0 + k0)
+                xu = np.uint64(xc + k0)
+                for k in range(np.uint64(k1 - k0)):
+                    P[du + k] = xs[xu + k]
+            if t > 0:       # input columns < t wrapped to the previous row's last t columns
+                for r in range(max(0, ph - 1), min(Hs, ph + Hw - 1)):
+                    for q in range(W - t, W):
+                        P[cb + r * Wa + q] = 0.0
+            elif t < 0:     # columns >= W + t wrapped to the next row's first -t columns
+                for r in range(ph + 1, min(Hs, ph + Hw + 1)):
+                    for q in range(-t):
+                        P[cb + r * Wa + q] = 0.0
+        return
     for a in range(sh):
         for j in range(kw):
             # output columns whose input column q sw + j - pw is in [0, W)
