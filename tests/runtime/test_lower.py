@@ -381,11 +381,11 @@ def _zoo_resnet20(seed: int) -> nn.Module:
     return model
 
 
-def _dense_and_compiled(model: nn.Module, path):
+def _dense_and_compiled(model: nn.Module, path, example_inputs=None):
     """``model`` saved to ``path``, loaded back dense and compiled (a fallback warning fails)."""
     import weightzip as wz
 
-    wz.save(model, path)
+    wz.save(model, path, example_inputs=example_inputs)
     dense = wz.load(path)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)   # no fallback warning: all native
@@ -521,14 +521,8 @@ def test_convs_in_the_aligned_shifted_layout_equal_torch(tmp_path, hw, k, pad, s
     x = torch.randn(3, 6, *hw)
     _run(m, x)
     _run(m, x[:1])
-    import weightzip as wz
-
     _formats_of(m, 4, 0.7)
-    wz.save(m, tmp_path / "c.wz", example_inputs=(x[:2],))
-    dense = wz.load(tmp_path / "c.wz")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)   # no fallback warning: all native
-        cm = wz.load(tmp_path / "c.wz", mode="compiled")
+    dense, cm = _dense_and_compiled(m, tmp_path / "c.wz", example_inputs=(x[:2],))
     with torch.no_grad():
         for b in (1, 3):
             torch.testing.assert_close(cm(x[:b]), dense(x[:b]), rtol=1e-5, atol=1e-5)
