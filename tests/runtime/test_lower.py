@@ -117,7 +117,104 @@ def test_residual_adds_and_several_readers(c, h, n):
     prog = _run(m, torch.randn(n, c, h, h + 1))
     kinds = _kinds(prog)
     assert kinds.count(K.K_CONV) == 2 and K.K_EW not in kinds   # BN and ReLUs folded into epilogues
-    assert kinds.count(K.K_BIN) == 2
+    # ``b(h) + x`` (+ its ReLU) is conv b's epilogue; ``... + h`` reads an activation, not a conv
+    assert kinds.count(K.K_BIN) == 1
+    fused = [i.fused for i in prog.info if i.layer == "b"][0]
+    assert [f.split("_")[0] for f in fused] == ["add", "relu"]
+
+
+class ResBlock(nn.Module):
+    """A basic residual block whose shortcut is the input itself, a 1 x 1 conv + BN traced AFTER
+    the main path (torchvision's / HF's downsample), or a strided slice + channel pad (the zoo's
+    PadShortcut), in either operand order, and any activation after the add."""
+
+    def __init__(self, cin, cout, stride, shortcut, act, swap):
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut, self.act, self.swap, self.stride, self.extra = shortcut, act, swap, stride, cout - cin
+        for bn in (self.bn1, self.bn2, self.down[1]):
+            with torch.no_grad():
+                bn.running_mean.uniform_(-0.5, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        y = self.bn2(self.c2(F.relu(self.bn1(self.c1(x)))))
+        if self.shortcut == "identity":
+            s = x
+        elif self.shortcut == "conv":
+            s = self.down(x)
+        else:
+            e = self.extra
+            s = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, e // 2, e - e // 2))
+        z = s + y if self.swap else y + s
+        return {"relu": F.relu, "relu6": F.relu6, "none": lambda v: v, "gelu": F.gelu}[self.act](z)
+
+
+@SETTINGS
+@given(c=st.integers(1, 4), h=st.integers(2, 9), n=st.sampled_from([1, 3]),
+       shortcut=st.sampled_from(["identity", "conv", "pad"]), act=st.sampled_from(["relu", "relu6", "none", "gelu"]),
+       swap=st.booleans())
+def test_residual_add_fuses_into_the_conv_epilogue(c, h, n, shortcut, act, swap):
+    """``act(bn(conv(h)) + shortcut)`` is ONE conv op (``kernels._epi_add``), whichever shortcut
+    (a late one is moved in front of the conv) and operand order, equal to torch."""
+    torch.manual_seed(c * 31 + h)
+    cout, stride = (c, 1) if shortcut == "identity" else (c + 2, 2)
+    m = ResBlock(c, cout, stride, shortcut, act, swap)
+    prog = _run(m, torch.randn(n, c, h, h + 1))
+    assert K.K_BIN not in _kinds(prog)
+    fused = [i.fused for i in prog.info if i.layer == "c2"][0]
+    assert any(f.startswith("add") for f in fused)
+    assert (act in ("relu", "relu6", "gelu")) == (len(fused) == 3)   # BN, add, then the activation
+    if shortcut == "conv":   # moved: the shortcut conv runs before the conv that reads it
+        layers = [i.layer for i in prog.info]
+        assert layers.index("down.0") < layers.index("c2")
+
+
+class DepthwiseResidual(nn.Module):
+    def __init__(self, c, stride):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False)
+        self.bn = nn.BatchNorm2d(c)
+        self.stride = stride
+        with torch.no_grad():
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        return F.relu6(self.bn(self.dw(x)) + x[:, :, ::self.stride, ::self.stride])
+
+
+@pytest.mark.parametrize("c,stride", [(1, 1), (5, 1), (3, 2)])
+def test_residual_add_fuses_into_a_depthwise_conv(c, stride):
+    torch.manual_seed(c)
+    prog = _run(DepthwiseResidual(c, stride), torch.randn(2, c, 7, 6))
+    assert K.K_BIN not in _kinds(prog)
+    assert int(prog.ops[[i.layer for i in prog.info].index("dw"), K.C_SCR]) == 2   # the depthwise kernel
+
+
+class NotFusable(nn.Module):
+    def __init__(self, c, case):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.case = case
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.case == "two readers":
+            return F.relu(y + x) * y
+        if self.case == "own output":      # the other operand is the conv's output itself
+            return F.relu(y + y)
+        return F.relu(y + x[:, :1])       # a broadcast operand: the epilogue adds whole planes only
+
+
+@pytest.mark.parametrize("case", ["broadcast", "two readers", "own output"])
+def test_residual_add_stays_an_op_where_it_cannot_fuse(case):
+    torch.manual_seed(0)
+    prog = _run(NotFusable(3, case), torch.randn(2, 3, 6, 5))
+    assert K.K_BIN in _kinds(prog)
 
 
 @SETTINGS
@@ -401,8 +498,11 @@ def test_zoo_resnet20_pruned_codebook_from_file(tmp_path):
     plan = cm.plans[(3, 32, 32)]
     assert plan.native_only
     info = plan.info()
-    assert {i.op for i in info} >= {"conv", "add", "index-map", "reduce", "fc"}
+    assert {i.op for i in info} >= {"conv", "index-map", "reduce", "fc"}
     assert all("csr codebook" in i.rep for i in info if i.op == "conv")   # runs from the codes
+    # all nine residual adds (+ ReLU) are conv epilogues, the two PadShortcuts' included
+    assert "add" not in {i.op for i in info}
+    assert sum(any(f.startswith("add") for f in i.fused) for i in info) == 9
     with torch.no_grad():
         torch.testing.assert_close(cm(x), dense(x), rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(cm(x[:1]), dense(x[:1]), rtol=1e-5, atol=1e-4)

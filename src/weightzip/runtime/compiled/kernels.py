@@ -323,6 +323,39 @@ def _epi(op, F, y, n, r0, r1, ys, yr):  # pragma: no cover - compiled
                 y[o + s * ys] = _act(y[o + s * ys] * a + b, act, F, p)
 
 
+
+@numba.njit(cache=True, fastmath=FM, error_model="numpy")
+def _epi_add(op, F, y, res, n, rows):  # pragma: no cover - compiled
+    """The epilogue with a residual operand fused in (ResNets' ``act(bn(conv(x)) + shortcut)``):
+    per output channel ``r < rows`` over its ``n`` contiguous outputs,
+    ``y[r, s] = act(alpha[r] * y[r, s] + beta[r] + res[r, s])``, with ``res`` (rows, n) the other
+    operand of the add (:meth:`.lower._Lowering._binary`). One pass over the plane instead of two
+    (the epilogue, then the add + ReLU reading both planes again)."""
+    a0 = op[C_ALPHA]
+    b0 = op[C_BETA]
+    act = op[C_ACT]
+    p = op[C_ACTP]
+    for r in range(rows):
+        a = F[a0 + r] if a0 >= 0 else np.float32(1.0)
+        b = F[b0 + r] if b0 >= 0 else np.float32(0.0)
+        yo = y[r * n:(r + 1) * n]
+        ro = res[r * n:(r + 1) * n]
+        if act == A_RELU:
+            for s in range(n):
+                v = (yo[s] * a + b) + ro[s]
+                yo[s] = v if v > 0.0 else np.float32(0.0)
+        elif act == A_HARDTANH:
+            lo = F[p]
+            hi = F[p + 1]
+            for s in range(n):
+                v = (yo[s] * a + b) + ro[s]
+                yo[s] = min(max(v, lo), hi)
+        else:
+            for s in range(n):
+                yo[s] = (yo[s] * a + b) + ro[s]
+            if act != A_NONE:
+                _act_vec(yo, act, F, p)
+
 # ------------------------------------------------------------------------------------------
 # fully connected
 
@@ -1627,14 +1660,15 @@ def _tap_offset(i, j, sh, sw, dh, dw, Wq, plane):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=FM, error_model="numpy")
-def _conv_dw(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
+def _conv_dw(op, B, F, x, y, n, scr, res):  # pragma: no cover - compiled
     """Depthwise convolution (groups == C_in == C_out, dense weight decoded per call: C * kh * kw
     look-ups). Per channel the plane goes into its phase planes (:func:`phase_dims`), then
     ``Yw[k] = sum_t w[c, t] Q[offset_t + k]`` over the ``Ho x Wq`` outputs by :func:`_tiles`
     (the taps as one row of weights; any stride, padding possibly asymmetric), and the ``Wo``
     valid columns of each row go to ``y`` through the epilogue. Graph programs only
     (``C_SCR == 2``; scratch: the phase planes, ``Yw`` (``Ho Wq + 16``) and ``C kh kw`` decoded
-    weights)."""
+    weights). ``res``: a fused residual operand (``n x nout``, added before the activation) or
+    empty."""
     nin = op[C_NIN]
     nout = op[C_NOUT]
     C = op[C_CIN]
@@ -1681,11 +1715,15 @@ def _conv_dw(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
                 wo = np.uint64(oh * Wq)
                 for ow in range(np.uint64(Wo)):
                     yc[yo + ow] = Yw[wo + ow] * al + be
+            if res.shape[0] > 0:
+                rc = res[s * nout + c * L:s * nout + (c + 1) * L]
+                for k in range(L):
+                    yc[k] += rc[k]
             _act_vec(yc, op[C_ACT], F, op[C_ACTP])
 
 
 @numba.njit(cache=True, fastmath=FM)
-def _conv(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
+def _conv(op, B, F, x, y, n, scr, res):  # pragma: no cover - compiled
     """Per sample and group, weights stationary over the output plane.
 
     The group's input channels go into their zero-padded phase planes (:func:`phase_dims`;
@@ -1693,10 +1731,11 @@ def _conv(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     CONTIGUOUS run of its phase plane for all the outputs, computed over rows of width ``Wq``
     (the ``Wq - Wo`` extra columns are dropped), so there is no im2col copy at any stride
     (stride 2 used to unroll the input: 2.9-3.4 GMAC/s against ~11 at stride 1, ResNet-20).
-    Scratch: ``cin_g`` channels of phase planes.
+    Scratch: ``cin_g`` channels of phase planes. ``res``: the residual operand of a fused add
+    (``n x nout`` values, :func:`_epi_add`), empty when none.
     """
     if op[C_SCR] == 2:
-        _conv_dw(op, B, F, x, y, n, scr)
+        _conv_dw(op, B, F, x, y, n, scr, res)
         return
     nin = op[C_NIN]
     nout = op[C_NOUT]
@@ -1746,7 +1785,10 @@ def _conv(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
                                 Wq, plane)
             # outputs over rows of width Wq; the Wq - Wo extra columns are dropped
             _ws(op, B, F, P, offs, ys, Ho * Wq, g * cout_g, (g + 1) * cout_g, 1, L, Wq, Wo)
-        _epi(op, F, ys, L, 0, op[C_COUT], 1, L)
+        if res.shape[0] > 0:
+            _epi_add(op, F, ys, res[s * nout:(s + 1) * nout], L, op[C_COUT])
+        else:
+            _epi(op, F, ys, L, 0, op[C_COUT], 1, L)
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -1964,7 +2006,7 @@ def run_chunk(ops, B, F, x, out, work, half, scr_off):  # pragma: no cover - com
         if kind == K_FC:
             _fc(op, B, F, src, dst, n, scr)
         elif kind == K_CONV:
-            _conv(op, B, F, src, dst, n, scr)
+            _conv(op, B, F, src, dst, n, scr, F[:0])
         elif kind == K_POOL:
             _pool(op, src, dst, n)
         elif kind == K_EW:
@@ -2359,7 +2401,7 @@ def run_graph_chunk(ops, B, F, x, out, work, chunk, io, scr_off):  # pragma: no 
         if kind == K_FC:
             _fc(op, B, F, xs, ys, rows, scr)
         elif kind == K_CONV:
-            _conv(op, B, F, xs, ys, n, scr)
+            _conv(op, B, F, xs, ys, n, scr, work[op[C_X2S] * chunk:] if op[C_X2S] >= 0 else F[:0])
         elif kind == K_BIN:
             if op[C_X2S] >= 0:
                 _bin(op, F, xs, work[op[C_X2S] * chunk:], op[C_D], ys, n)

@@ -788,6 +788,8 @@ class Lowering:
             a_dyn, b_dyn = b_dyn, a_dyn
         if self._full2(a)[0] != out_full:
             a = self._materialize(a, out_full, n)
+        if mode == K.B_ADD and b_dyn and self._residual_into_conv(n, a, b, out_full):
+            return
         s_a = self.sid[a]
         out = self._new(n)
         oshape = out_full[1:]
@@ -825,6 +827,56 @@ class Lowering:
 
         self._add(_Rec(K.K_BIN, out, ins, nout, nout, build, n.name,
                        {K.B_ADD: "add", K.B_MUL: "mul"}.get(mode, "arith")), n)
+
+    def _residual_into_conv(self, n, a, b, out_full) -> bool:
+        """``a + b`` where one operand is a conv's output read by this add alone (its BN folded, no
+        activation yet) and the other, of the same shape, exists before that conv runs: the add
+        becomes the conv's epilogue (``kernels._epi_add``; the conv's second input is the other
+        operand) and a following activation fuses as usual. ResNets' ``relu(bn2(conv2(h)) +
+        shortcut)``: one pass over the output plane instead of two. Returns False where it does
+        not apply (the add is then lowered as a BIN op)."""
+        if self._full2(b)[0] != out_full:
+            return False
+        for x, other in ((a, b), (b, a)):
+            prod = self._fusable(x, n)
+            if prod is None or prod.kind != K.K_CONV or prod.act is not None or len(prod.ins) != 1 \
+                    or prod.rep != 1 or other not in self.sid:
+                continue
+            s_o = self.sid[other]
+            ci = self.producer[prod.out]
+            if s_o == prod.out:
+                continue
+            # the residual must be computed before the conv runs. A shortcut traced after the
+            # conv (torchvision's / HF's downsample conv, the zoo's PadShortcut slice + pad) moves
+            # in front of it, where its own inputs already exist
+            if self.producer.get(s_o, -1) >= ci:
+                late = self._late_chain(s_o, ci)
+                if late is None:
+                    continue
+                order = list(range(ci)) + late + [i for i in range(ci, len(self.recs)) if i not in late]
+                pos = {old: new for new, old in enumerate(order)}
+                self.recs = [self.recs[i] for i in order]
+                self.producer = {st: pos[i] for st, i in self.producer.items()}
+            prod.ins.append(s_o)
+            prod.fused.append(n.name)
+            self._alias(n, x)
+            return True
+        return False
+
+    def _late_chain(self, s: int, ci: int, limit: int = 4) -> list[int] | None:
+        """Indices (ascending) of the ops from ``ci`` on that storage ``s`` depends on, where that
+        is at most ``limit`` native ops none of which depends on op ``ci`` itself; else None."""
+        found: set[int] = set()
+        stack = [s]
+        while stack:
+            i = self.producer.get(stack.pop(), -1)
+            if i < ci or i in found:
+                continue
+            if i == ci or self.recs[i].kind == K.K_TORCH or len(found) == limit:
+                return None
+            found.add(i)
+            stack.extend(self.recs[i].ins)
+        return sorted(found)
 
     def _materialize(self, v, out_full, n) -> fx.Node:
         """A dynamic operand broadcast to ``out_full`` by an index map (a new pseudo value)."""
