@@ -166,10 +166,14 @@ def test_residual_add_fuses_into_the_conv_epilogue(c, h, n, shortcut, act, swap)
     m = ResBlock(c, cout, stride, shortcut, act, swap)
     prog = _run(m, torch.randn(n, c, h, h + 1))
     assert K.K_BIN not in _kinds(prog)
-    fused = [i.fused for i in prog.info if i.layer == "c2"][0]
-    assert any(f.startswith("add") for f in fused)
-    assert (act in ("relu", "relu6", "gelu")) == (len(fused) == 3)   # BN, add, then the activation
-    if shortcut == "conv":   # moved: the shortcut conv runs before the conv that reads it
+    into = [i for i in prog.info if any(f.startswith("add") for f in i.fused)]
+    assert len(into) == 1
+    # the first operand's conv takes the add where it can: c2 (the shortcut conv, traced after
+    # it, then runs first), or, for ``shortcut + y`` with a shortcut conv, that conv itself (c2
+    # already ran)
+    assert into[0].layer == ("down.0" if shortcut == "conv" and swap else "c2")
+    assert (act in ("relu", "relu6", "gelu")) == (len(into[0].fused) == 3)   # BN, add, activation
+    if into[0].layer == "c2" and shortcut == "conv":   # moved in front of the conv that reads it
         layers = [i.layer for i in prog.info]
         assert layers.index("down.0") < layers.index("c2")
 
@@ -266,6 +270,17 @@ def test_dense_and_depthwise_convs_at_every_tile_remainder(h):
                       nn.Conv2d(9, 3, 1))
     prog = _run(m, torch.randn(2, 5, h, h))
     assert [o[K.C_SCR] for o in prog.ops if o[K.C_KIND] == K.K_CONV] == [0, 2, 0]
+
+
+@pytest.mark.parametrize("groups,pad,stride", [(1, 0, 1), (2, 0, 1), (3, 0, 1), (1, 1, 1), (2, 0, 2), (1, 1, 2)])
+@pytest.mark.parametrize("n", [1, 3])
+def test_pointwise_convs_direct_or_through_phase_planes(groups, pad, stride, n):
+    """A 1 x 1 conv at stride 1 without padding reads its input planes in place (``kernels._conv``
+    ``direct``), per group; with padding or a stride it goes through the phase planes. Both equal
+    torch, and the conv after it reads the right values (its input slot is not disturbed)."""
+    torch.manual_seed(groups * 10 + pad + stride)
+    m = nn.Sequential(nn.Conv2d(6, 6, 1, stride, pad, groups=groups), nn.ReLU(), nn.Conv2d(6, 4, 1, groups=2))
+    _run(m, torch.randn(n, 6, 5, 7))
 
 
 @pytest.mark.parametrize("t", [K.GEMM_MIN_ROWS - 1, K.GEMM_MIN_ROWS + 5])

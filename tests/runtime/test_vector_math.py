@@ -80,3 +80,37 @@ def test_transpose_equals_numpy(rows, cols, lda, ldb):
     ref = np.full((cols, ldb), 7.0, np.float32)
     ref[:, :rows] = a.reshape(rows, lda)[:, :cols].T
     np.testing.assert_array_equal(b.reshape(cols, ldb), ref)
+
+
+def _phase_planes_reference(x, sh, sw, ph, pw, Hq, Wq):
+    """Slow, obviously correct: the zero-padded plane ``Pp`` (``ph`` / ``pw`` zeros first), then
+    ``Q[a, b][r, c] = Pp[r sh + a, c sw + b]`` laid out as ``kernels.phase_dims`` says (phase
+    ``(a, b)`` at ``(a sw + b) * plane``, ``plane = (Hq + 1) Wq``)."""
+    H, W = x.shape
+    Pp = np.zeros(((Hq + 1) * sh, Wq * sw), np.float32)
+    Pp[ph:ph + H, pw:pw + W] = x
+    plane = (Hq + 1) * Wq
+    out = np.zeros(sh * sw * plane, np.float32)
+    for a in range(sh):
+        for b in range(sw):
+            q = Pp[a::sh, b::sw][:Hq + 1, :Wq]
+            out[(a * sw + b) * plane:(a * sw + b + 1) * plane] = q.reshape(-1)
+    return out
+
+
+@pytest.mark.parametrize("sw", [1, 2, 3])
+@pytest.mark.parametrize("pw", [0, 1, 2, 3])
+@pytest.mark.parametrize("W", [1, 6, 7, 17])
+def test_phase_fill_equals_the_strided_reference(sw, pw, W):
+    """Every column stride (2 has its own interleaved loop), left padding and odd / even width."""
+    rng = np.random.default_rng(sw * 100 + pw * 10 + W)
+    H, sh, ph, k = 5, 2, 1, 3
+    Ho, Wo = (H + 2 * ph - k) // sh + 1, (W + 2 * pw - k) // sw + 1
+    if Wo < 1:
+        pytest.skip("no output column")
+    Hq, Wq, plane = K.phase_dims(H, W, Ho, Wo, k, k, sh, sw, 1, 1, ph, pw)
+    x = rng.standard_normal((2, H, W)).astype(np.float32)
+    P = np.zeros(sh * sw * plane + 8, np.float32)
+    K._phase_fill(x.reshape(-1), H * W, H, W, P, 4, sh, sw, ph, pw, Wq, plane)   # channel 1, at offset 4
+    np.testing.assert_array_equal(P[4:4 + sh * sw * plane], _phase_planes_reference(x[1], sh, sw, ph, pw, Hq, Wq))
+    assert not P[:4].any() and not P[4 + sh * sw * plane:].any()
