@@ -199,6 +199,45 @@ def test_residual_add_fuses_into_a_depthwise_conv(c, stride):
     assert int(prog.ops[[i.layer for i in prog.info].index("dw"), K.C_SCR]) == 2   # the depthwise kernel
 
 
+class SmallPlaneDepthwise(nn.Module):
+    def __init__(self, c, k, stride, pad, dil, act, residual):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, k, stride, pad, dilation=dil, groups=c, bias=act != "relu6")
+        self.bn = nn.BatchNorm2d(c)
+        self.act, self.residual = act, residual
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        h = self.bn(self.dw(x))
+        if self.residual:
+            h = h + x
+        return {"relu6": F.relu6, "gelu": F.gelu, "none": lambda v: v, "relu": F.relu}[self.act](h)
+
+
+@pytest.mark.parametrize("c,hw,k,stride,pad,dil,act,residual", [
+    (16, 7, 3, 1, 1, 1, "relu6", False),      # MobileNets' 7 x 7 stage
+    (20, 14, 3, 2, 1, 1, "relu6", False),     # stride 2 down to 7 x 7
+    (17, 8, 3, 1, 0, 1, "gelu", False),       # no padding, an odd channel count
+    (24, 7, 3, 1, 2, 2, "none", False),       # dilated
+    (16, 8, 5, 1, 2, 1, "relu", False),       # 5 x 5 taps, 8 x 8 = 64 outputs (the limit)
+    (16, 9, 3, 1, 1, 1, "relu6", False),      # 81 outputs: the per-channel phase-plane path
+    (16, 7, 3, 1, 1, 1, "relu6", True),       # a fused residual: the per-channel path
+    (8, 7, 3, 1, 1, 1, "relu6", False),       # too few channels for the vectors
+])
+def test_small_plane_depthwise_convs_channels_last_or_per_channel(c, hw, k, stride, pad, dil, act, residual):
+    torch.manual_seed(c + hw + k)
+    prog = _run(SmallPlaneDepthwise(c, k, stride, pad, dil, act, residual), torch.randn(3, c, hw, hw))
+    op = prog.ops[[i.layer for i in prog.info].index("dw")]
+    assert int(op[K.C_SCR]) == 2
+    cl = K.dw_channels_last(c, int(op[K.C_HO]), int(op[K.C_WO]))
+    assert cl == (c >= K.DW_CL_MIN_C and int(op[K.C_HO] * op[K.C_WO]) <= K.DW_CL_MAX_OUT)
+    assert cl == (hw in (7, 8, 14) and c >= 16)
+    x1 = torch.randn(1, c, hw, hw)    # batch 1 as well
+    _run(SmallPlaneDepthwise(c, k, stride, pad, dil, act, residual), x1)
+
+
 class NotFusable(nn.Module):
     def __init__(self, c, case):
         super().__init__()

@@ -618,6 +618,8 @@ class Lowering:
         fixed = cin_g * planes + 32   # the group's phase planes (kernels._conv)
         if depthwise:
             fixed = max(fixed, planes + rows_w + C * kh * kw + 48)   # Yw + 16: K._tiles' last tile
+            if K.dw_channels_last(C, oshape[1], oshape[2]):   # K._conv_dw_cl (the residual-fused ones do not)
+                fixed = max(fixed, K.dw_cl_floats(C, H, W, oshape[1], oshape[2], kh, kw))
 
         def build(r: _Rec, op, pk):
             op[K.C_CIN], op[K.C_H], op[K.C_W] = C, H, W
