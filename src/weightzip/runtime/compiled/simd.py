@@ -140,6 +140,44 @@ def vstore(typingctx, arr, idx, v):
 
 
 @intrinsic
+def vtranspose16(typingctx, a, ia, lda, b, ib, ldb):
+    """``b[ib + j ldb + i] = a[ia + i lda + j]`` for ``i, j < 16``: one 16 x 16 block transposed in
+    registers. Sixteen row loads, four perfect-shuffle stages (rows ``k`` and ``k + 8`` interleaved
+    into rows ``2k`` (first halves) and ``2k + 1`` (second halves); four stages rotate the four row
+    bits of an element's index into its column bits: the transpose), sixteen row stores. With
+    AVX-512 each interleave is one two-source permute; LLVM legalizes it for AVX2. No bounds check:
+    the caller keeps both blocks inside their arrays."""
+    _check_array(a)
+    _check_array(b)
+
+    def codegen(context, builder, sig, args):
+        at, it_a, lt_a, bt, it_b, lt_b = sig.args
+        arr_a, ia_, lda_, arr_b, ib_, ldb_ = args
+        ity = ir.IntType(64)
+        lda64 = context.cast(builder, lda_, lt_a, types.intp)
+        ldb64 = context.cast(builder, ldb_, lt_b, types.intp)
+        ia64 = context.cast(builder, ia_, it_a, types.intp)
+        ib64 = context.cast(builder, ib_, it_b, types.intp)
+        rows = []
+        for r in range(LANES):
+            idx = builder.add(ia64, builder.mul(lda64, ir.Constant(ity, r)))
+            rows.append(builder.load(_vptr(context, builder, at, arr_a, idx, types.intp), align=4))
+        mlo = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [j for k in range(8) for j in (k, 16 + k)])
+        mhi = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [j for k in range(8, 16) for j in (k, 16 + k)])
+        for _ in range(4):
+            new = []
+            for k in range(8):
+                new.append(builder.shuffle_vector(rows[k], rows[k + 8], mlo))
+                new.append(builder.shuffle_vector(rows[k], rows[k + 8], mhi))
+            rows = new
+        for r in range(LANES):
+            idx = builder.add(ib64, builder.mul(ldb64, ir.Constant(ity, r)))
+            builder.store(rows[r], _vptr(context, builder, bt, arr_b, idx, types.intp), align=4)
+        return context.get_dummy_value()
+    return types.void(a, ia, lda, b, ib, ldb), codegen
+
+
+@intrinsic
 def vfma(typingctx, acc, w, v):
     """``acc + w * v`` with the scalar ``w`` broadcast to every lane (contracted to an FMA)."""
     def codegen(context, builder, sig, args):
