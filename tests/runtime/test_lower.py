@@ -221,8 +221,9 @@ class SmallPlaneDepthwise(nn.Module):
     (20, 14, 3, 2, 1, 1, "relu6", False),     # stride 2 down to 7 x 7
     (17, 8, 3, 1, 0, 1, "gelu", False),       # no padding, an odd channel count
     (24, 7, 3, 1, 2, 2, "none", False),       # dilated
-    (16, 8, 5, 1, 2, 1, "relu", False),       # 5 x 5 taps, 8 x 8 = 64 outputs (the limit)
-    (16, 9, 3, 1, 1, 1, "relu6", False),      # 81 outputs: the per-channel phase-plane path
+    (16, 8, 5, 1, 2, 1, "relu", False),       # 5 x 5 taps
+    (21, 14, 3, 1, 1, 1, "relu6", False),     # 14 x 14 = 196 outputs (the limit), 21 = 16 + a scalar tail
+    (16, 15, 3, 1, 1, 1, "relu6", False),     # 225 outputs: the per-channel phase-plane path
     (16, 7, 3, 1, 1, 1, "relu6", True),       # a fused residual: the per-channel path
     (8, 7, 3, 1, 1, 1, "relu6", False),       # too few channels for the vectors
 ])
@@ -233,7 +234,7 @@ def test_small_plane_depthwise_convs_channels_last_or_per_channel(c, hw, k, stri
     assert int(op[K.C_SCR]) == 2
     cl = K.dw_channels_last(c, int(op[K.C_HO]), int(op[K.C_WO]))
     assert cl == (c >= K.DW_CL_MIN_C and int(op[K.C_HO] * op[K.C_WO]) <= K.DW_CL_MAX_OUT)
-    assert cl == (hw in (7, 8, 14) and c >= 16)
+    assert cl == (int(op[K.C_HO]) <= 14 and c >= 16)
     x1 = torch.randn(1, c, hw, hw)    # batch 1 as well
     _run(SmallPlaneDepthwise(c, k, stride, pad, dil, act, residual), x1)
 

@@ -1692,10 +1692,11 @@ def _tap_offset(i, j, sh, sw, dh, dw, Wq, plane):  # pragma: no cover - compiled
 
 
 # depthwise convs with at most this many outputs per channel run channels-last. Measured on HF
-# MobileNetV2 (1 thread, AVX-512): 7 x 7 outputs 153 -> 82 us (960 channels), 14 x 14 outputs
-# 162 -> 214 us (576 channels): the channel loops run ~11 GMAC/s and the two transposes cost as
-# much as the taps, which the per-channel path's overhead only exceeds on the smallest planes
-DW_CL_MAX_OUT = 64
+# MobileNetV2 (1 thread, AVX-512, op by op against the per-channel path): 7 x 7 outputs 164 -> 57 us
+# (960 channels), 14 x 14 outputs 113 -> 78 us (384) and 169 -> 129 us (576); 28 x 28 outputs
+# 138 -> 174 us (192), slower: there the per-channel planes are large enough for the phase-plane
+# tiles and the two transposes cost more than they save
+DW_CL_MAX_OUT = 196
 DW_CL_MIN_C = 16
 
 
@@ -1719,8 +1720,10 @@ def _conv_dw_cl(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     ``Y[p, :] = sum_(i, j) w[:, i, j] * XT[q(p, i, j), :]`` over the taps inside the input (the
     padding taps skipped), one vector loop over the ``C`` channels per tap, then
     ``act(alpha * Y + beta)`` over the channels, and ``Y (Ho Wo, C)`` is transposed into ``y (C, Ho
-    Wo)``. On 7 x 7 planes the per-channel phase-plane path paid ~160 ns of fill, tile set-up and
-    epilogue per channel for 441 MACs (2.7 GMAC/s, HF MobileNetV2's 960-channel convs)."""
+    Wo)``. Each position's taps go over 16 channels at a time with the accumulator in a register
+    (:func:`.simd.vfmav`). On 7 x 7 planes the per-channel phase-plane path paid ~160 ns of fill,
+    tile set-up and epilogue per channel for 441 MACs (2.7 GMAC/s, HF MobileNetV2's 960-channel
+    convs)."""
     nin = op[C_NIN]
     nout = op[C_NOUT]
     C = op[C_CIN]
@@ -1756,13 +1759,14 @@ def _conv_dw_cl(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     lo = F[p] if act == A_HARDTANH else np.float32(0.0)
     hi = F[p + 1] if act == A_HARDTANH else np.float32(0.0)
     Cu = np.uint64(C)
+    C16 = C // 16 * 16
+    xo = np.empty(T, np.int64)
+    wo = np.empty(T, np.int64)
     for s in range(n):
         _transpose(x[s * nin:], C, HW, HW, XT, C)
         for oh in range(Ho):
             for ow in range(Wo):
-                yr = Y[(oh * Wo + ow) * C:(oh * Wo + ow + 1) * C]
-                for c in range(Cu):
-                    yr[c] = 0.0
+                nt = 0                      # the taps inside the input (padding taps skipped)
                 for i in range(kh):
                     ih = oh * sh + i * dh - ph
                     if ih < 0 or ih >= H:
@@ -1771,10 +1775,23 @@ def _conv_dw_cl(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
                         iw = ow * sw + j * dw - pw
                         if iw < 0 or iw >= W:
                             continue
-                        xo = np.uint64((ih * W + iw) * C)   # unsigned offsets: the loop vectorizes
-                        wo = np.uint64((i * kw + j) * C)
-                        for c in range(Cu):
-                            yr[c] += WT[wo + c] * XT[xo + c]
+                        xo[nt] = (ih * W + iw) * C
+                        wo[nt] = (i * kw + j) * C
+                        nt += 1
+                y0 = (oh * Wo + ow) * C
+                # 16 channels at a time, the accumulator in a register over the taps (as a loop
+                # over the channels per tap, LLVM kept it in memory: ~11 GMAC/s)
+                for c0 in range(0, C16, 16):
+                    a = vzero()
+                    for t in range(nt):
+                        a = vfmav(a, vload(WT, wo[t] + c0), vload(XT, xo[t] + c0))
+                    vstore(Y, y0 + c0, a)
+                for c in range(C16, C):
+                    v = np.float32(0.0)
+                    for t in range(nt):
+                        v += WT[wo[t] + c] * XT[xo[t] + c]
+                    Y[y0 + c] = v
+                yr = Y[y0:y0 + C]
                 if a0 >= 0 and b0 >= 0:
                     for c in range(Cu):
                         yr[c] = yr[c] * al[c] + be[c]
