@@ -1718,10 +1718,9 @@ def _conv_dw_cl(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     """Depthwise convolution channels-last, for small planes (:func:`dw_channels_last`): per sample
     the input ``(C, H W)`` is transposed to ``XT (H W, C)``; every output position is then
     ``Y[p, :] = sum_(i, j) w[:, i, j] * XT[q(p, i, j), :]`` over the taps inside the input (the
-    padding taps skipped), one vector loop over the ``C`` channels per tap, then
-    ``act(alpha * Y + beta)`` over the channels, and ``Y (Ho Wo, C)`` is transposed into ``y (C, Ho
-    Wo)``. Each position's taps go over 16 channels at a time with the accumulator in a register
-    (:func:`.simd.vfmav`). On 7 x 7 planes the per-channel phase-plane path paid ~160 ns of fill,
+    padding taps skipped), 16 channels at a time with the accumulator in a register over the taps
+    (:func:`.simd.vfmav`; the last ``C % 16`` channels scalar), then ``act(alpha * Y + beta)``
+    over the channels, and ``Y (Ho Wo, C)`` is transposed into ``y (C, Ho Wo)``. On 7 x 7 planes the per-channel phase-plane path paid ~160 ns of fill,
     tile set-up and epilogue per channel for 441 MACs (2.7 GMAC/s, HF MobileNetV2's 960-channel
     convs)."""
     nin = op[C_NIN]
