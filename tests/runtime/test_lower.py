@@ -323,6 +323,62 @@ def test_pointwise_convs_direct_or_through_phase_planes(groups, pad, stride, n):
     _run(m, torch.randn(n, 6, 5, 7))
 
 
+class PointwiseBlock(nn.Module):
+    """expand 1 x 1 (+ BN, ReLU6) -> project 1 x 1 (+ BN), optionally added to the input: the
+    MobileNets' 7 x 7 stage without its depthwise conv."""
+
+    def __init__(self, c, hidden, residual):
+        super().__init__()
+        self.expand = nn.Conv2d(c, hidden, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.project = nn.Conv2d(hidden, c, 1)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.residual = residual
+        for bn in (self.bn1, self.bn2):
+            with torch.no_grad():
+                bn.running_mean.uniform_(-0.3, 0.3)
+                bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        y = self.bn2(self.project(F.relu6(self.bn1(self.expand(x)))))
+        return y + x if self.residual else y
+
+
+@pytest.mark.parametrize("c,hidden,hw,residual,rl", [
+    (64, 128, 7, False, [True, True]),     # 49 positions: 12 tiles of 4 + one
+    (160, 70, 7, True, [False, True]),     # 160 rows = 64 + 64 + 32 padded; 70 rows: weights-stationary; a residual
+    (65, 224, 5, False, [True, False]),    # 25 positions; 65 input channels: a 64-channel block + 1; 224 rows in 256
+    (64, 64, 14, False, [False, False]),   # 196 positions fill 196 of 208 lanes: weights-stationary
+    (64, 176, 3, True, [True, True]),      # 9 positions: two tiles of 4 + one; 176 rows in 192
+])
+@pytest.mark.parametrize("n", [1, 3])
+def test_pointwise_convs_on_small_planes_rows_as_lanes(c, hidden, hw, residual, rl, n):
+    """A dense 1 x 1 conv over a plane whose positions fill under 90% of the 16-lane tiles runs
+    with the output channels as the lanes (``kernels._conv1x1_rl``, its weights in 64-row panels)
+    where the panels leave at most 1/6 of the rows idle; it equals torch, with BN, ReLU6 and a
+    fused residual, batch 1 and N."""
+    torch.manual_seed(c + hidden + hw)
+    prog = _run(PointwiseBlock(c, hidden, residual), torch.randn(n, c, hw, hw))
+    convs = [o for o in prog.ops if o[K.C_KIND] == K.K_CONV]
+    assert [bool(o[K.C_RL]) for o in convs] == rl == [K.rl_conv1x1(hw * hw, hidden), K.rl_conv1x1(hw * hw, c)]
+    if residual:
+        assert K.K_BIN not in _kinds(prog)   # the add is the project conv's epilogue
+
+
+def test_rows_as_lanes_panels_and_rule():
+    """``rl_panels`` is a permutation of the row-major weights (64-row panels, column-major within a
+    panel, zero rows padding the last); ``rl_conv1x1`` picks small planes and well-filled panels."""
+    w = np.arange(100 * 3, dtype=np.int32).reshape(100, 3)
+    p = K.rl_panels(w.ravel(), 100, 3)
+    assert p.shape == (128 * 3,)
+    for r in range(128):
+        for j in range(3):
+            assert p[((r // 64) * 3 + j) * 64 + r % 64] == (w[r, j] if r < 100 else 0)
+    assert K.rl_conv1x1(49, 1280) and K.rl_conv1x1(49, 160) and K.rl_conv1x1(25, 64)
+    assert not K.rl_conv1x1(196, 576) and not K.rl_conv1x1(64, 1280) and not K.rl_conv1x1(49, 32)
+    assert not K.rl_conv1x1(49, 100)   # 100 rows in 128: over 1/6 idle
+
+
 @pytest.mark.parametrize("t", [K.GEMM_MIN_ROWS - 1, K.GEMM_MIN_ROWS + 5])
 def test_fc_over_a_sequence_tiles_or_decode_and_blas(t):
     """An FC over a (T, D) sequence runs the register tiles below ``GEMM_MIN_ROWS`` rows and

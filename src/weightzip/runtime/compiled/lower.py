@@ -620,6 +620,12 @@ class Lowering:
             fixed = max(fixed, planes + rows_w + C * kh * kw + 48)   # Yw + 16: K._tiles' last tile
             if K.dw_channels_last(C, oshape[1], oshape[2]):   # K._conv_dw_cl (the residual-fused ones do not)
                 fixed = max(fixed, K.dw_cl_floats(C, H, W, oshape[1], oshape[2], kh, kw))
+        # a dense 1 x 1 conv on a small plane: output channels as the lanes (K._conv1x1_rl)
+        rl = (kh == kw == 1 and sh == sw == 1 and ph == pw == 0 and int(groups) == 1 and not depthwise
+              and rep.layout == K.L_DENSE and rep.vfmt in (K.V_TABLE, K.V_Q8, K.V_F32)
+              and (oshape[1], oshape[2]) == (H, W) and K.rl_conv1x1(H * W, w.shape[0]))
+        if rl:
+            fixed = max(fixed, K.rl_floats(H * W, w.shape[0]))
 
         def build(r: _Rec, op, pk):
             op[K.C_CIN], op[K.C_H], op[K.C_W] = C, H, W
@@ -629,7 +635,8 @@ class Lowering:
             op[K.C_GROUPS] = int(groups)
             op[K.C_HO], op[K.C_WO] = oshape[1], oshape[2]
             op[K.C_SCR] = 2 if depthwise else 0   # K._conv_dw / the weights-stationary K._conv
-            b = pack_weight(op, rep, pk, True)
+            op[K.C_RL] = int(rl)
+            b = pack_weight(op, rep, pk, True, panels=rl)
             return b + epilogue_cols(op, pk, rep.rows, rep.rowscale, bias, r.bn, r.act)
 
         rec = _Rec(K.K_CONV, out, [s_x], self.size[s_x], self.size[out], build,

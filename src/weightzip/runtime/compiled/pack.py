@@ -146,8 +146,10 @@ def pq_lut(rep: WeightRep, conv: bool = False) -> bool:
     return not K.pq_direct(rep.rows, k, d)
 
 
-def pack_weight(op: np.ndarray, rep: WeightRep, pk: Packer, conv: bool) -> int:
-    """Write ``rep`` into the op's weight columns; returns its resident bytes."""
+def pack_weight(op: np.ndarray, rep: WeightRep, pk: Packer, conv: bool, panels: bool = False) -> int:
+    """Write ``rep`` into the op's weight columns; returns its resident bytes. ``panels``: a dense
+    weight is stored in the 64-row panels of the rows-as-lanes 1 x 1 conv (``K.rl_panels``)
+    instead of row-major."""
     start_b, start_f = pk.blen, pk.flen
     op[K.C_ROWS] = rep.rows
     op[K.C_COLS] = rep.cols
@@ -184,10 +186,14 @@ def pack_weight(op: np.ndarray, rep: WeightRep, pk: Packer, conv: bool) -> int:
             else:
                 op[K.C_COLW] = 4
                 op[K.C_COL] = pk.b(rep.col.astype(np.int32))
+        val = rep.val
+        if panels:
+            assert rep.layout == K.L_DENSE
+            val = K.rl_panels(val, rep.rows, rep.cols)
         if rep.vfmt == K.V_F32:
-            op[K.C_VAL] = pk.f(rep.val)
+            op[K.C_VAL] = pk.f(val)
         else:
-            op[K.C_VAL] = pk.b(rep.val)
+            op[K.C_VAL] = pk.b(val)
         if rep.vfmt == K.V_TABLE:
             # padded for the register look-ups of the dense batch-1 rows (kernels._lut)
             op[K.C_NTAB] = len(rep.tab)
