@@ -226,6 +226,7 @@ class SmallPlaneDepthwise(nn.Module):
     (16, 15, 3, 1, 1, 1, "relu6", False),     # 225 outputs: the per-channel phase-plane path
     (16, 7, 3, 1, 1, 1, "relu6", True),       # a fused residual: the per-channel path
     (8, 7, 3, 1, 1, 1, "relu6", False),       # too few channels for the vectors
+    (83, 13, 3, 2, 1, 1, "relu", False),      # 5 vector blocks + 3 scalar channels, odd plane, stride 2
 ])
 def test_small_plane_depthwise_convs_channels_last_or_per_channel(c, hw, k, stride, pad, dil, act, residual):
     torch.manual_seed(c + hw + k)

@@ -114,3 +114,25 @@ def test_phase_fill_equals_the_strided_reference(sw, pw, W):
     K._phase_fill(x.reshape(-1), H * W, H, W, P, 4, sh, sw, ph, pw, Wq, plane)   # channel 1, at offset 4
     np.testing.assert_array_equal(P[4:4 + sh * sw * plane], _phase_planes_reference(x[1], sh, sw, ph, pw, Hq, Wq))
     assert not P[:4].any() and not P[4 + sh * sw * plane:].any()
+
+
+def test_vclamp_is_python_min_of_max_per_lane():
+    """``simd.vclamp(v, lo, hi)`` = ``min(max(v, lo), hi)`` lane by lane (ReLU with ``hi = inf``),
+    a NaN lane staying NaN as with Python's ``max`` / ``min`` on a NaN first argument."""
+    import numba
+
+    from weightzip.runtime.compiled.simd import vclamp, vload, vstore
+
+    @numba.njit
+    def clamp(a, lo, hi, out):
+        for i in range(0, a.shape[0], 16):
+            vstore(out, i, vclamp(vload(a, i), lo, hi))
+
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal(64) * 8).astype(np.float32)
+    a[[3, 40]] = [np.nan, np.inf]
+    for lo, hi in ((0.0, 6.0), (0.0, np.inf), (-1.0, 1.0), (-np.inf, np.inf)):
+        out = np.empty_like(a)
+        clamp(a, np.float32(lo), np.float32(hi), out)
+        want = np.array([min(max(v, np.float32(lo)), np.float32(hi)) for v in a], np.float32)
+        np.testing.assert_array_equal(out, want)

@@ -67,7 +67,7 @@ import numpy as np
 from numba import prange
 from numba.extending import overload
 
-from .simd import (f32_bits, vadd, vcodes, vfma, vfmav, vload, vlut32, vlut64, vlut128, vlut256, vmul, vsigmoid,
+from .simd import (f32_bits, vadd, vclamp, vcodes, vfma, vfmav, vload, vlut32, vlut64, vlut128, vlut256, vmul, vsigmoid,
                    vstore, vsum, vtanh, vtranspose16, vzero)
 
 FM = {"reassoc", "contract", "nsz"}  # reassociation lets LLVM vectorize the reductions
@@ -1708,22 +1708,35 @@ def dw_channels_last(C, Ho, Wo):  # pragma: no cover - compiled (also called fro
     return Ho * Wo <= DW_CL_MAX_OUT and C >= DW_CL_MIN_C
 
 
-def dw_cl_floats(C: int, H: int, W: int, Ho: int, Wo: int, kh: int, kw: int) -> int:
-    """Scratch floats of :func:`_conv_dw_cl`: the input and output planes channels-last, the
-    decoded weights and their transpose."""
-    return C * (H * W + Ho * Wo + 2 * kh * kw) + 64
+def dw_cl_floats(C: int, H: int, W: int, Ho: int, Wo: int, kh: int, kw: int, sh: int = 1, sw: int = 1,
+                 dh: int = 1, dw: int = 1, ph: int = 0, pw: int = 0) -> int:
+    """Scratch floats of :func:`_conv_dw_cl`: the input channels-last, its zero-padded copy
+    (:func:`dw_cl_pad`), the output channels-last, the decoded weights and their transpose."""
+    Hp, Wp = dw_cl_pad(H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, ph, pw)
+    return C * (H * W + Hp * Wp + Ho * Wo + 2 * kh * kw) + 64
+
+
+@numba.njit(cache=True)
+def dw_cl_pad(H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, ph, pw):  # pragma: no cover - compiled (also from Python)
+    """``(Hp, Wp)``: the zero-padded input plane every tap of every output reads inside
+    (``ph`` / ``pw`` zeros before, as many after as the outputs need)."""
+    return (max(H + ph, (Ho - 1) * sh + (kh - 1) * dh + 1), max(W + pw, (Wo - 1) * sw + (kw - 1) * dw + 1))
 
 
 @numba.njit(cache=True, fastmath=FM, error_model="numpy")
 def _conv_dw_cl(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     """Depthwise convolution channels-last, for small planes (:func:`dw_channels_last`): per sample
-    the input ``(C, H W)`` is transposed to ``XT (H W, C)``; every output position is then
-    ``Y[p, :] = sum_(i, j) w[:, i, j] * XT[q(p, i, j), :]`` over the taps inside the input (the
-    padding taps skipped), 16 channels at a time with the accumulator in a register over the taps
-    (:func:`.simd.vfmav`; the last ``C % 16`` channels scalar), then ``act(alpha * Y + beta)``
-    over the channels, and ``Y (Ho Wo, C)`` is transposed into ``y (C, Ho Wo)``. On 7 x 7 planes the per-channel phase-plane path paid ~160 ns of fill,
-    tile set-up and epilogue per channel for 441 MACs (2.7 GMAC/s, HF MobileNetV2's 960-channel
-    convs)."""
+    the input ``(C, H W)`` is transposed to ``XT (H W, C)`` and copied into the interior of a
+    zero-padded ``XP (Hp Wp, C)`` (:func:`dw_cl_pad`), so every output reads all its taps; then
+    ``Y[p, :] = sum_(i, j) w[:, i, j] * XP[q(p, i, j), :]``, 16 channels at a time: for 3 x 3
+    taps the nine weight vectors stay in registers over all the positions (one load and one FMA
+    per tap and position, two FMA chains), other tap counts load them per position;
+    ``alpha * Y + beta`` and a ReLU / ReLU6 / hardtanh clamp in the registers (any other
+    activation: one pass over ``Y``); the last ``C % 16`` channels scalar. ``Y (Ho Wo, C)`` is
+    transposed into ``y (C, Ho Wo)``. (Per position with the taps inside the input listed and
+    the weights loaded per tap, the loads bound it: 9 GMAC/s on HF MobileNetV2's 14 x 14 stage;
+    on 7 x 7 planes the per-channel phase-plane path paid ~160 ns of fill, tile set-up and
+    epilogue per channel for 441 MACs, 2.7 GMAC/s.)"""
     nin = op[C_NIN]
     nout = op[C_NOUT]
     C = op[C_CIN]
@@ -1739,76 +1752,108 @@ def _conv_dw_cl(op, B, F, x, y, n, scr):  # pragma: no cover - compiled
     dw = op[C_DW]
     ph = op[C_PH]
     pw = op[C_PW]
+    Hp, Wp = dw_cl_pad(H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, ph, pw)
     T = kh * kw
     HW = H * W
     L = Ho * Wo
-    XT = scr[:HW * C]
-    Y = scr[HW * C:(HW + L) * C]
-    WT = scr[(HW + L) * C:(HW + L + T) * C]
-    Wd = scr[(HW + L + T) * C:(HW + L + 2 * T) * C]
+    o = 0
+    XT = scr[o:o + HW * C]
+    o += HW * C
+    XP = scr[o:o + Hp * Wp * C]
+    o += Hp * Wp * C
+    Y = scr[o:o + L * C]
+    o += L * C
+    WT = scr[o:o + T * C]
+    o += T * C
+    Wd = scr[o:o + T * C]
     _decode_dense(op, B, F, Wd, C * T)
     for c in range(C):
         for t in range(T):
             WT[t * C + c] = Wd[c * T + t]
+    for r in range(Hp):   # the zero border only (the interior is overwritten per sample)
+        row = XP[r * Wp * C:(r + 1) * Wp * C]
+        if r < ph or r >= ph + H:
+            row[:] = 0.0
+        else:
+            row[:pw * C] = 0.0
+            row[(pw + W) * C:] = 0.0
     a0 = op[C_ALPHA]
     b0 = op[C_BETA]
-    al = F[a0:a0 + C] if a0 >= 0 else F[:0]
-    be = F[b0:b0 + C] if b0 >= 0 else F[:0]
+    al = np.ones(C + 16, np.float32)    # alpha / beta per channel (1 / 0 where the op has none)
+    be = np.zeros(C + 16, np.float32)
+    if a0 >= 0:
+        al[:C] = F[a0:a0 + C]
+    if b0 >= 0:
+        be[:C] = F[b0:b0 + C]
     act = op[C_ACT]
     p = op[C_ACTP]
-    lo = F[p] if act == A_HARDTANH else np.float32(0.0)
-    hi = F[p + 1] if act == A_HARDTANH else np.float32(0.0)
-    Cu = np.uint64(C)
+    # ReLU / ReLU6 / hardtanh are applied in the registers; any other activation by one pass
+    # over the output afterwards
+    clamp = act == A_NONE or act == A_RELU or act == A_HARDTANH
+    lo = F[p] if act == A_HARDTANH else (np.float32(0.0) if act == A_RELU else -np.float32(np.inf))
+    hi = F[p + 1] if act == A_HARDTANH else np.float32(np.inf)
     C16 = C // 16 * 16
-    xo = np.empty(T, np.int64)
-    wo = np.empty(T, np.int64)
+    to = np.empty(T, np.int64)   # tap offsets in XP (floats) from an output's top-left input
+    for i in range(kh):
+        for j in range(kw):
+            to[i * kw + j] = (i * dh * Wp + j * dw) * C
+    Cu = np.uint64(C)
     for s in range(n):
         _transpose(x[s * nin:], C, HW, HW, XT, C)
-        for oh in range(Ho):
-            for ow in range(Wo):
-                nt = 0                      # the taps inside the input (padding taps skipped)
-                for i in range(kh):
-                    ih = oh * sh + i * dh - ph
-                    if ih < 0 or ih >= H:
-                        continue
-                    for j in range(kw):
-                        iw = ow * sw + j * dw - pw
-                        if iw < 0 or iw >= W:
-                            continue
-                        xo[nt] = (ih * W + iw) * C
-                        wo[nt] = (i * kw + j) * C
-                        nt += 1
-                y0 = (oh * Wo + ow) * C
-                # 16 channels at a time, the accumulator in a register over the taps (as a loop
-                # over the channels per tap, LLVM kept it in memory: ~11 GMAC/s)
-                for c0 in range(0, C16, 16):
-                    a = vzero()
-                    for t in range(nt):
-                        a = vfmav(a, vload(WT, wo[t] + c0), vload(XT, xo[t] + c0))
-                    vstore(Y, y0 + c0, a)
-                for c in range(C16, C):
+        for h in range(H):
+            src = XT[h * W * C:(h + 1) * W * C]
+            dst = XP[((h + ph) * Wp + pw) * C:((h + ph) * Wp + pw + W) * C]
+            for k in range(np.uint64(W) * Cu):
+                dst[k] = src[k]
+        if T == 9:
+            t0, t1, t2, t3, t4, t5, t6, t7, t8 = to[0], to[1], to[2], to[3], to[4], to[5], to[6], to[7], to[8]
+            for c0 in range(0, C16, 16):
+                w0 = vload(WT, c0)
+                w1 = vload(WT, C + c0)
+                w2 = vload(WT, 2 * C + c0)
+                w3 = vload(WT, 3 * C + c0)
+                w4 = vload(WT, 4 * C + c0)
+                w5 = vload(WT, 5 * C + c0)
+                w6 = vload(WT, 6 * C + c0)
+                w7 = vload(WT, 7 * C + c0)
+                w8 = vload(WT, 8 * C + c0)
+                av = vload(al, c0)
+                bv = vload(be, c0)
+                for oh in range(Ho):
+                    for ow in range(Wo):
+                        q = (oh * sh * Wp + ow * sw) * C + c0
+                        u = vmul(w0, vload(XP, q + t0))
+                        v = vmul(w1, vload(XP, q + t1))
+                        u = vfmav(u, w2, vload(XP, q + t2))
+                        v = vfmav(v, w3, vload(XP, q + t3))
+                        u = vfmav(u, w4, vload(XP, q + t4))
+                        v = vfmav(v, w5, vload(XP, q + t5))
+                        u = vfmav(u, w6, vload(XP, q + t6))
+                        v = vfmav(v, w7, vload(XP, q + t7))
+                        u = vfmav(u, w8, vload(XP, q + t8))
+                        vstore(Y, (oh * Wo + ow) * C + c0, vclamp(vfmav(bv, vadd(u, v), av), lo, hi))
+        else:
+            for c0 in range(0, C16, 16):
+                av = vload(al, c0)
+                bv = vload(be, c0)
+                for oh in range(Ho):
+                    for ow in range(Wo):
+                        q = (oh * sh * Wp + ow * sw) * C + c0
+                        u = vzero()
+                        for t in range(T):
+                            u = vfmav(u, vload(WT, t * C + c0), vload(XP, q + to[t]))
+                        vstore(Y, (oh * Wo + ow) * C + c0, vclamp(vfmav(bv, u, av), lo, hi))
+        for c in range(C16, C):
+            for oh in range(Ho):
+                for ow in range(Wo):
+                    q = (oh * sh * Wp + ow * sw) * C + c
                     v = np.float32(0.0)
-                    for t in range(nt):
-                        v += WT[wo[t] + c] * XT[xo[t] + c]
-                    Y[y0 + c] = v
-                yr = Y[y0:y0 + C]
-                if a0 >= 0 and b0 >= 0:
-                    for c in range(Cu):
-                        yr[c] = yr[c] * al[c] + be[c]
-                elif a0 >= 0:
-                    for c in range(Cu):
-                        yr[c] = yr[c] * al[c]
-                elif b0 >= 0:
-                    for c in range(Cu):
-                        yr[c] = yr[c] + be[c]
-                if act == A_RELU:
-                    for c in range(Cu):
-                        yr[c] = max(yr[c], np.float32(0.0))
-                elif act == A_HARDTANH:
-                    for c in range(Cu):
-                        yr[c] = min(max(yr[c], lo), hi)
-                elif act != A_NONE:
-                    _act_vec(yr, act, F, p)
+                    for t in range(T):
+                        v += WT[t * C + c] * XP[q + to[t]]
+                    v = v * al[c] + be[c]
+                    Y[(oh * Wo + ow) * C + c] = min(max(v, lo), hi)
+        if not clamp:
+            _act_vec(Y, act, F, p)
         _transpose(Y, L, C, C, y[s * nout:], L)
 
 
@@ -1852,6 +1897,11 @@ def _conv_dw(op, B, F, x, y, n, scr, res):  # pragma: no cover - compiled
     L = Ho * Wo
     a0 = op[C_ALPHA]
     b0 = op[C_BETA]
+    act = op[C_ACT]
+    p = op[C_ACTP]
+    clamp = res.shape[0] == 0 and (act == A_NONE or act == A_RELU or act == A_HARDTANH)
+    lo = F[p] if act == A_HARDTANH else (np.float32(0.0) if act == A_RELU else -np.float32(np.inf))
+    hi = F[p + 1] if act == A_HARDTANH else np.float32(np.inf)
     for s in range(n):
         for c in range(C):
             _phase_fill(x, s * nin + c * H * W, H, W, P, 0, sh, sw, op[C_PH], op[C_PW], Wq, plane)
@@ -1863,6 +1913,15 @@ def _conv_dw(op, B, F, x, y, n, scr, res):  # pragma: no cover - compiled
             al = F[a0 + c] if a0 >= 0 else np.float32(1.0)
             be = F[b0 + c] if b0 >= 0 else np.float32(0.0)
             yc = y[s * nout + c * L:s * nout + (c + 1) * L]
+            if clamp:
+                # alpha, beta and a ReLU / ReLU6 / hardtanh in the one copy of the valid columns
+                # (a second pass over the plane for the activation: 37 of 330 us, 144 x 56 x 56)
+                for oh in range(Ho):
+                    yo = np.uint64(oh * Wo)
+                    wo = np.uint64(oh * Wq)
+                    for ow in range(np.uint64(Wo)):
+                        yc[yo + ow] = min(max(Yw[wo + ow] * al + be, lo), hi)
+                continue
             for oh in range(Ho):
                 yo = np.uint64(oh * Wo)
                 wo = np.uint64(oh * Wq)

@@ -619,7 +619,7 @@ class Lowering:
         if depthwise:
             fixed = max(fixed, planes + rows_w + C * kh * kw + 48)   # Yw + 16: K._tiles' last tile
             if K.dw_channels_last(C, oshape[1], oshape[2]):   # K._conv_dw_cl (the residual-fused ones do not)
-                fixed = max(fixed, K.dw_cl_floats(C, H, W, oshape[1], oshape[2], kh, kw))
+                fixed = max(fixed, K.dw_cl_floats(C, H, W, oshape[1], oshape[2], kh, kw, sh, sw, dh, dw, ph, pw))
         # a dense 1 x 1 conv on a small plane: output channels as the lanes (K._conv1x1_rl)
         rl = (kh == kw == 1 and sh == sw == 1 and ph == pw == 0 and int(groups) == 1 and not depthwise
               and rep.layout == K.L_DENSE and rep.vfmt in (K.V_TABLE, K.V_Q8, K.V_F32)

@@ -294,6 +294,24 @@ def vmul(typingctx, a, b):
     return f32x16(a, b), codegen
 
 
+@intrinsic
+def vclamp(typingctx, v, lo, hi):
+    """Lane-wise ``min(max(v, lo), hi)`` with the scalars ``lo`` and ``hi`` broadcast (ReLU:
+    ``hi = inf``; ReLU6 / hardtanh), as Python's ``max`` / ``min``: ``v < lo ? lo : v``, then
+    ``v > hi ? hi : v`` (a NaN lane stays NaN)."""
+    def codegen(context, builder, sig, args):
+        def splat(a, ty):
+            s = context.cast(builder, a, ty, types.float32)
+            b = builder.insert_element(ir.Constant(_VT, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(b, ir.Constant(_VT, ir.Undefined),
+                                          ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+        lo_v = splat(args[1], sig.args[1])
+        hi_v = splat(args[2], sig.args[2])
+        x = builder.select(builder.fcmp_ordered("<", args[0], lo_v), lo_v, args[0])
+        return builder.select(builder.fcmp_ordered(">", x, hi_v), hi_v, x)
+    return f32x16(v, lo, hi), codegen
+
+
 def _splat(v: float) -> ir.Constant:
     return ir.Constant(_VT, [float(v)] * LANES)
 
