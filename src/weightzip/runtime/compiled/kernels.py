@@ -1062,13 +1062,18 @@ def _ws_dense(cols, vals, tab, nt, xT, offs, y, n, r0, r1, ys, yr, wrow, wval): 
     w4 = np.empty(4 * cols, np.float32)
     ld = (n + 15) // 16 * 16   # _tiles4's row stride: its last 16-lane tile
     acc4 = np.empty(4 * ld, np.float32)
+    # contiguous output rows of whole 16-lane tiles: the tiles store into y itself (no copy)
+    direct = ys == 1 and wrow == 0 and n % 16 == 0 and yr == n
     r = r0
     while r + 4 <= r1:   # blocks of four rows: every input vector loaded once per four rows
         for q in range(4):   # codebook codes: register look-ups; int8 / float32: a convert loop
             _dec_row(vals, tab, nt, (r + q) * cols, cols, w4, q * cols)
-        _tiles4(w4, bb, cols, xT, n, acc4, ld)
-        for q in range(4):
-            _store(acc4[q * ld:q * ld + n], y, r + q, n, ys, yr, wrow, wval)
+        if direct:
+            _tiles4(w4, bb, cols, xT, n, y[r * yr:], yr)
+        else:
+            _tiles4(w4, bb, cols, xT, n, acc4, ld)
+            for q in range(4):
+                _store(acc4[q * ld:q * ld + n], y, r + q, n, ys, yr, wrow, wval)
         r += 4
     for r in range(r, r1):
         _dec_row(vals, tab, nt, r * cols, cols, wb, 0)
