@@ -97,6 +97,25 @@ def test_config_validates():
     assert TrainConfig(**cfg.model_dump()) == cfg
 
 
+def test_bf16_precision_runs_forward_under_autocast_and_keeps_fp32_state():
+    """precision='bf16': the forward sees bfloat16 activations, weights / optimizer state stay fp32,
+    and training still learns; fp16 (no loss scaling here) is refused."""
+    with pytest.raises(ValidationError):
+        TrainConfig(precision="fp16")
+    seen: list[torch.dtype] = []
+    model = make_mlp()
+    model[1].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    loaders = make_loaders()
+    before = evaluate(model, loaders.train, "classify")
+    out = Trainer(model, {**CFG, "precision": "bf16", "epochs": 6}, loaders).fit()
+    after = evaluate(model, loaders.train, "classify")
+    assert torch.bfloat16 in seen                  # training steps ran in bf16 ...
+    assert seen[-1] == torch.float32               # ... evaluation (the last forward) in fp32
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert after["accuracy"] > before["accuracy"] and after["accuracy"] > 0.7
+    assert out["epochs"] == 6
+
+
 # ---- determinism and resume -----------------------------------------------------------------
 def test_same_seed_same_weights():
     runs = []

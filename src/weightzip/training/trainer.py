@@ -310,6 +310,11 @@ class Trainer:
         disable = not self.config.progress or not sys.stderr.isatty()
         return tqdm(total=total, desc=desc, leave=False, disable=disable, dynamic_ncols=True)
 
+    def _autocast(self):
+        """``torch.autocast(bfloat16)`` when ``precision='bf16'``, else a no-op context."""
+        enabled = self.config.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over ``loaders.train`` (or ``max_steps_per_epoch`` steps); train metrics."""
         c, model, task = self.config, self.train_module, self.task
@@ -331,8 +336,9 @@ class Trainer:
                     self._set_lr(t)
                     self.batch = (xw, yw)
                     self.optimizer.zero_grad(set_to_none=True)
-                    out, hidden = _forward(model, xw, task, hidden)
-                    loss = compute_loss(out, yw, c.loss)
+                    with self._autocast():
+                        out, hidden = _forward(model, xw, task, hidden)
+                        loss = compute_loss(out, yw, c.loss)
                     if not torch.isfinite(loss):
                         raise InvalidModelError(
                             f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, step "
