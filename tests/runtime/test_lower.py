@@ -738,3 +738,70 @@ def test_convs_in_the_aligned_shifted_layout_equal_torch(tmp_path, hw, k, pad, s
     with torch.no_grad():
         for b in (1, 3):
             torch.testing.assert_close(cm(x[:b]), dense(x[:b]), rtol=1e-5, atol=1e-5)
+
+
+class ExpandDepthwise(nn.Module):
+    """MobileNetV2's inverted-residual head: 1 x 1 expand conv + BN + act, then the 3 x 3
+    depthwise conv + BN + ReLU6 (``also`` returns the expanded tensor too: a second reader)."""
+
+    def __init__(self, cin, cexp, stride, act="relu6", also=False):
+        super().__init__()
+        self.expand = nn.Conv2d(cin, cexp, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cexp)
+        self.dw = nn.Conv2d(cexp, cexp, 3, stride, 1, groups=cexp, bias=False)
+        self.bn2 = nn.BatchNorm2d(cexp)
+        self.act, self.also = act, also
+        with torch.no_grad():
+            for bn in (self.bn1, self.bn2):
+                bn.running_mean.uniform_(-0.5, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        e = {"relu6": F.relu6, "gelu": F.gelu, "none": lambda v: v}[self.act](self.bn1(self.expand(x)))
+        y = F.relu6(self.bn2(self.dw(e)))
+        return (y, e) if self.also else y
+
+
+def _fused(prog) -> list[int]:
+    return [int(v) for v in prog.ops[:, K.C_FUSE]]
+
+
+@pytest.mark.parametrize("cin,cexp,hw,stride,act", [
+    (16, 96, 56, 2, "relu6"),    # MobileNetV2 layer.1-like: 56 x 56, blocks of 20 channels
+    (8, 86, 29, 1, "relu6"),     # odd plane (841 outputs: the tiles' copy path), blocks 76 + 10 rows
+    (8, 30, 30, 2, "gelu"),      # an activation applied in a pass of its own, stride 2 (15 x 15 out)
+    (5, 12, 30, 1, "none"),      # no activation: only BN's affine in the depthwise copy
+])
+def test_expand_conv_and_its_depthwise_conv_run_as_one_op(cin, cexp, hw, stride, act):
+    """A 1 x 1 conv whose only reader is a per-channel depthwise conv on a plane of 28 x 28 or
+    more runs with it as one op (kernels._conv_expand_dw, blocks of fuse_block channels) and
+    equals torch; at batch 1 and 3."""
+    torch.manual_seed(cexp + hw)
+    model = ExpandDepthwise(cin, cexp, stride, act)
+    for n in (1, 3):
+        prog = _run(model, torch.randn(n, cin, hw, hw))
+        assert _fused(prog)[:2] == [1, 2]
+        assert any("depthwise" in f for f in prog.info[0].fused)
+    L = hw * hw
+    assert K.fuse_block(cexp, L) % 4 == 0 and 4 <= K.fuse_block(cexp, L) * L <= max(K.FUSE_FLOATS, 4 * L)
+
+
+@pytest.mark.parametrize("also,hw", [(True, 28), (False, 14)])
+def test_expand_conv_not_fused_with_a_second_reader_or_on_a_small_plane(also, hw):
+    torch.manual_seed(hw)
+    prog = _run(ExpandDepthwise(8, 24, 1, also=also), torch.randn(2, 8, hw, hw))
+    assert 1 not in _fused(prog)
+
+
+def test_fused_expand_depthwise_from_a_codebook_file(tmp_path):
+    """4-bit k-means codes (a uint8 codebook, the file's representation) through the fused op:
+    the compiled model equals the decoded dense one, batch 1 and 2."""
+    torch.manual_seed(0)
+    model = _formats_of(ExpandDepthwise(16, 40, 2).eval(), 4)
+    x = torch.randn(2, 16, 32, 32)
+    dense, cm = _dense_and_compiled(model, tmp_path / "ed.wz", example_inputs=(x,))
+    prog = cm.plans[(16, 32, 32)].segments[0]
+    assert _fused(prog)[:2] == [1, 2] and int(prog.ops[0, K.C_VFMT]) == K.V_TABLE
+    with torch.no_grad():
+        for b in (1, 2):
+            torch.testing.assert_close(cm(x[:b]), dense(x[:b]), rtol=1e-5, atol=1e-5)

@@ -105,7 +105,9 @@ C_NTAB = 45                            # dense codebook (V_TABLE, L_DENSE): tabl
 # (slot offset = C_XS * chunk); C_REP: rows per sample of a row-wise op (FC over (T, D), norms)
 C_XS, C_YS, C_X2S, C_X3S, C_REP = 46, 47, 48, 49, 50
 C_RL = 51   # 1: a dense 1 x 1 conv runs rows-as-lanes (:func:`_conv1x1_rl`), its weights in 64-row panels
-OPW = 52
+C_FUSE = 52  # 1: this 1 x 1 conv and the depthwise conv in the next row run as one (:func:`_conv_expand_dw`);
+             # 2: this depthwise conv is run by the op before it (skipped on its own)
+OPW = 53
 # an FC op with C_SCR == 1 runs decode + BLAS from this many rows, the register tiles below:
 # HF BERT 4-bit, 1 thread, AVX-512 (Zen 4), whole model, tiles / BLAS: hidden 256 at 32 rows
 # 1.6 / 2.6 ms, 128 rows 11.2 / 12.6 ms, 256 rows 13.4 / 13.5 ms; hidden 768 at 128 rows
@@ -1650,9 +1652,12 @@ def _shift_fill(xs, xc, H, W, P, base, Hs, Wa, plane, kw, sh, sw, ph, pw, Wo):  
 
 
 @numba.njit(cache=True, fastmath=FM)
-def _phase_fill(xs, xc, H, W, P, base, sh, sw, ph, pw, Wq, plane):  # pragma: no cover - compiled
+def _phase_fill(xs, xc, H, W, P, base, sh, sw, ph, pw, Wq, plane, al=np.float32(1.0), be=np.float32(0.0),
+                lo=-np.float32(np.inf), hi=np.float32(np.inf)):  # pragma: no cover - compiled
     """The channel plane ``xs[xc:xc + H*W]`` into its phase planes at ``P[base:]`` (interior
-    positions only: the zero borders written once per call stay zero)."""
+    positions only: the zero borders written once per call stay zero), each value as
+    ``min(max(al * v + be, lo), hi)`` (the identity by default: the epilogue of a fused 1 x 1
+    conv whose output this is, :func:`_conv_expand_dw`)."""
     for h in range(H):
         r = h + ph
         rowb = base + (r % sh) * sw * plane + (r // sh) * Wq
@@ -1661,7 +1666,7 @@ def _phase_fill(xs, xc, H, W, P, base, sh, sw, ph, pw, Wq, plane):  # pragma: no
             o = np.uint64(rowb + pw)
             xu = np.uint64(xr)
             for w in range(np.uint64(W)):   # unsigned: a slice per row costs ~30 ns
-                P[o + w] = xs[xu + w]
+                P[o + w] = min(max(xs[xu + w] * al + be, lo), hi)
         elif sw == 2:
             # input column w = 2k + e goes to phase (e + pw) % 2, column (w + pw) // 2: both
             # phases in one loop of constant stride 2, which LLVM vectorizes as interleaved loads
@@ -1672,11 +1677,11 @@ def _phase_fill(xs, xc, H, W, P, base, sh, sw, ph, pw, Wq, plane):  # pragma: no
             o1 = np.uint64(rowb + ((pw + 1) % 2) * plane + (pw + 1) // 2)
             two = np.uint64(2)
             for k in range(np.uint64(W // 2)):
-                P[o0 + k] = xs[xu + two * k]
-                P[o1 + k] = xs[xu + two * k + np.uint64(1)]
+                P[o0 + k] = min(max(xs[xu + two * k] * al + be, lo), hi)
+                P[o1 + k] = min(max(xs[xu + two * k + np.uint64(1)] * al + be, lo), hi)
             if W % 2 == 1:
                 k = np.uint64(W // 2)
-                P[o0 + k] = xs[xu + two * k]
+                P[o0 + k] = min(max(xs[xu + two * k] * al + be, lo), hi)
         else:
             for b in range(sw):
                 # phase column q holds input column w = q sw + b - pw, for 0 <= w < W
@@ -1688,7 +1693,7 @@ def _phase_fill(xs, xc, H, W, P, base, sh, sw, ph, pw, Wq, plane):  # pragma: no
                 xu = np.uint64(xr + q0 * sw + b - pw)
                 su = np.uint64(sw)
                 for q in range(np.uint64(q1 - q0)):   # unsigned: no floor-division / wraparound per element
-                    P[o + q] = xs[xu + q * su]
+                    P[o + q] = min(max(xs[xu + q * su] * al + be, lo), hi)
 
 
 @numba.njit(cache=True)
@@ -1875,68 +1880,164 @@ def _conv_dw(op, B, F, x, y, n, scr, res):  # pragma: no cover - compiled
     nin = op[C_NIN]
     nout = op[C_NOUT]
     C = op[C_CIN]
+    L = op[C_HO] * op[C_WO]
+    P, Yw, Wd, bb = _dw_setup(op, B, F, scr)
+    for s in range(n):
+        for c in range(C):
+            _dw_plane(op, F, x, s * nin + c * op[C_H] * op[C_W], c, P, Yw, Wd, bb,
+                      y[s * nout + c * L:s * nout + (c + 1) * L],
+                      res[s * nout + c * L:s * nout + (c + 1) * L] if res.shape[0] > 0 else res)
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _dw_setup(op, B, F, scr):  # pragma: no cover - compiled
+    """Scratch views of :func:`_conv_dw` from ``scr``: the zeroed phase planes ``P``, the
+    widened output rows ``Yw``, the decoded weights ``Wd`` (C kh kw) and the tap offsets ``bb``."""
+    Hq, Wq, plane = phase_dims(op[C_H], op[C_W], op[C_HO], op[C_WO], op[C_KH], op[C_KW], op[C_SH], op[C_SW],
+                               op[C_DH], op[C_DW], op[C_PH], op[C_PW])
+    np_ = op[C_SH] * op[C_SW] * plane
+    M = op[C_HO] * Wq
+    T = op[C_KH] * op[C_KW]
+    P = scr[:np_]
+    Yw = scr[np_:np_ + M + 16]   # + 16: _tiles' last tile
+    Wd = scr[np_ + M + 16:np_ + M + 16 + op[C_CIN] * T]
+    _decode_dense(op, B, F, Wd, op[C_CIN] * T)
+    for i in range(np_):
+        P[i] = 0.0
+    bb = np.empty(T, np.int64)
+    for i in range(op[C_KH]):
+        for j in range(op[C_KW]):
+            bb[i * op[C_KW] + j] = _tap_offset(i, j, op[C_SH], op[C_SW], op[C_DH], op[C_DW], Wq, plane)
+    return P, Yw, Wd, bb
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _dw_plane(op, F, x, xo, c, P, Yw, Wd, bb, yc, rc, ia=np.float32(1.0), ib=np.float32(0.0),
+              ilo=-np.float32(np.inf), ihi=np.float32(np.inf)):  # pragma: no cover - compiled
+    """Channel ``c`` of a depthwise conv: its input plane ``x[xo:xo + H W]`` into the phase
+    planes (as ``min(max(ia v + ib, ilo), ihi)``: the identity by default), ``Yw[k] = sum_t
+    w[c, t] P[bb[t] + k]`` over the ``Ho x Wq`` outputs, then the ``Wo`` valid columns of each
+    row into ``yc`` (``Ho Wo``) through the epilogue; ``rc``: the channel's residual operand
+    (added before the activation) or empty."""
     H = op[C_H]
     W = op[C_W]
     Ho = op[C_HO]
     Wo = op[C_WO]
-    kh = op[C_KH]
-    kw = op[C_KW]
-    sh = op[C_SH]
-    sw = op[C_SW]
-    dh = op[C_DH]
-    dw = op[C_DW]
-    Hq, Wq, plane = phase_dims(H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, op[C_PH], op[C_PW])
-    np_ = sh * sw * plane
-    M = Ho * Wq
-    P = scr[:np_]
-    Yw = scr[np_:np_ + M + 16]   # + 16: _tiles' last tile
-    T = kh * kw
-    Wd = scr[np_ + M + 16:np_ + M + 16 + C * T]
-    _decode_dense(op, B, F, Wd, C * T)
-    for i in range(np_):
-        P[i] = 0.0
-    bb = np.empty(T, np.int64)
-    for i in range(kh):
-        for j in range(kw):
-            bb[i * kw + j] = _tap_offset(i, j, sh, sw, dh, dw, Wq, plane)
-    L = Ho * Wo
+    Hq, Wq, plane = phase_dims(H, W, Ho, Wo, op[C_KH], op[C_KW], op[C_SH], op[C_SW], op[C_DH], op[C_DW],
+                               op[C_PH], op[C_PW])
+    T = op[C_KH] * op[C_KW]
     a0 = op[C_ALPHA]
     b0 = op[C_BETA]
     act = op[C_ACT]
     p = op[C_ACTP]
-    clamp = res.shape[0] == 0 and (act == A_NONE or act == A_RELU or act == A_HARDTANH)
+    _phase_fill(x, xo, H, W, P, 0, op[C_SH], op[C_SW], op[C_PH], op[C_PW], Wq, plane, ia, ib, ilo, ihi)
+    # Yw[k] = sum_t w[c, t] P[bb[t] + k]: the register tiles of the weights-stationary
+    # pass with the plane's taps as the weights (a vector loop per tap used to stream Yw
+    # through memory nine times, scalar past the last full vector: 2-9 GMAC/s measured
+    # on HF MobileNetV2, 1.3 on its 7 x 7 planes)
+    _tiles(Wd[c * T:(c + 1) * T], bb, T, P, Ho * Wq, Yw)
+    al = F[a0 + c] if a0 >= 0 else np.float32(1.0)
+    be = F[b0 + c] if b0 >= 0 else np.float32(0.0)
+    if rc.shape[0] == 0 and (act == A_NONE or act == A_RELU or act == A_HARDTANH):
+        # alpha, beta and a ReLU / ReLU6 / hardtanh in the one copy of the valid columns
+        # (a second pass over the plane for the activation: 37 of 330 us, 144 x 56 x 56)
+        lo = F[p] if act == A_HARDTANH else (np.float32(0.0) if act == A_RELU else -np.float32(np.inf))
+        hi = F[p + 1] if act == A_HARDTANH else np.float32(np.inf)
+        for oh in range(Ho):
+            yo = np.uint64(oh * Wo)
+            wo = np.uint64(oh * Wq)
+            for ow in range(np.uint64(Wo)):
+                yc[yo + ow] = min(max(Yw[wo + ow] * al + be, lo), hi)
+        return
+    for oh in range(Ho):
+        yo = np.uint64(oh * Wo)
+        wo = np.uint64(oh * Wq)
+        for ow in range(np.uint64(Wo)):
+            yc[yo + ow] = Yw[wo + ow] * al + be
+    if rc.shape[0] > 0:
+        for k in range(Ho * Wo):
+            yc[k] += rc[k]
+    _act_vec(yc, act, F, p)
+
+
+FUSE_FLOATS = 65536   # expanded channels per block of _conv_expand_dw: <= 256 KiB (in L2) ...
+FUSE_MIN_PLANE = 784  # ... on planes of 28 x 28 and up (smaller ones run their depthwise conv channels-last)
+
+
+def fuse_block(rows: int, L: int) -> int:
+    """Expanded channels per block of :func:`_conv_expand_dw`: a multiple of 4 (the four-row
+    tiles) whose ``L``-float planes fill at most ``FUSE_FLOATS`` (at least 4)."""
+    return max(4, min(rows, FUSE_FLOATS // max(1, L)) // 4 * 4)
+
+
+def expand_dw_floats(rows: int, L: int, dw_fixed: int) -> int:
+    """Scratch floats of :func:`_conv_expand_dw`: a block of expanded planes (+ 16) from a 64-byte
+    boundary, then the depthwise conv's own scratch (``dw_fixed``) from the next one (two
+    alignments of up to 15 floats each)."""
+    return fuse_block(rows, L) * L + 16 + 2 * 15 + dw_fixed
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _conv_expand_dw(opa, opb, B, F, x, y, n, scr):  # pragma: no cover - compiled
+    """A dense 1 x 1 conv (``opa``: stride 1, no padding, one group) and the depthwise conv that
+    is its only reader (``opb``) as one op: per block of ``cb`` expanded channels
+    (:func:`fuse_block`), ``E = act_a(alpha_a * (W_a[c0:c1] x) + beta_a)`` (``cb x H W``, written
+    by the four-row tiles straight into the block) and then each channel of ``E`` through
+    :func:`_dw_plane` into ``y``. The expanded tensor (MobileNetV2: 96 x 112 x 112, 4.8 MB) is
+    never written whole: each block is read back by the depthwise conv from L2 where the
+    unfused pair wrote it to memory and read it again."""
+    vf = opa[C_VFMT]
+    v0 = opa[C_VAL]
+    nnz = opa[C_NNZ]
+    tab = F[opa[C_TAB]:opa[C_TAB] + 256] if vf == V_TABLE else F[:0]
+    if vf == V_F32:
+        _expand_dw(opa, opb, B, F, F[v0:v0 + nnz], tab, x, y, n, scr)
+    elif vf == V_Q8:
+        _expand_dw(opa, opb, B, F, B[v0:v0 + nnz].view(np.int8), tab, x, y, n, scr)
+    else:
+        _expand_dw(opa, opb, B, F, B[v0:v0 + nnz], tab, x, y, n, scr)
+
+
+@numba.njit(cache=True, fastmath=FM)
+def _expand_dw(opa, opb, B, F, vals, tab, x, y, n, scr):  # pragma: no cover - compiled
+    nin = opa[C_NIN]
+    nout = opb[C_NOUT]
+    rows = opa[C_COUT]
+    cols = opa[C_CIN]
+    L = opa[C_HO] * opa[C_WO]
+    Lb = opb[C_HO] * opb[C_WO]
+    cb = max(4, min(rows, FUSE_FLOATS // L) // 4 * 4)
+    a0 = (16 - (scr.ctypes.data // 4) % 16) % 16   # E from a 64-byte boundary
+    E = scr[a0:a0 + cb * L + 16]
+    d0 = a0 + cb * L + 16
+    d0 += (16 - d0 % 16) % 16
+    P, Yw, Wd, bb = _dw_setup(opb, B, F, scr[d0:])
+    offs = np.empty(cols, np.uint32)
+    for c in range(cols):
+        offs[c] = c * L
+    al0 = opa[C_ALPHA]
+    be0 = opa[C_BETA]
+    act = opa[C_ACT]
+    p = opa[C_ACTP]
+    clamp = act == A_NONE or act == A_RELU or act == A_HARDTANH
     lo = F[p] if act == A_HARDTANH else (np.float32(0.0) if act == A_RELU else -np.float32(np.inf))
     hi = F[p + 1] if act == A_HARDTANH else np.float32(np.inf)
     for s in range(n):
-        for c in range(C):
-            _phase_fill(x, s * nin + c * H * W, H, W, P, 0, sh, sw, op[C_PH], op[C_PW], Wq, plane)
-            # Yw[k] = sum_t w[c, t] P[bb[t] + k]: the register tiles of the weights-stationary
-            # pass with the plane's taps as the weights (a vector loop per tap used to stream Yw
-            # through memory nine times, scalar past the last full vector: 2-9 GMAC/s measured
-            # on HF MobileNetV2, 1.3 on its 7 x 7 planes)
-            _tiles(Wd[c * T:(c + 1) * T], bb, T, P, M, Yw)
-            al = F[a0 + c] if a0 >= 0 else np.float32(1.0)
-            be = F[b0 + c] if b0 >= 0 else np.float32(0.0)
-            yc = y[s * nout + c * L:s * nout + (c + 1) * L]
-            if clamp:
-                # alpha, beta and a ReLU / ReLU6 / hardtanh in the one copy of the valid columns
-                # (a second pass over the plane for the activation: 37 of 330 us, 144 x 56 x 56)
-                for oh in range(Ho):
-                    yo = np.uint64(oh * Wo)
-                    wo = np.uint64(oh * Wq)
-                    for ow in range(np.uint64(Wo)):
-                        yc[yo + ow] = min(max(Yw[wo + ow] * al + be, lo), hi)
-                continue
-            for oh in range(Ho):
-                yo = np.uint64(oh * Wo)
-                wo = np.uint64(oh * Wq)
-                for ow in range(np.uint64(Wo)):
-                    yc[yo + ow] = Yw[wo + ow] * al + be
-            if res.shape[0] > 0:
-                rc = res[s * nout + c * L:s * nout + (c + 1) * L]
+        for c0 in range(0, rows, cb):
+            c1 = min(rows, c0 + cb)
+            _ws_dense(cols, vals[c0 * cols:], tab, opa[C_NTAB], x[s * nin:], offs, E, L, 0, c1 - c0, 1, L, 0, 0)
+            for c in range(c0, c1):
+                e = E[(c - c0) * L:(c - c0 + 1) * L]
+                al = F[al0 + c] if al0 >= 0 else np.float32(1.0)
+                be = F[be0 + c] if be0 >= 0 else np.float32(0.0)
+                yc = y[s * nout + c * Lb:s * nout + (c + 1) * Lb]
+                if clamp:   # the 1 x 1 conv's epilogue in the depthwise conv's copy of its input
+                    _dw_plane(opb, F, E, (c - c0) * L, c, P, Yw, Wd, bb, yc, F[:0], al, be, lo, hi)
+                    continue
                 for k in range(L):
-                    yc[k] += rc[k]
-            _act_vec(yc, op[C_ACT], F, op[C_ACTP])
+                    e[k] = e[k] * al + be
+                _act_vec(e, act, F, p)
+                _dw_plane(opb, F, E, (c - c0) * L, c, P, Yw, Wd, bb, yc, F[:0])
 
 
 @numba.njit(cache=True, fastmath=FM)
@@ -2834,7 +2935,10 @@ def run_graph_chunk(ops, B, F, x, out, work, chunk, io, scr_off):  # pragma: no 
         if kind == K_FC:
             _fc(op, B, F, xs, ys, rows, scr)
         elif kind == K_CONV:
-            _conv(op, B, F, xs, ys, n, scr, work[op[C_X2S] * chunk:] if op[C_X2S] >= 0 else F[:0])
+            if op[C_FUSE] == 1:   # this 1 x 1 conv and the depthwise conv after it, as one
+                _conv_expand_dw(op, ops[k + 1], B, F, xs, work[ops[k + 1][C_YS] * chunk:], n, scr)
+            elif op[C_FUSE] == 0:   # (2: run by the op before)
+                _conv(op, B, F, xs, ys, n, scr, work[op[C_X2S] * chunk:] if op[C_X2S] >= 0 else F[:0])
         elif kind == K_BIN:
             if op[C_X2S] >= 0:
                 _bin(op, F, xs, work[op[C_X2S] * chunk:], op[C_D], ys, n)

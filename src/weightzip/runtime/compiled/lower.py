@@ -1296,6 +1296,17 @@ class Lowering:
             ops.append(op)
             scratch.append((r.scr_row, r.rep, r.scr_fixed))
             info.append(OpInfo(r.label, r.op, r.rep_name, r.note, int(r.macs), int(wbytes), list(r.fused)))
+        fused = _fuse_expand_dw(self.recs, ops, scratch, info, out_sid)
+        if fused:
+            # a fused pair reads the 1 x 1 conv's input until the depthwise conv's last block is
+            # written: that input stays live through both ops (its slot must not hold the
+            # depthwise output, as lifetimes by op would allow)
+            offsets, end = self._slots(out_sid, {self.recs[i].ins[0]: i + 1 for i in fused})
+            for r, op in zip(self.recs, ops):
+                op[K.C_XS] = offsets[r.ins[0]] if r.ins else -1
+                op[K.C_YS] = offsets[r.out]
+                op[K.C_X2S] = offsets[r.ins[1]] if len(r.ins) > 1 else -1
+                op[K.C_X3S] = offsets[r.ins[2]] if len(r.ins) > 2 else -1
         B, F = pk.arrays()
         ops_arr = np.stack(ops) if ops else np.zeros((0, K.OPW), np.int64)
         steps = []   # (index of the torch op, its step) in program order
@@ -1315,13 +1326,16 @@ class Lowering:
             raise Unsupported(f"output {v.name!r}: the batch is not its leading dimension")
         return full[1:]
 
-    def _slots(self, out_sid: int) -> tuple[dict[int, int], int]:
-        """Offsets (floats per sample, multiples of 16) by lifetime, first fit."""
+    def _slots(self, out_sid: int, keep: dict[int, int] | None = None) -> tuple[dict[int, int], int]:
+        """Offsets (floats per sample, multiples of 16) by lifetime, first fit; ``keep``: values
+        live at least until the op of that index (the input of a fused pair)."""
         last = {0: -1}
         for i, r in enumerate(self.recs):
             for s in r.ins:
                 last[s] = max(last.get(s, -1), i)
             last[r.out] = max(last.get(r.out, -1), i)
+        for s, i in (keep or {}).items():
+            last[s] = max(last.get(s, -1), i)
         last[out_sid] = len(self.recs)
         live: list[tuple[int, int, int]] = []   # (offset, size, storage)
         offsets: dict[int, int] = {}
@@ -1343,10 +1357,40 @@ class Lowering:
         for i, r in enumerate(self.recs):
             if r.out not in offsets:
                 place(r.out)
-            for s in set(r.ins) | {r.out}:
-                if last.get(s, -1) <= i:
-                    live[:] = [t for t in live if t[2] != s]
+            live[:] = [t for t in live if last.get(t[2], -1) > i]
         return offsets, end
+
+
+def _fuse_expand_dw(recs: list, ops: list, scratch: list, info: list, out_sid: int) -> list[int]:
+    """Mark each dense 1 x 1 conv (stride 1, no padding, one group, no residual) whose only reader
+    is the per-channel depthwise conv right after it (planes of 28 x 28 and up) to run with it as
+    one op (``C_FUSE`` 1 / 2, :func:`.kernels._conv_expand_dw`): the expanded tensor then lives
+    a block of channels at a time in L2. Returns the indices of the fused 1 x 1 convs."""
+    fused: list[int] = []
+    readers: dict[int, int] = {}
+    for r in recs:
+        for sid in r.ins:
+            readers[sid] = readers.get(sid, 0) + 1
+    for i in range(len(ops) - 1):
+        a, b = ops[i], ops[i + 1]
+        if not (a[K.C_KIND] == b[K.C_KIND] == K.K_CONV and a[K.C_FUSE] == 0 and b[K.C_FUSE] == 0):
+            continue
+        L = int(a[K.C_HO] * a[K.C_WO])
+        expand = (a[K.C_SCR] == 0 and a[K.C_RL] == 0 and a[K.C_KH] == a[K.C_KW] == 1
+                  and a[K.C_SH] == a[K.C_SW] == 1 and a[K.C_PH] == a[K.C_PW] == 0 and a[K.C_GROUPS] == 1
+                  and (a[K.C_HO], a[K.C_WO]) == (a[K.C_H], a[K.C_W]) and a[K.C_LAYOUT] == K.L_DENSE
+                  and a[K.C_VFMT] in (K.V_TABLE, K.V_Q8, K.V_F32) and a[K.C_X2S] < 0 and a[K.C_REP] == 1)
+        dw = (b[K.C_SCR] == 2 and b[K.C_X2S] < 0 and b[K.C_REP] == 1 and int(b[K.C_H] * b[K.C_W]) >= K.FUSE_MIN_PLANE
+              and not K.dw_channels_last(int(b[K.C_CIN]), int(b[K.C_HO]), int(b[K.C_WO])))
+        if not (expand and dw and recs[i + 1].ins == [recs[i].out] and readers.get(recs[i].out) == 1
+                and recs[i].out != out_sid):
+            continue
+        a[K.C_FUSE], b[K.C_FUSE] = 1, 2
+        rows = int(a[K.C_COUT])
+        scratch[i] = (0, 1, K.expand_dw_floats(rows, L, recs[i + 1].scr_fixed))
+        info[i].fused.append(f"{recs[i + 1].label} (depthwise, {K.fuse_block(rows, L)} channels a block)")
+        fused.append(i)
+    return fused
 
 
 class _PseudoNode:

@@ -188,7 +188,9 @@ class _GraphNative:
 
 def profile_graph(nat: "_GraphNative", x: torch.Tensor, repeat: int = 5) -> list[tuple[str, str, float]]:
     """(layer, op, median seconds) per op of a graph program on ``x`` (batch 1 path: one chunk,
-    the ops run one native call each, in program order, ``repeat`` times)."""
+    the ops run one native call each, in program order, ``repeat`` times). A fused pair
+    (``C_FUSE``: a 1 x 1 conv and its depthwise conv) is one call, timed on the first op; the
+    second shows 0."""
     import time
 
     prog = nat.prog
@@ -203,8 +205,12 @@ def profile_graph(nat: "_GraphNative", x: torch.Tensor, repeat: int = 5) -> list
         for _ in range(repeat):
             K.run_graph_chunk(prog.ops[:0], nat.B, nat.F, xn, out, work[0], chunk, nat.io, scr)   # input in place
             for k in range(len(prog.ops)):
+                fuse = prog.ops[k, K.C_FUSE]
+                if fuse == 2:   # run (and timed) with the 1 x 1 conv before it
+                    times[k].append(0.0)
+                    continue
                 t0 = time.perf_counter()
-                K.run_graph_chunk(prog.ops[k:k + 1], nat.B, nat.F, xn, out, work[0], chunk, quiet, scr)
+                K.run_graph_chunk(prog.ops[k:k + 1 + (fuse == 1)], nat.B, nat.F, xn, out, work[0], chunk, quiet, scr)
                 times[k].append(time.perf_counter() - t0)
     return [(i.layer, i.op, float(np.median(t))) for i, t in zip(prog.info, times)]
 
