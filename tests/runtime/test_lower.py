@@ -805,3 +805,23 @@ def test_fused_expand_depthwise_from_a_codebook_file(tmp_path):
     with torch.no_grad():
         for b in (1, 2):
             torch.testing.assert_close(cm(x[:b]), dense(x[:b]), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_expand_run_alone_writes_its_own_output():
+    """The first op of a fused pair run without the second (a program sliced between them, as a
+    profiler does) is the plain 1 x 1 conv: its output slot holds act(bn(conv(x)))."""
+    torch.manual_seed(3)
+    model = ExpandDepthwise(8, 20, 1).eval()
+    x = torch.randn(1, 8, 28, 28)
+    prog = _run(model, x)
+    assert _fused(prog)[:2] == [1, 2]
+    nat = _GraphNative(prog)
+    work, chunk, scr = nat.work(1, 1)
+    xn = np.ascontiguousarray(x.reshape(1, -1).numpy())
+    out = np.empty((1, prog.nout), np.float32)
+    K.run_graph_chunk(prog.ops[:1], nat.B, nat.F, xn, out, work[0], chunk, nat.io, scr)
+    ys = int(prog.ops[0, K.C_YS]) * chunk
+    got = torch.from_numpy(work[0][ys:ys + 20 * 28 * 28].copy()).view(1, 20, 28, 28)
+    with torch.no_grad():
+        want = F.relu6(model.bn1(model.expand(x)))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -2935,9 +2935,9 @@ def run_graph_chunk(ops, B, F, x, out, work, chunk, io, scr_off):  # pragma: no 
         if kind == K_FC:
             _fc(op, B, F, xs, ys, rows, scr)
         elif kind == K_CONV:
-            if op[C_FUSE] == 1:   # this 1 x 1 conv and the depthwise conv after it, as one
+            if op[C_FUSE] == 1 and k + 1 < ops.shape[0]:   # this 1 x 1 conv and the depthwise conv after it
                 _conv_expand_dw(op, ops[k + 1], B, F, xs, work[ops[k + 1][C_YS] * chunk:], n, scr)
-            elif op[C_FUSE] == 0:   # (2: run by the op before)
+            elif op[C_FUSE] != 2:   # (2: run by the op before; a 1 x 1 conv run alone writes its own output)
                 _conv(op, B, F, xs, ys, n, scr, work[op[C_X2S] * chunk:] if op[C_X2S] >= 0 else F[:0])
         elif kind == K_BIN:
             if op[C_X2S] >= 0:
