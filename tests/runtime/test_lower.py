@@ -805,6 +805,9 @@ def test_fused_expand_depthwise_from_a_codebook_file(tmp_path):
     with torch.no_grad():
         for b in (1, 2):
             torch.testing.assert_close(cm(x[:b]), dense(x[:b]), rtol=1e-5, atol=1e-5)
+        cm.threads = 2   # chunks in parallel, each with its own work buffer (and fused-op scratch)
+        x5 = torch.cat([x, x.flip(0), x[:1]])
+        torch.testing.assert_close(cm(x5), dense(x5), rtol=1e-5, atol=1e-5)
 
 
 def test_fused_expand_run_alone_writes_its_own_output():
