@@ -1287,10 +1287,7 @@ class Lowering:
         scratch = []
         for r in self.recs:
             op = new_op(r.kind, r.nin, r.nout)
-            op[K.C_XS] = offsets[r.ins[0]] if r.ins else -1
-            op[K.C_YS] = offsets[r.out]
-            op[K.C_X2S] = offsets[r.ins[1]] if len(r.ins) > 1 else -1
-            op[K.C_X3S] = offsets[r.ins[2]] if len(r.ins) > 2 else -1
+            _place_op(op, r, offsets)
             op[K.C_REP] = r.rep
             wbytes = r.build(r, op, pk)
             ops.append(op)
@@ -1303,10 +1300,7 @@ class Lowering:
             # depthwise output, as lifetimes by op would allow)
             offsets, end = self._slots(out_sid, {self.recs[i].ins[0]: i + 1 for i in fused})
             for r, op in zip(self.recs, ops):
-                op[K.C_XS] = offsets[r.ins[0]] if r.ins else -1
-                op[K.C_YS] = offsets[r.out]
-                op[K.C_X2S] = offsets[r.ins[1]] if len(r.ins) > 1 else -1
-                op[K.C_X3S] = offsets[r.ins[2]] if len(r.ins) > 2 else -1
+                _place_op(op, r, offsets)
         B, F = pk.arrays()
         ops_arr = np.stack(ops) if ops else np.zeros((0, K.OPW), np.int64)
         steps = []   # (index of the torch op, its step) in program order
@@ -1359,6 +1353,14 @@ class Lowering:
                 place(r.out)
             live[:] = [t for t in live if last.get(t[2], -1) > i]
         return offsets, end
+
+
+def _place_op(op: np.ndarray, r: _Rec, offsets: dict[int, int]) -> None:
+    """The op's value slots: its inputs' and its output's offsets (floats per sample)."""
+    op[K.C_XS] = offsets[r.ins[0]] if r.ins else -1
+    op[K.C_YS] = offsets[r.out]
+    op[K.C_X2S] = offsets[r.ins[1]] if len(r.ins) > 1 else -1
+    op[K.C_X3S] = offsets[r.ins[2]] if len(r.ins) > 2 else -1
 
 
 def _fuse_expand_dw(recs: list, ops: list, scratch: list, info: list, out_sid: int) -> list[int]:
