@@ -1964,7 +1964,8 @@ FUSE_FLOATS = 65536   # expanded channels per block of _conv_expand_dw: <= 256 K
 FUSE_MIN_PLANE = 784  # ... on planes of 28 x 28 and up (smaller ones run their depthwise conv channels-last)
 
 
-def fuse_block(rows: int, L: int) -> int:
+@numba.njit(cache=True)
+def fuse_block(rows, L):  # pragma: no cover - compiled (also called from Python by the lowering)
     """Expanded channels per block of :func:`_conv_expand_dw`: a multiple of 4 (the four-row
     tiles) whose ``L``-float planes fill at most ``FUSE_FLOATS`` (at least 4)."""
     return max(4, min(rows, FUSE_FLOATS // max(1, L)) // 4 * 4)
@@ -1981,9 +1982,11 @@ def expand_dw_floats(rows: int, L: int, dw_fixed: int) -> int:
 def _conv_expand_dw(opa, opb, B, F, x, y, n, scr):  # pragma: no cover - compiled
     """A dense 1 x 1 conv (``opa``: stride 1, no padding, one group) and the depthwise conv that
     is its only reader (``opb``) as one op: per block of ``cb`` expanded channels
-    (:func:`fuse_block`), ``E = act_a(alpha_a * (W_a[c0:c1] x) + beta_a)`` (``cb x H W``, written
-    by the four-row tiles straight into the block) and then each channel of ``E`` through
-    :func:`_dw_plane` into ``y``. The expanded tensor (MobileNetV2: 96 x 112 x 112, 4.8 MB) is
+    (:func:`fuse_block`), ``E = W_a[c0:c1] x`` (``cb x H W``, written by the four-row tiles
+    straight into the block), then each channel of ``E`` through :func:`_dw_plane` into ``y``,
+    the 1 x 1 conv's epilogue ``act_a(alpha_a E + beta_a)`` applied in the depthwise conv's
+    phase-plane copy (ReLU / ReLU6 / hardtanh / none; another activation: a pass over the
+    channel first). The expanded tensor (MobileNetV2: 96 x 112 x 112, 4.8 MB) is
     never written whole: each block is read back by the depthwise conv from L2 where the
     unfused pair wrote it to memory and read it again."""
     vf = opa[C_VFMT]
@@ -2006,7 +2009,7 @@ def _expand_dw(opa, opb, B, F, vals, tab, x, y, n, scr):  # pragma: no cover - c
     cols = opa[C_CIN]
     L = opa[C_HO] * opa[C_WO]
     Lb = opb[C_HO] * opb[C_WO]
-    cb = max(4, min(rows, FUSE_FLOATS // L) // 4 * 4)
+    cb = fuse_block(rows, L)
     a0 = (16 - (scr.ctypes.data // 4) % 16) % 16   # E from a 64-byte boundary
     E = scr[a0:a0 + cb * L + 16]
     d0 = a0 + cb * L + 16
