@@ -9,7 +9,7 @@
 # with SGD momentum) are too large for the repository: on a new machine those runs start over
 # unless runs/cifar10/<model>/ is carried along (or run them on a GPU: cifar10_gpu.sh).
 # VGG-16 trains its forward under bf16 autocast (weights, gradients and momentum fp32) where the CPU
-# has native bf16 (AVX512_BF16 / AMX): 2.0x faster per step here (0.63 vs 1.30 s per batch of 128).
+# has native bf16 (AVX512_BF16 / AMX): 1.8x faster per step here (benchmarks/results/train_precision.md).
 # PRECISION=fp32 forces full precision; a resumed run must keep the precision it started with.
 # To commit the current state: xz -9 -c runs/cifar10/<model>/base.pt > benchmarks/results/cifar10/<model>-base.partial.pt.xz
 set -euo pipefail
